@@ -1,0 +1,94 @@
+//! Contract metadata and service identities, implemented by the generated code.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::Validator;
+
+/// What the inventory and the schema say about one contract (one subject, one major version).
+#[derive(Debug)]
+pub struct ContractInfo {
+    /// Contract name in the inventory, e.g. `event`.
+    pub name: &'static str,
+    /// The subject its messages travel on, e.g. `orion.event.v1`.
+    pub subject: &'static str,
+    /// The schema's `$id`.
+    pub schema_id: &'static str,
+    /// Path of the schema below `schemas/`.
+    pub schema_path: &'static str,
+    /// The schema text, embedded at build time.
+    pub schema: &'static str,
+    /// Major version (from the `$id`).
+    pub major: u32,
+    /// Name of the constant version field (`version` or `v`).
+    pub version_field: &'static str,
+    /// The constant version value as JSON text (`"1.0"`, `1`).
+    pub version_value: &'static str,
+    /// Top-level fields whose values, joined with `:`, identify a message for deduplication.
+    pub idempotency_key: &'static [&'static str],
+    /// The JetStream stream that stores the subject.
+    pub stream: &'static str,
+    /// Who owns the contract.
+    pub owner: &'static str,
+    /// How messages are signed, if they are.
+    pub signature: Option<SignatureSpec>,
+    /// Why the contract is deprecated, if it is.
+    pub deprecated: Option<&'static str>,
+}
+
+/// How a contract's messages are signed.
+#[derive(Debug, Clone, Copy)]
+pub struct SignatureSpec {
+    /// `hmac-sha256` or `ed25519`.
+    pub algorithm: &'static str,
+    /// `field:<json pointer>` or `header:<name>`.
+    pub carrier: &'static str,
+}
+
+/// A JetStream stream from the inventory.
+#[derive(Debug)]
+pub struct StreamInfo {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub subjects: &'static [&'static str],
+    pub retention: Retention,
+    pub max_age_s: u64,
+    pub max_msg_size: u32,
+    pub duplicate_window_s: u64,
+}
+
+/// JetStream retention policy of a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retention {
+    Limits,
+    Interest,
+    Workqueue,
+}
+
+/// A message type governed by a contract. Implemented by the generated code for every root
+/// type; do not implement it by hand.
+pub trait Contract: Serialize + DeserializeOwned {
+    const INFO: &'static ContractInfo;
+
+    /// The schema compiled once (format checks on) and shared.
+    fn validator() -> &'static Validator;
+}
+
+/// A service identity from the inventory. Implemented by the generated unit structs in
+/// [`crate::generated::services`].
+pub trait Service {
+    /// The identity's name, which is also its NATS user.
+    const NAME: &'static str;
+    /// Runs outside this repository (legacy or third-party producer).
+    const EXTERNAL: bool;
+    /// Subjects the identity may publish.
+    const PRODUCES: &'static [&'static str];
+    /// Subjects the identity may consume.
+    const CONSUMES: &'static [&'static str];
+}
+
+/// `S: Produces<T>` holds exactly when the inventory lists `S` as a producer of `T`.
+pub trait Produces<T: Contract>: Service {}
+
+/// `S: Consumes<T>` holds exactly when the inventory lists `S` as a consumer of `T`.
+pub trait Consumes<T: Contract>: Service {}

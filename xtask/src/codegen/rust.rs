@@ -1,0 +1,380 @@
+//! Rust types (typify), subject constants, contract metadata and service bindings.
+
+use std::collections::BTreeSet;
+use std::fmt::Write;
+
+use anyhow::{anyhow, Context, Result};
+use schemars::schema::{InstanceType, RootSchema, SchemaObject};
+use serde_json::Value;
+use typify::{TypeSpace, TypeSpaceImpl, TypeSpaceSettings};
+
+use super::{header_lines, GeneratedFile, GENERATED_RUST_DIR};
+use crate::contract_set_file::ContractSetFile;
+use crate::inventory::{ContractEntry, ContractSet, SchemaFile};
+use crate::naming::{module_name, pascal_case, screaming_snake};
+
+pub fn generate(set: &ContractSet, recorded: &ContractSetFile) -> Result<Vec<GeneratedFile>> {
+    let mut files = Vec::new();
+    for (entry, schema) in set.contracts() {
+        let module = module_name(entry, schema);
+        let code = typify_module(schema)
+            .with_context(|| format!("typify failed on schemas/{}", schema.rel_path))?;
+        files.push(GeneratedFile {
+            path: format!("{GENERATED_RUST_DIR}/{module}.rs"),
+            contents: code,
+        });
+    }
+    files.push(GeneratedFile {
+        path: format!("{GENERATED_RUST_DIR}/mod.rs"),
+        contents: registry_module(set, recorded)?,
+    });
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(files)
+}
+
+fn rust_header(extra: &str) -> String {
+    let mut out = String::new();
+    for line in header_lines() {
+        writeln!(out, "// {line}").unwrap();
+    }
+    if !extra.is_empty() {
+        writeln!(out, "// {extra}").unwrap();
+    }
+    out
+}
+
+/// Keywords that only the validator enforces. typify cannot represent conditional rules
+/// (`if`/`then`, `not`, the `allOf` that carries them), so they are left out of the types;
+/// `contracts::decode` and `contracts::encode` still check them on every message.
+const VALIDATOR_ONLY_KEYWORDS: &[&str] = &["if", "then", "else", "not", "allOf"];
+
+fn typify_input(schema: &SchemaFile) -> Result<RootSchema> {
+    let mut json = schema.json.clone();
+    let object = json.as_object_mut().expect("schema files are objects");
+    for keyword in VALIDATOR_ONLY_KEYWORDS {
+        object.remove(*keyword);
+    }
+    serde_json::from_value(json).map_err(|e| anyhow!("not a schema typify can read: {e}"))
+}
+
+/// Every `date-time` string becomes `crate::Timestamp` (`time::OffsetDateTime`). typify
+/// matches conversions on the whole schema (less its description), so each distinct
+/// `date-time` schema in the file (with a `pattern`, say) is registered.
+fn typify_settings(schema: &SchemaFile) -> Result<TypeSpaceSettings> {
+    let mut date_times: Vec<SchemaObject> = vec![SchemaObject {
+        instance_type: Some(InstanceType::String.into()),
+        format: Some("date-time".into()),
+        ..Default::default()
+    }];
+    for found in find_date_time_schemas(&schema.json) {
+        let object: SchemaObject = serde_json::from_value(found.clone())?;
+        if !date_times.contains(&object) {
+            date_times.push(object);
+        }
+    }
+    let mut settings = TypeSpaceSettings::default();
+    settings.with_derive("PartialEq".into());
+    for date_time in date_times {
+        settings.with_conversion(
+            date_time,
+            "crate::Timestamp",
+            [TypeSpaceImpl::Display, TypeSpaceImpl::FromStr].into_iter(),
+        );
+    }
+    Ok(settings)
+}
+
+fn find_date_time_schemas(value: &Value) -> Vec<&Value> {
+    let mut found = Vec::new();
+    match value {
+        Value::Object(map) => {
+            if map.get("format").and_then(Value::as_str) == Some("date-time") {
+                found.push(value);
+            }
+            map.values()
+                .for_each(|v| found.extend(find_date_time_schemas(v)));
+        }
+        Value::Array(items) => items
+            .iter()
+            .for_each(|v| found.extend(find_date_time_schemas(v))),
+        _ => {}
+    }
+    found
+}
+
+fn typify_module(schema: &SchemaFile) -> Result<String> {
+    let mut space = TypeSpace::new(&typify_settings(schema)?);
+    space
+        .add_root_schema(typify_input(schema)?)
+        .map_err(|e| anyhow!("{e}"))?;
+    let file: syn::File =
+        syn::parse2(space.to_stream()).context("typify produced tokens that do not parse")?;
+    let mut out = rust_header(&format!("Source: schemas/{}", schema.rel_path));
+    writeln!(out, "//! Types for `{}`.", schema.id().unwrap_or_default()).unwrap();
+    writeln!(out, "//!").unwrap();
+    for line in schema.description().lines() {
+        writeln!(out, "//! {line}").unwrap();
+    }
+    writeln!(out).unwrap();
+    out.push_str("#![allow(clippy::all, missing_docs, unused_imports)]\n\n");
+    out.push_str(&prettyplease::unparse(&file));
+    Ok(out)
+}
+
+fn registry_module(set: &ContractSet, recorded: &ContractSetFile) -> Result<String> {
+    let mut body = String::new();
+    let out = &mut body;
+    out.push_str(
+        "//! Generated registry: one module of types per contract, the `Contract` metadata of each\n\
+         //! root type, subject constants, streams and the service identities with what they may\n\
+         //! produce and consume.\n\n",
+    );
+    let contracts: Vec<_> = set.contracts().collect();
+
+    for (entry, schema) in &contracts {
+        writeln!(out, "pub mod {};", module_name(entry, schema)).unwrap();
+    }
+    writeln!(out).unwrap();
+    for (entry, schema) in &contracts {
+        let title = root_type(schema)?;
+        writeln!(out, "pub use {}::{title};", module_name(entry, schema)).unwrap();
+    }
+
+    writeln!(
+        out,
+        "\n/// Semantic version of the contract set (`schemas/contract-set.toml`)."
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "pub const CONTRACT_SET_VERSION: &str = {:?};",
+        recorded.version
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "/// sha256 over the canonical form of the schemas and the inventory."
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "pub const CONTRACT_SET_SHA256: &str = {:?};\n",
+        recorded.sha256
+    )
+    .unwrap();
+
+    for (entry, schema) in &contracts {
+        contract_impl(out, entry, schema)?;
+    }
+    contract_table(out, &contracts)?;
+    subjects_module(out, &contracts);
+    streams_table(out, set);
+    services_module(out, set, &contracts)?;
+    let file: syn::File = syn::parse_str(&body).context("the generated registry does not parse")?;
+    Ok(rust_header("") + &prettyplease::unparse(&file))
+}
+
+fn root_type(schema: &SchemaFile) -> Result<String> {
+    schema
+        .title()
+        .map(pascal_case)
+        .ok_or_else(|| anyhow!("schemas/{} has no title", schema.rel_path))
+}
+
+fn contract_impl(out: &mut String, entry: &ContractEntry, schema: &SchemaFile) -> Result<()> {
+    let title = root_type(schema)?;
+    let (version_field, version_value) = schema
+        .version_constant()
+        .ok_or_else(|| anyhow!("schemas/{} has no constant version", schema.rel_path))?;
+    let key: Vec<String> = entry
+        .idempotency_key
+        .iter()
+        .map(|k| format!("{k:?}"))
+        .collect();
+    let deprecated = match &entry.deprecated {
+        Some(why) => format!("Some({why:?})"),
+        None => "None".into(),
+    };
+    let signature = match &entry.signature {
+        Some(s) => format!(
+            "Some(crate::SignatureSpec {{ algorithm: {:?}, carrier: {:?} }})",
+            s.algorithm, s.carrier
+        ),
+        None => "None".into(),
+    };
+    write!(
+        out,
+        r#"impl crate::Contract for {title} {{
+    const INFO: &'static crate::ContractInfo = &crate::ContractInfo {{
+        name: {name:?},
+        subject: {subject:?},
+        schema_id: {schema_id:?},
+        schema_path: {schema_path:?},
+        schema: include_str!("../../../../schemas/{schema_path}"),
+        major: {major},
+        version_field: {version_field:?},
+        version_value: {version_value:?},
+        idempotency_key: &[{key}],
+        stream: {stream:?},
+        owner: {owner:?},
+        signature: {signature},
+        deprecated: {deprecated},
+    }};
+
+    fn validator() -> &'static crate::Validator {{
+        static VALIDATOR: std::sync::OnceLock<crate::Validator> = std::sync::OnceLock::new();
+        VALIDATOR.get_or_init(|| crate::Validator::compile(Self::INFO))
+    }}
+}}
+
+"#,
+        name = entry.name,
+        subject = entry.subject,
+        schema_id = schema.id().unwrap_or_default(),
+        schema_path = schema.rel_path,
+        major = schema.major_version().unwrap_or(0),
+        version_value = serde_json::to_string(&version_value)?,
+        key = key.join(", "),
+        stream = entry.stream,
+        owner = entry.owner,
+    )
+    .unwrap();
+    Ok(())
+}
+
+fn contract_table(out: &mut String, contracts: &[(&ContractEntry, &SchemaFile)]) -> Result<()> {
+    writeln!(
+        out,
+        "/// Every contract in the inventory, in inventory order."
+    )
+    .unwrap();
+    writeln!(out, "pub static CONTRACTS: &[&crate::ContractInfo] = &[").unwrap();
+    for (_, schema) in contracts {
+        writeln!(
+            out,
+            "    <{} as crate::Contract>::INFO,",
+            root_type(schema)?
+        )
+        .unwrap();
+    }
+    writeln!(out, "];\n").unwrap();
+    Ok(())
+}
+
+fn subjects_module(out: &mut String, contracts: &[(&ContractEntry, &SchemaFile)]) {
+    writeln!(out, "/// Every subject in the inventory.").unwrap();
+    writeln!(out, "pub mod subjects {{").unwrap();
+    for (entry, _) in contracts {
+        writeln!(out, "    /// Carries `{}` messages.", entry.name).unwrap();
+        writeln!(
+            out,
+            "    pub const {}: &str = {:?};",
+            screaming_snake(&entry.subject),
+            entry.subject
+        )
+        .unwrap();
+    }
+    writeln!(out, "}}\n").unwrap();
+}
+
+fn streams_table(out: &mut String, set: &ContractSet) {
+    writeln!(
+        out,
+        "/// Every JetStream stream in the inventory, with the subjects it holds."
+    )
+    .unwrap();
+    writeln!(out, "pub static STREAMS: &[crate::StreamInfo] = &[").unwrap();
+    for (name, stream) in &set.inventory.streams {
+        let subjects: Vec<String> = set
+            .inventory
+            .contracts
+            .iter()
+            .filter(|c| &c.stream == name)
+            .map(|c| format!("{:?}", c.subject))
+            .collect();
+        writeln!(
+            out,
+            "    crate::StreamInfo {{ name: {name:?}, description: {:?}, subjects: &[{}], retention: crate::Retention::{:?}, max_age_s: {}, max_msg_size: {}, duplicate_window_s: {} }},",
+            stream.description,
+            subjects.join(", "),
+            stream.retention,
+            stream.max_age_s,
+            stream.max_msg_size,
+            stream.duplicate_window_s,
+        )
+        .unwrap();
+    }
+    writeln!(out, "];\n").unwrap();
+}
+
+fn services_module(
+    out: &mut String,
+    set: &ContractSet,
+    contracts: &[(&ContractEntry, &SchemaFile)],
+) -> Result<()> {
+    writeln!(
+        out,
+        "/// Service identities. `Produces<T>` / `Consumes<T>` are implemented exactly as the\n\
+         /// inventory says, so publishing a message a service does not own does not compile."
+    )
+    .unwrap();
+    writeln!(out, "pub mod services {{").unwrap();
+    for (name, service) in &set.inventory.services {
+        let type_name = pascal_case(name);
+        let produces: BTreeSet<&str> = contracts
+            .iter()
+            .filter(|(c, _)| c.producers.contains(name))
+            .map(|(c, _)| c.subject.as_str())
+            .collect();
+        let consumes: BTreeSet<&str> = contracts
+            .iter()
+            .filter(|(c, _)| c.consumers.contains(name))
+            .map(|(c, _)| c.subject.as_str())
+            .collect();
+        let list = |s: &BTreeSet<&str>| {
+            s.iter()
+                .map(|x| format!("{x:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        writeln!(out, "    /// {}", service.description).unwrap();
+        writeln!(out, "    #[derive(Debug, Clone, Copy, Default)]").unwrap();
+        writeln!(out, "    pub struct {type_name};\n").unwrap();
+        writeln!(out, "    impl crate::Service for {type_name} {{").unwrap();
+        writeln!(out, "        const NAME: &'static str = {name:?};").unwrap();
+        writeln!(out, "        const EXTERNAL: bool = {};", service.external).unwrap();
+        writeln!(
+            out,
+            "        const PRODUCES: &'static [&'static str] = &[{}];",
+            list(&produces)
+        )
+        .unwrap();
+        writeln!(
+            out,
+            "        const CONSUMES: &'static [&'static str] = &[{}];",
+            list(&consumes)
+        )
+        .unwrap();
+        writeln!(out, "    }}\n").unwrap();
+        for (entry, schema) in contracts {
+            let ty = root_type(schema)?;
+            if entry.producers.contains(name) {
+                writeln!(
+                    out,
+                    "    impl crate::Produces<super::{ty}> for {type_name} {{}}"
+                )
+                .unwrap();
+            }
+            if entry.consumers.contains(name) {
+                writeln!(
+                    out,
+                    "    impl crate::Consumes<super::{ty}> for {type_name} {{}}"
+                )
+                .unwrap();
+            }
+        }
+        writeln!(out).unwrap();
+    }
+    writeln!(out, "}}").unwrap();
+    Ok(())
+}

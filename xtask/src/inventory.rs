@@ -1,0 +1,242 @@
+//! The contract inventory (`schemas/inventory.toml`) and the schema files it points to.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The parsed inventory file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Inventory {
+    pub services: BTreeMap<String, Service>,
+    pub streams: BTreeMap<String, Stream>,
+    pub contracts: Vec<ContractEntry>,
+}
+
+/// A service identity: one NATS user with its own permissions.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    pub description: String,
+    /// Runs outside this repository (legacy or third-party producers); still gets an identity.
+    #[serde(default)]
+    pub external: bool,
+}
+
+/// A JetStream stream holding one contract family.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stream {
+    pub description: String,
+    pub retention: Retention,
+    pub max_age_s: u64,
+    pub max_msg_size: u32,
+    pub duplicate_window_s: u64,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Retention {
+    Limits,
+    Interest,
+    Workqueue,
+}
+
+/// One subject and the contract that governs it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContractEntry {
+    /// Contract name (snake case); with the schema's major version it names the Rust module.
+    pub name: String,
+    pub subject: String,
+    /// Path of the schema file, relative to `schemas/`.
+    pub schema: String,
+    pub owner: String,
+    pub producers: Vec<String>,
+    pub consumers: Vec<String>,
+    /// Top-level fields whose values, joined with `:`, form the `Nats-Msg-Id`.
+    pub idempotency_key: Vec<String>,
+    pub stream: String,
+    #[serde(default)]
+    pub signature: Option<Signature>,
+    /// Why the contract is deprecated and what replaces it.
+    #[serde(default)]
+    pub deprecated: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Signature {
+    pub algorithm: String,
+    /// Where the signature travels: `field:<json pointer>` or `header:<name>`.
+    pub carrier: String,
+}
+
+/// A schema file as read from disk.
+#[derive(Debug, Clone)]
+pub struct SchemaFile {
+    /// Path relative to `schemas/`, with `/` separators.
+    pub rel_path: String,
+    pub text: String,
+    pub json: Value,
+}
+
+impl SchemaFile {
+    pub fn title(&self) -> Option<&str> {
+        self.json.get("title").and_then(Value::as_str)
+    }
+
+    pub fn id(&self) -> Option<&str> {
+        self.json.get("$id").and_then(Value::as_str)
+    }
+
+    pub fn description(&self) -> &str {
+        self.json
+            .get("description")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    }
+
+    /// The major version, read from the `$id` (`…/v<N>.schema.json`).
+    pub fn major_version(&self) -> Option<u32> {
+        major_from_id(self.id()?)
+    }
+
+    /// The name of the constant version field (`version` for ORION, `v` for TITAN) and its value.
+    pub fn version_constant(&self) -> Option<(&str, Value)> {
+        let props = self.json.get("properties")?.as_object()?;
+        ["version", "v"].into_iter().find_map(|name| {
+            let field = props.get(name)?;
+            let value = match (field.get("const"), field.get("enum")) {
+                (Some(c), _) => c.clone(),
+                (None, Some(Value::Array(values))) if values.len() == 1 => values[0].clone(),
+                _ => return None,
+            };
+            Some((name, value))
+        })
+    }
+}
+
+/// Reads `…/v3.schema.json` as 3.
+pub fn major_from_id(id: &str) -> Option<u32> {
+    let file = id.rsplit('/').next()?;
+    file.strip_prefix('v')?
+        .strip_suffix(".schema.json")?
+        .parse()
+        .ok()
+}
+
+/// Everything the code generator and the checks read: the inventory and every schema file.
+#[derive(Debug, Clone)]
+pub struct ContractSet {
+    pub inventory: Inventory,
+    pub inventory_text: String,
+    /// Every `*.schema.json` under `schemas/` (outside the baseline), sorted by path.
+    pub schemas: Vec<SchemaFile>,
+}
+
+pub const INVENTORY_FILE: &str = "inventory.toml";
+pub const BASELINE_DIR: &str = "baseline";
+
+impl ContractSet {
+    /// Loads `<schemas_dir>/inventory.toml` and every schema file under `schemas_dir`
+    /// except the released baseline.
+    pub fn load(schemas_dir: &Path) -> Result<Self> {
+        let inventory_path = schemas_dir.join(INVENTORY_FILE);
+        let inventory_text = std::fs::read_to_string(&inventory_path)
+            .with_context(|| format!("reading {}", inventory_path.display()))?;
+        let inventory: Inventory = toml::from_str(&inventory_text)
+            .with_context(|| format!("parsing {}", inventory_path.display()))?;
+        let schemas = load_schema_files(schemas_dir, &[BASELINE_DIR])?;
+        Ok(Self {
+            inventory,
+            inventory_text,
+            schemas,
+        })
+    }
+
+    pub fn schema(&self, rel_path: &str) -> Option<&SchemaFile> {
+        self.schemas.iter().find(|s| s.rel_path == rel_path)
+    }
+
+    /// Inventory entries paired with their schema files; entries without a file are skipped
+    /// (the inventory check reports them).
+    pub fn contracts(&self) -> impl Iterator<Item = (&ContractEntry, &SchemaFile)> {
+        self.inventory
+            .contracts
+            .iter()
+            .filter_map(|c| Some((c, self.schema(&c.schema)?)))
+    }
+}
+
+/// Reads every `*.schema.json` below `dir`, skipping the top-level folders in `skip`.
+pub fn load_schema_files(dir: &Path, skip: &[&str]) -> Result<Vec<SchemaFile>> {
+    let mut files = Vec::new();
+    for entry in walkdir::WalkDir::new(dir).sort_by_file_name() {
+        let entry = entry.with_context(|| format!("walking {}", dir.display()))?;
+        let rel = entry
+            .path()
+            .strip_prefix(dir)
+            .expect("walkdir stays below its root");
+        if skip.iter().any(|s| rel.starts_with(s)) || !entry.file_type().is_file() {
+            continue;
+        }
+        let rel_path = rel_to_string(rel);
+        if !rel_path.ends_with(".schema.json") {
+            continue;
+        }
+        let text = std::fs::read_to_string(entry.path())
+            .with_context(|| format!("reading {}", entry.path().display()))?;
+        let json: Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not valid JSON", entry.path().display()))?;
+        if !json.is_object() {
+            bail!("{} is not a JSON object", entry.path().display());
+        }
+        files.push(SchemaFile {
+            rel_path,
+            text,
+            json,
+        });
+    }
+    Ok(files)
+}
+
+pub fn rel_to_string(rel: &Path) -> String {
+    rel.components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Repository layout, relative to a root (the real checkout or a test's temporary copy).
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub root: PathBuf,
+}
+
+impl Layout {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The workspace root of this checkout (the parent of `xtask/`).
+    pub fn of_this_checkout() -> Self {
+        let xtask_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        Self::new(
+            xtask_dir
+                .parent()
+                .expect("xtask/ lives in the workspace root"),
+        )
+    }
+
+    pub fn schemas_dir(&self) -> PathBuf {
+        self.root.join("schemas")
+    }
+
+    pub fn load(&self) -> Result<ContractSet> {
+        ContractSet::load(&self.schemas_dir())
+    }
+}
