@@ -8,7 +8,9 @@
 //! It is a library as well as a binary so that tests can run every check against a temporary
 //! copy of the repository. It is not a runtime dependency of any service.
 
+pub mod check;
 pub mod codegen;
 pub mod contract_set_file;
 pub mod inventory;
 pub mod naming;
+pub mod release;

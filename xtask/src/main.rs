@@ -1,10 +1,15 @@
+//! `cargo xtask`: see the library docs (`xtask/src/lib.rs`) and docs/GOVERNANCE.md.
+
+use std::process::ExitCode;
+
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use xtask::check::{EXIT_CANNOT_RUN, EXIT_USAGE};
 use xtask::inventory::Layout;
 
 /// Project automation: contract code generation and governance.
 #[derive(Parser)]
-#[command(name = "cargo xtask")]
+#[command(name = "cargo xtask", about, long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -12,18 +17,72 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Generate Rust types, docs/CONTRACTS.md, docs/asyncapi.json and the NATS permissions from schemas/.
+    /// Generate the Rust contract types and registry, docs/CONTRACTS.md, docs/asyncapi.json
+    /// and deploy/nats/authorization.conf from schemas/, and record the content hash.
     Codegen,
+    /// Check the contracts: drift, inventory, schema invariants, version and hash, evolution
+    /// against the released baseline, repository invariants.
+    ///
+    /// Exit codes: 0 clean (warnings allowed), 1 contract violations, 2 usage error,
+    /// 3 the check could not run.
+    Check {
+        /// Print a machine-readable JSON report on stdout instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Check another checkout (defaults to this one).
+        #[arg(long, value_name = "DIR")]
+        root: Option<std::path::PathBuf>,
+    },
+    /// Record the current contract set as the released baseline in schemas/baseline/.
+    Release,
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_USAGE as u8 } else { 0 });
+        }
+    };
+    match run(cli) {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_CANNOT_RUN as u8)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<i32> {
     let layout = Layout::of_this_checkout();
     match cli.command {
         Command::Codegen => {
             let files = xtask::codegen::run(&layout)?;
-            eprintln!("codegen: {} files up to date", files.len());
+            eprintln!("codegen: {} generated files up to date", files.len());
+            Ok(0)
+        }
+        Command::Check { json, root } => {
+            let layout = root.map(Layout::new).unwrap_or(layout);
+            let report = xtask::check::run(&layout)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+            } else {
+                for finding in &report.findings {
+                    eprintln!("{finding}\n");
+                }
+                eprintln!(
+                    "cargo xtask check: {} error(s), {} warning(s)",
+                    report.errors(),
+                    report.warnings()
+                );
+            }
+            Ok(report.exit_code())
+        }
+        Command::Release => {
+            let version = xtask::release::run(&layout)?;
+            eprintln!("release: contract set {version} recorded in schemas/baseline/");
+            Ok(0)
         }
     }
-    Ok(())
 }

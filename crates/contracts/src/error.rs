@@ -54,6 +54,9 @@ pub enum ContractError {
         found: String,
         expected: &'static str,
     },
+    /// No contract in the inventory governs this subject.
+    #[error("no contract in the inventory for subject `{subject}`")]
+    UnknownSubject { subject: String },
     /// The value passed the schema but does not fit the Rust type (or the type could not be
     /// serialized); this points at a gap between the schema and the generated types.
     #[error("{contract}: schema-valid message does not fit the Rust type: {source}")]

@@ -167,6 +167,7 @@ fn registry_module(set: &ContractSet, recorded: &ContractSetFile) -> Result<Stri
         contract_impl(out, entry, schema)?;
     }
     contract_table(out, &contracts)?;
+    message_enum(out, &contracts)?;
     subjects_module(out, &contracts);
     streams_table(out, set);
     services_module(out, set, &contracts)?;
@@ -258,6 +259,69 @@ fn contract_table(out: &mut String, contracts: &[(&ContractEntry, &SchemaFile)])
         .unwrap();
     }
     writeln!(out, "];\n").unwrap();
+    Ok(())
+}
+
+fn message_enum(out: &mut String, contracts: &[(&ContractEntry, &SchemaFile)]) -> Result<()> {
+    let types: Vec<String> = contracts
+        .iter()
+        .map(|(_, schema)| root_type(schema))
+        .collect::<Result<_>>()?;
+    writeln!(out, "/// Any message of the inventory, for tools that handle every subject (audit trail, dead letters).").unwrap();
+    writeln!(out, "#[derive(Debug, Clone, PartialEq)]").unwrap();
+    writeln!(out, "pub enum Message {{").unwrap();
+    for ty in &types {
+        writeln!(out, "    {ty}({ty}),").unwrap();
+    }
+    writeln!(out, "}}\n").unwrap();
+    writeln!(out, "impl Message {{").unwrap();
+    writeln!(
+        out,
+        "    /// Decodes (parse + validate + deserialize) a message that arrived on `subject`."
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "    pub fn decode(subject: &str, bytes: &[u8]) -> Result<Self, crate::ContractError> {{"
+    )
+    .unwrap();
+    writeln!(out, "        match subject {{").unwrap();
+    for ((entry, _), ty) in contracts.iter().zip(&types) {
+        writeln!(
+            out,
+            "            {:?} => crate::decode::<{ty}>(bytes).map(Self::{ty}),",
+            entry.subject
+        )
+        .unwrap();
+    }
+    writeln!(out, "            _ => Err(crate::ContractError::UnknownSubject {{ subject: subject.to_string() }}),").unwrap();
+    writeln!(out, "        }}\n    }}\n").unwrap();
+    writeln!(out, "    /// The contract of this message.").unwrap();
+    writeln!(
+        out,
+        "    pub fn info(&self) -> &'static crate::ContractInfo {{"
+    )
+    .unwrap();
+    writeln!(out, "        match self {{").unwrap();
+    for ty in &types {
+        writeln!(
+            out,
+            "            Self::{ty}(_) => <{ty} as crate::Contract>::INFO,"
+        )
+        .unwrap();
+    }
+    writeln!(out, "        }}\n    }}\n").unwrap();
+    writeln!(out, "    /// Serializes and validates the message.").unwrap();
+    writeln!(
+        out,
+        "    pub fn encode(&self) -> Result<Vec<u8>, crate::ContractError> {{"
+    )
+    .unwrap();
+    writeln!(out, "        match self {{").unwrap();
+    for ty in &types {
+        writeln!(out, "            Self::{ty}(m) => crate::encode(m),").unwrap();
+    }
+    writeln!(out, "        }}\n    }}\n}}\n").unwrap();
     Ok(())
 }
 

@@ -28,7 +28,7 @@ pub use dead_letter_v1::DeadLetter;
 /// Semantic version of the contract set (`schemas/contract-set.toml`).
 pub const CONTRACT_SET_VERSION: &str = "1.0.0";
 /// sha256 over the canonical form of the schemas and the inventory.
-pub const CONTRACT_SET_SHA256: &str = "616074e1da2a585656b00ed9327d5af59e788e36ae9fbb512ca4eefc8ecbcb19";
+pub const CONTRACT_SET_SHA256: &str = "8b2686ae9dc9dff7de31ccdc97a5aba669a47c7c21ec94bb052faccdafc4a478";
 impl crate::Contract for Event {
     const INFO: &'static crate::ContractInfo = &crate::ContractInfo {
         name: "event",
@@ -286,6 +286,86 @@ pub static CONTRACTS: &[&crate::ContractInfo] = &[
     <OpsReceipt as crate::Contract>::INFO,
     <DeadLetter as crate::Contract>::INFO,
 ];
+/// Any message of the inventory, for tools that handle every subject (audit trail, dead letters).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    Event(Event),
+    Incident(Incident),
+    Decision(Decision),
+    Action(Action),
+    ApprovalRequest(ApprovalRequest),
+    ApprovalDecision(ApprovalDecision),
+    Approval(Approval),
+    Outcome(Outcome),
+    OpsCommand(OpsCommand),
+    OpsReceipt(OpsReceipt),
+    DeadLetter(DeadLetter),
+}
+impl Message {
+    /// Decodes (parse + validate + deserialize) a message that arrived on `subject`.
+    pub fn decode(subject: &str, bytes: &[u8]) -> Result<Self, crate::ContractError> {
+        match subject {
+            "orion.event.v1" => crate::decode::<Event>(bytes).map(Self::Event),
+            "orion.incident.v1" => crate::decode::<Incident>(bytes).map(Self::Incident),
+            "orion.decision.v1" => crate::decode::<Decision>(bytes).map(Self::Decision),
+            "orion.action.v1" => crate::decode::<Action>(bytes).map(Self::Action),
+            "orion.approval_request.v1" => {
+                crate::decode::<ApprovalRequest>(bytes).map(Self::ApprovalRequest)
+            }
+            "orion.approval_decision.v1" => {
+                crate::decode::<ApprovalDecision>(bytes).map(Self::ApprovalDecision)
+            }
+            "orion.approval.v1" => crate::decode::<Approval>(bytes).map(Self::Approval),
+            "orion.outcome.v1" => crate::decode::<Outcome>(bytes).map(Self::Outcome),
+            "titan.ops.command.v1" => {
+                crate::decode::<OpsCommand>(bytes).map(Self::OpsCommand)
+            }
+            "titan.ops.receipt.v1" => {
+                crate::decode::<OpsReceipt>(bytes).map(Self::OpsReceipt)
+            }
+            "platform.dead_letter.v1" => {
+                crate::decode::<DeadLetter>(bytes).map(Self::DeadLetter)
+            }
+            _ => {
+                Err(crate::ContractError::UnknownSubject {
+                    subject: subject.to_string(),
+                })
+            }
+        }
+    }
+    /// The contract of this message.
+    pub fn info(&self) -> &'static crate::ContractInfo {
+        match self {
+            Self::Event(_) => <Event as crate::Contract>::INFO,
+            Self::Incident(_) => <Incident as crate::Contract>::INFO,
+            Self::Decision(_) => <Decision as crate::Contract>::INFO,
+            Self::Action(_) => <Action as crate::Contract>::INFO,
+            Self::ApprovalRequest(_) => <ApprovalRequest as crate::Contract>::INFO,
+            Self::ApprovalDecision(_) => <ApprovalDecision as crate::Contract>::INFO,
+            Self::Approval(_) => <Approval as crate::Contract>::INFO,
+            Self::Outcome(_) => <Outcome as crate::Contract>::INFO,
+            Self::OpsCommand(_) => <OpsCommand as crate::Contract>::INFO,
+            Self::OpsReceipt(_) => <OpsReceipt as crate::Contract>::INFO,
+            Self::DeadLetter(_) => <DeadLetter as crate::Contract>::INFO,
+        }
+    }
+    /// Serializes and validates the message.
+    pub fn encode(&self) -> Result<Vec<u8>, crate::ContractError> {
+        match self {
+            Self::Event(m) => crate::encode(m),
+            Self::Incident(m) => crate::encode(m),
+            Self::Decision(m) => crate::encode(m),
+            Self::Action(m) => crate::encode(m),
+            Self::ApprovalRequest(m) => crate::encode(m),
+            Self::ApprovalDecision(m) => crate::encode(m),
+            Self::Approval(m) => crate::encode(m),
+            Self::Outcome(m) => crate::encode(m),
+            Self::OpsCommand(m) => crate::encode(m),
+            Self::OpsReceipt(m) => crate::encode(m),
+            Self::DeadLetter(m) => crate::encode(m),
+        }
+    }
+}
 /// Every subject in the inventory.
 pub mod subjects {
     /// Carries `event` messages.

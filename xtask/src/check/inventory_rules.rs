@@ -1,0 +1,220 @@
+//! The inventory and the schema files agree: every schema is inventoried, every entry has a
+//! schema, an owner, known services and streams, a subject that carries the major version, and
+//! an idempotency key made of required fields.
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+
+use super::{Context, Report};
+
+const INVENTORY: &str = "schemas/inventory.toml";
+
+pub fn check(cx: &Context, report: &mut Report) {
+    let inventory = &cx.set.inventory;
+    let mut subjects = BTreeSet::new();
+    let mut names = BTreeSet::new();
+
+    for schema in &cx.set.schemas {
+        if !inventory
+            .contracts
+            .iter()
+            .any(|c| c.schema == schema.rel_path)
+        {
+            report.error(
+                "SCHEMA_NOT_IN_INVENTORY",
+                format!("schemas/{}", schema.rel_path),
+                "has no entry in the inventory, so no service may send or receive it",
+                "add a [[contracts]] entry for it to schemas/inventory.toml, or delete the schema",
+            );
+        }
+    }
+
+    for entry in &inventory.contracts {
+        let at = format!("{INVENTORY}#{}", entry.subject);
+        if !subjects.insert(entry.subject.as_str()) {
+            report.error(
+                "INVENTORY_DUPLICATE_SUBJECT",
+                &at,
+                "subject is listed twice",
+                "one entry per subject",
+            );
+        }
+        let Some(schema) = cx.set.schema(&entry.schema) else {
+            report.error(
+                "INVENTORY_SCHEMA_MISSING",
+                &at,
+                format!("schema `schemas/{}` does not exist", entry.schema),
+                "fix the `schema` path (relative to schemas/) or add the schema file",
+            );
+            continue;
+        };
+        let major = schema.major_version();
+        if !names.insert((entry.name.as_str(), major)) {
+            report.error(
+                "INVENTORY_DUPLICATE_CONTRACT",
+                &at,
+                format!(
+                    "contract `{}` v{} is listed twice",
+                    entry.name,
+                    major.unwrap_or(0)
+                ),
+                "one entry per contract and major version",
+            );
+        }
+        if entry.owner.trim().is_empty() {
+            report.error(
+                "INVENTORY_OWNER_MISSING",
+                &at,
+                "has no owner",
+                "set `owner` to the team or service that owns the contract",
+            );
+        }
+        if let Some(major) = major {
+            if !entry.subject.ends_with(&format!(".v{major}")) {
+                report.error(
+                    "INVENTORY_SUBJECT_VERSION_MISMATCH",
+                    &at,
+                    format!(
+                        "subject does not end with `.v{major}`, the major version of its schema"
+                    ),
+                    "a subject carries its contract's major version, e.g. `orion.event.v1`",
+                );
+            }
+            let expected_file = format!("{}.v{major}.schema.json", entry.name);
+            if !schema.rel_path.ends_with(&format!("/{expected_file}"))
+                && schema.rel_path != expected_file
+            {
+                report.error(
+                    "INVENTORY_SCHEMA_NAME_MISMATCH",
+                    &at,
+                    format!(
+                        "contract `{}` points at `{}`; its file must be named `{expected_file}`",
+                        entry.name, schema.rel_path
+                    ),
+                    "name schema files `<contract>.v<major>.schema.json`",
+                );
+            }
+        }
+        if !is_subject(&entry.subject) {
+            report.error(
+                "INVENTORY_SUBJECT_INVALID",
+                &at,
+                "subject must be lowercase tokens separated by dots, without wildcards",
+                "use names like `orion.event.v1`",
+            );
+        }
+        for service in entry.producers.iter().chain(&entry.consumers) {
+            if !inventory.services.contains_key(service) {
+                report.error(
+                    "INVENTORY_UNKNOWN_SERVICE",
+                    &at,
+                    format!("service `{service}` is not declared under [services]"),
+                    "declare the service identity, or fix the name",
+                );
+            }
+        }
+        if entry.producers.is_empty() {
+            report.error(
+                "INVENTORY_NO_PRODUCER",
+                &at,
+                "nobody produces this subject",
+                "list its producers",
+            );
+        }
+        if entry.consumers.is_empty() {
+            report.warning(
+                "INVENTORY_NO_CONSUMER",
+                &at,
+                "nobody consumes this subject",
+                "list its consumers, or retire the contract",
+            );
+        }
+        if !inventory.streams.contains_key(&entry.stream) {
+            report.error(
+                "INVENTORY_UNKNOWN_STREAM",
+                &at,
+                format!("stream `{}` is not declared under [streams]", entry.stream),
+                "declare the stream, or fix the name",
+            );
+        }
+        check_idempotency_key(entry, &schema.json, &at, report);
+        if let Some(signature) = &entry.signature {
+            let known_algorithm =
+                ["hmac-sha256", "ed25519"].contains(&signature.algorithm.as_str());
+            let known_carrier = signature.carrier.starts_with("field:/")
+                || signature.carrier.starts_with("header:");
+            if !known_algorithm || !known_carrier {
+                report.error(
+                    "INVENTORY_SIGNATURE_INVALID",
+                    &at,
+                    format!("signature `{}` via `{}` is not understood", signature.algorithm, signature.carrier),
+                    "algorithm is hmac-sha256 or ed25519; carrier is `field:<json pointer>` or `header:<name>`",
+                );
+            }
+        }
+    }
+
+    for name in inventory.streams.keys() {
+        if !inventory.contracts.iter().any(|c| &c.stream == name) {
+            report.warning(
+                "INVENTORY_UNUSED_STREAM",
+                format!("{INVENTORY}#streams.{name}"),
+                "no contract is stored in this stream",
+                "remove the stream or assign contracts to it",
+            );
+        }
+        if !name
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        {
+            report.error(
+                "INVENTORY_STREAM_NAME_INVALID",
+                format!("{INVENTORY}#streams.{name}"),
+                "stream names are upper case letters, digits and underscores",
+                "rename the stream, e.g. `ORION_EVENTS`",
+            );
+        }
+    }
+}
+
+fn is_subject(subject: &str) -> bool {
+    !subject.is_empty()
+        && subject.split('.').all(|token| {
+            !token.is_empty()
+                && token
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+        })
+}
+
+fn check_idempotency_key(
+    entry: &crate::inventory::ContractEntry,
+    schema: &Value,
+    at: &str,
+    report: &mut Report,
+) {
+    if entry.idempotency_key.is_empty() {
+        report.error(
+            "INVENTORY_IDEMPOTENCY_KEY_MISSING",
+            at,
+            "has no idempotency key, so the server cannot drop duplicates",
+            "set `idempotency_key` to the message's id field",
+        );
+    }
+    let required: Vec<&str> = schema
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    for field in &entry.idempotency_key {
+        if !required.contains(&field.as_str()) {
+            report.error(
+                "INVENTORY_IDEMPOTENCY_KEY_INVALID",
+                at,
+                format!("idempotency key field `{field}` is not a required top-level field of the schema"),
+                "build the key only from required top-level fields",
+            );
+        }
+    }
+}
