@@ -103,12 +103,23 @@ fn find_date_time_schemas(value: &Value) -> Vec<&Value> {
 }
 
 fn typify_module(schema: &SchemaFile) -> Result<String> {
-    let mut space = TypeSpace::new(&typify_settings(schema)?);
-    space
-        .add_root_schema(typify_input(schema)?)
-        .map_err(|e| anyhow!("{e}"))?;
+    let settings = typify_settings(schema)?;
+    let input = typify_input(schema)?;
+    // typify panics on some schemas it cannot represent (cross-file refs, allOf over a closed
+    // base); turn that into an error that names the schema instead of a crash.
+    let tokens = std::panic::catch_unwind(move || {
+        let mut space = TypeSpace::new(&settings);
+        space.add_root_schema(input).map(|_| space.to_stream())
+    })
+    .map_err(|panic| {
+        anyhow!(
+            "typify cannot represent this schema: {}",
+            panic_text(&panic)
+        )
+    })?
+    .map_err(|e| anyhow!("{e}"))?;
     let file: syn::File =
-        syn::parse2(space.to_stream()).context("typify produced tokens that do not parse")?;
+        syn::parse2(tokens).context("typify produced tokens that do not parse")?;
     let mut out = rust_header(&format!("Source: schemas/{}", schema.rel_path));
     writeln!(out, "//! Types for `{}`.", schema.id().unwrap_or_default()).unwrap();
     writeln!(out, "//!").unwrap();
@@ -119,6 +130,14 @@ fn typify_module(schema: &SchemaFile) -> Result<String> {
     out.push_str("#![allow(clippy::all, missing_docs, unused_imports)]\n\n");
     out.push_str(&prettyplease::unparse(&file));
     Ok(out)
+}
+
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 fn registry_module(set: &ContractSet, recorded: &ContractSetFile) -> Result<String> {
