@@ -35,6 +35,13 @@ enum Command {
     },
     /// Record the current contract set as the released baseline in schemas/baseline/.
     Release,
+    /// Run the whole test suite: installs and starts what it needs (nats-server, the Docker
+    /// engine), then `cargo test --workspace` and `cargo xtask check`.
+    Test {
+        /// Extra arguments for `cargo test` (after `--`), e.g. a test name filter.
+        #[arg(last = true)]
+        cargo_args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -77,6 +84,23 @@ fn run(cli: Cli) -> Result<i32> {
                     report.warnings()
                 );
             }
+            Ok(report.exit_code())
+        }
+        Command::Test { cargo_args } => {
+            xtask::machine::prepare()?;
+            let tests = std::process::Command::new(env!("CARGO"))
+                .args(["test", "--workspace"])
+                .args(&cargo_args)
+                .current_dir(&layout.root)
+                .status()?;
+            if !tests.success() {
+                return Ok(tests.code().unwrap_or(1));
+            }
+            let report = xtask::check::run(&layout)?;
+            for finding in &report.findings {
+                eprintln!("{finding}\n");
+            }
+            eprintln!("cargo xtask check: {} error(s), {} warning(s)", report.errors(), report.warnings());
             Ok(report.exit_code())
         }
         Command::Release => {

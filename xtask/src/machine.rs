@@ -1,0 +1,96 @@
+//! Makes sure this machine has what the tests and the local stack need: `nats-server` and a
+//! running Docker engine. Installs Debian's packages when they are missing (as root) and starts
+//! `dockerd` when no engine answers.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+const DOCKER_SOCKET: &str = "/var/run/docker.sock";
+const DOCKERD_LOG: &str = "/tmp/orion-dockerd.log";
+
+/// Installs and starts everything the test suite needs.
+pub fn prepare() -> Result<()> {
+    ensure_installed("nats-server", "nats-server")?;
+    ensure_installed("dockerd", "docker.io")?;
+    ensure_docker_running()?;
+    Ok(())
+}
+
+fn on_path(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn ensure_installed(program: &str, package: &str) -> Result<()> {
+    if on_path(program) {
+        return Ok(());
+    }
+    eprintln!("machine: `{program}` is missing; installing Debian package `{package}`");
+    if !is_root() {
+        bail!("`{program}` is missing and installing `{package}` needs root: run `sudo apt-get install -y {package}`");
+    }
+    run(Command::new("apt-get").arg("update").arg("-qq"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends", package])
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    if !on_path(program) {
+        bail!("installed `{package}` but `{program}` is still not on PATH");
+    }
+    Ok(())
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+fn docker_answers() -> bool {
+    Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn ensure_docker_running() -> Result<()> {
+    if docker_answers() {
+        return Ok(());
+    }
+    if !Path::new(DOCKER_SOCKET).exists() {
+        eprintln!("machine: no Docker engine; starting dockerd (log: {DOCKERD_LOG})");
+        let log = std::fs::File::create(DOCKERD_LOG).context("creating the dockerd log")?;
+        Command::new("dockerd")
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .context("starting dockerd")?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if docker_answers() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    bail!("the Docker engine did not answer within 60 s; see {DOCKERD_LOG}")
+}
+
+fn run(command: &mut Command) -> Result<()> {
+    let status = command
+        .status()
+        .with_context(|| format!("running {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed with {status}");
+    }
+    Ok(())
+}
