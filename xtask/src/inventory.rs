@@ -13,7 +13,25 @@ use serde_json::Value;
 pub struct Inventory {
     pub services: BTreeMap<String, Service>,
     pub streams: BTreeMap<String, Stream>,
+    #[serde(default)]
+    pub key_value: BTreeMap<String, Bucket>,
+    #[serde(default)]
+    pub object_stores: BTreeMap<String, Bucket>,
     pub contracts: Vec<ContractEntry>,
+}
+
+/// A JetStream key-value bucket or object store, and who may write and read it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bucket {
+    pub description: String,
+    pub writers: Vec<String>,
+    pub readers: Vec<String>,
+    /// Values kept per key (key-value buckets only).
+    #[serde(default)]
+    pub history: Option<u8>,
+    /// 0 keeps entries forever.
+    pub max_age_s: u64,
 }
 
 /// A service identity: one NATS user with its own permissions.

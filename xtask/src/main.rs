@@ -100,7 +100,11 @@ fn run(cli: Cli) -> Result<i32> {
             for finding in &report.findings {
                 eprintln!("{finding}\n");
             }
-            eprintln!("cargo xtask check: {} error(s), {} warning(s)", report.errors(), report.warnings());
+            eprintln!(
+                "cargo xtask check: {} error(s), {} warning(s)",
+                report.errors(),
+                report.warnings()
+            );
             Ok(report.exit_code())
         }
         Command::Release => {

@@ -57,6 +57,21 @@ pub struct StreamInfo {
     pub duplicate_window_s: u64,
 }
 
+/// A JetStream key-value bucket or object store from the inventory.
+#[derive(Debug)]
+pub struct BucketInfo {
+    pub name: &'static str,
+    pub description: &'static str,
+    /// Services allowed to write.
+    pub writers: &'static [&'static str],
+    /// Services allowed to read (and watch).
+    pub readers: &'static [&'static str],
+    /// Values kept per key (key-value buckets).
+    pub history: u8,
+    /// Entry age limit in seconds; 0 keeps entries forever.
+    pub max_age_s: u64,
+}
+
 /// JetStream retention policy of a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Retention {

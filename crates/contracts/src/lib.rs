@@ -29,7 +29,8 @@ pub mod generated;
 
 pub use codec::{decode, decode_value, encode, to_value};
 pub use contract::{
-    Consumes, Contract, ContractInfo, Produces, Retention, Service, SignatureSpec, StreamInfo,
+    BucketInfo, Consumes, Contract, ContractInfo, Produces, Retention, Service, SignatureSpec,
+    StreamInfo,
 };
 pub use error::{ContractError, Violation};
 pub use generated::*;

@@ -155,6 +155,44 @@ pub fn check(cx: &Context, report: &mut Report) {
         }
     }
 
+    for (kind, buckets) in [
+        ("key_value", &inventory.key_value),
+        ("object_stores", &inventory.object_stores),
+    ] {
+        for (name, bucket) in buckets {
+            let at = format!("{INVENTORY}#{kind}.{name}");
+            for service in bucket.writers.iter().chain(&bucket.readers) {
+                if !inventory.services.contains_key(service) {
+                    report.error(
+                        "INVENTORY_UNKNOWN_SERVICE",
+                        &at,
+                        format!("service `{service}` is not declared under [services]"),
+                        "declare the service identity, or fix the name",
+                    );
+                }
+            }
+            if bucket.writers.is_empty() {
+                report.error(
+                    "INVENTORY_NO_PRODUCER",
+                    &at,
+                    "nobody writes this bucket",
+                    "list its writers",
+                );
+            }
+            if !name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            {
+                report.error(
+                    "INVENTORY_BUCKET_NAME_INVALID",
+                    &at,
+                    "bucket names are lower case letters, digits and underscores",
+                    "rename the bucket, e.g. `ops_interlock`",
+                );
+            }
+        }
+    }
+
     for name in inventory.streams.keys() {
         if !inventory.contracts.iter().any(|c| &c.stream == name) {
             report.warning(

@@ -119,6 +119,8 @@ fn check_inventory_keys(layout: &Layout, report: &mut Report) {
         .services
         .keys()
         .chain(inventory.streams.keys())
+        .chain(inventory.key_value.keys())
+        .chain(inventory.object_stores.keys())
         .chain(inventory.contracts.iter().map(|c| &c.name))
         .chain(inventory.contracts.iter().map(|c| &c.subject));
     for key in keys {

@@ -29,6 +29,8 @@ pub fn generate(set: &ContractSet, recorded: &ContractSetFile) -> String {
     subjects_table(&mut out, set);
     services_table(&mut out, set);
     streams_table(&mut out, set);
+    buckets_table(&mut out, "Key-Value Buckets", &set.inventory.key_value);
+    buckets_table(&mut out, "Object Stores", &set.inventory.object_stores);
 
     writeln!(out, "## Schema Details\n").unwrap();
     for (entry, schema) in set.contracts() {
@@ -157,6 +159,35 @@ fn streams_table(out: &mut String, set: &ContractSet) {
             stream.max_msg_size,
             stream.duplicate_window_s,
             stream.description
+        )
+        .unwrap();
+    }
+    writeln!(out).unwrap();
+}
+
+fn buckets_table(
+    out: &mut String,
+    heading: &str,
+    buckets: &std::collections::BTreeMap<String, crate::inventory::Bucket>,
+) {
+    if buckets.is_empty() {
+        return;
+    }
+    writeln!(out, "## {heading}\n").unwrap();
+    writeln!(out, "| Bucket | Writers | Readers | Max age | Purpose |").unwrap();
+    writeln!(out, "|--------|---------|---------|---------|---------|").unwrap();
+    for (name, bucket) in buckets {
+        let age = if bucket.max_age_s == 0 {
+            "forever".to_string()
+        } else {
+            format!("{} s", bucket.max_age_s)
+        };
+        writeln!(
+            out,
+            "| `{name}` | {} | {} | {age} | {} |",
+            bucket.writers.join(", "),
+            bucket.readers.join(", "),
+            bucket.description
         )
         .unwrap();
     }

@@ -94,5 +94,51 @@ fn permissions(set: &ContractSet, service: &str) -> (BTreeSet<String>, BTreeSet<
             publish.insert(api);
         }
     }
+    for (bucket, spec) in &set.inventory.key_value {
+        let stream = format!("KV_{bucket}");
+        let writes = spec.writers.iter().any(|w| w == service);
+        if writes {
+            publish.insert(format!("$KV.{bucket}.>"));
+            publish.insert(format!("$JS.API.STREAM.CREATE.{stream}"));
+            publish.insert(format!("$JS.API.STREAM.UPDATE.{stream}"));
+        }
+        if writes || spec.readers.iter().any(|r| r == service) {
+            reader_permissions(&stream, &mut publish);
+        }
+    }
+    for (bucket, spec) in &set.inventory.object_stores {
+        let stream = format!("OBJ_{bucket}");
+        let writes = spec.writers.iter().any(|w| w == service);
+        if writes {
+            publish.insert(format!("$O.{bucket}.>"));
+            publish.insert(format!("$JS.API.STREAM.CREATE.{stream}"));
+            publish.insert(format!("$JS.API.STREAM.UPDATE.{stream}"));
+            publish.insert(format!("$JS.API.STREAM.PURGE.{stream}"));
+        }
+        if writes || spec.readers.iter().any(|r| r == service) {
+            reader_permissions(&stream, &mut publish);
+        }
+    }
+    // NATS micro-service status endpoints of this service (see contracts::bus::stats).
+    subscribe.insert(format!("{MICRO_PREFIX}.{service}.>"));
     (publish, subscribe)
+}
+
+/// The subject namespace of the services' NATS micro status endpoints.
+pub const MICRO_PREFIX: &str = "orion.micro";
+
+/// Reading a bucket: look-ups, and the ephemeral ordered consumers behind watch and get.
+fn reader_permissions(stream: &str, publish: &mut BTreeSet<String>) {
+    for api in [
+        format!("$JS.API.STREAM.INFO.{stream}"),
+        format!("$JS.API.STREAM.MSG.GET.{stream}"),
+        format!("$JS.API.DIRECT.GET.{stream}.>"),
+        format!("$JS.API.DIRECT.GET.{stream}"),
+        format!("$JS.API.CONSUMER.CREATE.{stream}"),
+        format!("$JS.API.CONSUMER.CREATE.{stream}.>"),
+        format!("$JS.API.CONSUMER.DELETE.{stream}.>"),
+        format!("$JS.API.CONSUMER.INFO.{stream}.>"),
+    ] {
+        publish.insert(api);
+    }
 }

@@ -189,6 +189,18 @@ fn registry_module(set: &ContractSet, recorded: &ContractSetFile) -> Result<Stri
     message_enum(out, &contracts)?;
     subjects_module(out, &contracts);
     streams_table(out, set);
+    buckets_table(
+        out,
+        "KEY_VALUE_BUCKETS",
+        "key-value bucket",
+        &set.inventory.key_value,
+    );
+    buckets_table(
+        out,
+        "OBJECT_STORES",
+        "object store",
+        &set.inventory.object_stores,
+    );
     services_module(out, set, &contracts)?;
     let file: syn::File = syn::parse_str(&body).context("the generated registry does not parse")?;
     Ok(rust_header("") + &prettyplease::unparse(&file))
@@ -384,6 +396,35 @@ fn streams_table(out: &mut String, set: &ContractSet) {
             stream.max_age_s,
             stream.max_msg_size,
             stream.duplicate_window_s,
+        )
+        .unwrap();
+    }
+    writeln!(out, "];\n").unwrap();
+}
+
+fn buckets_table(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    buckets: &std::collections::BTreeMap<String, crate::inventory::Bucket>,
+) {
+    let list = |s: &[String]| {
+        s.iter()
+            .map(|x| format!("{x:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    writeln!(out, "/// Every JetStream {kind} in the inventory.").unwrap();
+    writeln!(out, "pub static {name}: &[crate::BucketInfo] = &[").unwrap();
+    for (bucket, spec) in buckets {
+        writeln!(
+            out,
+            "    crate::BucketInfo {{ name: {bucket:?}, description: {:?}, writers: &[{}], readers: &[{}], history: {}, max_age_s: {} }},",
+            spec.description,
+            list(&spec.writers),
+            list(&spec.readers),
+            spec.history.unwrap_or(1),
+            spec.max_age_s,
         )
         .unwrap();
     }

@@ -19,7 +19,8 @@ pub struct Checkout {
 }
 
 impl Checkout {
-    pub fn new() -> Self {
+    /// A copy of the committed repository, exactly as it is.
+    pub fn as_committed() -> Self {
         let dir = tempfile::tempdir().expect("create a temporary directory");
         let root = dir.path().join("repo");
         let source = Layout::of_this_checkout().root;
@@ -27,6 +28,38 @@ impl Checkout {
             copy_dir(&source.join(rel), &root.join(rel));
         }
         Self { _dir: dir, root }
+    }
+
+    /// A copy whose current contract set is also the released baseline, so that every test
+    /// starts from "just released" whatever the committed version is.
+    pub fn new() -> Self {
+        let checkout = Self::as_committed();
+        let baseline =
+            xtask::contract_set_file::ContractSetFile::read(&checkout.path("schemas/baseline"))
+                .unwrap();
+        let current =
+            xtask::contract_set_file::ContractSetFile::read(&checkout.path("schemas")).unwrap();
+        if baseline.sha256 != current.sha256 {
+            xtask::release::run(&checkout.layout()).expect("release the committed contract set");
+        }
+        checkout
+    }
+
+    /// The released version.
+    pub fn released_version(&self) -> semver::Version {
+        let baseline =
+            xtask::contract_set_file::ContractSetFile::read(&self.path("schemas/baseline"))
+                .unwrap();
+        semver::Version::parse(&baseline.version).unwrap()
+    }
+
+    /// Sets the contract-set version to the released one with `bump` applied.
+    pub fn bump(&self, bump: fn(&mut semver::Version)) -> String {
+        let mut version = self.released_version();
+        bump(&mut version);
+        let text = version.to_string();
+        self.set_version(&text);
+        text
     }
 
     pub fn layout(&self) -> Layout {

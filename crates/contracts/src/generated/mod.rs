@@ -26,9 +26,9 @@ pub use ops_command_v1::OpsCommand;
 pub use ops_receipt_v1::OpsReceipt;
 pub use dead_letter_v1::DeadLetter;
 /// Semantic version of the contract set (`schemas/contract-set.toml`).
-pub const CONTRACT_SET_VERSION: &str = "1.0.0";
+pub const CONTRACT_SET_VERSION: &str = "1.1.0";
 /// sha256 over the canonical form of the schemas and the inventory.
-pub const CONTRACT_SET_SHA256: &str = "8b2686ae9dc9dff7de31ccdc97a5aba669a47c7c21ec94bb052faccdafc4a478";
+pub const CONTRACT_SET_SHA256: &str = "8824811659e36e77ef68b55194fe4ed185e59a2aaab4a77e127db7ccb4e6952a";
 impl crate::Contract for Event {
     const INFO: &'static crate::ContractInfo = &crate::ContractInfo {
         name: "event",
@@ -452,6 +452,36 @@ pub static STREAMS: &[crate::StreamInfo] = &[
         max_age_s: 2592000,
         max_msg_size: 65536,
         duplicate_window_s: 120,
+    },
+];
+/// Every JetStream key-value bucket in the inventory.
+pub static KEY_VALUE_BUCKETS: &[crate::BucketInfo] = &[
+    crate::BucketInfo {
+        name: "ops_commands",
+        description: "One record per ops command id: claimed, then its final receipt, so a command is never executed twice.",
+        writers: &["ops-worker"],
+        readers: &["ops-console", "approval-cli"],
+        history: 1,
+        max_age_s: 2592000,
+    },
+    crate::BucketInfo {
+        name: "ops_interlock",
+        description: "The platform safety interlock (armed/disarmed) and the autonomy ceiling set by `set_risk`.",
+        writers: &["ops-worker"],
+        readers: &["brain", "commander", "approval-cli", "ops-console"],
+        history: 10,
+        max_age_s: 0,
+    },
+];
+/// Every JetStream object store in the inventory.
+pub static OBJECT_STORES: &[crate::BucketInfo] = &[
+    crate::BucketInfo {
+        name: "ops_evidence",
+        description: "Evidence bundles (tar.gz with a sha256 manifest) exported by `export_evidence`.",
+        writers: &["ops-worker"],
+        readers: &["ops-console", "approval-cli"],
+        history: 1,
+        max_age_s: 2592000,
     },
 ];
 /// Service identities. `Produces<T>` / `Consumes<T>` are implemented exactly as the
