@@ -332,13 +332,13 @@ fn adding_an_optional_field_is_additive_with_a_warning() {
 }
 
 fn add_event_v2(checkout: &Checkout) {
+    let mut v2: Value = serde_json::from_str(&checkout.read(&format!("schemas/{EVENT}"))).unwrap();
+    v2["title"] = json!("EventV2");
+    v2["$id"] = json!("https://orion.internal/schemas/event/v2.schema.json");
+    v2["properties"]["version"]["enum"] = json!(["2.0"]);
     checkout.write(
         "schemas/orion/event.v2.schema.json",
-        &checkout
-            .read(&format!("schemas/{EVENT}"))
-            .replace("\"title\": \"Event\"", "\"title\": \"EventV2\"")
-            .replace("/event/v1.schema.json", "/event/v2.schema.json")
-            .replace("\"enum\": [\"1.0\"]", "\"enum\": [\"2.0\"]"),
+        &serde_json::to_string_pretty(&v2).unwrap(),
     );
     let inventory = checkout.read("schemas/inventory.toml");
     checkout.write(

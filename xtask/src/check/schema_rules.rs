@@ -169,7 +169,11 @@ fn walk(schema: &SchemaFile, node: &Value, pointer: &str, report: &mut Report) {
     }
     let is_object =
         map.get("type").and_then(Value::as_str) == Some("object") || map.contains_key("properties");
-    let is_condition = pointer.ends_with("/if") || pointer.contains("/if/");
+    // Fragments under if/then/else/not constrain an object defined elsewhere; they are not
+    // object definitions of their own.
+    let is_condition = pointer
+        .split('/')
+        .any(|segment| ["if", "then", "else", "not"].contains(&segment));
     if is_object && !is_condition {
         check_closed(map, rel, pointer, report);
     }

@@ -442,6 +442,23 @@ fn services_module(
          /// inventory says, so publishing a message a service does not own does not compile."
     )
     .unwrap();
+    let names: Vec<String> = set
+        .inventory
+        .services
+        .keys()
+        .map(|n| format!("{n:?}"))
+        .collect();
+    writeln!(
+        out,
+        "/// Every service identity in the inventory (each is a NATS user)."
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "pub static SERVICES: &[&str] = &[{}];\n",
+        names.join(", ")
+    )
+    .unwrap();
     writeln!(out, "pub mod services {{").unwrap();
     for (name, service) in &set.inventory.services {
         let type_name = pascal_case(name);

@@ -3,11 +3,11 @@
 // Source: schemas/orion/approval_decision.v1.schema.json
 //! Types for `https://orion.internal/schemas/approval_decision/v1.schema.json`.
 //!
-//! An administrator's answer to an approval request: approve, deny or force, with identity, reason and a validity period. Emitted by orion-approval-cli (or the legacy orion-approval-telegram). Wire-compatible with ORION v1; formats are enforced.
+//! An administrator's answer to an approval request: approve, deny or force, with identity, reason and a validity period. Emitted by orion-approval-cli (or the legacy orion-approval-telegram). Wire-compatible with ORION v1; formats are enforced, and the override flags may only be true on a `force` decision.
 
 #![allow(clippy::all, missing_docs, unused_imports)]
 
-///An administrator's answer to an approval request: approve, deny or force, with identity, reason and a validity period. Emitted by orion-approval-cli (or the legacy orion-approval-telegram). Wire-compatible with ORION v1; formats are enforced.
+///An administrator's answer to an approval request: approve, deny or force, with identity, reason and a validity period. Emitted by orion-approval-cli (or the legacy orion-approval-telegram). Wire-compatible with ORION v1; formats are enforced, and the override flags may only be true on a `force` decision.
 #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ApprovalDecision {

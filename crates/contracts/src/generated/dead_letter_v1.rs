@@ -26,7 +26,7 @@ pub struct DeadLetter {
         ::std::string::String,
     >,
     ///The raw payload exactly as received, base64 (standard alphabet, padded).
-    pub payload_base64: ::std::string::String,
+    pub payload_base64: DeadLetterPayloadBase64,
     pub reason: DeadLetterReason,
     ///The service identity that rejected the message.
     pub service: DeadLetterService,
@@ -40,11 +40,67 @@ pub struct DeadLetter {
     ///Contract version; always "1.0" for this major.
     pub version: DeadLetterVersion,
 }
+///The raw payload exactly as received, base64 (standard alphabet, padded).
+#[derive(::serde::Serialize, Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+#[serde(transparent)]
+pub struct DeadLetterPayloadBase64(::std::string::String);
+impl ::std::ops::Deref for DeadLetterPayloadBase64 {
+    type Target = ::std::string::String;
+    fn deref(&self) -> &::std::string::String {
+        &self.0
+    }
+}
+impl ::std::convert::From<DeadLetterPayloadBase64> for ::std::string::String {
+    fn from(value: DeadLetterPayloadBase64) -> Self {
+        value.0
+    }
+}
+impl ::std::str::FromStr for DeadLetterPayloadBase64 {
+    type Err = self::error::ConversionError;
+    fn from_str(
+        value: &str,
+    ) -> ::std::result::Result<Self, self::error::ConversionError> {
+        static PATTERN: ::std::sync::LazyLock<::regress::Regex> = ::std::sync::LazyLock::new(||
+        { ::regress::Regex::new("^[A-Za-z0-9+/]*={0,2}$").unwrap() });
+        if PATTERN.find(value).is_none() {
+            return Err("doesn't match pattern \"^[A-Za-z0-9+/]*={0,2}$\"".into());
+        }
+        Ok(Self(value.to_string()))
+    }
+}
+impl ::std::convert::TryFrom<&str> for DeadLetterPayloadBase64 {
+    type Error = self::error::ConversionError;
+    fn try_from(
+        value: &str,
+    ) -> ::std::result::Result<Self, self::error::ConversionError> {
+        value.parse()
+    }
+}
+impl ::std::convert::TryFrom<::std::string::String> for DeadLetterPayloadBase64 {
+    type Error = self::error::ConversionError;
+    fn try_from(
+        value: ::std::string::String,
+    ) -> ::std::result::Result<Self, self::error::ConversionError> {
+        value.parse()
+    }
+}
+impl<'de> ::serde::Deserialize<'de> for DeadLetterPayloadBase64 {
+    fn deserialize<D>(deserializer: D) -> ::std::result::Result<Self, D::Error>
+    where
+        D: ::serde::Deserializer<'de>,
+    {
+        ::std::string::String::deserialize(deserializer)?
+            .parse()
+            .map_err(|e: self::error::ConversionError| {
+                <D::Error as ::serde::de::Error>::custom(e.to_string())
+            })
+    }
+}
 ///Why the message was rejected.
 #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DeadLetterReason {
-    ///Kind of rejection.
+    ///Kind of rejection: `delivery_exhausted` means the consumer gave up on a valid message after the last allowed delivery.
     pub code: DeadLetterReasonCode,
     ///JSON pointer to the offending value, when known.
     #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -55,7 +111,7 @@ pub struct DeadLetterReason {
     #[serde(skip_serializing_if = "::std::option::Option::is_none")]
     pub rule: ::std::option::Option<::std::string::String>,
 }
-///Kind of rejection.
+///Kind of rejection: `delivery_exhausted` means the consumer gave up on a valid message after the last allowed delivery.
 #[derive(
     ::serde::Deserialize,
     ::serde::Serialize,
@@ -79,6 +135,8 @@ pub enum DeadLetterReasonCode {
     BadSignature,
     #[serde(rename = "unknown_subject")]
     UnknownSubject,
+    #[serde(rename = "delivery_exhausted")]
+    DeliveryExhausted,
 }
 impl ::std::fmt::Display for DeadLetterReasonCode {
     fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
@@ -88,6 +146,7 @@ impl ::std::fmt::Display for DeadLetterReasonCode {
             Self::UnsupportedVersion => f.write_str("unsupported_version"),
             Self::BadSignature => f.write_str("bad_signature"),
             Self::UnknownSubject => f.write_str("unknown_subject"),
+            Self::DeliveryExhausted => f.write_str("delivery_exhausted"),
         }
     }
 }
@@ -102,6 +161,7 @@ impl ::std::str::FromStr for DeadLetterReasonCode {
             "unsupported_version" => Ok(Self::UnsupportedVersion),
             "bad_signature" => Ok(Self::BadSignature),
             "unknown_subject" => Ok(Self::UnknownSubject),
+            "delivery_exhausted" => Ok(Self::DeliveryExhausted),
             _ => Err("invalid value".into()),
         }
     }

@@ -26,9 +26,9 @@ pub use ops_command_v1::OpsCommand;
 pub use ops_receipt_v1::OpsReceipt;
 pub use dead_letter_v1::DeadLetter;
 /// Semantic version of the contract set (`schemas/contract-set.toml`).
-pub const CONTRACT_SET_VERSION: &str = "1.1.0";
+pub const CONTRACT_SET_VERSION: &str = "1.0.0";
 /// sha256 over the canonical form of the schemas and the inventory.
-pub const CONTRACT_SET_SHA256: &str = "8824811659e36e77ef68b55194fe4ed185e59a2aaab4a77e127db7ccb4e6952a";
+pub const CONTRACT_SET_SHA256: &str = "8d4c5ac9ca0ed493770ee310b30da94e19f5d12770d266f3d1cc3cc703fdd5a9";
 impl crate::Contract for Event {
     const INFO: &'static crate::ContractInfo = &crate::ContractInfo {
         name: "event",
@@ -486,6 +486,17 @@ pub static OBJECT_STORES: &[crate::BucketInfo] = &[
 ];
 /// Service identities. `Produces<T>` / `Consumes<T>` are implemented exactly as the
 /// inventory says, so publishing a message a service does not own does not compile.
+/// Every service identity in the inventory (each is a NATS user).
+pub static SERVICES: &[&str] = &[
+    "approval-cli",
+    "approval-telegram",
+    "brain",
+    "commander",
+    "event-source",
+    "guardian",
+    "ops-console",
+    "ops-worker",
+];
 pub mod services {
     /// Operators approve or deny risky actions and read the audit trail.
     #[derive(Debug, Clone, Copy, Default)]

@@ -3,11 +3,11 @@
 // Source: schemas/titan/ops_receipt.v1.schema.json
 //! Types for `https://titan.internal/schemas/ops_receipt/v1.schema.json`.
 //!
-//! OpsReceiptV1: ops-worker's answer to one command. `pending` when a long command is accepted, then exactly one final `success` (with `result`, no `error`) or `failure` (with `error`, no `result`).
+//! OpsReceiptV1: ops-worker's answer to one command. `pending` when a long command is accepted (no `error`), then exactly one final `success` (with `result`, no `error`) or `failure` (with `error`, no `result`).
 
 #![allow(clippy::all, missing_docs, unused_imports)]
 
-///OpsReceiptV1: ops-worker's answer to one command. `pending` when a long command is accepted, then exactly one final `success` (with `result`, no `error`) or `failure` (with `error`, no `result`).
+///OpsReceiptV1: ops-worker's answer to one command. `pending` when a long command is accepted (no `error`), then exactly one final `success` (with `result`, no `error`) or `failure` (with `error`, no `result`).
 #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct OpsReceipt {
@@ -24,7 +24,7 @@ pub struct OpsReceipt {
     pub result: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     ///pending, or the final success / failure.
     pub status: OpsReceiptStatus,
-    ///When the receipt was emitted (RFC 3339, UTC).
+    ///When the receipt was emitted: RFC 3339 in UTC ending in `Z`.
     pub ts: crate::Timestamp,
     ///The command's type, mirrored.
     #[serde(rename = "type")]
