@@ -103,7 +103,28 @@ pub trait Service {
 }
 
 /// `S: Produces<T>` holds exactly when the inventory lists `S` as a producer of `T`.
+///
+/// guardian produces incidents:
+///
+/// ```
+/// fn may_publish<S: contracts::Produces<T>, T: contracts::Contract>(_: S) {}
+/// may_publish::<_, contracts::Incident>(contracts::services::Guardian);
+/// ```
+///
+/// but not decisions, so this does not compile:
+///
+/// ```compile_fail
+/// fn may_publish<S: contracts::Produces<T>, T: contracts::Contract>(_: S) {}
+/// may_publish::<_, contracts::Decision>(contracts::services::Guardian);
+/// ```
 pub trait Produces<T: Contract>: Service {}
 
 /// `S: Consumes<T>` holds exactly when the inventory lists `S` as a consumer of `T`.
+///
+/// ops-worker consumes ops commands but not events:
+///
+/// ```compile_fail
+/// fn may_consume<S: contracts::Consumes<T>, T: contracts::Contract>(_: S) {}
+/// may_consume::<_, contracts::Event>(contracts::services::OpsWorker);
+/// ```
 pub trait Consumes<T: Contract>: Service {}

@@ -26,7 +26,7 @@ pub struct ApprovalRequest {
     ///Safety class of the requested action.
     pub risk_level: ApprovalRequestRiskLevel,
     ///Always orion-brain: no other module may request approvals.
-    pub source: ::std::string::String,
+    pub source: ApprovalRequestSource,
     ///Free-form labels (string values only).
     #[serde(default, skip_serializing_if = ":: std :: collections :: HashMap::is_empty")]
     pub tags: ::std::collections::HashMap<::std::string::String, ::std::string::String>,
@@ -151,6 +151,57 @@ impl ::std::convert::TryFrom<&str> for ApprovalRequestRiskLevel {
     }
 }
 impl ::std::convert::TryFrom<::std::string::String> for ApprovalRequestRiskLevel {
+    type Error = self::error::ConversionError;
+    fn try_from(
+        value: ::std::string::String,
+    ) -> ::std::result::Result<Self, self::error::ConversionError> {
+        value.parse()
+    }
+}
+///Always orion-brain: no other module may request approvals.
+#[derive(
+    ::serde::Deserialize,
+    ::serde::Serialize,
+    Clone,
+    Copy,
+    Debug,
+    Eq,
+    Hash,
+    Ord,
+    PartialEq,
+    PartialOrd
+)]
+pub enum ApprovalRequestSource {
+    #[serde(rename = "orion-brain")]
+    OrionBrain,
+}
+impl ::std::fmt::Display for ApprovalRequestSource {
+    fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+        match *self {
+            Self::OrionBrain => f.write_str("orion-brain"),
+        }
+    }
+}
+impl ::std::str::FromStr for ApprovalRequestSource {
+    type Err = self::error::ConversionError;
+    fn from_str(
+        value: &str,
+    ) -> ::std::result::Result<Self, self::error::ConversionError> {
+        match value {
+            "orion-brain" => Ok(Self::OrionBrain),
+            _ => Err("invalid value".into()),
+        }
+    }
+}
+impl ::std::convert::TryFrom<&str> for ApprovalRequestSource {
+    type Error = self::error::ConversionError;
+    fn try_from(
+        value: &str,
+    ) -> ::std::result::Result<Self, self::error::ConversionError> {
+        value.parse()
+    }
+}
+impl ::std::convert::TryFrom<::std::string::String> for ApprovalRequestSource {
     type Error = self::error::ConversionError;
     fn try_from(
         value: ::std::string::String,

@@ -24,7 +24,7 @@ pub struct Approval {
     #[serde(skip_serializing_if = "::std::option::Option::is_none")]
     pub reason: ::std::option::Option<::std::string::String>,
     ///Always orion-approval-telegram (the only legacy producer).
-    pub source: ::std::string::String,
+    pub source: ApprovalSource,
     ///The legacy verdict.
     pub status: ApprovalStatus,
     ///Free-form labels (string values only).
@@ -34,6 +34,57 @@ pub struct Approval {
     pub timestamp: crate::Timestamp,
     ///Contract version; always "1.0" for this major.
     pub version: ApprovalVersion,
+}
+///Always orion-approval-telegram (the only legacy producer).
+#[derive(
+    ::serde::Deserialize,
+    ::serde::Serialize,
+    Clone,
+    Copy,
+    Debug,
+    Eq,
+    Hash,
+    Ord,
+    PartialEq,
+    PartialOrd
+)]
+pub enum ApprovalSource {
+    #[serde(rename = "orion-approval-telegram")]
+    OrionApprovalTelegram,
+}
+impl ::std::fmt::Display for ApprovalSource {
+    fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+        match *self {
+            Self::OrionApprovalTelegram => f.write_str("orion-approval-telegram"),
+        }
+    }
+}
+impl ::std::str::FromStr for ApprovalSource {
+    type Err = self::error::ConversionError;
+    fn from_str(
+        value: &str,
+    ) -> ::std::result::Result<Self, self::error::ConversionError> {
+        match value {
+            "orion-approval-telegram" => Ok(Self::OrionApprovalTelegram),
+            _ => Err("invalid value".into()),
+        }
+    }
+}
+impl ::std::convert::TryFrom<&str> for ApprovalSource {
+    type Error = self::error::ConversionError;
+    fn try_from(
+        value: &str,
+    ) -> ::std::result::Result<Self, self::error::ConversionError> {
+        value.parse()
+    }
+}
+impl ::std::convert::TryFrom<::std::string::String> for ApprovalSource {
+    type Error = self::error::ConversionError;
+    fn try_from(
+        value: ::std::string::String,
+    ) -> ::std::result::Result<Self, self::error::ConversionError> {
+        value.parse()
+    }
 }
 ///The legacy verdict.
 #[derive(

@@ -29,7 +29,7 @@ pub struct Decision {
     ///Safety class of the proposed action; UNKNOWN (no policy matched) is treated as RISKY.
     pub safety_classification: DecisionSafetyClassification,
     ///Always orion-brain: no other module may emit decisions.
-    pub source: ::std::string::String,
+    pub source: DecisionSource,
     ///Free-form labels (string values only).
     #[serde(default, skip_serializing_if = ":: std :: collections :: HashMap::is_empty")]
     pub tags: ::std::collections::HashMap<::std::string::String, ::std::string::String>,
@@ -276,6 +276,57 @@ impl ::std::convert::TryFrom<&str> for DecisionSafetyClassification {
     }
 }
 impl ::std::convert::TryFrom<::std::string::String> for DecisionSafetyClassification {
+    type Error = self::error::ConversionError;
+    fn try_from(
+        value: ::std::string::String,
+    ) -> ::std::result::Result<Self, self::error::ConversionError> {
+        value.parse()
+    }
+}
+///Always orion-brain: no other module may emit decisions.
+#[derive(
+    ::serde::Deserialize,
+    ::serde::Serialize,
+    Clone,
+    Copy,
+    Debug,
+    Eq,
+    Hash,
+    Ord,
+    PartialEq,
+    PartialOrd
+)]
+pub enum DecisionSource {
+    #[serde(rename = "orion-brain")]
+    OrionBrain,
+}
+impl ::std::fmt::Display for DecisionSource {
+    fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+        match *self {
+            Self::OrionBrain => f.write_str("orion-brain"),
+        }
+    }
+}
+impl ::std::str::FromStr for DecisionSource {
+    type Err = self::error::ConversionError;
+    fn from_str(
+        value: &str,
+    ) -> ::std::result::Result<Self, self::error::ConversionError> {
+        match value {
+            "orion-brain" => Ok(Self::OrionBrain),
+            _ => Err("invalid value".into()),
+        }
+    }
+}
+impl ::std::convert::TryFrom<&str> for DecisionSource {
+    type Error = self::error::ConversionError;
+    fn try_from(
+        value: &str,
+    ) -> ::std::result::Result<Self, self::error::ConversionError> {
+        value.parse()
+    }
+}
+impl ::std::convert::TryFrom<::std::string::String> for DecisionSource {
     type Error = self::error::ConversionError;
     fn try_from(
         value: ::std::string::String,

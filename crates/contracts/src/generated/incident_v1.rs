@@ -24,7 +24,7 @@ pub struct Incident {
     ///Severity on the incident scale (not the event scale).
     pub severity: IncidentSeverity,
     ///Always orion-guardian: no other module may emit incidents.
-    pub source: ::std::string::String,
+    pub source: IncidentSource,
     ///Life-cycle state: open → acknowledged → resolved (open → resolved is allowed).
     pub state: IncidentState,
     ///Free-form labels (string values only).
@@ -167,6 +167,57 @@ impl ::std::convert::TryFrom<&str> for IncidentSeverity {
     }
 }
 impl ::std::convert::TryFrom<::std::string::String> for IncidentSeverity {
+    type Error = self::error::ConversionError;
+    fn try_from(
+        value: ::std::string::String,
+    ) -> ::std::result::Result<Self, self::error::ConversionError> {
+        value.parse()
+    }
+}
+///Always orion-guardian: no other module may emit incidents.
+#[derive(
+    ::serde::Deserialize,
+    ::serde::Serialize,
+    Clone,
+    Copy,
+    Debug,
+    Eq,
+    Hash,
+    Ord,
+    PartialEq,
+    PartialOrd
+)]
+pub enum IncidentSource {
+    #[serde(rename = "orion-guardian")]
+    OrionGuardian,
+}
+impl ::std::fmt::Display for IncidentSource {
+    fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+        match *self {
+            Self::OrionGuardian => f.write_str("orion-guardian"),
+        }
+    }
+}
+impl ::std::str::FromStr for IncidentSource {
+    type Err = self::error::ConversionError;
+    fn from_str(
+        value: &str,
+    ) -> ::std::result::Result<Self, self::error::ConversionError> {
+        match value {
+            "orion-guardian" => Ok(Self::OrionGuardian),
+            _ => Err("invalid value".into()),
+        }
+    }
+}
+impl ::std::convert::TryFrom<&str> for IncidentSource {
+    type Error = self::error::ConversionError;
+    fn try_from(
+        value: &str,
+    ) -> ::std::result::Result<Self, self::error::ConversionError> {
+        value.parse()
+    }
+}
+impl ::std::convert::TryFrom<::std::string::String> for IncidentSource {
     type Error = self::error::ConversionError;
     fn try_from(
         value: ::std::string::String,

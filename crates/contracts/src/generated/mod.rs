@@ -28,7 +28,7 @@ pub use dead_letter_v1::DeadLetter;
 /// Semantic version of the contract set (`schemas/contract-set.toml`).
 pub const CONTRACT_SET_VERSION: &str = "1.0.0";
 /// sha256 over the canonical form of the schemas and the inventory.
-pub const CONTRACT_SET_SHA256: &str = "8d4c5ac9ca0ed493770ee310b30da94e19f5d12770d266f3d1cc3cc703fdd5a9";
+pub const CONTRACT_SET_SHA256: &str = "470d439a9a9bfd2adfcd9c71a6e72898e5abc84ee82433b9d51b1ca0f303cc2c";
 impl crate::Contract for Event {
     const INFO: &'static crate::ContractInfo = &crate::ContractInfo {
         name: "event",

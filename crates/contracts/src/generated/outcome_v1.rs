@@ -26,7 +26,7 @@ pub struct Outcome {
     #[serde(default)]
     pub rollback_executed: bool,
     ///Always orion-commander: no other module may emit outcomes.
-    pub source: ::std::string::String,
+    pub source: OutcomeSource,
     ///How the action ended.
     pub status: OutcomeStatus,
     ///Free-form labels (string values only).
@@ -48,6 +48,57 @@ pub struct OutcomeError {
     pub details: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     ///Human-readable explanation.
     pub message: ::std::string::String,
+}
+///Always orion-commander: no other module may emit outcomes.
+#[derive(
+    ::serde::Deserialize,
+    ::serde::Serialize,
+    Clone,
+    Copy,
+    Debug,
+    Eq,
+    Hash,
+    Ord,
+    PartialEq,
+    PartialOrd
+)]
+pub enum OutcomeSource {
+    #[serde(rename = "orion-commander")]
+    OrionCommander,
+}
+impl ::std::fmt::Display for OutcomeSource {
+    fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+        match *self {
+            Self::OrionCommander => f.write_str("orion-commander"),
+        }
+    }
+}
+impl ::std::str::FromStr for OutcomeSource {
+    type Err = self::error::ConversionError;
+    fn from_str(
+        value: &str,
+    ) -> ::std::result::Result<Self, self::error::ConversionError> {
+        match value {
+            "orion-commander" => Ok(Self::OrionCommander),
+            _ => Err("invalid value".into()),
+        }
+    }
+}
+impl ::std::convert::TryFrom<&str> for OutcomeSource {
+    type Error = self::error::ConversionError;
+    fn try_from(
+        value: &str,
+    ) -> ::std::result::Result<Self, self::error::ConversionError> {
+        value.parse()
+    }
+}
+impl ::std::convert::TryFrom<::std::string::String> for OutcomeSource {
+    type Error = self::error::ConversionError;
+    fn try_from(
+        value: ::std::string::String,
+    ) -> ::std::result::Result<Self, self::error::ConversionError> {
+        value.parse()
+    }
 }
 ///How the action ended.
 #[derive(
