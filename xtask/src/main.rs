@@ -36,7 +36,7 @@ enum Command {
     /// Record the current contract set as the released baseline in schemas/baseline/.
     Release,
     /// Run the whole test suite: installs and starts what it needs (nats-server, the Docker
-    /// engine), then `cargo test --workspace` and `cargo xtask check`.
+    /// engine), then `cargo test --workspace --all-features` and `cargo xtask check`.
     Test {
         /// Extra arguments for `cargo test` (after `--`), e.g. a test name filter.
         #[arg(last = true)]
@@ -89,7 +89,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Test { cargo_args } => {
             xtask::machine::prepare()?;
             let tests = std::process::Command::new(env!("CARGO"))
-                .args(["test", "--workspace"])
+                .args(["test", "--workspace", "--all-features"])
                 .args(&cargo_args)
                 .current_dir(&layout.root)
                 .status()?;

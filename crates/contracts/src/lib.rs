@@ -27,6 +27,12 @@ mod validation;
 #[rustfmt::skip]
 pub mod generated;
 
+#[cfg(feature = "bus")]
+pub mod bus;
+
+#[cfg(feature = "local-server")]
+pub mod local_server;
+
 pub use codec::{decode, decode_value, encode, to_value};
 pub use contract::{
     BucketInfo, Consumes, Contract, ContractInfo, Produces, Retention, Service, SignatureSpec,

@@ -1,0 +1,41 @@
+//! The typed bus: the one way a message gets on or off NATS JetStream.
+//!
+//! A service connects as its inventory identity ([`Bus::connect`]); it can then only
+//! [`publish`](Bus::publish) the contracts it produces and [`subscribe`](Bus::subscribe) to the
+//! ones it consumes — the compiler checks both against the inventory, and the NATS server checks
+//! them again with the generated permissions.
+//!
+//! - Publish validates before a byte leaves, sets `Nats-Msg-Id` to the message's idempotency key
+//!   (so the server drops duplicates) and waits for the JetStream ack.
+//! - Subscribe binds a durable pull consumer with explicit acks and bounded redelivery; several
+//!   instances of a service share it (each message goes to one of them). A payload that fails to
+//!   parse or validate goes to `platform.dead_letter.v1` with the reason and the raw bytes, is
+//!   terminated, and the consumer goes on.
+//! - The service registers as a NATS micro service (ping, info, stats per consumer).
+//!
+//! ```compile_fail
+//! # async fn f(bus: contracts::bus::Bus<contracts::services::Guardian>, d: contracts::Decision) {
+//! // guardian does not produce decisions: this does not compile.
+//! bus.publish(&d).await;
+//! # }
+//! ```
+//!
+//! Not here: business logic, retries of a handler's own work (the caller naks with a delay).
+
+mod config;
+mod connection;
+mod dead_letter;
+mod error;
+mod provision;
+mod publish;
+mod stats;
+mod subscribe;
+
+pub use config::{BusConfig, DEFAULT_NATS_URL};
+pub use connection::{Bus, MICRO_PREFIX};
+pub use dead_letter::Rejection;
+pub use error::BusError;
+pub use provision::{provision_all, provision_for};
+pub use publish::{idempotency_key, Published};
+pub use stats::{ConsumerStats, StatsSnapshot};
+pub use subscribe::{Delivery, Either, EitherSubscription, SubscribeOptions, Subscription};

@@ -1,0 +1,97 @@
+//! Validated, deduplicated publishing.
+
+use async_nats::HeaderMap;
+use serde_json::Value;
+
+use super::connection::Inner;
+use super::{Bus, BusError};
+use crate::{Contract, ContractInfo, Produces, Service};
+
+/// Header naming the schema (`$id`) a message was validated against.
+pub const CONTRACT_HEADER: &str = "Orion-Contract";
+
+/// JetStream's acknowledgement of a publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub stream: String,
+    pub sequence: u64,
+    /// The server already had a message with this id in its duplicate window and dropped it.
+    pub duplicate: bool,
+    /// The `Nats-Msg-Id` sent.
+    pub message_id: String,
+}
+
+/// The values of the contract's idempotency-key fields, joined with `:` (strings as they are,
+/// other values as JSON). This is the `Nats-Msg-Id` of the message.
+pub fn idempotency_key(info: &ContractInfo, message: &Value) -> String {
+    info.idempotency_key
+        .iter()
+        .map(|field| match message.get(field) {
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+            None => String::new(),
+        })
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+impl<S: Service> Bus<S> {
+    /// Validates `message`, publishes it on its subject with `Nats-Msg-Id` set to its
+    /// idempotency key, and waits for JetStream to store it. Invalid messages are not sent.
+    pub async fn publish<T: Contract>(&self, message: &T) -> Result<Published, BusError>
+    where
+        S: Produces<T>,
+    {
+        self.publish_with_headers(message, HeaderMap::new()).await
+    }
+
+    /// [`Bus::publish`] with extra headers (a signature, a trace id).
+    pub async fn publish_with_headers<T: Contract>(
+        &self,
+        message: &T,
+        headers: HeaderMap,
+    ) -> Result<Published, BusError>
+    where
+        S: Produces<T>,
+    {
+        let value = crate::to_value(message)?;
+        publish_value(&self.inner, T::INFO, &value, headers).await
+    }
+}
+
+/// Publishes an already validated value of the contract `info` on `inner`'s connection.
+pub(super) async fn publish_value(
+    inner: &Inner,
+    info: &'static ContractInfo,
+    value: &Value,
+    mut headers: HeaderMap,
+) -> Result<Published, BusError> {
+    let message_id = idempotency_key(info, value);
+    headers.insert("Nats-Msg-Id", message_id.as_str());
+    headers.insert(CONTRACT_HEADER, info.schema_id);
+    let payload = serde_json::to_vec(value).expect("a JSON value always serializes");
+    let publish_error = |reason: String| BusError::Publish {
+        subject: info.subject.to_string(),
+        reason,
+    };
+    let mark = inner.permission_errors.mark();
+    let ack = inner
+        .jetstream
+        .publish_with_headers(info.subject, headers, payload.into())
+        .await
+        .map_err(|e| publish_error(e.to_string()))?;
+    tokio::select! {
+        ack = ack => {
+            let ack = ack.map_err(|e| publish_error(e.to_string()))?;
+            Ok(Published { stream: ack.stream, sequence: ack.sequence, duplicate: ack.duplicate, message_id })
+        }
+        server_message = inner.permission_errors.wait_for(info.subject, mark) => {
+            Err(BusError::PermissionDenied {
+                operation: "publish",
+                subject: info.subject.to_string(),
+                user: inner.user.clone(),
+                server_message,
+            })
+        }
+    }
+}

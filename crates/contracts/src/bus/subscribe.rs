@@ -1,0 +1,424 @@
+//! Durable, validated consumption: typed deliveries with explicit ack, nak and reject.
+
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer::pull, AckKind};
+use futures::{Stream, StreamExt};
+
+use super::connection::{Inner, MICRO_PREFIX};
+use super::dead_letter::{self, Origin, Rejection};
+use super::stats::ConsumerStats;
+use super::{Bus, BusError};
+use crate::generated::dead_letter_v1::DeadLetterReasonCode;
+use crate::{Consumes, Contract, DeadLetter, Produces, Service};
+
+/// How a durable consumer behaves.
+#[derive(Debug, Clone)]
+pub struct SubscribeOptions {
+    /// Durable consumer name; `<service>-<contract>-v<major>` unless set. Every instance of a
+    /// service that uses the same name shares the work.
+    pub durable_name: Option<String>,
+    /// Deliveries of one message before it is given up (and dead-lettered).
+    pub max_deliver: i64,
+    /// How long the server waits for an ack before redelivering.
+    pub ack_wait: Duration,
+    /// Unacknowledged messages in flight across all instances.
+    pub max_ack_pending: i64,
+    /// Messages one instance pulls at a time. Smaller spreads work more evenly across
+    /// instances; larger is faster for a single instance.
+    pub batch: usize,
+}
+
+impl Default for SubscribeOptions {
+    fn default() -> Self {
+        Self {
+            durable_name: None,
+            max_deliver: 5,
+            ack_wait: Duration::from_secs(30),
+            max_ack_pending: 1000,
+            batch: 20,
+        }
+    }
+}
+
+/// What one consumer needs to ack, reject and count.
+struct ConsumerContext {
+    inner: Arc<Inner>,
+    consumer: String,
+    stream: &'static str,
+    max_deliver: i64,
+    stats: Arc<ConsumerStats>,
+}
+
+type DeliveryStream<T> = Pin<Box<dyn Stream<Item = Result<Delivery<T>, BusError>> + Send>>;
+
+/// The deliveries of one durable consumer. Invalid payloads never come out of it: they are
+/// dead-lettered on the way.
+pub struct Subscription<S, T> {
+    deliveries: DeliveryStream<T>,
+    consumer: String,
+    _service: PhantomData<fn() -> S>,
+}
+
+impl<S: Service> Bus<S> {
+    /// Binds (creating if needed) the durable consumer of `T` for this service and returns its
+    /// validated deliveries.
+    pub async fn subscribe<T: Contract + Send + 'static>(
+        &self,
+        options: SubscribeOptions,
+    ) -> Result<Subscription<S, T>, BusError>
+    where
+        S: Consumes<T> + Produces<DeadLetter>,
+    {
+        let info = T::INFO;
+        let consumer_name = options
+            .durable_name
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}-v{}", S::NAME, info.name, info.major));
+        let jetstream_error = |what: String, e: &dyn std::fmt::Display| BusError::JetStream {
+            what,
+            reason: e.to_string(),
+        };
+        let stream = self.inner.jetstream.get_stream(info.stream).await.map_err(|e| {
+            jetstream_error(
+                format!("stream `{}` of `{}` (provision it first: `cargo xtask provision` or `provision_for`)", info.stream, info.subject),
+                &e,
+            )
+        })?;
+        let consumer: jetstream::consumer::PullConsumer = stream
+            .get_or_create_consumer(
+                &consumer_name,
+                pull::Config {
+                    durable_name: Some(consumer_name.clone()),
+                    filter_subject: info.subject.to_string(),
+                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                    ack_wait: options.ack_wait,
+                    max_deliver: options.max_deliver,
+                    max_ack_pending: options.max_ack_pending,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| {
+                jetstream_error(
+                    format!("consumer `{consumer_name}` on `{}`", info.stream),
+                    &e,
+                )
+            })?;
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(options.batch.max(1))
+            .messages()
+            .await
+            .map_err(|e| jetstream_error(format!("messages of consumer `{consumer_name}`"), &e))?;
+
+        let stats = self.inner.stats.consumer(&consumer_name);
+        self.serve_status_endpoint(&consumer_name, stats.clone())
+            .await?;
+        let context = Arc::new(ConsumerContext {
+            inner: self.inner.clone(),
+            consumer: consumer_name.clone(),
+            stream: info.stream,
+            max_deliver: options.max_deliver,
+            stats,
+        });
+        let deliveries =
+            futures::stream::unfold((messages, context), |(mut messages, context)| async move {
+                let item = next_delivery::<T>(&mut messages, &context).await?;
+                Some((item, (messages, context)))
+            });
+        Ok(Subscription {
+            deliveries: Box::pin(deliveries),
+            consumer: consumer_name,
+            _service: PhantomData,
+        })
+    }
+
+    /// Subscribes to two contracts at once — typically both major versions of one contract
+    /// during a transition, or a deprecated contract and its replacement — and interleaves them.
+    pub async fn subscribe_either<A, B>(
+        &self,
+        first: SubscribeOptions,
+        second: SubscribeOptions,
+    ) -> Result<EitherSubscription<S, A, B>, BusError>
+    where
+        A: Contract + Send + 'static,
+        B: Contract + Send + 'static,
+        S: Consumes<A> + Consumes<B> + Produces<DeadLetter>,
+    {
+        let a = self.subscribe::<A>(first).await?;
+        let b = self.subscribe::<B>(second).await?;
+        let merged = futures::stream::select(
+            a.deliveries.map(|r| r.map(Either::First)),
+            b.deliveries.map(|r| r.map(Either::Second)),
+        );
+        Ok(EitherSubscription {
+            deliveries: Box::pin(merged),
+            _service: PhantomData,
+        })
+    }
+
+    /// Answers `orion.micro.<service>.<consumer>` with the consumer's counters, as an endpoint
+    /// of the service's NATS micro registration (its stats carry the same counters).
+    async fn serve_status_endpoint(
+        &self,
+        consumer: &str,
+        stats: Arc<ConsumerStats>,
+    ) -> Result<(), BusError> {
+        let subject = format!("{MICRO_PREFIX}.{}.{consumer}", S::NAME);
+        let mut endpoint = self
+            .inner
+            .micro
+            .endpoint_builder()
+            .name(consumer)
+            .add(subject.clone())
+            .await
+            .map_err(|e| BusError::JetStream {
+                what: format!("micro endpoint `{subject}`"),
+                reason: e.to_string(),
+            })?;
+        tokio::spawn(async move {
+            while let Some(request) = endpoint.next().await {
+                let body = serde_json::to_vec(&stats.snapshot()).expect("counters serialize");
+                if let Err(e) = request.respond(Ok(body.into())).await {
+                    tracing::debug!(error = %e, "could not answer a status request");
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+/// Pulls until a valid message arrives (dead-lettering invalid ones on the way).
+async fn next_delivery<T: Contract>(
+    messages: &mut pull::Stream,
+    context: &Arc<ConsumerContext>,
+) -> Option<Result<Delivery<T>, BusError>> {
+    loop {
+        let message = match messages.next().await? {
+            Ok(message) => message,
+            Err(e) => {
+                return Some(Err(BusError::Consume {
+                    subject: T::INFO.subject.to_string(),
+                    reason: e.to_string(),
+                }))
+            }
+        };
+        let (stream_sequence, delivered) = match message.info() {
+            Ok(info) => (info.stream_sequence, info.delivered),
+            Err(_) => (0, 1),
+        };
+        match crate::decode::<T>(&message.payload) {
+            Ok(decoded) => {
+                context.stats.received();
+                return Some(Ok(Delivery {
+                    message: decoded,
+                    raw: message,
+                    stream_sequence,
+                    delivered,
+                    received_at: Instant::now(),
+                    context: context.clone(),
+                }));
+            }
+            Err(error) => {
+                let rejection = Rejection::from_contract_error(&error);
+                if let Err(e) =
+                    reject(context, &message, stream_sequence, delivered, &rejection).await
+                {
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+}
+
+/// Dead-letters `message` and terminates it. If the dead letter cannot be stored, the message
+/// is handed back for redelivery instead, so it is never lost.
+async fn reject(
+    context: &ConsumerContext,
+    message: &jetstream::Message,
+    stream_sequence: u64,
+    delivered: i64,
+    rejection: &Rejection,
+) -> Result<(), BusError> {
+    let origin = Origin {
+        service: context.inner.service,
+        consumer: &context.consumer,
+        subject: message.subject.as_str(),
+        stream: context.stream,
+        stream_sequence,
+        delivery_attempt: u64::try_from(delivered).unwrap_or(0),
+        payload: &message.payload,
+        headers: message.headers.as_ref(),
+    };
+    let ack_error = |e: &dyn std::fmt::Display| BusError::Ack {
+        subject: message.subject.to_string(),
+        stream_sequence,
+        reason: e.to_string(),
+    };
+    if let Err(e) = dead_letter::publish(&context.inner, &origin, rejection).await {
+        message
+            .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+            .await
+            .map_err(|e| ack_error(&e))?;
+        return Err(e);
+    }
+    context.stats.dead_lettered();
+    message
+        .ack_with(AckKind::Term)
+        .await
+        .map_err(|e| ack_error(&e))
+}
+
+impl<S, T> Subscription<S, T> {
+    /// The next valid delivery; `None` when the subscription ends.
+    pub async fn next(&mut self) -> Option<Result<Delivery<T>, BusError>> {
+        self.deliveries.next().await
+    }
+
+    /// The durable consumer's name.
+    pub fn consumer(&self) -> &str {
+        &self.consumer
+    }
+}
+
+/// One of two contracts' deliveries.
+pub enum Either<A, B> {
+    First(Delivery<A>),
+    Second(Delivery<B>),
+}
+
+/// Deliveries of two contracts, interleaved as they arrive.
+pub struct EitherSubscription<S, A, B> {
+    deliveries: Pin<Box<dyn Stream<Item = Result<Either<A, B>, BusError>> + Send>>,
+    _service: PhantomData<fn() -> S>,
+}
+
+impl<S, A, B> EitherSubscription<S, A, B> {
+    pub async fn next(&mut self) -> Option<Result<Either<A, B>, BusError>> {
+        self.deliveries.next().await
+    }
+}
+
+/// A valid message and the handle to settle it: exactly one of [`ack`](Delivery::ack),
+/// [`nak`](Delivery::nak) or [`reject`](Delivery::reject). Dropping it unsettled leaves the
+/// message to be redelivered after the ack wait.
+pub struct Delivery<T> {
+    message: T,
+    raw: jetstream::Message,
+    stream_sequence: u64,
+    delivered: i64,
+    received_at: Instant,
+    context: Arc<ConsumerContext>,
+}
+
+impl<T> Delivery<T> {
+    pub fn message(&self) -> &T {
+        &self.message
+    }
+
+    /// The payload exactly as received (signatures are checked over these bytes).
+    pub fn payload(&self) -> &[u8] {
+        &self.raw.payload
+    }
+
+    pub fn headers(&self) -> Option<&async_nats::HeaderMap> {
+        self.raw.headers.as_ref()
+    }
+
+    pub fn subject(&self) -> &str {
+        self.raw.subject.as_str()
+    }
+
+    pub fn stream_sequence(&self) -> u64 {
+        self.stream_sequence
+    }
+
+    /// 1 for the first delivery, 2 for the first redelivery, …
+    pub fn delivery_attempt(&self) -> i64 {
+        self.delivered
+    }
+
+    /// Whether the server will not deliver this message again.
+    pub fn is_last_attempt(&self) -> bool {
+        self.context.max_deliver > 0 && self.delivered >= self.context.max_deliver
+    }
+
+    fn ack_error(&self, e: &dyn std::fmt::Display) -> BusError {
+        BusError::Ack {
+            subject: self.raw.subject.to_string(),
+            stream_sequence: self.stream_sequence,
+            reason: e.to_string(),
+        }
+    }
+
+    /// The message is handled; waits until the server has recorded the ack, so it is not
+    /// delivered again.
+    pub async fn ack(self) -> Result<(), BusError> {
+        self.raw
+            .double_ack()
+            .await
+            .map_err(|e| self.ack_error(&e))?;
+        self.context.stats.acked(self.received_at.elapsed());
+        Ok(())
+    }
+
+    /// Tells the server the work is still going on, resetting the ack wait.
+    pub async fn in_progress(&self) -> Result<(), BusError> {
+        self.raw
+            .ack_with(AckKind::Progress)
+            .await
+            .map_err(|e| self.ack_error(&e))
+    }
+
+    /// Hands the message back for redelivery after `delay`. On the last allowed delivery the
+    /// message is dead-lettered instead (`delivery_exhausted`), so it is never silently dropped.
+    pub async fn nak(self, delay: Option<Duration>, why: &str) -> Result<(), BusError> {
+        if self.is_last_attempt() {
+            let rejection = Rejection::new(
+                DeadLetterReasonCode::DeliveryExhausted,
+                format!(
+                    "gave up after delivery {} of {}: {why}",
+                    self.delivered, self.context.max_deliver
+                ),
+            );
+            return reject(
+                &self.context,
+                &self.raw,
+                self.stream_sequence,
+                self.delivered,
+                &rejection,
+            )
+            .await;
+        }
+        self.raw
+            .ack_with(AckKind::Nak(delay))
+            .await
+            .map_err(|e| self.ack_error(&e))?;
+        self.context.stats.naked();
+        Ok(())
+    }
+
+    /// The message can never be handled (a bad signature, say): dead-letter it with `code` and
+    /// `why`, and terminate it.
+    pub async fn reject(
+        self,
+        code: DeadLetterReasonCode,
+        why: impl Into<String>,
+    ) -> Result<(), BusError> {
+        let rejection = Rejection::new(code, why);
+        reject(
+            &self.context,
+            &self.raw,
+            self.stream_sequence,
+            self.delivered,
+            &rejection,
+        )
+        .await?;
+        self.context.stats.terminated();
+        Ok(())
+    }
+}

@@ -1,0 +1,595 @@
+//! The typed bus against a real `nats-server` (started per test on free loopback ports).
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::Engine;
+use contracts::bus::{Bus, BusConfig, BusError, Either, SubscribeOptions};
+use contracts::generated::dead_letter_v1::DeadLetterReasonCode;
+use contracts::local_server::{NatsCluster, NatsServer, ServerOptions, AUTHORIZATION_CONF};
+use contracts::services::*;
+use contracts::*;
+use serde_json::{json, Value};
+
+const QUIET: Duration = Duration::from_millis(700);
+
+fn server() -> NatsServer {
+    NatsServer::start_with_auth().expect("start nats-server (install it with `cargo xtask test`)")
+}
+
+async fn connect<S: Service>(server: &NatsServer) -> Bus<S> {
+    Bus::connect(server.bus_config::<S>())
+        .await
+        .expect("connect")
+}
+
+async fn provision(server: &NatsServer) {
+    let admin = async_nats::ConnectOptions::new()
+        .user_and_password("admin".into(), server.password("admin").unwrap().into())
+        .connect(server.url())
+        .await
+        .unwrap();
+    contracts::bus::provision_all(&async_nats::jetstream::new(admin), 1)
+        .await
+        .expect("provision");
+}
+
+async fn admin_jetstream(server: &NatsServer) -> async_nats::jetstream::Context {
+    let admin = async_nats::ConnectOptions::new()
+        .user_and_password("admin".into(), server.password("admin").unwrap().into())
+        .connect(server.url())
+        .await
+        .unwrap();
+    async_nats::jetstream::new(admin)
+}
+
+fn fixture<T: Contract>(name: &str) -> T {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures")
+        .join(T::INFO.name)
+        .join("valid")
+        .join(name);
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    decode(&bytes).unwrap()
+}
+
+fn event(id: u128) -> Event {
+    let mut event: Event = fixture("minimal.json");
+    event.event_id = uuid::Uuid::from_u128(id);
+    event
+}
+
+async fn next_within<S, T>(
+    sub: &mut contracts::bus::Subscription<S, T>,
+    wait: Duration,
+) -> Option<contracts::bus::Delivery<T>> {
+    match tokio::time::timeout(wait, sub.next()).await {
+        Ok(Some(delivery)) => Some(delivery.expect("delivery")),
+        Ok(None) => panic!("subscription ended"),
+        Err(_) => None,
+    }
+}
+
+async fn roundtrip<P, C, T>(server: &NatsServer, fixture_name: &str)
+where
+    P: Service + Produces<T>,
+    C: Service + Consumes<T> + Produces<DeadLetter>,
+    T: Contract + PartialEq + std::fmt::Debug + Send + 'static,
+{
+    let message: T = fixture(fixture_name);
+    let producer = connect::<P>(server).await;
+    let consumer = connect::<C>(server).await;
+    let mut sub = consumer
+        .subscribe::<T>(SubscribeOptions::default())
+        .await
+        .expect("subscribe");
+    let published = producer.publish(&message).await.expect("publish");
+    assert_eq!(published.stream, T::INFO.stream);
+    assert!(!published.duplicate);
+    let delivery = next_within(&mut sub, Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|| panic!("{} not delivered", T::INFO.name));
+    assert_eq!(
+        delivery.message(),
+        &message,
+        "{} changed on the way",
+        T::INFO.name
+    );
+    assert_eq!(delivery.payload(), encode(&message).unwrap().as_slice());
+    assert_eq!(delivery.delivery_attempt(), 1);
+    delivery.ack().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_contract_round_trips_through_jetstream_with_its_own_identities() {
+    let server = server();
+    provision(&server).await;
+    roundtrip::<EventSource, Guardian, Event>(&server, "full.json").await;
+    roundtrip::<Guardian, Brain, Incident>(&server, "full.json").await;
+    roundtrip::<Brain, ApprovalCli, Decision>(&server, "full.json").await;
+    roundtrip::<Brain, Commander, Action>(&server, "full.json").await;
+    roundtrip::<Brain, ApprovalCli, ApprovalRequest>(&server, "full.json").await;
+    roundtrip::<ApprovalCli, Brain, ApprovalDecision>(&server, "full.json").await;
+    roundtrip::<ApprovalTelegram, Brain, Approval>(&server, "full.json").await;
+    roundtrip::<Commander, ApprovalCli, Outcome>(&server, "full.json").await;
+    roundtrip::<OpsConsole, OpsWorker, OpsCommand>(&server, "signed_halt_all.json").await;
+    roundtrip::<OpsWorker, Commander, OpsReceipt>(&server, "success_restart.json").await;
+    roundtrip::<Guardian, ApprovalCli, DeadLetter>(&server, "full.json").await;
+    assert_eq!(
+        CONTRACTS.len(),
+        11,
+        "a contract was added: add its round trip here"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_publish_is_dropped_by_the_server() {
+    let server = server();
+    provision(&server).await;
+    let producer = connect::<EventSource>(&server).await;
+    let guardian = connect::<Guardian>(&server).await;
+    let mut sub = guardian
+        .subscribe::<Event>(SubscribeOptions::default())
+        .await
+        .unwrap();
+    let message = event(1);
+    let first = producer.publish(&message).await.unwrap();
+    let second = producer.publish(&message).await.unwrap();
+    assert!(!first.duplicate);
+    assert!(
+        second.duplicate,
+        "the server should report the second publish as a duplicate"
+    );
+    assert_eq!(first.message_id, message.event_id.to_string());
+    next_within(&mut sub, Duration::from_secs(5))
+        .await
+        .expect("one delivery")
+        .ack()
+        .await
+        .unwrap();
+    assert!(
+        next_within(&mut sub, QUIET).await.is_none(),
+        "the duplicate was delivered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_payloads_are_dead_lettered_and_the_consumer_goes_on() {
+    let server = server();
+    provision(&server).await;
+    let js = admin_jetstream(&server).await;
+    let garbage = b"{ this is not json".to_vec();
+    js.publish("orion.event.v1", garbage.clone().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let mut wrong = serde_json::to_value(event(2)).unwrap();
+    wrong["severity"] = json!("apocalyptic");
+    js.publish("orion.event.v1", serde_json::to_vec(&wrong).unwrap().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let producer = connect::<EventSource>(&server).await;
+    producer.publish(&event(3)).await.unwrap();
+
+    let guardian = connect::<Guardian>(&server).await;
+    let mut sub = guardian
+        .subscribe::<Event>(SubscribeOptions::default())
+        .await
+        .unwrap();
+    let delivery = next_within(&mut sub, Duration::from_secs(5))
+        .await
+        .expect("the valid event");
+    assert_eq!(delivery.message().event_id, uuid::Uuid::from_u128(3));
+    delivery.ack().await.unwrap();
+
+    let cli = connect::<ApprovalCli>(&server).await;
+    let mut letters = cli
+        .subscribe::<DeadLetter>(SubscribeOptions::default())
+        .await
+        .unwrap();
+    let first = next_within(&mut letters, Duration::from_secs(5))
+        .await
+        .expect("dead letter 1");
+    let second = next_within(&mut letters, Duration::from_secs(5))
+        .await
+        .expect("dead letter 2");
+    let (first, second) = (first.message().clone(), second.message().clone());
+    assert_eq!(first.reason.code, DeadLetterReasonCode::NotJson);
+    assert_eq!(first.subject.as_str(), "orion.event.v1");
+    assert_eq!(first.service.as_str(), "guardian");
+    assert_eq!(first.consumer.as_deref(), Some("guardian-event-v1"));
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(first.payload_base64.as_str())
+        .unwrap();
+    assert_eq!(raw, garbage, "the raw payload must be kept exactly");
+    assert_eq!(second.reason.code, DeadLetterReasonCode::SchemaViolation);
+    assert_eq!(second.reason.instance_path.as_deref(), Some("/severity"));
+    assert_eq!(second.reason.rule.as_deref(), Some("enum"));
+    assert!(
+        second.reason.message.contains("apocalyptic"),
+        "{}",
+        second.reason.message.as_str()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nak_redelivers_and_the_last_attempt_is_dead_lettered() {
+    let server = server();
+    provision(&server).await;
+    let producer = connect::<EventSource>(&server).await;
+    producer.publish(&event(10)).await.unwrap();
+    let guardian = connect::<Guardian>(&server).await;
+    let options = SubscribeOptions {
+        max_deliver: 2,
+        ..Default::default()
+    };
+    let mut sub = guardian.subscribe::<Event>(options).await.unwrap();
+
+    let first = next_within(&mut sub, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(
+        (first.delivery_attempt(), first.is_last_attempt()),
+        (1, false)
+    );
+    first
+        .nak(Some(Duration::from_millis(100)), "downstream busy")
+        .await
+        .unwrap();
+    let second = next_within(&mut sub, Duration::from_secs(5))
+        .await
+        .expect("redelivery after nak");
+    assert_eq!(second.message().event_id, uuid::Uuid::from_u128(10));
+    assert_eq!(
+        (second.delivery_attempt(), second.is_last_attempt()),
+        (2, true)
+    );
+    second.nak(None, "downstream still busy").await.unwrap();
+    assert!(next_within(&mut sub, QUIET).await.is_none());
+
+    let cli = connect::<ApprovalCli>(&server).await;
+    let mut letters = cli
+        .subscribe::<DeadLetter>(SubscribeOptions::default())
+        .await
+        .unwrap();
+    let letter = next_within(&mut letters, Duration::from_secs(5))
+        .await
+        .expect("exhausted message dead-lettered");
+    assert_eq!(
+        letter.message().reason.code,
+        DeadLetterReasonCode::DeliveryExhausted
+    );
+    assert!(letter
+        .message()
+        .reason
+        .message
+        .contains("downstream still busy"));
+    assert_eq!(letter.message().delivery_attempt.map(|n| n.get()), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_sharing_a_durable_split_the_work_without_handling_twice() {
+    let server = server();
+    provision(&server).await;
+    const COUNT: u128 = 200;
+    let options = SubscribeOptions {
+        batch: 5,
+        ..Default::default()
+    };
+    let mut subscriptions = Vec::new();
+    for _ in 0..2 {
+        let bus = connect::<Guardian>(&server).await;
+        subscriptions.push(bus.subscribe::<Event>(options.clone()).await.unwrap());
+    }
+    let producer = connect::<EventSource>(&server).await;
+    for id in 1..=COUNT {
+        producer.publish(&event(id)).await.unwrap();
+    }
+    let mut handles = Vec::new();
+    for mut sub in subscriptions {
+        handles.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while let Some(delivery) = next_within(&mut sub, Duration::from_secs(2)).await {
+                seen.push(delivery.message().event_id);
+                // Slow enough that the other instance gets a share.
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                delivery.ack().await.unwrap();
+            }
+            seen
+        }));
+    }
+    let mut all = Vec::new();
+    let mut shares = Vec::new();
+    for handle in handles {
+        let seen = handle.await.unwrap();
+        shares.push(seen.len());
+        all.extend(seen);
+    }
+    let unique: BTreeSet<_> = all.iter().collect();
+    assert_eq!(
+        all.len(),
+        COUNT as usize,
+        "handled {} messages for {COUNT} published (shares {shares:?})",
+        all.len()
+    );
+    assert_eq!(unique.len(), all.len(), "a message was handled twice");
+    assert!(
+        shares.iter().all(|n| *n > 0),
+        "one instance got nothing: {shares:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_refuses_what_the_identity_may_not_publish() {
+    // With the generated permissions: guardian may not publish decisions. The typed API does not
+    // even compile that, so go around it with the raw JetStream context.
+    let server = server();
+    provision(&server).await;
+    let guardian = connect::<Guardian>(&server).await;
+    let decision: Decision = fixture("full.json");
+    let attempt = guardian
+        .jetstream()
+        .publish("orion.decision.v1", encode(&decision).unwrap().into())
+        .await;
+    let refused = match attempt {
+        Err(_) => true,
+        Ok(ack) => tokio::time::timeout(Duration::from_secs(10), ack)
+            .await
+            .map_or(true, |r| r.is_err()),
+    };
+    assert!(refused, "the server accepted a decision from guardian");
+    let js = admin_jetstream(&server).await;
+    let mut stream = js.get_stream("ORION_DECISIONS").await.unwrap();
+    assert_eq!(stream.info().await.unwrap().state.messages, 0);
+
+    // With a permission removed from the generated config, the typed publish fails with the
+    // server's own reason.
+    let narrowed = AUTHORIZATION_CONF.replace(
+        "publish: { allow: [\"$JS.ACK.ORION_EVENTS.>\"",
+        "publish: { allow: [\"$JS.ACK.ORION_EVENTS.>\"",
+    );
+    let guardian_block = narrowed
+        .find("user: \"guardian\"")
+        .expect("guardian user in the generated config");
+    let (head, tail) = narrowed.split_at(guardian_block);
+    let tail = tail.replacen("\"orion.incident.v1\", ", "", 1);
+    let server = NatsServer::start_with(ServerOptions {
+        auth: true,
+        authorization: Some(format!("{head}{tail}")),
+        ..Default::default()
+    })
+    .unwrap();
+    provision(&server).await;
+    let guardian = connect::<Guardian>(&server).await;
+    let incident: Incident = fixture("full.json");
+    match guardian.publish(&incident).await {
+        Err(BusError::PermissionDenied {
+            subject,
+            user,
+            server_message,
+            ..
+        }) => {
+            assert_eq!(
+                (subject.as_str(), user.as_str()),
+                ("orion.incident.v1", "guardian")
+            );
+            assert!(
+                server_message.contains("orion.incident.v1"),
+                "{server_message}"
+            );
+        }
+        other => panic!("expected PermissionDenied, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_is_refused_at_connect() {
+    let server = server();
+    let config = BusConfig::new(server.url()).with_credentials("guardian", "not-the-password");
+    match Bus::<Guardian>::connect(config).await {
+        Err(BusError::Connect { user, reason, .. }) => {
+            assert_eq!(user, "guardian");
+            assert!(reason.to_lowercase().contains("authorization"), "{reason}");
+        }
+        Ok(_) => panic!("connected with a wrong password"),
+        Err(other) => panic!("unexpected error {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_message_is_not_sent() {
+    let server = server();
+    provision(&server).await;
+    let commander = connect::<Commander>(&server).await;
+    let mut outcome: Outcome = fixture("full.json");
+    outcome.status = contracts::generated::outcome_v1::OutcomeStatus::Failed;
+    outcome.error = None;
+    let err = commander.publish(&outcome).await.unwrap_err();
+    assert!(matches!(err, BusError::Contract(_)), "{err}");
+    assert!(err.to_string().contains("required"), "{err}");
+    let js = admin_jetstream(&server).await;
+    assert_eq!(
+        js.get_stream("ORION_OUTCOMES")
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .state
+            .messages,
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acked_messages_survive_a_server_restart() {
+    let mut server = server();
+    provision(&server).await;
+    {
+        let producer = connect::<EventSource>(&server).await;
+        for id in 1..=50 {
+            producer.publish(&event(id)).await.unwrap();
+        }
+    }
+    server.restart().expect("restart with the same store");
+    let guardian = connect::<Guardian>(&server).await;
+    let mut sub = guardian
+        .subscribe::<Event>(SubscribeOptions::default())
+        .await
+        .unwrap();
+    let mut ids = BTreeSet::new();
+    while let Some(delivery) = next_within(&mut sub, Duration::from_secs(3)).await {
+        ids.insert(delivery.message().event_id);
+        delivery.ack().await.unwrap();
+    }
+    assert_eq!(ids.len(), 50, "messages were lost across the restart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_accepts_both_contracts_during_a_transition() {
+    let server = server();
+    provision(&server).await;
+    let legacy = connect::<ApprovalTelegram>(&server).await;
+    let cli = connect::<ApprovalCli>(&server).await;
+    let brain = connect::<Brain>(&server).await;
+    let mut sub = brain
+        .subscribe_either::<Approval, ApprovalDecision>(
+            SubscribeOptions::default(),
+            SubscribeOptions::default(),
+        )
+        .await
+        .unwrap();
+    legacy
+        .publish(&fixture::<Approval>("full.json"))
+        .await
+        .unwrap();
+    cli.publish(&fixture::<ApprovalDecision>("full.json"))
+        .await
+        .unwrap();
+    let mut kinds = Vec::new();
+    for _ in 0..2 {
+        let next = tokio::time::timeout(Duration::from_secs(5), sub.next())
+            .await
+            .expect("delivery")
+            .unwrap()
+            .unwrap();
+        match next {
+            Either::First(d) => {
+                kinds.push("approval");
+                d.ack().await.unwrap();
+            }
+            Either::Second(d) => {
+                kinds.push("approval_decision");
+                d.ack().await.unwrap();
+            }
+        }
+    }
+    kinds.sort();
+    assert_eq!(kinds, ["approval", "approval_decision"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_are_visible_as_nats_micro_services_with_consumer_stats() {
+    let server = server();
+    provision(&server).await;
+    let producer = connect::<EventSource>(&server).await;
+    producer.publish(&event(7)).await.unwrap();
+    let guardian = connect::<Guardian>(&server).await;
+    let mut sub = guardian
+        .subscribe::<Event>(SubscribeOptions::default())
+        .await
+        .unwrap();
+    next_within(&mut sub, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .ack()
+        .await
+        .unwrap();
+
+    let admin = async_nats::ConnectOptions::new()
+        .user_and_password("admin".into(), server.password("admin").unwrap().into())
+        .connect(server.url())
+        .await
+        .unwrap();
+    let ping = admin
+        .request("$SRV.PING.guardian", "".into())
+        .await
+        .unwrap();
+    let ping: Value = serde_json::from_slice(&ping.payload).unwrap();
+    assert_eq!(ping["name"], "guardian");
+    let stats = admin
+        .request("$SRV.STATS.guardian", "".into())
+        .await
+        .unwrap();
+    let stats: Value = serde_json::from_slice(&stats.payload).unwrap();
+    let endpoint = stats["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "guardian-event-v1")
+        .expect("consumer endpoint");
+    assert_eq!(endpoint["data"]["received"], 1, "{stats}");
+    assert_eq!(endpoint["data"]["acked"], 1, "{stats}");
+    let status = admin
+        .request("orion.micro.guardian.guardian-event-v1", "".into())
+        .await
+        .unwrap();
+    let status: Value = serde_json::from_slice(&status.payload).unwrap();
+    assert_eq!(status["acked"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_node_cluster_keeps_replicated_messages_when_a_node_stops() {
+    let mut cluster = NatsCluster::start(3).expect("start a 3-node cluster");
+    let urls = cluster.urls();
+    let servers: Vec<async_nats::ServerAddr> =
+        urls.split(',').map(|u| u.parse().unwrap()).collect();
+    let client = async_nats::connect(servers).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    // The cluster elects a JetStream meta leader after it reports healthy; retry until then.
+    let mut provisioned = Err(BusError::Config("not tried".into()));
+    for _ in 0..50 {
+        provisioned = contracts::bus::provision_all(&js, 3).await;
+        if provisioned.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    provisioned.expect("provision with 3 replicas");
+    let producer = Bus::<EventSource>::connect(BusConfig::new(urls.clone()))
+        .await
+        .unwrap();
+    for id in 1..=20 {
+        producer.publish(&event(id)).await.unwrap();
+    }
+    cluster.nodes[0].stop();
+    let guardian = Bus::<Guardian>::connect(BusConfig::new(cluster.nodes[1].url()))
+        .await
+        .unwrap();
+    let mut sub = None;
+    for _ in 0..50 {
+        match guardian
+            .subscribe::<Event>(SubscribeOptions::default())
+            .await
+        {
+            Ok(s) => {
+                sub = Some(s);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    let mut sub = sub.expect("subscribe on the remaining nodes");
+    let mut ids = BTreeSet::new();
+    while let Some(delivery) = next_within(&mut sub, Duration::from_secs(3)).await {
+        ids.insert(delivery.message().event_id);
+        delivery.ack().await.unwrap();
+    }
+    assert_eq!(
+        ids.len(),
+        20,
+        "replicated messages lost when a node stopped"
+    );
+}
