@@ -19,6 +19,11 @@ pub fn prepare() -> Result<()> {
     Ok(())
 }
 
+/// Installs nats-server if it is missing (for the local stack).
+pub fn ensure_nats_server() -> Result<()> {
+    ensure_installed("nats-server", "nats-server")
+}
+
 fn on_path(program: &str) -> bool {
     Command::new("sh")
         .args(["-c", &format!("command -v {program}")])

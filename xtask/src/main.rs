@@ -35,6 +35,19 @@ enum Command {
     },
     /// Record the current contract set as the released baseline in schemas/baseline/.
     Release,
+    /// Start the local stack: a nats-server with JetStream and the generated per-service
+    /// permissions, data and credentials under target/orion-stack/, provisioned from the
+    /// inventory. Installs nats-server if it is missing.
+    Up,
+    /// Stop the local stack started by `up` (its data stays).
+    Down,
+    /// Create or update every stream, bucket and object store of the inventory on a NATS server
+    /// (ORION_NATS_URL, ORION_NATS_USER, ORION_NATS_PASSWORD).
+    Provision {
+        /// Arguments for `orion-bus provision` (see `cargo xtask provision -- --help`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
     /// Run the whole test suite: installs and starts what it needs (nats-server, the Docker
     /// engine), then `cargo test --workspace --all-features` and `cargo xtask check`.
     Test {
@@ -107,10 +120,41 @@ fn run(cli: Cli) -> Result<i32> {
             );
             Ok(report.exit_code())
         }
+        Command::Up => {
+            xtask::machine::ensure_nats_server()?;
+            orion_bus(&layout, &["up"])
+        }
+        Command::Down => orion_bus(&layout, &["down"]),
+        Command::Provision { args } => {
+            let mut full = vec!["provision"];
+            full.extend(args.iter().map(String::as_str));
+            orion_bus(&layout, &full)
+        }
         Command::Release => {
             let version = xtask::release::run(&layout)?;
             eprintln!("release: contract set {version} recorded in schemas/baseline/");
             Ok(0)
         }
     }
+}
+
+/// Runs the `orion-bus` command of the contracts crate (kept out of xtask so that xtask never
+/// depends on the code it generates).
+fn orion_bus(layout: &Layout, args: &[&str]) -> Result<i32> {
+    let status = std::process::Command::new(env!("CARGO"))
+        .args([
+            "run",
+            "--quiet",
+            "-p",
+            "contracts",
+            "--features",
+            "cli",
+            "--bin",
+            "orion-bus",
+            "--",
+        ])
+        .args(args)
+        .current_dir(&layout.root)
+        .status()?;
+    Ok(status.code().unwrap_or(1))
 }

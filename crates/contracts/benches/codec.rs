@@ -8,7 +8,7 @@ use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use contracts::{Contract, CONTRACTS};
+use contracts::Contract;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 fn largest_valid_fixture(contract: &str) -> Vec<u8> {

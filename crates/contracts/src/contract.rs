@@ -128,3 +128,20 @@ pub trait Produces<T: Contract>: Service {}
 /// may_consume::<_, contracts::Event>(contracts::services::OpsWorker);
 /// ```
 pub trait Consumes<T: Contract>: Service {}
+
+/// The environment variable holding `user`'s NATS password (`guardian` →
+/// `ORION_NATS_PASSWORD_GUARDIAN`): the generated server config reads it, and
+/// `BusConfig::from_env` falls back to it.
+pub fn nats_password_var(user: &str) -> String {
+    let upper: String = user
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("ORION_NATS_PASSWORD_{upper}")
+}

@@ -35,8 +35,8 @@ pub mod local_server;
 
 pub use codec::{decode, decode_value, encode, to_value};
 pub use contract::{
-    BucketInfo, Consumes, Contract, ContractInfo, Produces, Retention, Service, SignatureSpec,
-    StreamInfo,
+    nats_password_var, BucketInfo, Consumes, Contract, ContractInfo, Produces, Retention, Service,
+    SignatureSpec, StreamInfo,
 };
 pub use error::{ContractError, Violation};
 pub use generated::*;

@@ -295,7 +295,8 @@ fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn random_passwords() -> BTreeMap<String, String> {
+/// A fresh random password for `admin` and every service identity.
+pub fn random_passwords() -> BTreeMap<String, String> {
     use rand::distr::{Alphanumeric, SampleString};
     std::iter::once(ADMIN_USER)
         .chain(crate::SERVICES.iter().copied())
@@ -310,26 +311,10 @@ fn random_passwords() -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The environment variable nats-server reads a user's password from (see the generated
-/// authorization config).
-pub fn password_env_var(user: &str) -> String {
-    let upper: String = user
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("ORION_NATS_PASSWORD_{upper}")
-}
-
 fn password_env(passwords: &BTreeMap<String, String>) -> Vec<(String, String)> {
     passwords
         .iter()
-        .map(|(user, password)| (password_env_var(user), password.clone()))
+        .map(|(user, password)| (crate::nats_password_var(user), password.clone()))
         .collect()
 }
 

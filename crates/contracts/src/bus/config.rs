@@ -69,8 +69,9 @@ impl BusConfig {
     }
 
     /// Reads `ORION_NATS_URL` (default `nats://localhost:4222`), `ORION_NATS_USER` (default: the
-    /// service's name) and the password from `ORION_NATS_PASSWORD` or the file named by
-    /// `ORION_NATS_PASSWORD_FILE`.
+    /// service's name) and the password from `ORION_NATS_PASSWORD`, the file named by
+    /// `ORION_NATS_PASSWORD_FILE`, or `ORION_NATS_PASSWORD_<SERVICE>` (what `cargo xtask up`
+    /// writes for every service).
     pub fn from_env<S: Service>() -> Result<Self, BusError> {
         let url = std::env::var("ORION_NATS_URL").unwrap_or_else(|_| DEFAULT_NATS_URL.to_string());
         let mut config = Self::new(url);
@@ -85,7 +86,7 @@ impl BusConfig {
                     .trim()
                     .to_string(),
             ),
-            (None, None) => None,
+            (None, None) => std::env::var(crate::nats_password_var(S::NAME)).ok(),
         };
         if let Some(password) = password {
             let user = std::env::var("ORION_NATS_USER").unwrap_or_else(|_| S::NAME.to_string());

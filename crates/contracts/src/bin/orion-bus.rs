@@ -1,0 +1,206 @@
+//! `orion-bus`: provisions the platform's JetStream streams, key-value buckets and object stores
+//! from the inventory, and runs the local NATS server of the development stack.
+//!
+//! `cargo xtask up`, `cargo xtask down` and `cargo xtask provision` call this binary.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use contracts::bus::{BusConfig, DEFAULT_NATS_URL};
+use contracts::local_server::{random_passwords, NatsServer, ServerOptions, ADMIN_USER};
+use contracts::nats_password_var;
+
+const PID_FILE: &str = "nats-server.pid";
+const CREDENTIALS_FILE: &str = "credentials.env";
+
+/// Provision the platform's JetStream resources; run the local development NATS server.
+#[derive(Parser)]
+#[command(name = "orion-bus", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create or update every stream, key-value bucket and object store of the inventory on a
+    /// NATS server (idempotent). Use an identity with JetStream admin rights.
+    Provision {
+        /// NATS server URL(s), comma-separated.
+        #[arg(long, env = "ORION_NATS_URL", default_value = DEFAULT_NATS_URL)]
+        url: String,
+        /// NATS user.
+        #[arg(long, env = "ORION_NATS_USER")]
+        user: Option<String>,
+        /// NATS password (prefer the environment variable).
+        #[arg(long, env = "ORION_NATS_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+        /// Replicas of every stream (3 on a 3-node cluster).
+        #[arg(long, default_value_t = 1)]
+        replicas: usize,
+    },
+    /// Start a local nats-server with JetStream and the generated per-service permissions,
+    /// keeping its data and credentials in DIR, and provision it.
+    Up {
+        /// Where the server keeps its config, data, log, pid and credentials.
+        #[arg(long, default_value = "target/orion-stack")]
+        dir: PathBuf,
+        /// Client port.
+        #[arg(long, default_value_t = 4222)]
+        port: u16,
+    },
+    /// Stop the local nats-server started by `up` (its data stays in DIR).
+    Down {
+        #[arg(long, default_value = "target/orion-stack")]
+        dir: PathBuf,
+    },
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<()> {
+    match Cli::parse().command {
+        Cmd::Provision {
+            url,
+            user,
+            password,
+            replicas,
+        } => {
+            let mut config = BusConfig::new(url);
+            if let (Some(user), Some(password)) = (user, password) {
+                config = config.with_credentials(user, password);
+            }
+            provision(&config, replicas).await
+        }
+        Cmd::Up { dir, port } => up(&dir, port).await,
+        Cmd::Down { dir } => down(&dir),
+    }
+}
+
+async fn provision(config: &BusConfig, replicas: usize) -> Result<()> {
+    let mut options = async_nats::ConnectOptions::new().name("orion-bus provision");
+    if let (Some(user), Some(password)) = (&config.user, &config.password) {
+        options = options.user_and_password(user.clone(), password.clone());
+    }
+    let client = options
+        .connect(config.url.as_str())
+        .await
+        .with_context(|| format!("connecting to {}", config.url))?;
+    contracts::bus::provision_all(&async_nats::jetstream::new(client), replicas)
+        .await
+        .context("provisioning")?;
+    eprintln!(
+        "provisioned {} streams, {} key-value buckets, {} object stores on {}",
+        contracts::STREAMS.len(),
+        contracts::KEY_VALUE_BUCKETS.len(),
+        contracts::OBJECT_STORES.len(),
+        config.url
+    );
+    Ok(())
+}
+
+fn running_pid(dir: &Path) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(dir.join(PID_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let alive = Command::new("kill")
+        .args(["-0", &pid.to_string()])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    alive.then_some(pid)
+}
+
+/// Reads the stack's credentials, creating them (mode 0600) on first use.
+fn credentials(dir: &Path, url: &str) -> Result<BTreeMap<String, String>> {
+    let path = dir.join(CREDENTIALS_FILE);
+    let users: Vec<&str> = std::iter::once(ADMIN_USER)
+        .chain(contracts::SERVICES.iter().copied())
+        .collect();
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let vars: BTreeMap<&str, &str> = text.lines().filter_map(|l| l.split_once('=')).collect();
+        let passwords: BTreeMap<String, String> = users
+            .iter()
+            .filter_map(|u| {
+                Some((
+                    u.to_string(),
+                    vars.get(nats_password_var(u).as_str())?.to_string(),
+                ))
+            })
+            .collect();
+        if passwords.len() == users.len() {
+            return Ok(passwords);
+        }
+    }
+    let passwords = random_passwords();
+    let mut text = format!(
+        "# Local development credentials written by `orion-bus up` (not secrets of any real system).\n\
+         # `set -a; . {}; set +a` gives each service its own password.\nORION_NATS_URL={url}\n",
+        path.display()
+    );
+    for (user, password) in &passwords {
+        text.push_str(&format!("{}={password}\n", nats_password_var(user)));
+    }
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(passwords)
+}
+
+async fn up(dir: &Path, port: u16) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dir = dir.canonicalize()?;
+    let url = format!("nats://127.0.0.1:{port}");
+    if let Some(pid) = running_pid(&dir) {
+        eprintln!("the local nats-server is already running (pid {pid}) at {url}");
+        return Ok(());
+    }
+    let passwords = credentials(&dir, &url)?;
+    let server = NatsServer::start_with(ServerOptions {
+        auth: true,
+        store_dir: Some(dir.clone()),
+        port: Some(port),
+        passwords: Some(passwords.clone()),
+        authorization: None,
+    })
+    .context("starting nats-server")?;
+    let admin = BusConfig::new(server.url()).with_credentials(ADMIN_USER, &passwords[ADMIN_USER]);
+    provision(&admin, 1).await?;
+    let pid = server.detach();
+    std::fs::write(dir.join(PID_FILE), pid.to_string())?;
+    eprintln!(
+        "local nats-server running (pid {pid}) at {url}\n  data and log: {}\n  credentials:  {}\n  stop it with: cargo xtask down",
+        dir.display(),
+        dir.join(CREDENTIALS_FILE).display()
+    );
+    Ok(())
+}
+
+fn down(dir: &Path) -> Result<()> {
+    let Some(pid) = running_pid(dir) else {
+        eprintln!("no local nats-server is running for {}", dir.display());
+        return Ok(());
+    };
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()?;
+    if !status.success() {
+        bail!("could not stop nats-server (pid {pid})");
+    }
+    for _ in 0..100 {
+        if running_pid(dir).is_none() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::fs::remove_file(dir.join(PID_FILE)).ok();
+    eprintln!(
+        "stopped the local nats-server (pid {pid}); its data stays in {}",
+        dir.display()
+    );
+    Ok(())
+}
