@@ -85,18 +85,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Check { json, root } => {
             let layout = root.map(Layout::new).unwrap_or(layout);
             let report = xtask::check::run(&layout)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report.to_json())?);
-            } else {
-                for finding in &report.findings {
-                    eprintln!("{finding}\n");
-                }
-                eprintln!(
-                    "cargo xtask check: {} error(s), {} warning(s)",
-                    report.errors(),
-                    report.warnings()
-                );
-            }
+            print_report(&report, json)?;
             Ok(report.exit_code())
         }
         Command::Test { cargo_args } => {
@@ -110,14 +99,7 @@ fn run(cli: Cli) -> Result<i32> {
                 return Ok(tests.code().unwrap_or(1));
             }
             let report = xtask::check::run(&layout)?;
-            for finding in &report.findings {
-                eprintln!("{finding}\n");
-            }
-            eprintln!(
-                "cargo xtask check: {} error(s), {} warning(s)",
-                report.errors(),
-                report.warnings()
-            );
+            print_report(&report, false)?;
             Ok(report.exit_code())
         }
         Command::Up => {
@@ -157,4 +139,20 @@ fn orion_bus(layout: &Layout, args: &[&str]) -> Result<i32> {
         .current_dir(&layout.root)
         .status()?;
     Ok(status.code().unwrap_or(1))
+}
+
+fn print_report(report: &xtask::check::Report, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+        return Ok(());
+    }
+    for finding in &report.findings {
+        eprintln!("{finding}\n");
+    }
+    eprintln!(
+        "cargo xtask check: {} error(s), {} warning(s)",
+        report.errors(),
+        report.warnings()
+    );
+    Ok(())
 }

@@ -202,6 +202,13 @@ fn required_of(map: &Map<String, Value>) -> BTreeSet<&str> {
         .unwrap_or_default()
 }
 
+fn properties_of(map: &Map<String, Value>) -> &Map<String, Value> {
+    static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
+    map.get("properties")
+        .and_then(Value::as_object)
+        .unwrap_or_else(|| EMPTY.get_or_init(Map::new))
+}
+
 fn is_closed(map: &Map<String, Value>) -> bool {
     map.get("additionalProperties") == Some(&Value::Bool(false))
 }
@@ -212,15 +219,7 @@ fn compare_properties(
     pointer: &str,
     out: &mut Vec<Change>,
 ) {
-    let empty = Map::new();
-    let old_props = old
-        .get("properties")
-        .and_then(Value::as_object)
-        .unwrap_or(&empty);
-    let new_props = new
-        .get("properties")
-        .and_then(Value::as_object)
-        .unwrap_or(&empty);
+    let (old_props, new_props) = (properties_of(old), properties_of(new));
     let (old_required, new_required) = (required_of(old), required_of(new));
     for (name, old_field) in old_props {
         let at = format!("{pointer}/properties/{name}");
@@ -276,15 +275,7 @@ fn compare_required(
     pointer: &str,
     out: &mut Vec<Change>,
 ) {
-    let empty = Map::new();
-    let old_props = old
-        .get("properties")
-        .and_then(Value::as_object)
-        .unwrap_or(&empty);
-    let new_props = new
-        .get("properties")
-        .and_then(Value::as_object)
-        .unwrap_or(&empty);
+    let (old_props, new_props) = (properties_of(old), properties_of(new));
     let (old_required, new_required) = (required_of(old), required_of(new));
     let at = format!("{pointer}/required");
     // Fields added or removed are reported by compare_properties; here only existing ones.

@@ -6,7 +6,9 @@ use std::time::Duration;
 use async_nats::jetstream::{self, object_store, stream};
 
 use super::BusError;
-use crate::{Retention, Service, StreamInfo, KEY_VALUE_BUCKETS, OBJECT_STORES, STREAMS};
+use crate::{
+    BucketInfo, Retention, Service, StreamInfo, KEY_VALUE_BUCKETS, OBJECT_STORES, STREAMS,
+};
 
 fn failed(what: String, e: impl std::fmt::Display) -> BusError {
     BusError::JetStream {
@@ -50,18 +52,13 @@ pub async fn ensure_stream(
 /// The backing stream of a key-value bucket, as the client library would configure it.
 /// We create it ourselves: async-nats' `create_key_value` first reads the account info, whose
 /// shape changed after nats-server 2.9 (the server Debian ships), and fails there.
-fn key_value_stream(
-    name: &str,
-    history: u8,
-    max_age_s: u64,
-    description: &str,
-    replicas: usize,
-) -> stream::Config {
+fn key_value_stream(bucket: &BucketInfo, replicas: usize) -> stream::Config {
+    let (name, max_age_s) = (bucket.name, bucket.max_age_s);
     stream::Config {
         name: format!("KV_{name}"),
-        description: Some(description.to_string()),
+        description: Some(bucket.description.to_string()),
         subjects: vec![format!("$KV.{name}.>")],
-        max_messages_per_subject: i64::from(history.max(1)),
+        max_messages_per_subject: i64::from(bucket.history.max(1)),
         max_age: Duration::from_secs(max_age_s),
         storage: stream::StorageType::File,
         allow_rollup: true,
@@ -82,38 +79,29 @@ fn key_value_stream(
 
 async fn ensure_key_value(
     js: &jetstream::Context,
-    name: &str,
-    history: u8,
-    max_age_s: u64,
-    description: &str,
+    bucket: &BucketInfo,
     replicas: usize,
 ) -> Result<(), BusError> {
-    js.create_or_update_stream(key_value_stream(
-        name,
-        history,
-        max_age_s,
-        description,
-        replicas,
-    ))
-    .await
-    .map(|_| ())
-    .map_err(|e| failed(format!("creating or updating key-value bucket `{name}`"), e))
+    let name = bucket.name;
+    js.create_or_update_stream(key_value_stream(bucket, replicas))
+        .await
+        .map(|_| ())
+        .map_err(|e| failed(format!("creating or updating key-value bucket `{name}`"), e))
 }
 
 async fn ensure_object_store(
     js: &jetstream::Context,
-    name: &str,
-    max_age_s: u64,
-    description: &str,
+    store: &BucketInfo,
     replicas: usize,
 ) -> Result<(), BusError> {
+    let name = store.name;
     if js.get_object_store(name).await.is_ok() {
         return Ok(());
     }
     let config = object_store::Config {
         bucket: name.to_string(),
-        description: Some(description.to_string()),
-        max_age: Duration::from_secs(max_age_s),
+        description: Some(store.description.to_string()),
+        max_age: Duration::from_secs(store.max_age_s),
         storage: stream::StorageType::File,
         num_replicas: replicas,
         ..Default::default()
@@ -126,24 +114,7 @@ async fn ensure_object_store(
 
 /// Everything the inventory declares (the operator's or `cargo xtask provision`'s job).
 pub async fn provision_all(js: &jetstream::Context, replicas: usize) -> Result<(), BusError> {
-    for stream in STREAMS {
-        ensure_stream(js, stream, replicas).await?;
-    }
-    for bucket in KEY_VALUE_BUCKETS {
-        ensure_key_value(
-            js,
-            bucket.name,
-            bucket.history,
-            bucket.max_age_s,
-            bucket.description,
-            replicas,
-        )
-        .await?;
-    }
-    for store in OBJECT_STORES {
-        ensure_object_store(js, store.name, store.max_age_s, store.description, replicas).await?;
-    }
-    Ok(())
+    provision(js, replicas, |_| true, |_| true).await
 }
 
 /// What service `S` produces to, consumes from, and writes: the streams of its subjects and
@@ -158,28 +129,26 @@ pub async fn provision_for<S: Service>(
             .iter()
             .any(|s| S::PRODUCES.contains(s) || S::CONSUMES.contains(s))
     };
-    for stream in STREAMS.iter().filter(|s| touches(s)) {
+    provision(js, replicas, touches, |bucket| {
+        bucket.writers.contains(&S::NAME)
+    })
+    .await
+}
+
+async fn provision(
+    js: &jetstream::Context,
+    replicas: usize,
+    stream_wanted: impl Fn(&StreamInfo) -> bool,
+    bucket_wanted: impl Fn(&BucketInfo) -> bool,
+) -> Result<(), BusError> {
+    for stream in STREAMS.iter().filter(|s| stream_wanted(s)) {
         ensure_stream(js, stream, replicas).await?;
     }
-    for bucket in KEY_VALUE_BUCKETS
-        .iter()
-        .filter(|b| b.writers.contains(&S::NAME))
-    {
-        ensure_key_value(
-            js,
-            bucket.name,
-            bucket.history,
-            bucket.max_age_s,
-            bucket.description,
-            replicas,
-        )
-        .await?;
+    for bucket in KEY_VALUE_BUCKETS.iter().filter(|b| bucket_wanted(b)) {
+        ensure_key_value(js, bucket, replicas).await?;
     }
-    for store in OBJECT_STORES
-        .iter()
-        .filter(|b| b.writers.contains(&S::NAME))
-    {
-        ensure_object_store(js, store.name, store.max_age_s, store.description, replicas).await?;
+    for store in OBJECT_STORES.iter().filter(|b| bucket_wanted(b)) {
+        ensure_object_store(js, store, replicas).await?;
     }
     Ok(())
 }
