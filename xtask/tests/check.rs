@@ -3,6 +3,8 @@
 mod common;
 
 use common::{assert_clean, assert_error, Checkout};
+use std::collections::BTreeSet;
+
 use serde_json::{json, Value};
 
 const EVENT: &str = "orion/event.v1.schema.json";
@@ -495,4 +497,171 @@ fn json_report_and_exit_codes() {
 
     let usage = xtask(&["check", "--no-such-flag"]);
     assert_eq!(usage.status.code(), Some(2));
+}
+
+// --- every other code, one edit each ---
+
+type Edit = fn(&Checkout);
+
+#[test]
+fn every_remaining_code_is_triggered_by_its_edit() {
+    let cases: &[(&str, Edit)] = &[
+        ("CONTRACT_SET_UNREADABLE", |c| {
+            c.write("schemas/inventory.toml", "this is = not [valid toml")
+        }),
+        ("CONTRACT_SET_VERSION_MISSING", |c| {
+            std::fs::remove_file(c.path("schemas/contract-set.toml")).unwrap()
+        }),
+        ("BASELINE_MISSING", |c| {
+            std::fs::remove_dir_all(c.path("schemas/baseline")).unwrap()
+        }),
+        ("BASELINE_UNREADABLE", |c| {
+            c.write("schemas/baseline/inventory.toml", "[broken")
+        }),
+        ("INVENTORY_DUPLICATE_SUBJECT", |c| {
+            edit_inventory(
+                c,
+                "subject = \"orion.decision.v1\"",
+                "subject = \"orion.event.v1\"",
+            )
+        }),
+        ("INVENTORY_DUPLICATE_CONTRACT", |c| {
+            edit_inventory(c, "name = \"decision\"\nsubject = \"orion.decision.v1\"\nschema = \"orion/decision.v1.schema.json\"", "name = \"event\"\nsubject = \"orion.decision.v1\"\nschema = \"orion/event.v1.schema.json\"")
+        }),
+        ("INVENTORY_SCHEMA_NAME_MISMATCH", |c| {
+            edit_inventory(c, "name = \"decision\"", "name = \"verdict\"")
+        }),
+        ("INVENTORY_SUBJECT_INVALID", |c| {
+            edit_inventory(
+                c,
+                "subject = \"orion.decision.v1\"",
+                "subject = \"orion.*.decision.v1\"",
+            )
+        }),
+        ("INVENTORY_NO_PRODUCER", |c| {
+            edit_inventory(c, "producers = [\"commander\"]", "producers = []")
+        }),
+        ("INVENTORY_IDEMPOTENCY_KEY_MISSING", |c| {
+            edit_inventory(
+                c,
+                "idempotency_key = [\"outcome_id\"]",
+                "idempotency_key = []",
+            )
+        }),
+        ("INVENTORY_SIGNATURE_INVALID", |c| {
+            edit_inventory(c, "algorithm = \"ed25519\"", "algorithm = \"rot13\"")
+        }),
+        ("INVENTORY_STREAM_NAME_INVALID", |c| {
+            let text = c
+                .read("schemas/inventory.toml")
+                .replace("ORION_OUTCOMES", "orion_outcomes");
+            c.write("schemas/inventory.toml", &text);
+        }),
+        ("INVENTORY_BUCKET_NAME_INVALID", |c| {
+            let text = c
+                .read("schemas/inventory.toml")
+                .replace("ops_evidence", "OpsEvidence");
+            c.write("schemas/inventory.toml", &text);
+        }),
+        ("SCHEMA_INVALID", |c| {
+            c.edit_schema(EVENT, |s| s["properties"]["severity"]["type"] = json!(5))
+        }),
+        ("SCHEMA_TITLE_MISSING", |c| {
+            c.edit_schema(EVENT, |s| {
+                s.as_object_mut().unwrap().remove("title");
+            })
+        }),
+        ("SCHEMA_TITLE_DUPLICATE", |c| {
+            c.edit_schema(OUTCOME, |s| s["title"] = json!("Event"))
+        }),
+        ("SCHEMA_DESCRIPTION_MISSING", |c| {
+            c.edit_schema(EVENT, |s| s["description"] = json!(""))
+        }),
+        ("SCHEMA_ROOT_NOT_OBJECT", |c| {
+            c.edit_schema(EVENT, |s| s["type"] = json!("array"))
+        }),
+        ("SCHEMA_VERSION_NOT_REQUIRED", |c| {
+            c.edit_schema(EVENT, |s| {
+                s["required"]
+                    .as_array_mut()
+                    .unwrap()
+                    .retain(|f| f != "version")
+            })
+        }),
+        ("SCHEMA_FILE_NAME_INVALID", |c| {
+            std::fs::rename(
+                c.path("schemas/orion/event.v1.schema.json"),
+                c.path("schemas/orion/event.schema.json"),
+            )
+            .unwrap();
+            edit_inventory(
+                c,
+                "schema = \"orion/event.v1.schema.json\"",
+                "schema = \"orion/event.schema.json\"",
+            );
+        }),
+    ];
+    for (code, edit) in cases {
+        let checkout = Checkout::new();
+        edit(&checkout);
+        let report = checkout.check();
+        assert!(
+            report.error_codes().contains(code),
+            "the edit for {code} did not trigger it; the report was:\n{}",
+            report
+                .findings
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+}
+
+#[test]
+fn every_documented_code_is_emitted_somewhere_and_documented() {
+    let governance = std::fs::read_to_string(
+        xtask::inventory::Layout::of_this_checkout()
+            .root
+            .join("docs/GOVERNANCE.md"),
+    )
+    .unwrap();
+    let sources: String = walkdir::WalkDir::new(
+        xtask::inventory::Layout::of_this_checkout()
+            .root
+            .join("xtask/src/check"),
+    )
+    .into_iter()
+    .filter_map(Result::ok)
+    .filter(|e| e.file_type().is_file())
+    .map(|e| std::fs::read_to_string(e.path()).unwrap())
+    .collect();
+    let mut emitted = BTreeSet::new();
+    for quoted in sources.split('"').skip(1).step_by(2) {
+        if quoted.len() > 6
+            && quoted.chars().all(|c| c.is_ascii_uppercase() || c == '_')
+            && quoted.contains('_')
+        {
+            emitted.insert(quoted.to_string());
+        }
+    }
+    assert!(emitted.len() > 40, "found only {} codes", emitted.len());
+    let undocumented: Vec<_> = emitted
+        .iter()
+        .filter(|code| {
+            !governance.contains(code.as_str()) && !documented_as_family(&governance, code)
+        })
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "codes missing from docs/GOVERNANCE.md: {undocumented:?}"
+    );
+}
+
+/// `GENERATED_FILE_STALE` / `_MISSING` style rows document a family of codes.
+fn documented_as_family(governance: &str, code: &str) -> bool {
+    code.rmatch_indices('_').any(|(i, _)| {
+        let (stem, suffix) = code.split_at(i);
+        governance.contains(stem) && governance.contains(&format!("`{suffix}`"))
+    })
 }
