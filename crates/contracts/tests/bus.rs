@@ -593,3 +593,76 @@ async fn a_three_node_cluster_keeps_replicated_messages_when_a_node_stops() {
         "replicated messages lost when a node stopped"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checked_subscription_hands_invalid_payloads_to_the_caller() {
+    use contracts::bus::Incoming;
+    let server = server();
+    provision(&server).await;
+    let js = admin_jetstream(&server).await;
+    js.publish(
+        "titan.ops.command.v1",
+        b"{\"v\":1,\"id\":\"not-a-uuid\"}".to_vec().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    js.publish("titan.ops.command.v1", b"garbage".to_vec().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let console = connect::<OpsConsole>(&server).await;
+    console
+        .publish(&fixture::<OpsCommand>("signed_halt_all.json"))
+        .await
+        .unwrap();
+
+    let worker = connect::<OpsWorker>(&server).await;
+    let mut sub = worker
+        .subscribe_checked::<OpsCommand>(SubscribeOptions::default())
+        .await
+        .unwrap();
+    async fn next(
+        sub: &mut contracts::bus::CheckedSubscription<OpsWorker, OpsCommand>,
+    ) -> Incoming<OpsCommand> {
+        tokio::time::timeout(Duration::from_secs(5), sub.next())
+            .await
+            .expect("message")
+            .unwrap()
+            .unwrap()
+    }
+    match next(&mut sub).await {
+        Incoming::Invalid(invalid) => {
+            assert_eq!(invalid.payload(), b"{\"v\":1,\"id\":\"not-a-uuid\"}");
+            assert!(
+                invalid.error().to_string().contains("/id"),
+                "{}",
+                invalid.error()
+            );
+            invalid.settle().await.unwrap();
+        }
+        Incoming::Valid(_) => panic!("an invalid command came out as valid"),
+    }
+    match next(&mut sub).await {
+        Incoming::Invalid(invalid) => invalid.reject().await.unwrap(),
+        Incoming::Valid(_) => panic!("garbage came out as valid"),
+    }
+    match next(&mut sub).await {
+        Incoming::Valid(delivery) => delivery.ack().await.unwrap(),
+        Incoming::Invalid(invalid) => panic!("valid command refused: {}", invalid.error()),
+    }
+    // Only the rejected one became a dead letter; the settled one was answered by the caller.
+    let cli = connect::<ApprovalCli>(&server).await;
+    let mut letters = cli
+        .subscribe::<DeadLetter>(SubscribeOptions::default())
+        .await
+        .unwrap();
+    let letter = next_within(&mut letters, Duration::from_secs(5))
+        .await
+        .expect("one dead letter");
+    assert_eq!(letter.message().reason.code, DeadLetterReasonCode::NotJson);
+    letter.ack().await.unwrap();
+    assert!(next_within(&mut letters, QUIET).await.is_none());
+}

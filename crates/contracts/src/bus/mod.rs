@@ -38,4 +38,7 @@ pub use error::BusError;
 pub use provision::{provision_all, provision_for};
 pub use publish::{idempotency_key, Published};
 pub use stats::{ConsumerStats, StatsSnapshot};
-pub use subscribe::{Delivery, Either, EitherSubscription, SubscribeOptions, Subscription};
+pub use subscribe::{
+    CheckedSubscription, Delivery, Either, EitherSubscription, Incoming, InvalidDelivery,
+    SubscribeOptions, Subscription,
+};

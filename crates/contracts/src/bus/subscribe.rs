@@ -65,7 +65,7 @@ pub struct Subscription<S, T> {
 
 impl<S: Service> Bus<S> {
     /// Binds (creating if needed) the durable consumer of `T` for this service and returns its
-    /// validated deliveries.
+    /// validated deliveries; invalid payloads are dead-lettered on the way.
     pub async fn subscribe<T: Contract + Send + 'static>(
         &self,
         options: SubscribeOptions,
@@ -73,6 +73,49 @@ impl<S: Service> Bus<S> {
     where
         S: Consumes<T> + Produces<DeadLetter>,
     {
+        let (messages, context) = self.bind::<T>(&options).await?;
+        let consumer = context.consumer.clone();
+        let deliveries =
+            futures::stream::unfold((messages, context), |(mut messages, context)| async move {
+                let item = next_delivery::<T>(&mut messages, &context).await?;
+                Some((item, (messages, context)))
+            });
+        Ok(Subscription {
+            deliveries: Box::pin(deliveries),
+            consumer,
+            _service: PhantomData,
+        })
+    }
+
+    /// Like [`Bus::subscribe`], but hands invalid payloads to the caller too, for services that
+    /// must answer them (ops-worker sends a failure receipt when it can read the command id).
+    /// The caller settles each [`InvalidDelivery`] with `reject` (dead letter) or `settle`.
+    pub async fn subscribe_checked<T: Contract + Send + 'static>(
+        &self,
+        options: SubscribeOptions,
+    ) -> Result<CheckedSubscription<S, T>, BusError>
+    where
+        S: Consumes<T> + Produces<DeadLetter>,
+    {
+        let (messages, context) = self.bind::<T>(&options).await?;
+        let consumer = context.consumer.clone();
+        let incoming =
+            futures::stream::unfold((messages, context), |(mut messages, context)| async move {
+                let item = next_incoming::<T>(&mut messages, &context).await?;
+                Some((item, (messages, context)))
+            });
+        Ok(CheckedSubscription {
+            incoming: Box::pin(incoming),
+            consumer,
+            _service: PhantomData,
+        })
+    }
+
+    /// Creates or binds the durable consumer of `T` and starts pulling.
+    async fn bind<T: Contract>(
+        &self,
+        options: &SubscribeOptions,
+    ) -> Result<(pull::Stream, Arc<ConsumerContext>), BusError> {
         let info = T::INFO;
         let consumer_name = options
             .durable_name
@@ -84,7 +127,10 @@ impl<S: Service> Bus<S> {
         };
         let stream = self.inner.jetstream.get_stream(info.stream).await.map_err(|e| {
             jetstream_error(
-                format!("stream `{}` of `{}` (provision it first: `cargo xtask provision` or `provision_for`)", info.stream, info.subject),
+                format!(
+                    "stream `{}` of `{}` (provision it first: `cargo xtask provision` or `provision_for`)",
+                    info.stream, info.subject
+                ),
                 &e,
             )
         })?;
@@ -120,21 +166,12 @@ impl<S: Service> Bus<S> {
             .await?;
         let context = Arc::new(ConsumerContext {
             inner: self.inner.clone(),
-            consumer: consumer_name.clone(),
+            consumer: consumer_name,
             stream: info.stream,
             max_deliver: options.max_deliver,
             stats,
         });
-        let deliveries =
-            futures::stream::unfold((messages, context), |(mut messages, context)| async move {
-                let item = next_delivery::<T>(&mut messages, &context).await?;
-                Some((item, (messages, context)))
-            });
-        Ok(Subscription {
-            deliveries: Box::pin(deliveries),
-            consumer: consumer_name,
-            _service: PhantomData,
-        })
+        Ok((messages, context))
     }
 
     /// Subscribes to two contracts at once — typically both major versions of one contract
@@ -192,42 +229,54 @@ impl<S: Service> Bus<S> {
     }
 }
 
-/// Pulls until a valid message arrives (dead-lettering invalid ones on the way).
+/// The next message of the consumer, decoded: a valid delivery, or an invalid one with its error.
+async fn next_incoming<T: Contract>(
+    messages: &mut pull::Stream,
+    context: &Arc<ConsumerContext>,
+) -> Option<Result<Incoming<T>, BusError>> {
+    let message = match messages.next().await? {
+        Ok(message) => message,
+        Err(e) => {
+            return Some(Err(BusError::Consume {
+                subject: T::INFO.subject.to_string(),
+                reason: e.to_string(),
+            }))
+        }
+    };
+    let (stream_sequence, delivered) = match message.info() {
+        Ok(info) => (info.stream_sequence, info.delivered),
+        Err(_) => (0, 1),
+    };
+    let raw = RawDelivery {
+        message,
+        stream_sequence,
+        delivered,
+        received_at: Instant::now(),
+        context: context.clone(),
+    };
+    Some(Ok(match crate::decode::<T>(&raw.message.payload) {
+        Ok(decoded) => {
+            context.stats.received();
+            Incoming::Valid(Delivery {
+                message: decoded,
+                raw,
+            })
+        }
+        Err(error) => Incoming::Invalid(InvalidDelivery { error, raw }),
+    }))
+}
+
+/// Pulls until a valid message arrives, dead-lettering invalid ones on the way.
 async fn next_delivery<T: Contract>(
     messages: &mut pull::Stream,
     context: &Arc<ConsumerContext>,
 ) -> Option<Result<Delivery<T>, BusError>> {
     loop {
-        let message = match messages.next().await? {
-            Ok(message) => message,
-            Err(e) => {
-                return Some(Err(BusError::Consume {
-                    subject: T::INFO.subject.to_string(),
-                    reason: e.to_string(),
-                }))
-            }
-        };
-        let (stream_sequence, delivered) = match message.info() {
-            Ok(info) => (info.stream_sequence, info.delivered),
-            Err(_) => (0, 1),
-        };
-        match crate::decode::<T>(&message.payload) {
-            Ok(decoded) => {
-                context.stats.received();
-                return Some(Ok(Delivery {
-                    message: decoded,
-                    raw: message,
-                    stream_sequence,
-                    delivered,
-                    received_at: Instant::now(),
-                    context: context.clone(),
-                }));
-            }
-            Err(error) => {
-                let rejection = Rejection::from_contract_error(&error);
-                if let Err(e) =
-                    reject(context, &message, stream_sequence, delivered, &rejection).await
-                {
+        match next_incoming::<T>(messages, context).await? {
+            Err(e) => return Some(Err(e)),
+            Ok(Incoming::Valid(delivery)) => return Some(Ok(delivery)),
+            Ok(Incoming::Invalid(invalid)) => {
+                if let Err(e) = invalid.reject().await {
                     return Some(Err(e));
                 }
             }
@@ -303,16 +352,53 @@ impl<S, A, B> EitherSubscription<S, A, B> {
     }
 }
 
+/// The JetStream message behind a delivery, and what settling it needs.
+struct RawDelivery {
+    message: jetstream::Message,
+    stream_sequence: u64,
+    delivered: i64,
+    received_at: Instant,
+    context: Arc<ConsumerContext>,
+}
+
+impl RawDelivery {
+    fn ack_error(&self, e: &dyn std::fmt::Display) -> BusError {
+        BusError::Ack {
+            subject: self.message.subject.to_string(),
+            stream_sequence: self.stream_sequence,
+            reason: e.to_string(),
+        }
+    }
+
+    fn is_last_attempt(&self) -> bool {
+        self.context.max_deliver > 0 && self.delivered >= self.context.max_deliver
+    }
+
+    async fn confirmed_ack(&self) -> Result<(), BusError> {
+        self.message
+            .double_ack()
+            .await
+            .map_err(|e| self.ack_error(&e))
+    }
+
+    async fn reject(&self, rejection: &Rejection) -> Result<(), BusError> {
+        reject(
+            &self.context,
+            &self.message,
+            self.stream_sequence,
+            self.delivered,
+            rejection,
+        )
+        .await
+    }
+}
+
 /// A valid message and the handle to settle it: exactly one of [`ack`](Delivery::ack),
 /// [`nak`](Delivery::nak) or [`reject`](Delivery::reject). Dropping it unsettled leaves the
 /// message to be redelivered after the ack wait.
 pub struct Delivery<T> {
     message: T,
-    raw: jetstream::Message,
-    stream_sequence: u64,
-    delivered: i64,
-    received_at: Instant,
-    context: Arc<ConsumerContext>,
+    raw: RawDelivery,
 }
 
 impl<T> Delivery<T> {
@@ -322,56 +408,46 @@ impl<T> Delivery<T> {
 
     /// The payload exactly as received (signatures are checked over these bytes).
     pub fn payload(&self) -> &[u8] {
-        &self.raw.payload
+        &self.raw.message.payload
     }
 
     pub fn headers(&self) -> Option<&async_nats::HeaderMap> {
-        self.raw.headers.as_ref()
+        self.raw.message.headers.as_ref()
     }
 
     pub fn subject(&self) -> &str {
-        self.raw.subject.as_str()
+        self.raw.message.subject.as_str()
     }
 
     pub fn stream_sequence(&self) -> u64 {
-        self.stream_sequence
+        self.raw.stream_sequence
     }
 
     /// 1 for the first delivery, 2 for the first redelivery, …
     pub fn delivery_attempt(&self) -> i64 {
-        self.delivered
+        self.raw.delivered
     }
 
     /// Whether the server will not deliver this message again.
     pub fn is_last_attempt(&self) -> bool {
-        self.context.max_deliver > 0 && self.delivered >= self.context.max_deliver
-    }
-
-    fn ack_error(&self, e: &dyn std::fmt::Display) -> BusError {
-        BusError::Ack {
-            subject: self.raw.subject.to_string(),
-            stream_sequence: self.stream_sequence,
-            reason: e.to_string(),
-        }
+        self.raw.is_last_attempt()
     }
 
     /// The message is handled; waits until the server has recorded the ack, so it is not
     /// delivered again.
     pub async fn ack(self) -> Result<(), BusError> {
-        self.raw
-            .double_ack()
-            .await
-            .map_err(|e| self.ack_error(&e))?;
-        self.context.stats.acked(self.received_at.elapsed());
+        self.raw.confirmed_ack().await?;
+        self.raw.context.stats.acked(self.raw.received_at.elapsed());
         Ok(())
     }
 
     /// Tells the server the work is still going on, resetting the ack wait.
     pub async fn in_progress(&self) -> Result<(), BusError> {
         self.raw
+            .message
             .ack_with(AckKind::Progress)
             .await
-            .map_err(|e| self.ack_error(&e))
+            .map_err(|e| self.raw.ack_error(&e))
     }
 
     /// Hands the message back for redelivery after `delay`. On the last allowed delivery the
@@ -382,23 +458,17 @@ impl<T> Delivery<T> {
                 DeadLetterReasonCode::DeliveryExhausted,
                 format!(
                     "gave up after delivery {} of {}: {why}",
-                    self.delivered, self.context.max_deliver
+                    self.raw.delivered, self.raw.context.max_deliver
                 ),
             );
-            return reject(
-                &self.context,
-                &self.raw,
-                self.stream_sequence,
-                self.delivered,
-                &rejection,
-            )
-            .await;
+            return self.raw.reject(&rejection).await;
         }
         self.raw
+            .message
             .ack_with(AckKind::Nak(delay))
             .await
-            .map_err(|e| self.ack_error(&e))?;
-        self.context.stats.naked();
+            .map_err(|e| self.raw.ack_error(&e))?;
+        self.raw.context.stats.naked();
         Ok(())
     }
 
@@ -409,16 +479,72 @@ impl<T> Delivery<T> {
         code: DeadLetterReasonCode,
         why: impl Into<String>,
     ) -> Result<(), BusError> {
-        let rejection = Rejection::new(code, why);
-        reject(
-            &self.context,
-            &self.raw,
-            self.stream_sequence,
-            self.delivered,
-            &rejection,
-        )
-        .await?;
-        self.context.stats.terminated();
+        self.raw.reject(&Rejection::new(code, why)).await?;
+        self.raw.context.stats.terminated();
         Ok(())
+    }
+}
+
+/// A message that did not decode as its contract, handed to a checked subscription's caller.
+pub struct InvalidDelivery {
+    error: crate::ContractError,
+    raw: RawDelivery,
+}
+
+impl InvalidDelivery {
+    /// Why it did not decode.
+    pub fn error(&self) -> &crate::ContractError {
+        &self.error
+    }
+
+    /// The payload exactly as received.
+    pub fn payload(&self) -> &[u8] {
+        &self.raw.message.payload
+    }
+
+    pub fn subject(&self) -> &str {
+        self.raw.message.subject.as_str()
+    }
+
+    pub fn stream_sequence(&self) -> u64 {
+        self.raw.stream_sequence
+    }
+
+    /// Dead-letters it with the decoding error as the reason, and terminates it.
+    pub async fn reject(self) -> Result<(), BusError> {
+        self.raw
+            .reject(&Rejection::from_contract_error(&self.error))
+            .await
+    }
+
+    /// The caller answered it another way (a failure receipt, say): acknowledge it so it is not
+    /// delivered again.
+    pub async fn settle(self) -> Result<(), BusError> {
+        self.raw.confirmed_ack().await?;
+        self.raw.context.stats.terminated();
+        Ok(())
+    }
+}
+
+/// A valid or an invalid message of a checked subscription.
+pub enum Incoming<T> {
+    Valid(Delivery<T>),
+    Invalid(InvalidDelivery),
+}
+
+/// Deliveries of a [`Bus::subscribe_checked`] subscription: valid and invalid messages.
+pub struct CheckedSubscription<S, T> {
+    incoming: Pin<Box<dyn Stream<Item = Result<Incoming<T>, BusError>> + Send>>,
+    consumer: String,
+    _service: PhantomData<fn() -> S>,
+}
+
+impl<S, T> CheckedSubscription<S, T> {
+    pub async fn next(&mut self) -> Option<Result<Incoming<T>, BusError>> {
+        self.incoming.next().await
+    }
+
+    pub fn consumer(&self) -> &str {
+        &self.consumer
     }
 }
