@@ -33,6 +33,9 @@ pub mod bus;
 #[cfg(feature = "local-server")]
 pub mod local_server;
 
+#[cfg(feature = "service")]
+pub mod runtime;
+
 pub use codec::{decode, decode_value, encode, to_value};
 pub use contract::{
     nats_password_var, BucketInfo, Consumes, Contract, ContractInfo, Produces, Retention, Service,
