@@ -1,1 +1,345 @@
-fn main() {}
+//! `ops-worker`: the worker (`run`) and the operator's client (`send`, `evidence get`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use contracts::bus::{Bus, BusConfig};
+use contracts::runtime::{init_tracing, shutdown_signal, LogFormat};
+use contracts::services::{OpsConsole, OpsWorker};
+use ops_worker::client::{self, CommandRequest};
+use ops_worker::config::{self, ProcessEnvironment, WorkerConfig};
+use ops_worker::docker::Engine;
+use ops_worker::executor::Executor;
+use ops_worker::state::{CommandLog, Interlock};
+use ops_worker::worker::{Worker, WorkerSettings};
+use serde_json::{Map, Value};
+
+/// Exit code: the command ran and failed, or a check failed.
+const EXIT_FAILURE: u8 = 1;
+/// Exit code: bad arguments or configuration.
+const EXIT_USAGE: u8 = 2;
+/// Exit code: no final receipt in time, or the bus could not be reached.
+const EXIT_UNREACHABLE: u8 = 3;
+
+/// Executes HMAC-signed ops commands (titan.ops.command.v1) against the Docker engine and
+/// answers with receipts (titan.ops.receipt.v1); also the operator's client for them.
+#[derive(Parser)]
+#[command(name = "ops-worker", version, long_about = LONG_ABOUT)]
+struct Cli {
+    /// Log format: text or json.
+    #[arg(long, global = true, env = "ORION_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+const LONG_ABOUT: &str = "\
+Executes HMAC-signed ops commands (titan.ops.command.v1) against the Docker engine and answers
+with receipts (titan.ops.receipt.v1). `run` is the worker; `send` and `evidence get` are the
+operator's client.
+
+Environment (the worker fails closed: without a strong secret it exits 1 before connecting):
+  OPS_SECRET            HMAC-SHA256 key (UTF-8 bytes), at least 24 bytes; signs and verifies
+  OPS_SECRET_PREVIOUS   older keys still accepted during a rotation, comma-separated
+  OPS_SECRET_FILE       instead of OPS_SECRET: a file with one key per line, the first signing
+  ORION_NATS_URL        NATS URL (also NATS_URL; default nats://localhost:4222)
+  ORION_NATS_USER       NATS user (default: ops-worker for run, ops-console for send)
+  ORION_NATS_PASSWORD   NATS password (or ORION_NATS_PASSWORD_FILE, or ORION_NATS_PASSWORD_<USER>)
+  OPS_ALLOWLIST         services the worker may act on, comma-separated (also [docker] allowlist)
+  OPS_SERVICE_LABEL     container label naming a service (default com.docker.compose.service)
+  DOCKER_SOCKET         Docker engine socket (default /var/run/docker.sock)
+  OPS_CLOCK_SKEW_S      replay window in seconds (default 300)
+  ORION_ENV             base, dev, ci or prod: which overlay of the config file to apply
+  ORION_LOG_FORMAT      text or json; RUST_LOG filters (default info)
+
+Config file (TOML, --config): [nats] url, replicas; [docker] socket, service_label, allowlist,
+call_timeout_s; [commands] clock_skew_s, stop_timeout_s, deploy_ready_timeout_s,
+evidence_log_lines, evidence_receipts, ack_wait_s, max_in_flight. An overlay
+<name>.<ORION_ENV>.toml next to it overrides keys; environment variables override both.";
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the worker until SIGTERM/SIGINT, then drain the commands in flight.
+    Run {
+        /// Config file (TOML); see --help for the keys.
+        #[arg(long, short, env = "OPS_WORKER_CONFIG")]
+        config: Option<PathBuf>,
+        /// How long to wait for commands in flight at shutdown.
+        #[arg(long, default_value = "60")]
+        drain_s: u64,
+    },
+    /// Sign a command with OPS_SECRET, send it as ops-console, and wait for its final receipt.
+    /// Exit code: 0 success, 1 failure receipt, 2 usage, 3 no final receipt in time.
+    Send(SendArgs),
+    /// Evidence bundles exported by `export_evidence`.
+    Evidence {
+        #[command(subcommand)]
+        command: EvidenceCmd,
+    },
+}
+
+#[derive(Args)]
+struct SendArgs {
+    /// restart, deploy, halt, disarm, arm, set_risk, cancel_all or export_evidence.
+    #[arg(long = "type", value_name = "TYPE")]
+    command_type: String,
+    /// An allowlisted service, `all`, or empty for platform-wide commands.
+    #[arg(long, default_value = "")]
+    target: String,
+    /// A parameter, KEY=VALUE (VALUE parsed as JSON when it can be: 10, true, "x"); repeatable.
+    /// Example: --param image=registry.local/web:2 --param replicas=2 --param level=N2.
+    #[arg(long = "param", value_name = "KEY=VALUE")]
+    params: Vec<String>,
+    /// Why (recorded in the command and the audit trail).
+    #[arg(long)]
+    reason: String,
+    /// Who is sending (default: $USER).
+    #[arg(long, env = "USER", default_value = "operator")]
+    initiator: String,
+    /// Seconds to wait for the final receipt.
+    #[arg(long, default_value = "120")]
+    wait_s: u64,
+    /// Print receipts as JSON lines.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum EvidenceCmd {
+    /// Download a bundle (the `name` of an export_evidence receipt) and check its manifest.
+    Get {
+        name: String,
+        /// Where to write it (default: NAME in the current directory).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Expected sha256 of the bundle (from the receipt); a mismatch exits 1.
+        #[arg(long)]
+        sha256: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
+        }
+    };
+    init_tracing(cli.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("ops-worker: {e:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+async fn dispatch(command: Cmd) -> Result<u8> {
+    match command {
+        Cmd::Run { config, drain_s } => run(config, Duration::from_secs(drain_s)).await,
+        Cmd::Send(args) => send(args).await,
+        Cmd::Evidence {
+            command:
+                EvidenceCmd::Get {
+                    name,
+                    output,
+                    sha256,
+                },
+        } => evidence_get(name, output, sha256).await,
+    }
+}
+
+async fn run(config_path: Option<PathBuf>, drain: Duration) -> Result<u8> {
+    let config = match WorkerConfig::load(config_path.as_deref(), &ProcessEnvironment) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("ops-worker: configuration refused: {e}");
+            return Ok(EXIT_FAILURE);
+        }
+    };
+    let mut bus_config = BusConfig::from_env::<OpsWorker>().context("reading the NATS settings")?;
+    bus_config.url = config.nats_url.clone();
+    bus_config.replicas = config.nats_replicas;
+    let bus = Bus::<OpsWorker>::connect(bus_config)
+        .await
+        .context("connecting to NATS")?;
+    bus.provision()
+        .await
+        .context("provisioning the ops streams and buckets")?;
+    let js = bus.jetstream().clone();
+    let engine = Engine::connect(config.docker.clone())
+        .await
+        .context("connecting to the Docker engine")?;
+    let executor = Executor {
+        engine,
+        interlock: Interlock::open(&js).await?,
+        jetstream: js.clone(),
+        stop_timeout: config.stop_timeout,
+        deploy_ready_timeout: config.deploy_ready_timeout,
+        evidence_log_lines: config.evidence_log_lines,
+        evidence_receipts: config.evidence_receipts,
+    };
+    let log = CommandLog::open(&js).await?;
+    tracing::info!(executor_id = %config.executor_id, allowlist = ?config.docker.allowlist, keys = config.keys.len(), "ops-worker starting");
+    let settings = WorkerSettings {
+        keys: config.keys,
+        clock_skew: config.clock_skew,
+        ack_wait: config.ack_wait,
+        max_in_flight: config.max_in_flight,
+        executor_id: config.executor_id,
+    };
+    Worker::new(bus.clone(), executor, log, settings)
+        .run(shutdown_signal(), drain)
+        .await?;
+    bus.close().await?;
+    tracing::info!("ops-worker stopped");
+    Ok(0)
+}
+
+fn parse_params(params: &[String]) -> Result<Option<Map<String, Value>>> {
+    if params.is_empty() {
+        return Ok(None);
+    }
+    let mut map = Map::new();
+    for param in params {
+        let (key, value) = param
+            .split_once('=')
+            .with_context(|| format!("--param {param:?} is not KEY=VALUE"))?;
+        let value =
+            serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_string()));
+        map.insert(key.to_string(), value);
+    }
+    Ok(Some(map))
+}
+
+async fn send(args: SendArgs) -> Result<u8> {
+    let keys = match config::signing_keys(&ProcessEnvironment) {
+        Ok(keys) => keys,
+        Err(e) => {
+            eprintln!("ops-worker send: {e}");
+            return Ok(EXIT_USAGE);
+        }
+    };
+    let request = CommandRequest {
+        command_type: args.command_type,
+        target: args.target,
+        params: parse_params(&args.params)?,
+        initiator_id: args.initiator,
+        reason: args.reason,
+    };
+    let command = match client::build_signed(&request, &keys) {
+        Ok(command) => command,
+        Err(e) => {
+            eprintln!("ops-worker send: {e}");
+            return Ok(EXIT_USAGE);
+        }
+    };
+    let bus = match Bus::<OpsConsole>::connect(BusConfig::from_env::<OpsConsole>()?).await {
+        Ok(bus) => bus,
+        Err(e) => {
+            eprintln!("ops-worker send: {e}");
+            return Ok(EXIT_UNREACHABLE);
+        }
+    };
+    if !args.json {
+        eprintln!(
+            "sent {} {} (command {})",
+            command.type_,
+            if command.target.is_empty() {
+                "-"
+            } else {
+                &command.target
+            },
+            command.id
+        );
+    }
+    let json = args.json;
+    let receipts = client::send_and_wait(
+        &bus,
+        &command,
+        Duration::from_secs(args.wait_s),
+        |receipt| {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string(receipt).expect("receipts serialize")
+                );
+            } else {
+                let detail = match (&receipt.result, &receipt.error) {
+                    (_, Some(error)) => error.to_string(),
+                    (result, None) if !result.is_empty() => {
+                        Value::Object(result.clone()).to_string()
+                    }
+                    _ => String::new(),
+                };
+                println!(
+                    "{:<8} {:>7} ms  {}",
+                    receipt.status, receipt.meta.duration_ms, detail
+                );
+            }
+        },
+    )
+    .await;
+    let code = match receipts {
+        Err(e) => {
+            eprintln!("ops-worker send: {e}");
+            EXIT_UNREACHABLE
+        }
+        Ok(receipts) => match receipts.last {
+            None => {
+                eprintln!(
+                    "ops-worker send: no final receipt within {} s (is ops-worker running?)",
+                    args.wait_s
+                );
+                EXIT_UNREACHABLE
+            }
+            Some(last) if last.status.to_string() == "success" => 0,
+            Some(_) => EXIT_FAILURE,
+        },
+    };
+    bus.close().await.ok();
+    Ok(code)
+}
+
+async fn evidence_get(
+    name: String,
+    output: Option<PathBuf>,
+    expected: Option<String>,
+) -> Result<u8> {
+    let bus = Bus::<OpsConsole>::connect(BusConfig::from_env::<OpsConsole>()?)
+        .await
+        .context("connecting to NATS")?;
+    let bytes = ops_worker::evidence::fetch(bus.jetstream(), &name).await?;
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+    if let Some(expected) = expected {
+        if !expected.eq_ignore_ascii_case(&digest) {
+            eprintln!("ops-worker evidence: {name} has sha256 {digest}, expected {expected}");
+            return Ok(EXIT_FAILURE);
+        }
+    }
+    let files = match ops_worker::evidence::unpack_verified(&bytes) {
+        Ok(files) => files,
+        Err(e) => {
+            eprintln!("ops-worker evidence: {name} fails its manifest check: {e}");
+            return Ok(EXIT_FAILURE);
+        }
+    };
+    let path = output.unwrap_or_else(|| PathBuf::from(&name));
+    std::fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+    println!(
+        "{}: {} bytes, sha256 {digest}, {} files, manifest verified",
+        path.display(),
+        bytes.len(),
+        files.len()
+    );
+    Ok(0)
+}

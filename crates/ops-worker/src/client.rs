@@ -1,0 +1,120 @@
+//! The operator's side: build and sign a command, send it, wait for its receipts; fetch an
+//! evidence bundle.
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull, DeliverPolicy};
+use contracts::bus::{Bus, BusError};
+use contracts::services::OpsConsole;
+use contracts::{Contract, OpsCommand, OpsReceipt, Timestamp};
+use futures::StreamExt;
+use serde_json::{json, Map, Value};
+
+use crate::signing::{SignatureError, SigningKeys};
+
+/// What the operator asks for.
+#[derive(Debug, Clone)]
+pub struct CommandRequest {
+    pub command_type: String,
+    pub target: String,
+    /// `None` sends no `params` at all.
+    pub params: Option<Map<String, Value>>,
+    pub initiator_id: String,
+    pub reason: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("the command is not valid: {0}")]
+    Invalid(#[from] contracts::ContractError),
+    #[error("signing: {0}")]
+    Signing(#[from] SignatureError),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error("reading receipts: {0}")]
+    Receipts(String),
+}
+
+/// The receipts of one command, as far as they arrived.
+#[derive(Debug, Default)]
+pub struct Receipts {
+    pub pending: Vec<OpsReceipt>,
+    /// The final receipt (`success` or `failure`), if it arrived in time.
+    pub last: Option<OpsReceipt>,
+}
+
+/// Builds the command and signs it. The signature covers the JSON exactly as the bus will send
+/// it (the typed command re-serialized), so what the worker verifies is what was signed.
+pub fn build_signed(
+    request: &CommandRequest,
+    keys: &SigningKeys,
+) -> Result<OpsCommand, ClientError> {
+    let mut value = json!({
+        "v": 1,
+        "id": uuid::Uuid::new_v4(),
+        "ts": Timestamp::now(),
+        "type": request.command_type,
+        "target": request.target,
+        "meta": { "initiator_id": request.initiator_id, "reason": request.reason, "signature": "0".repeat(64) },
+    });
+    if let Some(params) = &request.params {
+        value["params"] = Value::Object(params.clone());
+    }
+    let unsigned: OpsCommand = contracts::decode_value(value)?;
+    let wire = contracts::to_value(&unsigned)?;
+    let signed = keys.signed(&wire)?;
+    Ok(contracts::decode_value(signed)?)
+}
+
+/// Publishes `command` and waits up to `wait` for its final receipt; `on_receipt` sees each
+/// receipt (pending ones included) as it arrives.
+pub async fn send_and_wait(
+    bus: &Bus<OpsConsole>,
+    command: &OpsCommand,
+    wait: Duration,
+    mut on_receipt: impl FnMut(&OpsReceipt),
+) -> Result<Receipts, ClientError> {
+    // Read receipts from just before the command's time, so a receipt re-published for a
+    // repeated command id (or sent before we subscribed) is seen too.
+    let start = command.ts.as_offset_date_time() - time::Duration::seconds(2);
+    let stream = bus
+        .jetstream()
+        .get_stream(OpsReceipt::INFO.stream)
+        .await
+        .map_err(|e| ClientError::Receipts(e.to_string()))?;
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            filter_subject: OpsReceipt::INFO.subject.to_string(),
+            deliver_policy: DeliverPolicy::ByStartTime { start_time: start },
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| ClientError::Receipts(e.to_string()))?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| ClientError::Receipts(e.to_string()))?;
+    bus.publish(command).await?;
+
+    let mut receipts = Receipts::default();
+    let deadline = tokio::time::Instant::now() + wait;
+    while receipts.last.is_none() {
+        let message = match tokio::time::timeout_at(deadline, messages.next()).await {
+            Err(_) | Ok(None) => break,
+            Ok(Some(message)) => message.map_err(|e| ClientError::Receipts(e.to_string()))?,
+        };
+        let Ok(receipt) = contracts::decode::<OpsReceipt>(&message.payload) else {
+            continue;
+        };
+        if receipt.command_id != command.id {
+            continue;
+        }
+        on_receipt(&receipt);
+        if receipt.status.to_string() == "pending" {
+            receipts.pending.push(receipt);
+        } else {
+            receipts.last = Some(receipt);
+        }
+    }
+    Ok(receipts)
+}

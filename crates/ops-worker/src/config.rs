@@ -1,0 +1,277 @@
+//! ops-worker's configuration: a TOML file with environment overlays, then environment
+//! variables. Everything is checked before the worker connects anywhere (fail closed).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::docker::DockerConfig;
+use crate::signing::SigningKeys;
+
+/// The settings as they appear in the file (`ops-worker.toml`, and `ops-worker.<env>.toml`).
+/// Secrets never live here: they come from `OPS_SECRET` / `OPS_SECRET_FILE`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileConfig {
+    pub nats: NatsSection,
+    pub docker: DockerSection,
+    pub commands: CommandsSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsSection {
+    /// NATS URL(s), comma-separated.
+    pub url: String,
+    /// Streams' replicas when the worker provisions them.
+    pub replicas: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DockerSection {
+    /// The Docker engine's Unix socket.
+    pub socket: PathBuf,
+    /// The container label whose value names a service.
+    pub service_label: String,
+    /// Services the worker may act on; `all` means every one of them.
+    pub allowlist: Vec<String>,
+    /// Longest wait for one Docker engine call.
+    pub call_timeout_s: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CommandsSection {
+    /// Commands whose `ts` is further than this from the worker's clock are refused.
+    pub clock_skew_s: u64,
+    /// Stop timeout of `restart` and `halt` when the command does not say (`timeout_s`).
+    pub stop_timeout_s: u64,
+    /// How long a new container may take to become ready during `deploy`.
+    pub deploy_ready_timeout_s: u64,
+    /// Log lines per container in an evidence bundle.
+    pub evidence_log_lines: usize,
+    /// Recent receipts in an evidence bundle.
+    pub evidence_receipts: usize,
+    /// How long the server waits for the worker to settle a command before redelivering it
+    /// (the worker reports progress while a command runs).
+    pub ack_wait_s: u64,
+    /// Commands in flight at once (across all targets).
+    pub max_in_flight: usize,
+}
+
+impl Default for NatsSection {
+    fn default() -> Self {
+        Self {
+            url: contracts::bus::DEFAULT_NATS_URL.to_string(),
+            replicas: 1,
+        }
+    }
+}
+
+impl Default for DockerSection {
+    fn default() -> Self {
+        Self {
+            socket: PathBuf::from("/var/run/docker.sock"),
+            service_label: "com.docker.compose.service".to_string(),
+            allowlist: Vec::new(),
+            call_timeout_s: 30,
+        }
+    }
+}
+
+impl Default for CommandsSection {
+    fn default() -> Self {
+        Self {
+            clock_skew_s: 300,
+            stop_timeout_s: 10,
+            deploy_ready_timeout_s: 60,
+            evidence_log_lines: 200,
+            evidence_receipts: 100,
+            ack_wait_s: 30,
+            max_in_flight: 64,
+        }
+    }
+}
+
+impl Default for FileConfig {
+    fn default() -> Self {
+        Self {
+            nats: NatsSection::default(),
+            docker: DockerSection::default(),
+            commands: CommandsSection::default(),
+        }
+    }
+}
+
+/// Everything the worker runs with, validated.
+#[derive(Debug)]
+pub struct WorkerConfig {
+    pub keys: SigningKeys,
+    pub nats_url: String,
+    pub nats_replicas: usize,
+    pub docker: DockerConfig,
+    pub clock_skew: Duration,
+    pub stop_timeout: Duration,
+    pub deploy_ready_timeout: Duration,
+    pub evidence_log_lines: usize,
+    pub evidence_receipts: usize,
+    pub ack_wait: Duration,
+    pub max_in_flight: usize,
+    pub executor_id: String,
+}
+
+/// A configuration problem, phrased as what to set.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    File(#[from] contracts::runtime::ConfigError),
+    #[error("no HMAC secret: set OPS_SECRET (or OPS_SECRET_FILE, a file with one secret per line, the first one signing) — the worker refuses to run unsigned")]
+    MissingSecret,
+    #[error("OPS_SECRET_FILE={path}: {source}")]
+    SecretFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0} — set a strong OPS_SECRET")]
+    WeakSecret(String),
+    #[error("{name}={value:?} is not valid: {why}")]
+    BadVariable {
+        name: &'static str,
+        value: String,
+        why: String,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The environment, read once so that loading is a pure function of it (and testable).
+pub trait Environment {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnvironment;
+
+impl Environment for ProcessEnvironment {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl WorkerConfig {
+    /// Loads `path` (+ overlay for `ORION_ENV`), applies the environment variables, and checks
+    /// everything. Variables: `OPS_SECRET`, `OPS_SECRET_PREVIOUS` (comma-separated older keys still
+    /// accepted), `OPS_SECRET_FILE`, `NATS_URL` / `ORION_NATS_URL`, `DOCKER_SOCKET`,
+    /// `OPS_ALLOWLIST` (comma-separated), `OPS_SERVICE_LABEL`, `OPS_CLOCK_SKEW_S`.
+    pub fn load(path: Option<&Path>, env: &dyn Environment) -> Result<Self, ConfigError> {
+        let environment = env.var("ORION_ENV").unwrap_or_else(|| "base".into());
+        let mut file: FileConfig = contracts::runtime::load_layered(path, &environment)?;
+        apply_environment(&mut file, env)?;
+        let keys = signing_keys(env)?;
+        let allowlist: BTreeSet<String> = file
+            .docker
+            .allowlist
+            .iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if allowlist.is_empty() {
+            return Err(ConfigError::Invalid(
+                "the service allowlist is empty: list the services the worker may act on in [docker] allowlist or OPS_ALLOWLIST".into(),
+            ));
+        }
+        if file.commands.clock_skew_s == 0 {
+            return Err(ConfigError::Invalid(
+                "commands.clock_skew_s must be above 0".into(),
+            ));
+        }
+        let docker = DockerConfig {
+            socket: file.docker.socket.clone(),
+            service_label: file.docker.service_label.clone(),
+            allowlist,
+            call_timeout: Duration::from_secs(file.docker.call_timeout_s.max(1)),
+        };
+        docker
+            .validate()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        Ok(Self {
+            keys,
+            nats_url: file.nats.url,
+            nats_replicas: file.nats.replicas.max(1),
+            docker,
+            clock_skew: Duration::from_secs(file.commands.clock_skew_s),
+            stop_timeout: Duration::from_secs(file.commands.stop_timeout_s),
+            deploy_ready_timeout: Duration::from_secs(file.commands.deploy_ready_timeout_s),
+            evidence_log_lines: file.commands.evidence_log_lines,
+            evidence_receipts: file.commands.evidence_receipts,
+            ack_wait: Duration::from_secs(file.commands.ack_wait_s.max(5)),
+            max_in_flight: file.commands.max_in_flight.max(1),
+            executor_id: gethostname::gethostname().to_string_lossy().into_owned(),
+        })
+    }
+}
+
+/// The signing keys from the environment, checked (for the worker and for `send`).
+pub fn signing_keys(env: &dyn Environment) -> Result<SigningKeys, ConfigError> {
+    SigningKeys::new(&secrets(env)?).map_err(|e| ConfigError::WeakSecret(e.to_string()))
+}
+
+/// The signing keys: `OPS_SECRET` (signs) then `OPS_SECRET_PREVIOUS`, or the lines of
+/// `OPS_SECRET_FILE`.
+fn secrets(env: &dyn Environment) -> Result<Vec<String>, ConfigError> {
+    let mut secrets = Vec::new();
+    if let Some(secret) = env.var("OPS_SECRET") {
+        secrets.push(secret);
+        if let Some(previous) = env.var("OPS_SECRET_PREVIOUS") {
+            secrets.extend(
+                previous
+                    .split(',')
+                    .map(str::to_string)
+                    .filter(|s| !s.is_empty()),
+            );
+        }
+    } else if let Some(path) = env.var("OPS_SECRET_FILE") {
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::SecretFile {
+            path: path.clone().into(),
+            source,
+        })?;
+        secrets.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string),
+        );
+    }
+    if secrets.is_empty() {
+        return Err(ConfigError::MissingSecret);
+    }
+    Ok(secrets)
+}
+
+fn apply_environment(file: &mut FileConfig, env: &dyn Environment) -> Result<(), ConfigError> {
+    if let Some(url) = env.var("ORION_NATS_URL").or_else(|| env.var("NATS_URL")) {
+        file.nats.url = url;
+    }
+    if let Some(socket) = env.var("DOCKER_SOCKET") {
+        file.docker.socket = socket.into();
+    }
+    if let Some(list) = env.var("OPS_ALLOWLIST") {
+        file.docker.allowlist = list.split(',').map(str::to_string).collect();
+    }
+    if let Some(label) = env.var("OPS_SERVICE_LABEL") {
+        file.docker.service_label = label;
+    }
+    if let Some(skew) = env.var("OPS_CLOCK_SKEW_S") {
+        file.commands.clock_skew_s =
+            skew.parse()
+                .map_err(|e: std::num::ParseIntError| ConfigError::BadVariable {
+                    name: "OPS_CLOCK_SKEW_S",
+                    value: skew.clone(),
+                    why: e.to_string(),
+                })?;
+    }
+    Ok(())
+}

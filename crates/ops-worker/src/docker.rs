@@ -1,1 +1,0 @@
-//! The Docker engine, through bollard.

@@ -1,0 +1,276 @@
+//! What each command type does. The worker decides *whether* a command runs (signature,
+//! replay window, idempotency, cancellation); the executor does it.
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use contracts::OpsCommand;
+use serde_json::{json, Map, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::docker::Engine;
+use crate::evidence;
+use crate::state::Interlock;
+
+/// Autonomy levels `set_risk` accepts (see brain).
+pub const RISK_LEVELS: &[&str] = &["N0", "N1", "N2", "N3"];
+
+/// A command's result (the receipt's `result`) or the reason it failed (the receipt's `error`).
+pub type Outcome = Result<Map<String, Value>, String>;
+
+/// Runs commands against Docker and the interlock.
+pub struct Executor {
+    pub engine: Engine,
+    pub interlock: Interlock,
+    pub jetstream: jetstream::Context,
+    pub stop_timeout: Duration,
+    pub deploy_ready_timeout: Duration,
+    pub evidence_log_lines: usize,
+    pub evidence_receipts: usize,
+}
+
+/// A command's `params` object (empty when absent).
+struct Params<'a>(&'a Map<String, Value>);
+
+impl Params<'_> {
+    fn seconds(&self, name: &str, default: Duration) -> Result<Duration, String> {
+        match self.0.get(name) {
+            None => Ok(default),
+            Some(v) => v
+                .as_u64()
+                .map(Duration::from_secs)
+                .ok_or_else(|| format!("params.{name} must be a whole number of seconds, got {v}")),
+        }
+    }
+
+    fn string(&self, name: &str) -> Result<Option<&str>, String> {
+        match self.0.get(name) {
+            None => Ok(None),
+            Some(Value::String(s)) if !s.is_empty() => Ok(Some(s)),
+            Some(v) => Err(format!("params.{name} must be a non-empty string, got {v}")),
+        }
+    }
+
+    fn count(&self, name: &str) -> Result<Option<u32>, String> {
+        match self.0.get(name) {
+            None => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .map(Some)
+                .ok_or_else(|| format!("params.{name} must be a whole number, got {v}")),
+        }
+    }
+}
+
+impl Executor {
+    /// Executes `command`; `cancel` stops long work between steps.
+    pub async fn execute(&self, command: &OpsCommand, cancel: &CancellationToken) -> Outcome {
+        let params = Params(&command.params);
+        let id = command.id.to_string();
+        match command.type_.to_string().as_str() {
+            "restart" => {
+                self.require_armed("restart").await?;
+                let timeout = params.seconds("timeout_s", self.stop_timeout)?;
+                let mut restarted = Vec::new();
+                for service in self.targets(&command.target)? {
+                    check_cancelled(cancel)?;
+                    restarted.extend(
+                        self.engine
+                            .restart(&service, timeout)
+                            .await
+                            .map_err(|e| e.to_string())?,
+                    );
+                }
+                Ok(object(json!({ "restarted": restarted })))
+            }
+            "deploy" => {
+                self.require_armed("deploy").await?;
+                let image = params
+                    .string("image")?
+                    .ok_or("deploy needs params.image (an image present on the Docker host)")?;
+                let replicas = params.count("replicas")?;
+                let ready = params.seconds("timeout_s", self.deploy_ready_timeout)?;
+                let mut reports = Vec::new();
+                for service in self.targets(&command.target)? {
+                    check_cancelled(cancel)?;
+                    match self
+                        .engine
+                        .deploy(&service, image, replicas, ready, cancel)
+                        .await
+                    {
+                        Ok(report) => {
+                            reports.push(serde_json::to_value(&report).expect("reports serialize"))
+                        }
+                        Err(e) => {
+                            let done = if reports.is_empty() {
+                                String::new()
+                            } else {
+                                format!(" (already deployed: {})", Value::Array(reports.clone()))
+                            };
+                            return Err(format!("{e}{done}"));
+                        }
+                    }
+                }
+                Ok(object(json!({ "deployed": reports })))
+            }
+            "halt" => {
+                let timeout = params.seconds("timeout_s", self.stop_timeout)?;
+                // Disarm first: nothing automated may start while containers are stopping.
+                self.interlock
+                    .set_armed(false, &id)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut stopped = Vec::new();
+                for service in self.targets(&command.target)? {
+                    stopped.extend(
+                        self.engine
+                            .stop(&service, timeout)
+                            .await
+                            .map_err(|e| e.to_string())?,
+                    );
+                }
+                Ok(object(json!({ "stopped": stopped, "armed": false })))
+            }
+            "disarm" => {
+                self.interlock
+                    .set_armed(false, &id)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(object(json!({ "armed": false })))
+            }
+            "arm" => {
+                self.interlock
+                    .set_armed(true, &id)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(object(json!({ "armed": true })))
+            }
+            "set_risk" => {
+                let level = params
+                    .string("level")?
+                    .ok_or("set_risk needs params.level: one of N0, N1, N2, N3")?;
+                if !RISK_LEVELS.contains(&level) {
+                    return Err(format!(
+                        "params.level {level:?} is not one of N0, N1, N2, N3"
+                    ));
+                }
+                self.interlock
+                    .set_risk_ceiling(level, &id)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(object(json!({ "risk_ceiling": level })))
+            }
+            "export_evidence" => self.export_evidence(command, &params, cancel).await,
+            // cancel_all is the worker's: it owns the commands in flight.
+            other => Err(format!("command type `{other}` is not executed here")),
+        }
+    }
+
+    async fn require_armed(&self, what: &str) -> Result<(), String> {
+        match self.interlock.armed().await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(format!(
+                "refused: the platform is disarmed, so `{what}` does not run; send `arm` first"
+            )),
+            Err(e) => Err(format!(
+                "refused: cannot read the interlock ({e}); failing closed"
+            )),
+        }
+    }
+
+    /// `all` (or empty, for evidence) means every allowlisted service.
+    fn targets(&self, target: &str) -> Result<Vec<String>, String> {
+        self.engine.allowlisted(target).map_err(|e| e.to_string())
+    }
+
+    async fn export_evidence(
+        &self,
+        command: &OpsCommand,
+        params: &Params<'_>,
+        cancel: &CancellationToken,
+    ) -> Outcome {
+        let lines = params
+            .count("log_lines")?
+            .map_or(self.evidence_log_lines, |n| n as usize);
+        let target = if command.target.is_empty() {
+            "all"
+        } else {
+            command.target.as_str()
+        };
+        let mut containers = Vec::new();
+        for service in self.targets(target)? {
+            check_cancelled(cancel)?;
+            containers.extend(
+                self.engine
+                    .evidence(&service, lines)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+        let receipts = recent_receipts(&self.jetstream, self.evidence_receipts).await;
+        let (bytes, files) = evidence::archive(&containers, &receipts)
+            .map_err(|e| format!("building the bundle: {e}"))?;
+        let name = format!("evidence-{}.tar.gz", command.id);
+        let stored = evidence::store(&self.jetstream, &name, bytes, files)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut result = object(serde_json::to_value(&stored).expect("bundles serialize"));
+        result.insert(
+            "containers".into(),
+            json!(containers
+                .iter()
+                .map(|c| c.name.clone())
+                .collect::<Vec<_>>()),
+        );
+        result.insert("receipts".into(), json!(receipts.len()));
+        Ok(result)
+    }
+}
+
+fn check_cancelled(cancel: &CancellationToken) -> Result<(), String> {
+    if cancel.is_cancelled() {
+        Err("cancelled before it finished".into())
+    } else {
+        Ok(())
+    }
+}
+
+fn object(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        other => Map::from_iter([("value".to_string(), other)]),
+    }
+}
+
+/// The last `limit` receipts in the ops stream, oldest first (best effort: an evidence bundle
+/// without receipts is still evidence).
+async fn recent_receipts(js: &jetstream::Context, limit: usize) -> Vec<Value> {
+    let subject = <contracts::OpsReceipt as contracts::Contract>::INFO.subject;
+    let Ok(mut stream) = js
+        .get_stream(<contracts::OpsReceipt as contracts::Contract>::INFO.stream)
+        .await
+    else {
+        return Vec::new();
+    };
+    let Ok(info) = stream.info().await else {
+        return Vec::new();
+    };
+    let (first, last) = (info.state.first_sequence, info.state.last_sequence);
+    let mut receipts = Vec::new();
+    let mut sequence = last;
+    // Commands and receipts share the stream; look back at most this far.
+    let oldest = last.saturating_sub(limit as u64 * 4).max(first).max(1);
+    while sequence >= oldest && receipts.len() < limit {
+        if let Ok(message) = stream.get_raw_message(sequence).await {
+            if message.subject.as_str() == subject {
+                if let Ok(value) = serde_json::from_slice::<Value>(&message.payload) {
+                    receipts.push(value);
+                }
+            }
+        }
+        sequence -= 1;
+    }
+    receipts.reverse();
+    receipts
+}

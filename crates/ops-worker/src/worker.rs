@@ -1,0 +1,525 @@
+//! The worker loop: takes commands off `titan.ops.command.v1`, decides whether each may run
+//! (signature, replay window, idempotency), runs it on its target's lane, and answers with
+//! receipts on `titan.ops.receipt.v1`.
+//!
+//! Ordering of a command's life, chosen so that a crash at any point neither runs a command
+//! twice nor leaves it without exactly one final receipt:
+//! 1. verify signature and clock skew (refusals get a failure receipt; nothing is recorded);
+//! 2. claim the id in the `ops_commands` bucket (an id seen before is never executed again);
+//! 3. publish `pending` for long commands, execute, reporting progress to JetStream;
+//! 4. record the final receipt in the bucket, publish it, then acknowledge the message.
+//!
+//! A redelivered command whose claim has no final receipt was interrupted by a crash: it gets
+//! a failure receipt saying so and is not run again.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use contracts::bus::{Bus, BusError, Delivery, Incoming, InvalidDelivery, SubscribeOptions};
+use contracts::services::OpsWorker;
+use contracts::{OpsCommand, OpsReceipt, Timestamp};
+use serde_json::{json, Map, Value};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::executor::Executor;
+use crate::receipts::{self, Status};
+use crate::signing::SigningKeys;
+use crate::state::{Claim, CommandLog, CommandRecord};
+
+/// Command types that publish `pending` before they run.
+const LONG_COMMANDS: &[&str] = &["restart", "deploy", "halt", "export_evidence"];
+/// Command types that wait for their target's lane (one at a time per target).
+const LANED_COMMANDS: &[&str] = &["restart", "deploy", "export_evidence"];
+/// Command types that `halt` and `cancel_all` cancel.
+const CANCELLABLE: &[&str] = &["restart", "deploy", "export_evidence"];
+
+/// A command being executed (or waiting for its lane).
+struct InFlight {
+    command_type: String,
+    target: String,
+    token: CancellationToken,
+    cancelled_by: Arc<Mutex<Option<String>>>,
+}
+
+/// Everything a command task needs; shared by all of them.
+struct Shared {
+    bus: Bus<OpsWorker>,
+    executor: Executor,
+    log: CommandLog,
+    keys: SigningKeys,
+    clock_skew: Duration,
+    ack_wait: Duration,
+    executor_id: String,
+    in_flight: Mutex<HashMap<uuid::Uuid, InFlight>>,
+    lanes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// The running worker.
+pub struct Worker {
+    shared: Arc<Shared>,
+    options: SubscribeOptions,
+    tasks: TaskTracker,
+}
+
+/// Settings of the loop itself.
+pub struct WorkerSettings {
+    pub keys: SigningKeys,
+    pub clock_skew: Duration,
+    pub ack_wait: Duration,
+    pub max_in_flight: usize,
+    pub executor_id: String,
+}
+
+impl Worker {
+    pub fn new(
+        bus: Bus<OpsWorker>,
+        executor: Executor,
+        log: CommandLog,
+        settings: WorkerSettings,
+    ) -> Self {
+        let options = SubscribeOptions {
+            ack_wait: settings.ack_wait,
+            max_ack_pending: settings.max_in_flight as i64,
+            batch: settings.max_in_flight.min(20),
+            ..Default::default()
+        };
+        Self {
+            shared: Arc::new(Shared {
+                bus,
+                executor,
+                log,
+                keys: settings.keys,
+                clock_skew: settings.clock_skew,
+                ack_wait: settings.ack_wait,
+                executor_id: settings.executor_id,
+                in_flight: Mutex::new(HashMap::new()),
+                lanes: Mutex::new(HashMap::new()),
+            }),
+            options,
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    /// Consumes commands until `shutdown` resolves, then waits up to `drain` for the commands
+    /// in flight. Commands still running after that are redelivered to the next worker, which
+    /// reports them as interrupted.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+        drain: Duration,
+    ) -> Result<(), BusError> {
+        let mut commands = self
+            .shared
+            .bus
+            .subscribe_checked::<OpsCommand>(self.options.clone())
+            .await?;
+        tracing::info!(
+            consumer = commands.consumer(),
+            "ops-worker consuming titan.ops.command.v1"
+        );
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                next = commands.next() => match next {
+                    None => break,
+                    Some(Err(e)) => {
+                        tracing::error!(error = %e, "receiving commands failed; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    Some(Ok(Incoming::Invalid(invalid))) => self.shared.answer_invalid(invalid).await,
+                    Some(Ok(Incoming::Valid(delivery))) => self.admit(delivery).await,
+                }
+            }
+        }
+        drop(commands);
+        self.tasks.close();
+        let waiting = self.tasks.len();
+        if waiting > 0 {
+            tracing::info!(waiting, "draining commands in flight");
+        }
+        if tokio::time::timeout(drain, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "commands still running after the drain period; they will be redelivered"
+            );
+        }
+        Ok(())
+    }
+
+    /// Checks a command and, if it may run, starts it in its own task.
+    async fn admit(&self, delivery: Delivery<OpsCommand>) {
+        let arrived = Instant::now();
+        let shared = self.shared.clone();
+        let command = delivery.message().clone();
+        let command_type = command.type_.to_string();
+        let raw: Value = match serde_json::from_slice(delivery.payload()) {
+            Ok(raw) => raw,
+            Err(e) => {
+                return shared
+                    .refuse(
+                        delivery,
+                        &command_type,
+                        format!("unreadable payload: {e}"),
+                        arrived,
+                    )
+                    .await
+            }
+        };
+        if let Err(e) = shared.keys.verify(&raw) {
+            return shared
+                .refuse(delivery, &command_type, format!("refused: {e}"), arrived)
+                .await;
+        }
+        if let Err(why) = shared.within_skew(&command.ts) {
+            return shared.refuse(delivery, &command_type, why, arrived).await;
+        }
+        let revision = match shared.log.claim(&command.id, &shared.executor_id).await {
+            Err(e) => {
+                tracing::error!(command_id = %command.id, error = %e, "cannot claim the command; it will be redelivered");
+                let _ = delivery
+                    .nak(Some(Duration::from_secs(2)), &e.to_string())
+                    .await;
+                return;
+            }
+            Ok(Claim::Seen { record, revision }) => {
+                return shared
+                    .answer_seen(delivery, record, revision, arrived)
+                    .await
+            }
+            Ok(Claim::New { revision }) => revision,
+        };
+        if command_type == "cancel_all" {
+            let cancelled =
+                shared.cancel_in_flight(&format!("cancel_all {}", command.id), |_| true);
+            let result = Map::from_iter([("cancelled".to_string(), json!(cancelled))]);
+            return shared
+                .finish(delivery, revision, Status::Success(result), arrived)
+                .await;
+        }
+        if command_type == "halt" {
+            let target = command.target.clone();
+            shared.cancel_in_flight(&format!("halt {}", command.id), |f| {
+                overlaps(&f.target, &target)
+            });
+        }
+        let token = CancellationToken::new();
+        let cancelled_by = Arc::new(Mutex::new(None));
+        shared.in_flight.lock().expect("in-flight poisoned").insert(
+            command.id,
+            InFlight {
+                command_type: command_type.clone(),
+                target: command.target.clone(),
+                token: token.clone(),
+                cancelled_by: cancelled_by.clone(),
+            },
+        );
+        self.tasks.spawn(async move {
+            shared
+                .run_command(delivery, revision, token, cancelled_by, arrived)
+                .await;
+            shared
+                .in_flight
+                .lock()
+                .expect("in-flight poisoned")
+                .remove(&command.id);
+        });
+    }
+}
+
+/// Whether a command on `a` and one on `b` touch the same services.
+fn overlaps(a: &str, b: &str) -> bool {
+    a == b || a == "all" || b == "all"
+}
+
+impl Shared {
+    fn within_skew(&self, ts: &Timestamp) -> Result<(), String> {
+        let now = time::OffsetDateTime::now_utc();
+        let issued = ts.as_offset_date_time();
+        let skew = time::Duration::try_from(self.clock_skew).unwrap_or(time::Duration::MAX);
+        if issued < now - skew {
+            Err(format!(
+                "refused: issued at {ts}, older than the {}s replay window (now {})",
+                self.clock_skew.as_secs(),
+                Timestamp::from(now)
+            ))
+        } else if issued > now + skew {
+            Err(format!("refused: issued at {ts}, more than {}s in the future (now {}); check the sender's clock", self.clock_skew.as_secs(), Timestamp::from(now)))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Cancels the commands in flight that `which` selects; returns their ids.
+    fn cancel_in_flight(&self, by: &str, which: impl Fn(&InFlight) -> bool) -> Vec<String> {
+        let in_flight = self.in_flight.lock().expect("in-flight poisoned");
+        let mut cancelled = Vec::new();
+        for (id, flight) in in_flight.iter() {
+            if CANCELLABLE.contains(&flight.command_type.as_str())
+                && which(flight)
+                && !flight.token.is_cancelled()
+            {
+                *flight.cancelled_by.lock().expect("cancel reason poisoned") = Some(by.to_string());
+                flight.token.cancel();
+                cancelled.push(id.to_string());
+            }
+        }
+        cancelled.sort();
+        cancelled
+    }
+
+    async fn run_command(
+        self: &Arc<Self>,
+        delivery: Delivery<OpsCommand>,
+        revision: u64,
+        token: CancellationToken,
+        cancelled_by: Arc<Mutex<Option<String>>>,
+        arrived: Instant,
+    ) {
+        let command = delivery.message().clone();
+        let command_type = command.type_.to_string();
+        if LONG_COMMANDS.contains(&command_type.as_str()) {
+            let accepted = Map::from_iter([("accepted".to_string(), json!(true))]);
+            self.publish(&command, Status::Pending(accepted), arrived)
+                .await;
+        }
+        let lane = LANED_COMMANDS
+            .contains(&command_type.as_str())
+            .then(|| self.lane(&command.target));
+        let outcome = {
+            let work = async {
+                let _turn = match &lane {
+                    Some(lane) => Some(lane.lock().await),
+                    None => None,
+                };
+                if token.is_cancelled() {
+                    return Err("cancelled while waiting for its target".to_string());
+                }
+                self.executor.execute(&command, &token).await
+            };
+            tokio::pin!(work);
+            let mut heartbeat = tokio::time::interval(self.ack_wait / 3);
+            heartbeat.tick().await;
+            loop {
+                tokio::select! {
+                    outcome = &mut work => break outcome,
+                    _ = token.cancelled() => break Err("cancelled".to_string()),
+                    _ = heartbeat.tick() => {
+                        if let Err(e) = delivery.in_progress().await {
+                            tracing::warn!(command_id = %command.id, error = %e, "could not report progress");
+                        }
+                    }
+                }
+            }
+        };
+        let status = match outcome {
+            Ok(result) => Status::Success(result),
+            Err(error) => match cancelled_by.lock().expect("cancel reason poisoned").clone() {
+                Some(by) => Status::Failure(format!("cancelled by {by}: {error}")),
+                None => Status::Failure(error),
+            },
+        };
+        self.finish(delivery, revision, status, arrived).await;
+    }
+
+    fn lane(&self, target: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.lanes
+            .lock()
+            .expect("lanes poisoned")
+            .entry(target.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Records the final receipt, publishes it, then acknowledges the command.
+    async fn finish(
+        &self,
+        delivery: Delivery<OpsCommand>,
+        revision: u64,
+        status: Status,
+        arrived: Instant,
+    ) {
+        let command = delivery.message().clone();
+        let receipt = match receipts::receipt(
+            &command.id,
+            &command.type_.to_string(),
+            status,
+            &self.executor_id,
+            arrived,
+        ) {
+            Ok(receipt) => receipt,
+            Err(e) => {
+                tracing::error!(command_id = %command.id, error = %e, "built an invalid receipt");
+                return;
+            }
+        };
+        let value = serde_json::to_value(&receipt).expect("receipts serialize");
+        if let Err(e) = self.log.finish(&command.id, &value, revision).await {
+            tracing::error!(command_id = %command.id, error = %e, "cannot record the final receipt; the command will be redelivered");
+            let _ = delivery
+                .nak(Some(Duration::from_secs(2)), &e.to_string())
+                .await;
+            return;
+        }
+        self.publish_receipt(&receipt).await;
+        log_final(&command, &receipt);
+        if let Err(e) = delivery.ack().await {
+            tracing::warn!(command_id = %command.id, error = %e, "could not acknowledge; a redelivery will re-publish the stored receipt");
+        }
+    }
+
+    /// A command that may not run: a failure receipt, nothing recorded (so a forged or stale
+    /// copy cannot block the real command's id).
+    async fn refuse(
+        &self,
+        delivery: Delivery<OpsCommand>,
+        command_type: &str,
+        why: String,
+        arrived: Instant,
+    ) {
+        let command_id = delivery.message().id;
+        tracing::warn!(%command_id, reason = %why, "command refused");
+        match refusal(&command_id, command_type, why, &self.executor_id, arrived) {
+            Ok(receipt) => self.publish_receipt(&receipt).await,
+            Err(e) => tracing::error!(%command_id, error = %e, "built an invalid refusal receipt"),
+        }
+        if let Err(e) = delivery.ack().await {
+            tracing::warn!(%command_id, error = %e, "could not acknowledge a refused command");
+        }
+    }
+
+    /// A command id seen before: re-publish its receipt, or report the interrupted execution.
+    async fn answer_seen(
+        &self,
+        delivery: Delivery<OpsCommand>,
+        record: CommandRecord,
+        revision: u64,
+        arrived: Instant,
+    ) {
+        let command = delivery.message().clone();
+        match record {
+            CommandRecord::Finished { receipt } => {
+                tracing::info!(command_id = %command.id, "command seen before: re-publishing its receipt, not executing it again");
+                match contracts::decode_value::<OpsReceipt>(receipt) {
+                    Ok(receipt) => self.publish_receipt(&receipt).await,
+                    Err(e) => {
+                        tracing::error!(command_id = %command.id, error = %e, "the stored receipt is invalid")
+                    }
+                }
+                if let Err(e) = delivery.ack().await {
+                    tracing::warn!(command_id = %command.id, error = %e, "could not acknowledge a repeated command");
+                }
+            }
+            CommandRecord::Claimed { executor, at } => {
+                let why = format!(
+                    "interrupted: worker {executor} stopped while executing this command (started {at}); \
+                     it is not run again, to never run twice — check the target's state and send a new command if needed"
+                );
+                self.finish(delivery, revision, Status::Failure(why), arrived)
+                    .await;
+            }
+        }
+    }
+
+    /// A message that is not a valid command: a failure receipt when its id and type can be
+    /// read, otherwise a dead letter.
+    async fn answer_invalid(&self, invalid: InvalidDelivery) {
+        let arrived = Instant::now();
+        let raw: Option<Value> = serde_json::from_slice(invalid.payload()).ok();
+        let id = raw
+            .as_ref()
+            .and_then(|r| r.get("id")?.as_str()?.parse::<uuid::Uuid>().ok());
+        let command_type = raw
+            .as_ref()
+            .and_then(|r| r.get("type")?.as_str().map(str::to_string));
+        let receipt = match (id, command_type) {
+            (Some(id), Some(command_type)) => refusal(
+                &id,
+                &command_type,
+                format!("invalid command: {}", invalid.error()),
+                &self.executor_id,
+                arrived,
+            )
+            .ok(),
+            _ => None,
+        };
+        let settled = match receipt {
+            Some(receipt) => {
+                tracing::warn!(command_id = %receipt.command_id, error = %invalid.error(), "invalid command answered with a failure receipt");
+                self.publish_receipt(&receipt).await;
+                invalid.settle().await
+            }
+            None => {
+                tracing::warn!(error = %invalid.error(), "unreadable command dead-lettered");
+                invalid.reject().await
+            }
+        };
+        if let Err(e) = settled {
+            tracing::warn!(error = %e, "could not settle an invalid command");
+        }
+    }
+
+    async fn publish(&self, command: &OpsCommand, status: Status, arrived: Instant) {
+        match receipts::receipt(
+            &command.id,
+            &command.type_.to_string(),
+            status,
+            &self.executor_id,
+            arrived,
+        ) {
+            Ok(receipt) => self.publish_receipt(&receipt).await,
+            Err(e) => {
+                tracing::error!(command_id = %command.id, error = %e, "built an invalid receipt")
+            }
+        }
+    }
+
+    async fn publish_receipt(&self, receipt: &OpsReceipt) {
+        for attempt in 1..=3 {
+            match self.bus.publish(receipt).await {
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::warn!(receipt_id = %receipt.id, attempt, error = %e, "publishing a receipt failed");
+                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                }
+            }
+        }
+        tracing::error!(receipt_id = %receipt.id, command_id = %receipt.command_id, "gave up publishing a receipt");
+    }
+}
+
+/// A failure receipt for a command that did not run. Its id is random: it must not collide
+/// with the final receipt of the real command with the same id.
+fn refusal(
+    command_id: &uuid::Uuid,
+    command_type: &str,
+    why: String,
+    executor_id: &str,
+    arrived: Instant,
+) -> Result<OpsReceipt, contracts::ContractError> {
+    let mut receipt = receipts::receipt(
+        command_id,
+        command_type,
+        Status::Failure(why),
+        executor_id,
+        arrived,
+    )?;
+    receipt.id = uuid::Uuid::new_v4();
+    Ok(receipt)
+}
+
+fn log_final(command: &OpsCommand, receipt: &OpsReceipt) {
+    let status = receipt.status.to_string();
+    match &receipt.error {
+        Some(error) => {
+            tracing::warn!(command_id = %command.id, command_type = %command.type_, target = %command.target, %status, error = %error.as_str(), "command finished")
+        }
+        None => {
+            tracing::info!(command_id = %command.id, command_type = %command.type_, target = %command.target, %status, "command finished")
+        }
+    }
+}
