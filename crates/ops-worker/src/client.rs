@@ -60,7 +60,16 @@ pub fn build_signed(
     if let Some(params) = &request.params {
         value["params"] = Value::Object(params.clone());
     }
-    let unsigned: OpsCommand = contracts::decode_value(value)?;
+    sign(value, keys)
+}
+
+/// Signs a command given as JSON (its `meta.signature`, if any, is replaced). The signature
+/// covers the command exactly as the bus will send it: the typed command re-serialized.
+pub fn sign(mut command: Value, keys: &SigningKeys) -> Result<OpsCommand, ClientError> {
+    if let Some(meta) = command.get_mut("meta").and_then(Value::as_object_mut) {
+        meta.insert("signature".into(), json!("0".repeat(64)));
+    }
+    let unsigned: OpsCommand = contracts::decode_value(command)?;
     let wire = contracts::to_value(&unsigned)?;
     let signed = keys.signed(&wire)?;
     Ok(contracts::decode_value(signed)?)

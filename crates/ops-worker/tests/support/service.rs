@@ -40,6 +40,9 @@ pub struct Spec {
     pub healthcheck: Option<Vec<String>>,
     /// A network to join, with aliases.
     pub network: Option<(String, Vec<String>)>,
+    /// Stop signal; default SIGKILL so stops take no time. `SIGTERM` with busybox `sleep` as
+    /// PID 1 makes every stop wait its whole grace period (a slow service, on purpose).
+    pub stop_signal: Option<String>,
 }
 
 impl TestService {
@@ -69,7 +72,11 @@ impl TestService {
             env: Some(spec.env),
             labels: Some(labels),
             // busybox `sleep` as PID 1 ignores SIGTERM: kill at once so stops take no time.
-            stop_signal: Some("SIGKILL".to_owned()),
+            stop_signal: Some(
+                spec.stop_signal
+                    .clone()
+                    .unwrap_or_else(|| "SIGKILL".to_owned()),
+            ),
             healthcheck: spec.healthcheck.map(|test| HealthConfig {
                 test: Some([vec!["CMD".to_owned()], test].concat()),
                 interval: Some(200_000_000),

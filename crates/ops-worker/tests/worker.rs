@@ -1,0 +1,616 @@
+//! The ops-worker binary end to end: real NATS (with the generated permissions) and the real
+//! Docker engine. Effects are checked on Docker's own state.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bollard::query_parameters::EventsOptions;
+use futures::StreamExt;
+use serde_json::{json, Value};
+use support::engine::docker;
+use support::images::{ensure_test_images, image_id, BUSYBOX_1, BUSYBOX_2, EXITS_1};
+use support::service::{Spec, TestService};
+use support::worker::*;
+
+fn busybox() -> Spec {
+    Spec {
+        image: BUSYBOX_1.to_owned(),
+        ..Default::default()
+    }
+}
+
+/// A container whose stop takes its whole grace period (busybox sleep as PID 1 ignores SIGTERM).
+fn slow_to_stop() -> Spec {
+    Spec {
+        image: BUSYBOX_1.to_owned(),
+        stop_signal: Some("SIGTERM".into()),
+        ..Default::default()
+    }
+}
+
+async fn setup() -> (bollard::Docker, TestService) {
+    let docker = docker().await;
+    ensure_test_images(&docker).await;
+    let service = TestService::new(&docker);
+    (docker, service)
+}
+
+fn started_at(service_containers: &[bollard::models::ContainerInspectResponse]) -> Vec<String> {
+    service_containers
+        .iter()
+        .map(|c| c.state.as_ref().unwrap().started_at.clone().unwrap())
+        .collect()
+}
+
+fn running(c: &bollard::models::ContainerInspectResponse) -> bool {
+    c.state.as_ref().and_then(|s| s.running).unwrap_or(false)
+}
+
+fn error_of(receipt: &contracts::OpsReceipt) -> String {
+    receipt
+        .error
+        .as_ref()
+        .map(|e| e.to_string())
+        .unwrap_or_default()
+}
+
+/// How many times Docker started the containers of `service` since `since` (Docker's events);
+/// take `since` before the service's first container starts, and count that first start too.
+async fn starts_since(docker: &bollard::Docker, service: &str, since: i64) -> usize {
+    let until = time::OffsetDateTime::now_utc().unix_timestamp() + 1;
+    let options = EventsOptions {
+        since: Some(since.to_string()),
+        until: Some(until.to_string()),
+        filters: Some(std::collections::HashMap::from([
+            ("type".to_string(), vec!["container".to_string()]),
+            ("event".to_string(), vec!["start".to_string()]),
+            (
+                "label".to_string(),
+                vec![format!("{}={service}", support::service::SERVICE_LABEL)],
+            ),
+        ])),
+    };
+    docker
+        .events(Some(options))
+        .filter_map(|e| async move { e.ok() })
+        .count()
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_deploy_rollback_and_halt_change_dockers_state() {
+    let (docker, web) = setup().await;
+    web.run(busybox()).await;
+    let server = provisioned_server().await;
+    let _worker = WorkerProcess::start(&server, &[&web.name], &[]).await;
+    let console = console(&server).await;
+
+    // restart: a new StartedAt, still running; a pending receipt first.
+    let before = started_at(&web.containers().await);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let receipts = send(
+        &console,
+        &signed(command("restart", &web.name, json!({"timeout_s": 1}))),
+    )
+    .await;
+    assert_eq!(
+        receipts.pending.len(),
+        1,
+        "a pending receipt before the final one"
+    );
+    let last = final_receipt(&receipts);
+    assert_eq!(last.status.to_string(), "success", "{}", error_of(last));
+    assert!(!last.meta.executor_id.is_empty());
+    let after = web.containers().await;
+    assert_ne!(started_at(&after), before, "restart did not restart");
+    assert!(after.iter().all(running));
+
+    // deploy: the container now runs image 2.
+    let receipts = send(
+        &console,
+        &signed(command("deploy", &web.name, json!({"image": BUSYBOX_2}))),
+    )
+    .await;
+    let last = final_receipt(&receipts);
+    assert_eq!(last.status.to_string(), "success", "{}", error_of(last));
+    let deployed = web.containers().await;
+    assert_eq!(deployed.len(), 1);
+    assert_eq!(
+        deployed[0].image.as_deref(),
+        Some(image_id(&docker, BUSYBOX_2).await.as_str())
+    );
+    assert!(running(&deployed[0]));
+
+    // deploy of an image that exits at once: failure, rolled back, the old one still runs.
+    let receipts = send(
+        &console,
+        &signed(command("deploy", &web.name, json!({"image": EXITS_1}))),
+    )
+    .await;
+    let last = final_receipt(&receipts);
+    assert_eq!(last.status.to_string(), "failure");
+    assert!(
+        error_of(last).contains("rolled back") || error_of(last).contains("rolled_back"),
+        "{}",
+        error_of(last)
+    );
+    let kept = web.containers().await;
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].id, deployed[0].id, "the old container must be kept");
+    assert!(running(&kept[0]));
+
+    // halt: stopped, and the platform disarmed.
+    let receipts = send(&console, &signed(command("halt", &web.name, Value::Null))).await;
+    let last = final_receipt(&receipts);
+    assert_eq!(last.status.to_string(), "success", "{}", error_of(last));
+    assert!(
+        web.containers().await.iter().all(|c| !running(c)),
+        "halt left a container running"
+    );
+    assert_eq!(last.result.get("armed"), Some(&json!(false)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_interlock_refuses_mutating_commands_while_disarmed() {
+    let (_docker, web) = setup().await;
+    web.run(busybox()).await;
+    let server = provisioned_server().await;
+    let _worker = WorkerProcess::start(&server, &[&web.name], &[]).await;
+    let console = console(&server).await;
+
+    let disarm = send(&console, &signed(command("disarm", "", Value::Null))).await;
+    assert_eq!(final_receipt(&disarm).status.to_string(), "success");
+    let before = started_at(&web.containers().await);
+    let refused = send(
+        &console,
+        &signed(command("restart", &web.name, json!({"timeout_s": 1}))),
+    )
+    .await;
+    let last = final_receipt(&refused);
+    assert_eq!(last.status.to_string(), "failure");
+    assert!(error_of(last).contains("disarmed"), "{}", error_of(last));
+    assert_eq!(
+        started_at(&web.containers().await),
+        before,
+        "a disarmed platform restarted a container"
+    );
+
+    let risk = send(
+        &console,
+        &signed(command("set_risk", "", json!({"level": "N2"}))),
+    )
+    .await;
+    assert_eq!(
+        final_receipt(&risk).result.get("risk_ceiling"),
+        Some(&json!("N2"))
+    );
+    let bad_risk = send(
+        &console,
+        &signed(command("set_risk", "", json!({"level": "N9"}))),
+    )
+    .await;
+    assert!(error_of(final_receipt(&bad_risk)).contains("N9"));
+
+    let arm = send(&console, &signed(command("arm", "", Value::Null))).await;
+    assert_eq!(final_receipt(&arm).status.to_string(), "success");
+    let allowed = send(
+        &console,
+        &signed(command("restart", &web.name, json!({"timeout_s": 1}))),
+    )
+    .await;
+    assert_eq!(
+        final_receipt(&allowed).status.to_string(),
+        "success",
+        "{}",
+        error_of(final_receipt(&allowed))
+    );
+
+    // The state lives in the ops_interlock bucket, where brain reads it.
+    let js = async_nats::jetstream::new(admin(&server).await);
+    let kv = js.get_key_value("ops_interlock").await.unwrap();
+    let armed: Value = serde_json::from_slice(&kv.get("armed").await.unwrap().unwrap()).unwrap();
+    let ceiling: Value =
+        serde_json::from_slice(&kv.get("risk_ceiling").await.unwrap().unwrap()).unwrap();
+    assert_eq!(
+        (armed["armed"].clone(), ceiling["level"].clone()),
+        (json!(true), json!("N2"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_stale_and_malformed_commands_are_refused_and_nothing_runs() {
+    let (_docker, web) = setup().await;
+    web.run(busybox()).await;
+    let server = provisioned_server().await;
+    let _worker = WorkerProcess::start(&server, &[&web.name], &[("OPS_CLOCK_SKEW_S", "60")]).await;
+    let console = console(&server).await;
+    let before = started_at(&web.containers().await);
+
+    let wrong_key =
+        ops_worker::signing::SigningKeys::new(&["another-secret-of-enough-length!".to_string()])
+            .unwrap();
+    let forged =
+        ops_worker::client::sign(command("restart", &web.name, Value::Null), &wrong_key).unwrap();
+    let mut tampered = signed(command("restart", &web.name, json!({"timeout_s": 1})));
+    tampered.meta.reason = "tampered after signing".into();
+    let mut stale = command("restart", &web.name, Value::Null);
+    stale["ts"] = json!(contracts::Timestamp::from(
+        time::OffsetDateTime::now_utc() - time::Duration::minutes(10)
+    ));
+    let mut future = command("restart", &web.name, Value::Null);
+    future["ts"] = json!(contracts::Timestamp::from(
+        time::OffsetDateTime::now_utc() + time::Duration::minutes(10)
+    ));
+    let cases = [
+        ("wrong key", forged, "signature"),
+        ("tampered", tampered, "signature"),
+        ("stale", signed(stale), "older than"),
+        ("future", signed(future), "future"),
+    ];
+    for (name, command, expected) in cases {
+        let receipts = send(&console, &command).await;
+        let last = final_receipt(&receipts);
+        assert_eq!(last.status.to_string(), "failure", "{name}");
+        assert!(
+            error_of(last).contains(expected),
+            "{name}: {}",
+            error_of(last)
+        );
+    }
+
+    // Messages the typed API cannot even build go in raw: uppercase hex, no signature.
+    let js = async_nats::jetstream::new(admin(&server).await);
+    let mut upper =
+        serde_json::to_value(signed(command("restart", &web.name, Value::Null))).unwrap();
+    let signature = upper["meta"]["signature"].as_str().unwrap().to_uppercase();
+    upper["meta"]["signature"] = json!(signature);
+    let mut unsigned = command("restart", &web.name, Value::Null);
+    unsigned["meta"]
+        .as_object_mut()
+        .unwrap()
+        .remove("signature");
+    for raw in [&upper, &unsigned] {
+        js.publish(
+            "titan.ops.command.v1",
+            serde_json::to_vec(raw).unwrap().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    js.publish("titan.ops.command.v1", b"not a command".to_vec().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let wanted: Vec<uuid::Uuid> = [&upper, &unsigned]
+        .iter()
+        .map(|v| v["id"].as_str().unwrap().parse().unwrap())
+        .collect();
+    loop {
+        let receipts = all_receipts(&server).await;
+        let answered: Vec<_> = wanted
+            .iter()
+            .filter(|id| {
+                receipts
+                    .iter()
+                    .any(|r| &r.command_id == *id && r.status.to_string() == "failure")
+            })
+            .collect();
+        if answered.len() == wanted.len() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "malformed commands were not answered with failure receipts"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // The unreadable one became a dead letter.
+    let dead = js
+        .get_stream("PLATFORM_DEAD_LETTERS")
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .messages;
+    assert_eq!(dead, 1);
+    assert_eq!(
+        started_at(&web.containers().await),
+        before,
+        "a refused command restarted a container"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_command_is_not_executed_again_and_gets_its_stored_receipt() {
+    let (docker, web) = setup().await;
+    let since = time::OffsetDateTime::now_utc().unix_timestamp() - 1;
+    web.run(busybox()).await;
+    let server = provisioned_server().await;
+    let _worker = WorkerProcess::start(&server, &[&web.name], &[]).await;
+    let console = console(&server).await;
+    let command = signed(command("restart", &web.name, json!({"timeout_s": 1})));
+    let first = send(&console, &command).await;
+    let first = final_receipt(&first).clone();
+    assert_eq!(first.status.to_string(), "success");
+    // Same id again (a replayed capture inside the window): the stored receipt, not a restart.
+    let second = send(&console, &command).await;
+    assert_eq!(
+        final_receipt(&second),
+        &first,
+        "the stored receipt is re-published as it was"
+    );
+    assert_eq!(
+        starts_since(&docker, &web.name, since).await,
+        1 + 1,
+        "first start + one restart: the command ran twice"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn halt_and_cancel_all_are_not_stuck_behind_a_slow_command() {
+    let (_docker, slow) = setup().await;
+    slow.run(slow_to_stop()).await;
+    let (_docker, other) = setup().await;
+    other.run(slow_to_stop()).await;
+    let server = provisioned_server().await;
+    let _worker = WorkerProcess::start(&server, &[&slow.name, &other.name], &[]).await;
+    let console = console(&server).await;
+
+    // A restart that waits 30 s for the container to stop.
+    let restart = signed(command("restart", &slow.name, json!({"timeout_s": 30})));
+    let restart_id = restart.id;
+    let watcher = {
+        let console = console.clone();
+        tokio::spawn(async move { send(&console, &restart).await })
+    };
+    let other_restart = signed(command("restart", &other.name, json!({"timeout_s": 30})));
+    let other_id = other_restart.id;
+    let other_watcher = {
+        let console = console.clone();
+        tokio::spawn(async move { send(&console, &other_restart).await })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let cancel = send(&console, &signed(command("cancel_all", "", Value::Null))).await;
+    let cancel = final_receipt(&cancel).clone();
+    assert_eq!(cancel.status.to_string(), "success");
+    let cancelled = cancel
+        .result
+        .get("cancelled")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        cancelled.contains(&json!(restart_id.to_string())),
+        "{cancelled:?}"
+    );
+    assert!(
+        cancelled.contains(&json!(other_id.to_string())),
+        "{cancelled:?}"
+    );
+
+    let restart = watcher.await.unwrap();
+    let restart = final_receipt(&restart);
+    assert_eq!(restart.status.to_string(), "failure");
+    assert!(
+        error_of(restart).contains("cancelled by cancel_all"),
+        "{}",
+        error_of(restart)
+    );
+    let other = other_watcher.await.unwrap();
+    assert!(error_of(final_receipt(&other)).contains("cancelled by cancel_all"));
+
+    // halt goes ahead of a slow restart on the same target and cancels it.
+    let restart = signed(command("restart", &slow.name, json!({"timeout_s": 30})));
+    let watcher = {
+        let console = console.clone();
+        tokio::spawn(async move { send(&console, &restart).await })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let halt = send(
+        &console,
+        &signed(command("halt", &slow.name, json!({"timeout_s": 1}))),
+    )
+    .await;
+    assert_eq!(
+        final_receipt(&halt).status.to_string(),
+        "success",
+        "{}",
+        error_of(final_receipt(&halt))
+    );
+    let restart = watcher.await.unwrap();
+    assert!(
+        error_of(final_receipt(&restart)).contains("cancelled by halt"),
+        "{}",
+        error_of(final_receipt(&restart))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_evidence_stores_a_verified_bundle() {
+    let (_docker, web) = setup().await;
+    web.run(Spec {
+        cmd: Some(vec![
+            "sh".into(),
+            "-c".into(),
+            "echo evidence-line-42; exec sleep 3600".into(),
+        ]),
+        ..busybox()
+    })
+    .await;
+    let server = provisioned_server().await;
+    let _worker = WorkerProcess::start(&server, &[&web.name], &[]).await;
+    let console = console(&server).await;
+    send(&console, &signed(command("arm", "", Value::Null))).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let receipts = send(
+        &console,
+        &signed(command("export_evidence", &web.name, Value::Null)),
+    )
+    .await;
+    let last = final_receipt(&receipts);
+    assert_eq!(last.status.to_string(), "success", "{}", error_of(last));
+    let name = last.result["name"].as_str().unwrap().to_string();
+    let sha256 = last.result["sha256"].as_str().unwrap().to_string();
+    let size = last.result["size"].as_u64().unwrap();
+
+    let bytes = ops_worker::evidence::fetch(console.jetstream(), &name)
+        .await
+        .unwrap();
+    assert_eq!(bytes.len() as u64, size);
+    assert_eq!(
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)),
+        sha256
+    );
+    let files: BTreeMap<String, Vec<u8>> = ops_worker::evidence::unpack_verified(&bytes)
+        .unwrap()
+        .into_iter()
+        .collect();
+    let container = web.containers().await[0]
+        .name
+        .clone()
+        .unwrap()
+        .trim_start_matches('/')
+        .to_string();
+    let logs =
+        String::from_utf8_lossy(&files[&format!("containers/{container}/logs.txt")]).into_owned();
+    assert!(logs.contains("evidence-line-42"), "{logs}");
+    let inspect: Value =
+        serde_json::from_slice(&files[&format!("containers/{container}/inspect.json")]).unwrap();
+    assert_eq!(inspect["Name"], format!("/{container}"));
+    let receipts = String::from_utf8_lossy(&files["receipts.jsonl"]).into_owned();
+    assert!(
+        receipts.contains("\"arm\""),
+        "recent receipts belong in the bundle: {receipts}"
+    );
+
+    // The operator command fetches and checks it too.
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join("bundle.tar.gz");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_ops-worker"))
+        .args([
+            "evidence",
+            "get",
+            &name,
+            "--output",
+            path.to_str().unwrap(),
+            "--sha256",
+            &sha256,
+        ])
+        .env("ORION_NATS_URL", server.url())
+        .env(
+            "ORION_NATS_PASSWORD",
+            server.password("ops-console").unwrap(),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_stream_leaves_every_command_with_one_final_receipt_and_none_run_twice()
+{
+    let (docker, web) = setup().await;
+    let since = time::OffsetDateTime::now_utc().unix_timestamp() - 1;
+    web.run(busybox()).await;
+    let server = provisioned_server().await;
+    let mut worker = WorkerProcess::start(&server, &[&web.name], &[]).await;
+    let console = console(&server).await;
+
+    const COMMANDS: usize = 12;
+    let commands: Vec<_> = (0..COMMANDS)
+        .map(|_| signed(command("restart", &web.name, json!({"timeout_s": 1}))))
+        .collect();
+    for command in &commands {
+        console.publish(command).await.unwrap();
+    }
+    // Let a few run, then crash the worker in the middle of the stream.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let finals = all_receipts(&server)
+            .await
+            .iter()
+            .filter(|r| r.status.to_string() != "pending")
+            .count();
+        if finals >= 3 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no progress before the kill; log:\n{}",
+            worker.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    worker.kill_9();
+    let _restarted =
+        WorkerProcess::start(&server, &[&web.name], &[("OPS_CLOCK_SKEW_S", "600")]).await;
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    let finals = loop {
+        let receipts = all_receipts(&server).await;
+        let finals: Vec<_> = receipts
+            .into_iter()
+            .filter(|r| r.status.to_string() != "pending")
+            .collect();
+        if commands
+            .iter()
+            .all(|c| finals.iter().any(|r| r.command_id == c.id))
+        {
+            break finals;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "commands left without a final receipt"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let mut successes = 0;
+    let mut interrupted = 0;
+    for command in &commands {
+        let mine: Vec<_> = finals
+            .iter()
+            .filter(|r| r.command_id == command.id)
+            .collect();
+        assert_eq!(
+            mine.len(),
+            1,
+            "command {} has {} final receipts: {mine:?}",
+            command.id,
+            mine.len()
+        );
+        match mine[0].status.to_string().as_str() {
+            "success" => successes += 1,
+            _ => {
+                assert!(
+                    error_of(mine[0]).contains("interrupted"),
+                    "unexpected failure: {}",
+                    error_of(mine[0])
+                );
+                interrupted += 1;
+            }
+        }
+    }
+    let restarts = starts_since(&docker, &web.name, since).await - 1; // less the first start
+    assert!(
+        restarts >= successes && restarts <= successes + interrupted,
+        "Docker started the service {restarts} times for {successes} successful and {interrupted} interrupted restarts: a command ran twice or a success did not run"
+    );
+    assert!(
+        successes >= COMMANDS - 1,
+        "only {successes} of {COMMANDS} succeeded"
+    );
+}
