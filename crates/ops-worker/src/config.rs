@@ -10,6 +10,9 @@ use serde::Deserialize;
 use crate::docker::DockerConfig;
 use crate::signing::SigningKeys;
 
+/// The SPEC's signing test vector key: public, so never acceptable in production.
+const PUBLISHED_TEST_SECRET: &str = "test-ops-secret-32chars!!!!!!!!";
+
 /// The settings as they appear in the file (`ops-worker.toml`, and `ops-worker.<env>.toml`).
 /// Secrets never live here: they come from `OPS_SECRET` / `OPS_SECRET_FILE`.
 #[derive(Debug, Clone, Deserialize)]
@@ -171,6 +174,11 @@ impl WorkerConfig {
         let mut file: FileConfig = contracts::runtime::load_layered(path, &environment)?;
         apply_environment(&mut file, env)?;
         let keys = signing_keys(env)?;
+        if environment == "prod" && secrets(env)?.iter().any(|s| s == PUBLISHED_TEST_SECRET) {
+            return Err(ConfigError::WeakSecret(
+                "the published test key of fixtures/ops_signing is refused in prod".into(),
+            ));
+        }
         let allowlist: BTreeSet<String> = file
             .docker
             .allowlist

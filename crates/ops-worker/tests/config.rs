@@ -175,3 +175,12 @@ fn the_binary_exits_1_before_connecting_when_the_secret_is_missing() {
         "it tried to connect: {stderr}"
     );
 }
+
+#[test]
+fn the_published_test_key_is_refused_in_prod() {
+    let message = refused(
+        Some(&example()),
+        &vars(&[("OPS_SECRET", SECRET), ("ORION_ENV", "prod")]),
+    );
+    assert!(message.contains("test key"), "{message}");
+}

@@ -702,3 +702,21 @@ fn tricky_command_matches_an_independent_implementation() {
     );
     assert_eq!(keys.verify(&command).unwrap(), 0);
 }
+
+/// Where parsing differs from JavaScript, the command is refused rather than signed
+/// differently: a lone surrogate escape and a number beyond the range of a double (which
+/// `JSON.parse` turns into `Infinity`, printed as `null`) do not parse. Duplicate keys keep the
+/// last value, as `JSON.parse` does, so they canonicalize as in TypeScript.
+#[test]
+fn parsing_edge_cases_match_javascript_or_fail_closed() {
+    assert!(serde_json::from_str::<Value>(r#"{"s":"\ud800"}"#).is_err());
+    assert!(serde_json::from_str::<Value>(r#"{"n":1e400}"#).is_err());
+    let duplicated: Value = serde_json::from_str(
+        r#"{"params":{"a":1,"a":2},"meta":{"initiator_id":"x","initiator_id":"i","reason":"r"}}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        payload_text(&duplicated),
+        r#"{"meta":{"initiator_id":"i","reason":"r"},"params":{"a":2}}"#
+    );
+}
