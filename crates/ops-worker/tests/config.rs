@@ -14,6 +14,8 @@ impl Environment for Vars {
 }
 
 const SECRET: &str = "test-ops-secret-32chars!!!!!!!!";
+/// Another test-only key, for prod (where the published vector key is refused).
+const PROD_TEST_SECRET: &str = "prod-like-test-key-not-a-real-one-4711";
 
 fn vars(pairs: &[(&'static str, &str)]) -> Vars {
     Vars(pairs.iter().map(|(k, v)| (*k, v.to_string())).collect())
