@@ -104,14 +104,14 @@ fn file_overlay_and_environment_layer_in_that_order() {
     assert_eq!(base.docker.allowlist.len(), 3);
     let prod = WorkerConfig::load(
         Some(&example()),
-        &vars(&[("OPS_SECRET", SECRET), ("ORION_ENV", "prod")]),
+        &vars(&[("OPS_SECRET", PROD_TEST_SECRET), ("ORION_ENV", "prod")]),
     )
     .unwrap();
     assert_eq!((prod.clock_skew.as_secs(), prod.nats_replicas), (120, 3));
     let env = WorkerConfig::load(
         Some(&example()),
         &vars(&[
-            ("OPS_SECRET", SECRET),
+            ("OPS_SECRET", PROD_TEST_SECRET),
             ("ORION_ENV", "prod"),
             ("OPS_CLOCK_SKEW_S", "30"),
             ("NATS_URL", "nats://other:4222"),
