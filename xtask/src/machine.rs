@@ -15,6 +15,8 @@ const DOCKERD_LOG: &str = "/tmp/orion-dockerd.log";
 pub fn prepare() -> Result<()> {
     ensure_installed("nats-server", "nats-server")?;
     ensure_installed("dockerd", "docker.io")?;
+    // The Docker tests build their images from the host's static busybox (no registry here).
+    ensure_file("/bin/busybox", "busybox-static")?;
     ensure_docker_running()?;
     Ok(())
 }
@@ -48,6 +50,19 @@ fn ensure_installed(program: &str, package: &str) -> Result<()> {
         bail!("installed `{package}` but `{program}` is still not on PATH");
     }
     Ok(())
+}
+
+fn ensure_file(path: &str, package: &str) -> Result<()> {
+    if Path::new(path).exists() {
+        return Ok(());
+    }
+    eprintln!("machine: `{path}` is missing; installing Debian package `{package}`");
+    if !is_root() {
+        bail!("`{path}` is missing and installing `{package}` needs root: run `sudo apt-get install -y {package}`");
+    }
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends", package])
+        .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
 fn is_root() -> bool {

@@ -1,5 +1,21 @@
 //! ops-worker: executes HMAC-signed ops commands from `titan.ops.command.v1` against the Docker
-//! engine and answers on `titan.ops.receipt.v1`.
+//! engine and answers each with receipts on `titan.ops.receipt.v1` — and the operator's client
+//! that signs, sends and waits for them.
+//!
+//! What it is for:
+//! - accepting exactly what the existing TypeScript console signs ([`signing`]: HMAC-SHA256 over
+//!   RFC 8785 canonical JSON, key rotation, constant-time comparison) and nothing else;
+//! - never running a command twice, across restarts and crashes ([`state`], [`worker`]), and
+//!   refusing commands outside the replay window;
+//! - doing what each command says on Docker through bollard ([`docker`], [`executor`]): restart,
+//!   rolling deploy with rollback, halt, the arm/disarm interlock, set_risk, cancel_all, and
+//!   evidence bundles in a JetStream object store ([`evidence`]);
+//! - answering with `pending` for long commands and exactly one final receipt ([`receipts`]).
+//!
+//! What it is not for: deciding what to run (brain), approvals (approval-cli), or any HTTP API.
+//! It never acts on itself, on NATS, or on a service outside its allowlist.
+//!
+//! Start at [`worker`] for the life of a command, then [`executor`] for what each type does.
 
 pub mod client;
 pub mod config;
