@@ -63,6 +63,11 @@ fn all_contracts(c: &mut Criterion) {
         ("ops_command", bench_contract::<OpsCommand>),
         ("ops_receipt", bench_contract::<OpsReceipt>),
         ("dead_letter", bench_contract::<DeadLetter>),
+        ("notification", bench_contract::<Notification>),
+        (
+            "incident_acknowledgement",
+            bench_contract::<IncidentAcknowledgement>,
+        ),
     ];
     for info in CONTRACTS {
         assert!(

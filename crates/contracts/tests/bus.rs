@@ -116,9 +116,11 @@ async fn every_contract_round_trips_through_jetstream_with_its_own_identities() 
     roundtrip::<OpsConsole, OpsWorker, OpsCommand>(&server, "signed_halt_all.json").await;
     roundtrip::<OpsWorker, Commander, OpsReceipt>(&server, "success_restart.json").await;
     roundtrip::<Guardian, ApprovalCli, DeadLetter>(&server, "full.json").await;
+    roundtrip::<Commander, ApprovalCli, Notification>(&server, "full.json").await;
+    roundtrip::<Commander, Guardian, IncidentAcknowledgement>(&server, "full.json").await;
     assert_eq!(
         CONTRACTS.len(),
-        11,
+        13,
         "a contract was added: add its round trip here"
     );
 }

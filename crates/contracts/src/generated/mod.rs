@@ -11,6 +11,8 @@ pub mod approval_request_v1;
 pub mod approval_decision_v1;
 pub mod approval_v1;
 pub mod outcome_v1;
+pub mod notification_v1;
+pub mod incident_acknowledgement_v1;
 pub mod ops_command_v1;
 pub mod ops_receipt_v1;
 pub mod dead_letter_v1;
@@ -22,13 +24,15 @@ pub use approval_request_v1::ApprovalRequest;
 pub use approval_decision_v1::ApprovalDecision;
 pub use approval_v1::Approval;
 pub use outcome_v1::Outcome;
+pub use notification_v1::Notification;
+pub use incident_acknowledgement_v1::IncidentAcknowledgement;
 pub use ops_command_v1::OpsCommand;
 pub use ops_receipt_v1::OpsReceipt;
 pub use dead_letter_v1::DeadLetter;
 /// Semantic version of the contract set (`schemas/contract-set.toml`).
-pub const CONTRACT_SET_VERSION: &str = "1.0.0";
+pub const CONTRACT_SET_VERSION: &str = "1.1.0";
 /// sha256 over the canonical form of the schemas and the inventory.
-pub const CONTRACT_SET_SHA256: &str = "470d439a9a9bfd2adfcd9c71a6e72898e5abc84ee82433b9d51b1ca0f303cc2c";
+pub const CONTRACT_SET_SHA256: &str = "e4286d0bcfb67ddc3a15639ceaf656dfb2e65d2bfc0e265f001d4b967143bab6";
 impl crate::Contract for Event {
     const INFO: &'static crate::ContractInfo = &crate::ContractInfo {
         name: "event",
@@ -206,6 +210,50 @@ impl crate::Contract for Outcome {
         VALIDATOR.get_or_init(|| crate::Validator::compile(Self::INFO))
     }
 }
+impl crate::Contract for Notification {
+    const INFO: &'static crate::ContractInfo = &crate::ContractInfo {
+        name: "notification",
+        subject: "orion.notification.v1",
+        schema_id: "https://orion.internal/schemas/notification/v1.schema.json",
+        schema_path: "orion/notification.v1.schema.json",
+        schema: include_str!("../../../../schemas/orion/notification.v1.schema.json"),
+        major: 1,
+        version_field: "version",
+        version_value: "\"1.0\"",
+        idempotency_key: &["notification_id"],
+        stream: "ORION_OUTCOMES",
+        owner: "commander",
+        signature: None,
+        deprecated: None,
+    };
+    fn validator() -> &'static crate::Validator {
+        static VALIDATOR: std::sync::OnceLock<crate::Validator> = std::sync::OnceLock::new();
+        VALIDATOR.get_or_init(|| crate::Validator::compile(Self::INFO))
+    }
+}
+impl crate::Contract for IncidentAcknowledgement {
+    const INFO: &'static crate::ContractInfo = &crate::ContractInfo {
+        name: "incident_acknowledgement",
+        subject: "orion.incident_acknowledgement.v1",
+        schema_id: "https://orion.internal/schemas/incident_acknowledgement/v1.schema.json",
+        schema_path: "orion/incident_acknowledgement.v1.schema.json",
+        schema: include_str!(
+            "../../../../schemas/orion/incident_acknowledgement.v1.schema.json"
+        ),
+        major: 1,
+        version_field: "version",
+        version_value: "\"1.0\"",
+        idempotency_key: &["acknowledgement_id"],
+        stream: "ORION_INCIDENTS",
+        owner: "guardian",
+        signature: None,
+        deprecated: None,
+    };
+    fn validator() -> &'static crate::Validator {
+        static VALIDATOR: std::sync::OnceLock<crate::Validator> = std::sync::OnceLock::new();
+        VALIDATOR.get_or_init(|| crate::Validator::compile(Self::INFO))
+    }
+}
 impl crate::Contract for OpsCommand {
     const INFO: &'static crate::ContractInfo = &crate::ContractInfo {
         name: "ops_command",
@@ -282,6 +330,8 @@ pub static CONTRACTS: &[&crate::ContractInfo] = &[
     <ApprovalDecision as crate::Contract>::INFO,
     <Approval as crate::Contract>::INFO,
     <Outcome as crate::Contract>::INFO,
+    <Notification as crate::Contract>::INFO,
+    <IncidentAcknowledgement as crate::Contract>::INFO,
     <OpsCommand as crate::Contract>::INFO,
     <OpsReceipt as crate::Contract>::INFO,
     <DeadLetter as crate::Contract>::INFO,
@@ -297,6 +347,8 @@ pub enum Message {
     ApprovalDecision(ApprovalDecision),
     Approval(Approval),
     Outcome(Outcome),
+    Notification(Notification),
+    IncidentAcknowledgement(IncidentAcknowledgement),
     OpsCommand(OpsCommand),
     OpsReceipt(OpsReceipt),
     DeadLetter(DeadLetter),
@@ -317,6 +369,13 @@ impl Message {
             }
             "orion.approval.v1" => crate::decode::<Approval>(bytes).map(Self::Approval),
             "orion.outcome.v1" => crate::decode::<Outcome>(bytes).map(Self::Outcome),
+            "orion.notification.v1" => {
+                crate::decode::<Notification>(bytes).map(Self::Notification)
+            }
+            "orion.incident_acknowledgement.v1" => {
+                crate::decode::<IncidentAcknowledgement>(bytes)
+                    .map(Self::IncidentAcknowledgement)
+            }
             "titan.ops.command.v1" => {
                 crate::decode::<OpsCommand>(bytes).map(Self::OpsCommand)
             }
@@ -344,6 +403,10 @@ impl Message {
             Self::ApprovalDecision(_) => <ApprovalDecision as crate::Contract>::INFO,
             Self::Approval(_) => <Approval as crate::Contract>::INFO,
             Self::Outcome(_) => <Outcome as crate::Contract>::INFO,
+            Self::Notification(_) => <Notification as crate::Contract>::INFO,
+            Self::IncidentAcknowledgement(_) => {
+                <IncidentAcknowledgement as crate::Contract>::INFO
+            }
             Self::OpsCommand(_) => <OpsCommand as crate::Contract>::INFO,
             Self::OpsReceipt(_) => <OpsReceipt as crate::Contract>::INFO,
             Self::DeadLetter(_) => <DeadLetter as crate::Contract>::INFO,
@@ -360,6 +423,8 @@ impl Message {
             Self::ApprovalDecision(m) => crate::encode(m),
             Self::Approval(m) => crate::encode(m),
             Self::Outcome(m) => crate::encode(m),
+            Self::Notification(m) => crate::encode(m),
+            Self::IncidentAcknowledgement(m) => crate::encode(m),
             Self::OpsCommand(m) => crate::encode(m),
             Self::OpsReceipt(m) => crate::encode(m),
             Self::DeadLetter(m) => crate::encode(m),
@@ -384,6 +449,10 @@ pub mod subjects {
     pub const ORION_APPROVAL_V1: &str = "orion.approval.v1";
     /// Carries `outcome` messages.
     pub const ORION_OUTCOME_V1: &str = "orion.outcome.v1";
+    /// Carries `notification` messages.
+    pub const ORION_NOTIFICATION_V1: &str = "orion.notification.v1";
+    /// Carries `incident_acknowledgement` messages.
+    pub const ORION_INCIDENT_ACKNOWLEDGEMENT_V1: &str = "orion.incident_acknowledgement.v1";
     /// Carries `ops_command` messages.
     pub const TITAN_OPS_COMMAND_V1: &str = "titan.ops.command.v1";
     /// Carries `ops_receipt` messages.
@@ -420,7 +489,7 @@ pub static STREAMS: &[crate::StreamInfo] = &[
     crate::StreamInfo {
         name: "ORION_INCIDENTS",
         description: "Every version of every incident.",
-        subjects: &["orion.incident.v1"],
+        subjects: &["orion.incident.v1", "orion.incident_acknowledgement.v1"],
         retention: crate::Retention::Limits,
         max_age_s: 2592000,
         max_msg_size: 65536,
@@ -429,7 +498,7 @@ pub static STREAMS: &[crate::StreamInfo] = &[
     crate::StreamInfo {
         name: "ORION_OUTCOMES",
         description: "Outcomes of executed actions.",
-        subjects: &["orion.outcome.v1"],
+        subjects: &["orion.outcome.v1", "orion.notification.v1"],
         retention: crate::Retention::Limits,
         max_age_s: 2592000,
         max_msg_size: 65536,
@@ -456,6 +525,30 @@ pub static STREAMS: &[crate::StreamInfo] = &[
 ];
 /// Every JetStream key-value bucket in the inventory.
 pub static KEY_VALUE_BUCKETS: &[crate::BucketInfo] = &[
+    crate::BucketInfo {
+        name: "brain_state",
+        description: "brain's pending approval requests, cooldowns, rate windows and circuit breakers.",
+        writers: &["brain"],
+        readers: &["approval-cli"],
+        history: 1,
+        max_age_s: 0,
+    },
+    crate::BucketInfo {
+        name: "commander_actions",
+        description: "One record per action id: claimed, then its outcome, so an action is executed at most once.",
+        writers: &["commander"],
+        readers: &["approval-cli"],
+        history: 1,
+        max_age_s: 2592000,
+    },
+    crate::BucketInfo {
+        name: "guardian_state",
+        description: "guardian's open incidents and recently seen event ids, so a restart picks up open incidents.",
+        writers: &["guardian"],
+        readers: &["approval-cli"],
+        history: 1,
+        max_age_s: 0,
+    },
     crate::BucketInfo {
         name: "ops_commands",
         description: "One record per ops command id: claimed, then its final receipt, so a command is never executed twice.",
@@ -506,6 +599,7 @@ pub mod services {
         const EXTERNAL: bool = false;
         const PRODUCES: &'static [&'static str] = &[
             "orion.approval_decision.v1",
+            "orion.incident_acknowledgement.v1",
             "platform.dead_letter.v1",
         ];
         const CONSUMES: &'static [&'static str] = &[
@@ -516,6 +610,8 @@ pub mod services {
             "orion.decision.v1",
             "orion.event.v1",
             "orion.incident.v1",
+            "orion.incident_acknowledgement.v1",
+            "orion.notification.v1",
             "orion.outcome.v1",
             "platform.dead_letter.v1",
             "titan.ops.command.v1",
@@ -531,6 +627,9 @@ pub mod services {
     impl crate::Consumes<super::ApprovalDecision> for ApprovalCli {}
     impl crate::Consumes<super::Approval> for ApprovalCli {}
     impl crate::Consumes<super::Outcome> for ApprovalCli {}
+    impl crate::Consumes<super::Notification> for ApprovalCli {}
+    impl crate::Produces<super::IncidentAcknowledgement> for ApprovalCli {}
+    impl crate::Consumes<super::IncidentAcknowledgement> for ApprovalCli {}
     impl crate::Consumes<super::OpsCommand> for ApprovalCli {}
     impl crate::Consumes<super::OpsReceipt> for ApprovalCli {}
     impl crate::Produces<super::DeadLetter> for ApprovalCli {}
@@ -568,6 +667,7 @@ pub mod services {
             "orion.approval.v1",
             "orion.approval_decision.v1",
             "orion.incident.v1",
+            "orion.outcome.v1",
         ];
     }
     impl crate::Consumes<super::Incident> for Brain {}
@@ -576,6 +676,7 @@ pub mod services {
     impl crate::Produces<super::ApprovalRequest> for Brain {}
     impl crate::Consumes<super::ApprovalDecision> for Brain {}
     impl crate::Consumes<super::Approval> for Brain {}
+    impl crate::Consumes<super::Outcome> for Brain {}
     impl crate::Produces<super::DeadLetter> for Brain {}
     /// Executes actions through ops-worker and reports outcomes.
     #[derive(Debug, Clone, Copy, Default)]
@@ -584,6 +685,8 @@ pub mod services {
         const NAME: &'static str = "commander";
         const EXTERNAL: bool = false;
         const PRODUCES: &'static [&'static str] = &[
+            "orion.incident_acknowledgement.v1",
+            "orion.notification.v1",
             "orion.outcome.v1",
             "platform.dead_letter.v1",
             "titan.ops.command.v1",
@@ -595,6 +698,8 @@ pub mod services {
     }
     impl crate::Consumes<super::Action> for Commander {}
     impl crate::Produces<super::Outcome> for Commander {}
+    impl crate::Produces<super::Notification> for Commander {}
+    impl crate::Produces<super::IncidentAcknowledgement> for Commander {}
     impl crate::Produces<super::OpsCommand> for Commander {}
     impl crate::Consumes<super::OpsReceipt> for Commander {}
     impl crate::Produces<super::DeadLetter> for Commander {}
@@ -618,10 +723,14 @@ pub mod services {
             "orion.incident.v1",
             "platform.dead_letter.v1",
         ];
-        const CONSUMES: &'static [&'static str] = &["orion.event.v1"];
+        const CONSUMES: &'static [&'static str] = &[
+            "orion.event.v1",
+            "orion.incident_acknowledgement.v1",
+        ];
     }
     impl crate::Consumes<super::Event> for Guardian {}
     impl crate::Produces<super::Incident> for Guardian {}
+    impl crate::Consumes<super::IncidentAcknowledgement> for Guardian {}
     impl crate::Produces<super::DeadLetter> for Guardian {}
     /// Operators and the TypeScript console sending signed ops commands.
     #[derive(Debug, Clone, Copy, Default)]
