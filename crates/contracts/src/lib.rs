@@ -36,6 +36,9 @@ pub mod local_server;
 #[cfg(feature = "service")]
 pub mod runtime;
 
+#[cfg(feature = "service")]
+pub mod approval_signature;
+
 pub use codec::{decode, decode_value, encode, to_value};
 pub use contract::{
     nats_password_var, BucketInfo, Consumes, Contract, ContractInfo, Produces, Retention, Service,

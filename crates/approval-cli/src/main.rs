@@ -1,0 +1,6 @@
+//! The `approval-cli` binary.
+
+fn main() {
+    eprintln!("approval-cli: not built yet");
+    std::process::exit(2);
+}

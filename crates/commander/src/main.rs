@@ -1,0 +1,6 @@
+//! The `commander` binary.
+
+fn main() {
+    eprintln!("commander: not built yet");
+    std::process::exit(2);
+}

@@ -1,0 +1,1 @@
+//! Correlates ORION events into incidents (orion.event.v1 → orion.incident.v1).

@@ -1,0 +1,6 @@
+//! The `guardian` binary.
+
+fn main() {
+    eprintln!("guardian: not built yet");
+    std::process::exit(2);
+}
