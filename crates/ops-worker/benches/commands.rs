@@ -19,7 +19,7 @@ use ops_worker::client::{build_signed, CommandRequest};
 use ops_worker::docker::{DockerConfig, Engine};
 use ops_worker::executor::Executor;
 use ops_worker::signing::SigningKeys;
-use ops_worker::state::{CommandLog, Interlock};
+use ops_worker::state::{command_log, Interlock};
 use ops_worker::worker::{Worker, WorkerSettings};
 
 const SEQUENTIAL: usize = 200;
@@ -206,7 +206,7 @@ async fn main() {
     let worker = Worker::new(
         worker_bus.clone(),
         executor,
-        CommandLog::open(&js).await.unwrap(),
+        command_log(&js).await.unwrap(),
         settings,
     );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use contracts::bus::{Bus, BusError};
-use contracts::services::OpsConsole;
 use contracts::{Contract, OpsCommand, OpsReceipt, Timestamp};
 use futures::StreamExt;
 use serde_json::{json, Map, Value};
@@ -75,14 +74,18 @@ pub fn sign(mut command: Value, keys: &SigningKeys) -> Result<OpsCommand, Client
     Ok(contracts::decode_value(signed)?)
 }
 
-/// Publishes `command` and waits up to `wait` for its final receipt; `on_receipt` sees each
+/// Publishes `command` as `S` (the operator's ops-console, or commander) and waits up to `wait`
+/// for its final receipt; `on_receipt` sees each
 /// receipt (pending ones included) as it arrives.
-pub async fn send_and_wait(
-    bus: &Bus<OpsConsole>,
+pub async fn send_and_wait<S>(
+    bus: &Bus<S>,
     command: &OpsCommand,
     wait: Duration,
     mut on_receipt: impl FnMut(&OpsReceipt),
-) -> Result<Receipts, ClientError> {
+) -> Result<Receipts, ClientError>
+where
+    S: contracts::Service + contracts::Produces<OpsCommand> + contracts::Consumes<OpsReceipt>,
+{
     // Read receipts from just before the command's time, so a receipt re-published for a
     // repeated command id (or sent before we subscribed) is seen too.
     let start = command.ts.as_offset_date_time() - time::Duration::seconds(2);

@@ -86,17 +86,23 @@ impl Executor {
             }
             "deploy" => {
                 self.require_armed("deploy").await?;
-                let image = params
-                    .string("image")?
-                    .ok_or("deploy needs params.image (an image present on the Docker host)")?;
+                let image = params.string("image")?;
                 let replicas = params.count("replicas")?;
+                if image.is_none() && replicas.is_none() {
+                    return Err("deploy needs params.image (an image present on the Docker host), params.replicas, or both".into());
+                }
                 let ready = params.seconds("timeout_s", self.deploy_ready_timeout)?;
                 let mut reports = Vec::new();
                 for service in self.targets(&command.target)? {
                     check_cancelled(cancel)?;
+                    // A scale without an image keeps the image the service runs now.
+                    let image = match image {
+                        Some(image) => image.to_string(),
+                        None => self.current_image(&service).await?,
+                    };
                     match self
                         .engine
-                        .deploy(&service, image, replicas, ready, cancel)
+                        .deploy(&service, &image, replicas, ready, cancel)
                         .await
                     {
                         Ok(report) => {
@@ -165,6 +171,19 @@ impl Executor {
             // cancel_all is the worker's: it owns the commands in flight.
             other => Err(format!("command type `{other}` is not executed here")),
         }
+    }
+
+    async fn current_image(&self, service: &str) -> Result<String, String> {
+        let containers = self
+            .engine
+            .containers(service)
+            .await
+            .map_err(|e| e.to_string())?;
+        containers
+            .into_iter()
+            .find(|c| c.running)
+            .map(|c| c.image)
+            .ok_or_else(|| format!("cannot scale `{service}` without params.image: none of its containers is running"))
     }
 
     async fn require_armed(&self, what: &str) -> Result<(), String> {

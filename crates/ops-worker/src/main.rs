@@ -13,7 +13,7 @@ use ops_worker::client::{self, CommandRequest};
 use ops_worker::config::{self, ProcessEnvironment, WorkerConfig};
 use ops_worker::docker::Engine;
 use ops_worker::executor::Executor;
-use ops_worker::state::{CommandLog, Interlock};
+use ops_worker::state::{command_log, Interlock};
 use ops_worker::worker::{Worker, WorkerSettings};
 use serde_json::{Map, Value};
 
@@ -188,7 +188,7 @@ async fn run(config_path: Option<PathBuf>, drain: Duration) -> Result<u8> {
         evidence_log_lines: config.evidence_log_lines,
         evidence_receipts: config.evidence_receipts,
     };
-    let log = CommandLog::open(&js).await?;
+    let log = command_log(&js).await?;
     tracing::info!(executor_id = %config.executor_id, allowlist = ?config.docker.allowlist, keys = config.keys.len(), "ops-worker starting");
     let settings = WorkerSettings {
         keys: config.keys,

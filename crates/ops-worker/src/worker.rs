@@ -26,7 +26,7 @@ use tokio_util::task::TaskTracker;
 use crate::executor::Executor;
 use crate::receipts::{self, Status};
 use crate::signing::SigningKeys;
-use crate::state::{Claim, CommandLog, CommandRecord};
+use contracts::bus::{Claim, ClaimLog, ClaimRecord};
 
 /// Command types that publish `pending` before they run.
 const LONG_COMMANDS: &[&str] = &["restart", "deploy", "halt", "export_evidence"];
@@ -47,7 +47,7 @@ struct InFlight {
 struct Shared {
     bus: Bus<OpsWorker>,
     executor: Executor,
-    log: CommandLog,
+    log: ClaimLog,
     keys: SigningKeys,
     clock_skew: Duration,
     ack_wait: Duration,
@@ -76,7 +76,7 @@ impl Worker {
     pub fn new(
         bus: Bus<OpsWorker>,
         executor: Executor,
-        log: CommandLog,
+        log: ClaimLog,
         settings: WorkerSettings,
     ) -> Self {
         let options = SubscribeOptions {
@@ -396,13 +396,13 @@ impl Shared {
     async fn answer_seen(
         &self,
         delivery: Delivery<OpsCommand>,
-        record: CommandRecord,
+        record: ClaimRecord,
         revision: u64,
         arrived: Instant,
     ) {
         let command = delivery.message().clone();
         match record {
-            CommandRecord::Finished { receipt } => {
+            ClaimRecord::Finished { result: receipt } => {
                 tracing::info!(command_id = %command.id, "command seen before: re-publishing its receipt, not executing it again");
                 match contracts::decode_value::<OpsReceipt>(receipt) {
                     Ok(receipt) => self.publish_receipt(&receipt).await,
@@ -414,7 +414,10 @@ impl Shared {
                     tracing::warn!(command_id = %command.id, error = %e, "could not acknowledge a repeated command");
                 }
             }
-            CommandRecord::Claimed { executor, at } => {
+            ClaimRecord::Claimed {
+                worker: executor,
+                at,
+            } => {
                 let why = format!(
                     "interrupted: worker {executor} stopped while executing this command (started {at}); \
                      it is not run again, to never run twice — check the target's state and send a new command if needed"

@@ -22,6 +22,7 @@
 //!
 //! Not here: business logic, retries of a handler's own work (the caller naks with a delay).
 
+mod claims;
 mod config;
 mod connection;
 mod dead_letter;
@@ -31,6 +32,7 @@ mod publish;
 mod stats;
 mod subscribe;
 
+pub use claims::{Claim, ClaimLog, ClaimRecord};
 pub use config::{BusConfig, DEFAULT_NATS_URL};
 pub use connection::{Bus, MICRO_PREFIX};
 pub use dead_letter::Rejection;
