@@ -1,6 +1,122 @@
-//! The `commander` binary.
+//! `commander`: executes ORION actions through ops-worker and reports their outcomes.
 
-fn main() {
-    eprintln!("commander: not built yet");
-    std::process::exit(2);
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use commander::config::CommanderConfig;
+use commander::service::{CommanderService, ACTIONS_BUCKET};
+use contracts::bus::{Bus, BusConfig, ClaimLog};
+use contracts::runtime::{init_tracing, shutdown_signal, LogFormat};
+use contracts::services::Commander;
+
+/// Executes ORION actions (orion.action.v1) and reports exactly one outcome per action
+/// (orion.outcome.v1).
+#[derive(Parser)]
+#[command(name = "commander", version, long_about = LONG_ABOUT)]
+struct Cli {
+    /// Log format: text or json.
+    #[arg(long, global = true, env = "ORION_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+const LONG_ABOUT: &str = "\
+Executes ORION actions (orion.action.v1) and reports exactly one outcome per action
+(orion.outcome.v1). restart_service / restart_edge_device → ops `restart`; scale_service → ops
+`deploy` with `replicas`; stop_edge_device → ops `halt`; run_diagnostic → ops `export_evidence`
+(each a signed command to ops-worker, waiting for its final receipt); acknowledge_incident → an
+incident acknowledgement to guardian; send_notification → a notification operators see in
+`approval-cli watch`. An action id is executed at most once, even across a crash.
+
+Environment:
+  OPS_SECRET            the HMAC key shared with ops-worker (or OPS_SECRET_FILE); required
+  ORION_NATS_URL        NATS URL (default nats://localhost:4222)
+  ORION_NATS_USER       NATS user (default commander)
+  ORION_NATS_PASSWORD   NATS password (or ORION_NATS_PASSWORD_FILE / ORION_NATS_PASSWORD_COMMANDER)
+  ORION_ENV             base, dev, ci or prod: which overlay of the config file to apply
+  ORION_LOG_FORMAT      text or json; RUST_LOG filters (default info)
+
+Config file (TOML, --config): nats_url, receipt_timeout_s (120), max_in_flight (16),
+ack_wait_s (30); <name>.<ORION_ENV>.toml next to it overrides keys.";
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run until SIGTERM/SIGINT, then drain the actions in flight.
+    Run {
+        #[arg(long, short, env = "COMMANDER_CONFIG")]
+        config: Option<PathBuf>,
+        /// How long to wait for actions in flight at shutdown.
+        #[arg(long, default_value = "60")]
+        drain_s: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    init_tracing(cli.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("commander: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(command: Cmd) -> Result<u8> {
+    let Cmd::Run { config, drain_s } = command;
+    let config = match CommanderConfig::load(config.as_deref()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("commander: configuration refused: {e}");
+            return Ok(1);
+        }
+    };
+    let keys = match ops_worker::config::signing_keys(&ops_worker::config::ProcessEnvironment) {
+        Ok(keys) => keys,
+        Err(e) => {
+            eprintln!("commander: configuration refused: {e}");
+            return Ok(1);
+        }
+    };
+    let mut bus_config = BusConfig::from_env::<Commander>().context("reading the NATS settings")?;
+    bus_config.url = config.file.nats_url.clone();
+    let bus = Bus::<Commander>::connect(bus_config)
+        .await
+        .context("connecting to NATS")?;
+    bus.provision()
+        .await
+        .context("provisioning commander's streams and bucket")?;
+    let log = ClaimLog::open(bus.jetstream(), ACTIONS_BUCKET).await?;
+    tracing::info!(
+        receipt_timeout_s = config.receipt_timeout.as_secs(),
+        "commander starting"
+    );
+    CommanderService::new(
+        bus.clone(),
+        log,
+        keys,
+        config.receipt_timeout,
+        config.ack_wait,
+        config.file.max_in_flight,
+    )
+    .run(shutdown_signal(), Duration::from_secs(drain_s))
+    .await?;
+    bus.close().await?;
+    tracing::info!("commander stopped");
+    Ok(0)
 }

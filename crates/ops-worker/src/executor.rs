@@ -12,6 +12,9 @@ use crate::docker::Engine;
 use crate::evidence;
 use crate::state::Interlock;
 
+/// How a failure receipt of a deploy that was rolled back starts.
+pub const ROLLED_BACK_PREFIX: &str = "rolled back: ";
+
 /// Autonomy levels `set_risk` accepts (see brain).
 pub const RISK_LEVELS: &[&str] = &["N0", "N1", "N2", "N3"];
 
@@ -114,7 +117,13 @@ impl Executor {
                             } else {
                                 format!(" (already deployed: {})", Value::Array(reports.clone()))
                             };
-                            return Err(format!("{e}{done}"));
+                            // A stable prefix: commander reports such a command as rolled_back.
+                            let rolled = if e.rolled_back {
+                                ROLLED_BACK_PREFIX
+                            } else {
+                                ""
+                            };
+                            return Err(format!("{rolled}{e}{done}"));
                         }
                     }
                 }

@@ -132,7 +132,7 @@ async fn restart_deploy_rollback_and_halt_change_dockers_state() {
     let last = final_receipt(&receipts);
     assert_eq!(last.status.to_string(), "failure");
     assert!(
-        error_of(last).contains("rolled back") || error_of(last).contains("rolled_back"),
+        error_of(last).starts_with(ops_worker::executor::ROLLED_BACK_PREFIX),
         "{}",
         error_of(last)
     );

@@ -1,0 +1,468 @@
+//! The commander loop: each pending action is executed at most once and gets exactly one
+//! outcome. The life of an action, chosen so that a crash never runs it twice:
+//! claim its id in `commander_actions`, execute the plan, record the outcome, publish it, ack.
+//! A redelivered action whose claim has no outcome was interrupted: it gets a `failed` outcome
+//! saying so and is not run again.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use contracts::bus::{Bus, BusError, Claim, ClaimLog, ClaimRecord, Delivery, SubscribeOptions};
+use contracts::services::Commander;
+use contracts::{Action, Outcome, Timestamp};
+use serde_json::{json, Map, Value};
+use tokio_util::task::TaskTracker;
+
+use crate::plan::{plan, Plan};
+use ops_worker::client::{self, CommandRequest};
+use ops_worker::executor::ROLLED_BACK_PREFIX;
+use ops_worker::signing::SigningKeys;
+
+/// The bucket of action records (see the inventory).
+pub const ACTIONS_BUCKET: &str = "commander_actions";
+/// Namespace of the ids commander derives from an action id (outcome, notification,
+/// acknowledgement), so a re-publish after a crash is dropped as a duplicate.
+const COMMANDER_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x636f_6d6d_616e_6465_722d_6964_7321_0001);
+
+/// `orion action <id>: …` — approval-cli's trail finds the ops command of an action by it.
+pub fn ops_reason(action: &Action) -> String {
+    format!(
+        "orion action {}: {} for decision {}",
+        action.action_id, action.action_type, action.decision_id
+    )
+}
+
+fn derived_id(action_id: &uuid::Uuid, kind: &str) -> uuid::Uuid {
+    uuid::Uuid::new_v5(
+        &COMMANDER_NAMESPACE,
+        format!("{action_id}:{kind}").as_bytes(),
+    )
+}
+
+/// How an action ended.
+#[derive(Debug, Clone)]
+pub enum Ending {
+    Succeeded(Map<String, Value>),
+    Failed {
+        code: String,
+        message: String,
+        details: Option<Map<String, Value>>,
+    },
+    RolledBack {
+        message: String,
+    },
+}
+
+struct Shared {
+    bus: Bus<Commander>,
+    log: ClaimLog,
+    keys: SigningKeys,
+    receipt_timeout: Duration,
+    ack_wait: Duration,
+    worker_id: String,
+}
+
+/// The running commander.
+pub struct CommanderService {
+    shared: Arc<Shared>,
+    options: SubscribeOptions,
+}
+
+impl CommanderService {
+    pub fn new(
+        bus: Bus<Commander>,
+        log: ClaimLog,
+        keys: SigningKeys,
+        receipt_timeout: Duration,
+        ack_wait: Duration,
+        max_in_flight: usize,
+    ) -> Self {
+        let worker_id = gethostname();
+        Self {
+            shared: Arc::new(Shared {
+                bus,
+                log,
+                keys,
+                receipt_timeout,
+                ack_wait,
+                worker_id,
+            }),
+            options: SubscribeOptions {
+                ack_wait,
+                max_ack_pending: max_in_flight as i64,
+                batch: max_in_flight.min(20),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// Consumes actions until `shutdown`, then waits up to `drain` for those in flight.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+        drain: Duration,
+    ) -> Result<(), BusError> {
+        let mut actions = self
+            .shared
+            .bus
+            .subscribe::<Action>(self.options.clone())
+            .await?;
+        tracing::info!(
+            consumer = actions.consumer(),
+            "commander consuming orion.action.v1"
+        );
+        let tasks = TaskTracker::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                next = actions.next() => match next {
+                    None => break,
+                    Some(Err(e)) => {
+                        tracing::error!(error = %e, "receiving actions failed; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    Some(Ok(delivery)) => {
+                        let shared = self.shared.clone();
+                        tasks.spawn(async move { shared.handle(delivery).await });
+                    }
+                }
+            }
+        }
+        drop(actions);
+        tasks.close();
+        if tokio::time::timeout(drain, tasks.wait()).await.is_err() {
+            tracing::warn!(
+                "actions still running after the drain period; they will be redelivered"
+            );
+        }
+        Ok(())
+    }
+}
+
+fn gethostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "commander".into())
+}
+
+impl Shared {
+    async fn handle(&self, delivery: Delivery<Action>) {
+        let action = delivery.message().clone();
+        let started = Instant::now();
+        if action.state.to_string() != "pending" {
+            tracing::info!(action_id = %action.action_id, state = %action.state, "not a pending action; nothing to execute");
+            let _ = delivery.ack().await;
+            return;
+        }
+        let revision = match self.log.claim(&action.action_id, &self.worker_id).await {
+            Err(e) => {
+                tracing::error!(action_id = %action.action_id, error = %e, "cannot claim the action; it will be redelivered");
+                let _ = delivery
+                    .nak(Some(Duration::from_secs(2)), &e.to_string())
+                    .await;
+                return;
+            }
+            Ok(Claim::Seen {
+                record: ClaimRecord::Finished { result },
+                ..
+            }) => {
+                tracing::info!(action_id = %action.action_id, "action seen before: re-publishing its outcome, not executing it again");
+                if let Ok(outcome) = contracts::decode_value::<Outcome>(result) {
+                    self.publish_outcome(&outcome).await;
+                }
+                let _ = delivery.ack().await;
+                return;
+            }
+            Ok(Claim::Seen {
+                record: ClaimRecord::Claimed { worker, at },
+                revision,
+            }) => {
+                let ending = Ending::Failed {
+                    code: "interrupted".into(),
+                    message: format!("commander {worker} stopped while executing this action (started {at}); it is not run again — check the target"),
+                    details: None,
+                };
+                return self.finish(delivery, revision, ending, started).await;
+            }
+            Ok(Claim::New { revision }) => revision,
+        };
+        let ending = {
+            let work = self.execute(&action);
+            tokio::pin!(work);
+            let mut heartbeat = tokio::time::interval(self.ack_wait / 3);
+            heartbeat.tick().await;
+            loop {
+                tokio::select! {
+                    ending = &mut work => break ending,
+                    _ = heartbeat.tick() => { let _ = delivery.in_progress().await; }
+                }
+            }
+        };
+        self.finish(delivery, revision, ending, started).await;
+    }
+
+    /// Carries the action out.
+    async fn execute(&self, action: &Action) -> Ending {
+        let parameters = match serde_json::to_value(&action.parameters) {
+            Ok(Value::Object(map)) => map,
+            _ => Map::new(),
+        };
+        let plan = match plan(&action.action_type.to_string(), &parameters) {
+            Ok(plan) => plan,
+            Err(e) => {
+                return Ending::Failed {
+                    code: e.code.into(),
+                    message: e.message,
+                    details: None,
+                }
+            }
+        };
+        if action.dry_run {
+            return Ending::Succeeded(Map::from_iter([
+                ("dry_run".to_string(), json!(true)),
+                ("plan".to_string(), plan.describe()),
+            ]));
+        }
+        match plan {
+            Plan::Ops {
+                command_type,
+                target,
+                params,
+            } => self.run_ops(action, command_type, target, params).await,
+            Plan::Acknowledge { incident_id } => {
+                let acknowledgement = json!({
+                    "version": "1.0",
+                    "acknowledgement_id": derived_id(&action.action_id, "acknowledgement"),
+                    "timestamp": Timestamp::now(),
+                    "source": "orion-commander",
+                    "incident_id": incident_id,
+                    "action_id": action.action_id,
+                    "acknowledged_by": "orion-commander",
+                    "note": format!("acknowledge_incident action {}", action.action_id),
+                });
+                match self
+                    .publish_json::<contracts::IncidentAcknowledgement>(acknowledgement)
+                    .await
+                {
+                    Ok(()) => Ending::Succeeded(Map::from_iter([(
+                        "acknowledged_incident".to_string(),
+                        json!(incident_id),
+                    )])),
+                    Err(e) => Ending::Failed {
+                        code: "publish_failed".into(),
+                        message: e,
+                        details: None,
+                    },
+                }
+            }
+            Plan::Notify {
+                message,
+                severity,
+                channel,
+                incident_id,
+            } => {
+                let mut notification = json!({
+                    "version": "1.0",
+                    "notification_id": derived_id(&action.action_id, "notification"),
+                    "timestamp": Timestamp::now(),
+                    "source": "orion-commander",
+                    "severity": severity,
+                    "message": message,
+                    "action_id": action.action_id,
+                });
+                if let Some(channel) = channel {
+                    notification["channel"] = json!(channel);
+                }
+                if let Some(incident_id) = incident_id {
+                    notification["incident_id"] = json!(incident_id);
+                }
+                match self
+                    .publish_json::<contracts::Notification>(notification)
+                    .await
+                {
+                    Ok(()) => {
+                        Ending::Succeeded(Map::from_iter([("notified".to_string(), json!(true))]))
+                    }
+                    Err(e) => Ending::Failed {
+                        code: "publish_failed".into(),
+                        message: e,
+                        details: None,
+                    },
+                }
+            }
+        }
+    }
+
+    async fn publish_json<T>(&self, value: Value) -> Result<(), String>
+    where
+        T: contracts::Contract,
+        Commander: contracts::Produces<T>,
+    {
+        let message: T = contracts::decode_value(value).map_err(|e| e.to_string())?;
+        self.bus
+            .publish(&message)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    async fn run_ops(
+        &self,
+        action: &Action,
+        command_type: &str,
+        target: String,
+        params: Option<Map<String, Value>>,
+    ) -> Ending {
+        let request = CommandRequest {
+            command_type: command_type.to_string(),
+            target,
+            params,
+            initiator_id: "orion-commander".into(),
+            reason: ops_reason(action),
+        };
+        let command = match client::build_signed(&request, &self.keys) {
+            Ok(command) => command,
+            Err(e) => {
+                return Ending::Failed {
+                    code: "invalid_ops_command".into(),
+                    message: e.to_string(),
+                    details: None,
+                }
+            }
+        };
+        let details = Map::from_iter([
+            ("ops_command_id".to_string(), json!(command.id)),
+            ("ops_command".to_string(), json!(command_type)),
+        ]);
+        let receipts =
+            match client::send_and_wait(&self.bus, &command, self.receipt_timeout, |_| {}).await {
+                Ok(receipts) => receipts,
+                Err(e) => {
+                    return Ending::Failed {
+                        code: "ops_unreachable".into(),
+                        message: e.to_string(),
+                        details: Some(details),
+                    }
+                }
+            };
+        let Some(last) = receipts.last else {
+            return Ending::Failed {
+                code: "ops_timeout".into(),
+                message: format!(
+                    "no final receipt from ops-worker within {} s for command {}",
+                    self.receipt_timeout.as_secs(),
+                    command.id
+                ),
+                details: Some(details),
+            };
+        };
+        let error = last.error.as_ref().map(|e| e.to_string());
+        match (last.status.to_string().as_str(), error) {
+            ("success", _) => {
+                let mut result = details;
+                result.insert("receipt".into(), Value::Object(last.result.clone()));
+                Ending::Succeeded(result)
+            }
+            (_, Some(error)) if error.starts_with(ROLLED_BACK_PREFIX) => {
+                Ending::RolledBack { message: error }
+            }
+            (_, Some(error)) if error.contains("cancelled") => Ending::Failed {
+                code: "cancelled".into(),
+                message: error,
+                details: Some(details),
+            },
+            (_, error) => Ending::Failed {
+                code: "ops_failure".into(),
+                message: error
+                    .unwrap_or_else(|| "ops-worker reported a failure without a reason".into()),
+                details: Some(details),
+            },
+        }
+    }
+
+    /// Records the outcome, publishes it, then acknowledges the action.
+    async fn finish(
+        &self,
+        delivery: Delivery<Action>,
+        revision: u64,
+        ending: Ending,
+        started: Instant,
+    ) {
+        let action = delivery.message().clone();
+        let outcome = match outcome(&action, ending, started) {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                tracing::error!(action_id = %action.action_id, error = %e, "built an invalid outcome");
+                return;
+            }
+        };
+        let value = serde_json::to_value(&outcome).expect("outcomes serialize");
+        if let Err(e) = self.log.finish(&action.action_id, &value, revision).await {
+            tracing::error!(action_id = %action.action_id, error = %e, "cannot record the outcome; the action will be redelivered");
+            let _ = delivery
+                .nak(Some(Duration::from_secs(2)), &e.to_string())
+                .await;
+            return;
+        }
+        self.publish_outcome(&outcome).await;
+        tracing::info!(action_id = %action.action_id, action_type = %action.action_type, status = %outcome.status, "action finished");
+        if let Err(e) = delivery.ack().await {
+            tracing::warn!(action_id = %action.action_id, error = %e, "could not acknowledge; a redelivery re-publishes the stored outcome");
+        }
+    }
+
+    async fn publish_outcome(&self, outcome: &Outcome) {
+        for attempt in 1..=3u64 {
+            match self.bus.publish(outcome).await {
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::warn!(outcome_id = %outcome.outcome_id, attempt, error = %e, "publishing an outcome failed");
+                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                }
+            }
+        }
+        tracing::error!(outcome_id = %outcome.outcome_id, "gave up publishing an outcome");
+    }
+}
+
+/// The one outcome of `action`. Its id is derived from the action id.
+pub fn outcome(
+    action: &Action,
+    ending: Ending,
+    started: Instant,
+) -> Result<Outcome, contracts::ContractError> {
+    let execution_time_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let mut value = json!({
+        "version": "1.0",
+        "outcome_id": derived_id(&action.action_id, "outcome"),
+        "timestamp": Timestamp::now(),
+        "source": "orion-commander",
+        "action_id": action.action_id,
+        "execution_time_ms": execution_time_ms,
+    });
+    match ending {
+        Ending::Succeeded(result) => {
+            value["status"] = json!("succeeded");
+            value["result"] = Value::Object(result);
+        }
+        Ending::Failed {
+            code,
+            message,
+            details,
+        } => {
+            value["status"] = json!("failed");
+            value["error"] = json!({ "code": code, "message": message });
+            if let Some(details) = details {
+                value["error"]["details"] = Value::Object(details);
+            }
+        }
+        Ending::RolledBack { message } => {
+            value["status"] = json!("rolled_back");
+            value["rollback_executed"] = json!(true);
+            value["error"] = json!({ "code": "rolled_back", "message": message });
+        }
+    }
+    contracts::decode_value(value)
+}
