@@ -175,6 +175,19 @@ impl Shared {
                 let _ = delivery.ack().await;
                 return;
             }
+            Ok(Claim::Seen { record, .. })
+                if matches!(record, ClaimRecord::Claimed { .. })
+                    && !record.is_abandoned(self.ack_wait) =>
+            {
+                tracing::info!(action_id = %action.action_id, "another commander is executing this action; checking back later");
+                let _ = delivery
+                    .nak(
+                        Some(self.ack_wait / 2),
+                        "being executed by another commander",
+                    )
+                    .await;
+                return;
+            }
             Ok(Claim::Seen {
                 record: ClaimRecord::Claimed { worker, at },
                 revision,
@@ -188,6 +201,7 @@ impl Shared {
             }
             Ok(Claim::New { revision }) => revision,
         };
+        let mut revision = revision;
         let ending = {
             let work = self.execute(&action);
             tokio::pin!(work);
@@ -196,7 +210,13 @@ impl Shared {
             loop {
                 tokio::select! {
                     ending = &mut work => break ending,
-                    _ = heartbeat.tick() => { let _ = delivery.in_progress().await; }
+                    _ = heartbeat.tick() => {
+                        let _ = delivery.in_progress().await;
+                        match self.log.refresh(&action.action_id, &self.worker_id, revision).await {
+                            Ok(renewed) => revision = renewed,
+                            Err(e) => tracing::warn!(action_id = %action.action_id, error = %e, "could not renew the claim"),
+                        }
+                    }
                 }
             }
         };

@@ -178,22 +178,10 @@ impl Worker {
         if let Err(why) = shared.within_skew(&command.ts) {
             return shared.refuse(delivery, &command_type, why, arrived).await;
         }
-        let revision = match shared.log.claim(&command.id, &shared.executor_id).await {
-            Err(e) => {
-                tracing::error!(command_id = %command.id, error = %e, "cannot claim the command; it will be redelivered");
-                let _ = delivery
-                    .nak(Some(Duration::from_secs(2)), &e.to_string())
-                    .await;
-                return;
-            }
-            Ok(Claim::Seen { record, revision }) => {
-                return shared
-                    .answer_seen(delivery, record, revision, arrived)
-                    .await
-            }
-            Ok(Claim::New { revision }) => revision,
-        };
         if command_type == "cancel_all" {
+            let Some((delivery, revision)) = shared.claim(delivery, arrived).await else {
+                return;
+            };
             let cancelled =
                 shared.cancel_in_flight(&format!("cancel_all {}", command.id), |_| true);
             let result = Map::from_iter([("cancelled".to_string(), json!(cancelled))]);
@@ -220,7 +208,7 @@ impl Worker {
         );
         self.tasks.spawn(async move {
             shared
-                .run_command(delivery, revision, token, cancelled_by, arrived)
+                .run_command(delivery, token, cancelled_by, arrived)
                 .await;
             shared
                 .in_flight
@@ -272,38 +260,96 @@ impl Shared {
         cancelled
     }
 
+    /// Claims the command's id when its execution is about to start. `None` when it must not
+    /// run here: seen before (answered), being executed by another live instance (handed back
+    /// for later), or the claim failed (handed back).
+    async fn claim(
+        &self,
+        delivery: Delivery<OpsCommand>,
+        arrived: Instant,
+    ) -> Option<(Delivery<OpsCommand>, u64)> {
+        let command_id = delivery.message().id;
+        match self.log.claim(&command_id, &self.executor_id).await {
+            Ok(Claim::New { revision }) => Some((delivery, revision)),
+            Ok(Claim::Seen { record, .. })
+                if matches!(record, ClaimRecord::Claimed { .. })
+                    && !record.is_abandoned(self.ack_wait) =>
+            {
+                tracing::info!(%command_id, "another worker is executing this command; checking back later");
+                let _ = delivery
+                    .nak(Some(self.ack_wait / 2), "being executed by another worker")
+                    .await;
+                None
+            }
+            Ok(Claim::Seen { record, revision }) => {
+                self.answer_seen(delivery, record, revision, arrived).await;
+                None
+            }
+            Err(e) => {
+                tracing::error!(%command_id, error = %e, "cannot claim the command; it will be redelivered");
+                let _ = delivery
+                    .nak(Some(Duration::from_secs(2)), &e.to_string())
+                    .await;
+                None
+            }
+        }
+    }
+
     async fn run_command(
         self: &Arc<Self>,
         delivery: Delivery<OpsCommand>,
-        revision: u64,
         token: CancellationToken,
         cancelled_by: Arc<Mutex<Option<String>>>,
         arrived: Instant,
     ) {
         let command = delivery.message().clone();
         let command_type = command.type_.to_string();
+        let mut heartbeat = tokio::time::interval(self.ack_wait / 3);
+        heartbeat.tick().await;
+
+        // Wait for the target's lane (reporting progress, so JetStream does not redeliver).
+        let lane = LANED_COMMANDS
+            .contains(&command_type.as_str())
+            .then(|| self.lane(&command.target));
+        let turn = async {
+            match &lane {
+                Some(lane) => Some(lane.lock().await),
+                None => None,
+            }
+        };
+        tokio::pin!(turn);
+        let waited = loop {
+            tokio::select! {
+                guard = &mut turn => break Ok(guard),
+                _ = token.cancelled() => break Err(()),
+                _ = heartbeat.tick() => { let _ = delivery.in_progress().await; }
+            }
+        };
+        // Claimed only now: a crash before this leaves the command to be run by the next worker.
+        let Some((delivery, mut revision)) = self.claim(delivery, arrived).await else {
+            return;
+        };
+        let _turn = match waited {
+            Ok(guard) => guard,
+            Err(()) => {
+                let by = cancelled_by
+                    .lock()
+                    .expect("cancel reason poisoned")
+                    .clone()
+                    .unwrap_or_default();
+                let status =
+                    Status::Failure(format!("cancelled by {by} while waiting for its target"));
+                return self.finish(delivery, revision, status, arrived).await;
+            }
+        };
         if LONG_COMMANDS.contains(&command_type.as_str()) {
             let accepted = Map::from_iter([("accepted".to_string(), json!(true))]);
             self.publish(&command, Status::Pending(accepted), arrived)
                 .await;
         }
-        let lane = LANED_COMMANDS
-            .contains(&command_type.as_str())
-            .then(|| self.lane(&command.target));
         let outcome = {
-            let work = async {
-                let _turn = match &lane {
-                    Some(lane) => Some(lane.lock().await),
-                    None => None,
-                };
-                if token.is_cancelled() {
-                    return Err("cancelled while waiting for its target".to_string());
-                }
-                self.executor.execute(&command, &token).await
-            };
+            let work = self.executor.execute(&command, &token);
             tokio::pin!(work);
-            let mut heartbeat = tokio::time::interval(self.ack_wait / 3);
-            heartbeat.tick().await;
             loop {
                 tokio::select! {
                     outcome = &mut work => break outcome,
@@ -311,6 +357,10 @@ impl Shared {
                     _ = heartbeat.tick() => {
                         if let Err(e) = delivery.in_progress().await {
                             tracing::warn!(command_id = %command.id, error = %e, "could not report progress");
+                        }
+                        match self.log.refresh(&command.id, &self.executor_id, revision).await {
+                            Ok(renewed) => revision = renewed,
+                            Err(e) => tracing::warn!(command_id = %command.id, error = %e, "could not renew the claim"),
                         }
                     }
                 }

@@ -19,6 +19,23 @@ pub enum ClaimRecord {
     Finished { result: Value },
 }
 
+impl ClaimRecord {
+    /// Whether this is a claim whose last heartbeat is older than `stale_after`: the worker
+    /// that made it is gone (a crash), not still working.
+    pub fn is_abandoned(&self, stale_after: std::time::Duration) -> bool {
+        match self {
+            ClaimRecord::Finished { .. } => false,
+            ClaimRecord::Claimed { at, .. } => match at.parse::<crate::Timestamp>() {
+                Ok(at) => {
+                    let age = time::OffsetDateTime::now_utc() - at.as_offset_date_time();
+                    age > time::Duration::try_from(stale_after).unwrap_or(time::Duration::MAX)
+                }
+                Err(_) => true,
+            },
+        }
+    }
+}
+
 /// The answer to "may I do the work for this id?".
 #[derive(Debug)]
 pub enum Claim {
@@ -75,6 +92,25 @@ impl ClaimLog {
             }
             Err(e) => Err(failed(&self.bucket, &format!("claiming {key}"), e)),
         }
+    }
+
+    /// Renews the claim's time while the work goes on (a heartbeat), so another instance can
+    /// tell a live claim from one left by a crash; returns the new revision.
+    pub async fn refresh(
+        &self,
+        id: &uuid::Uuid,
+        worker: &str,
+        revision: u64,
+    ) -> Result<u64, BusError> {
+        let key = id.hyphenated().to_string();
+        let record = ClaimRecord::Claimed {
+            worker: worker.to_string(),
+            at: crate::Timestamp::now().to_string(),
+        };
+        self.store
+            .update(&key, encode(&record), revision)
+            .await
+            .map_err(|e| failed(&self.bucket, &format!("renewing the claim of {key}"), e))
     }
 
     /// Records the final result; fails if another writer changed the record since `revision`.
