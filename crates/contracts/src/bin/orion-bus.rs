@@ -58,6 +58,41 @@ enum Cmd {
         #[arg(long, default_value = "target/orion-stack")]
         dir: PathBuf,
     },
+    /// Publish one observation as the `event-source` identity (a probe, a monitor, a script);
+    /// prints the event id.
+    EmitEvent {
+        /// The event type, e.g. service_down.
+        #[arg(long = "type")]
+        event_type: String,
+        /// info, warning, error or critical.
+        #[arg(long, default_value = "error")]
+        severity: String,
+        /// The observing module, `orion-<name>`.
+        #[arg(long, default_value = "orion-probe")]
+        source: String,
+        /// A data field, KEY=VALUE (VALUE parsed as JSON when it can be); repeatable.
+        #[arg(long = "data", value_name = "KEY=VALUE")]
+        data: Vec<String>,
+    },
+    /// Print the messages of one subject as JSON lines, oldest first (as the admin user, or the
+    /// user given in ORION_NATS_USER). Stops after --count messages or --timeout seconds of
+    /// waiting; exit 1 if fewer than --count arrived.
+    Tail {
+        /// The subject, e.g. orion.outcome.v1.
+        subject: String,
+        /// Only messages whose JSON contains this text.
+        #[arg(long)]
+        matching: Option<String>,
+        /// Stop after this many messages.
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+        /// Seconds to wait for them.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+        /// Only messages published from now on (default: from the start of the stream).
+        #[arg(long)]
+        new: bool,
+    },
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -77,7 +112,112 @@ async fn main() -> Result<()> {
         }
         Cmd::Up { dir, port } => up(&dir, port).await,
         Cmd::Down { dir } => down(&dir),
+        Cmd::EmitEvent {
+            event_type,
+            severity,
+            source,
+            data,
+        } => emit_event(&event_type, &severity, &source, &data).await,
+        Cmd::Tail {
+            subject,
+            matching,
+            count,
+            timeout,
+            new,
+        } => tail(&subject, matching.as_deref(), count, timeout, new).await,
     }
+}
+
+async fn emit_event(event_type: &str, severity: &str, source: &str, data: &[String]) -> Result<()> {
+    use contracts::services::EventSource;
+    let mut fields = serde_json::Map::new();
+    for pair in data {
+        let (key, value) = pair
+            .split_once('=')
+            .with_context(|| format!("--data {pair:?} is not KEY=VALUE"))?;
+        let value = serde_json::from_str(value)
+            .unwrap_or_else(|_| serde_json::Value::String(value.to_string()));
+        fields.insert(key.to_string(), value);
+    }
+    let event: contracts::Event = contracts::decode_value(serde_json::json!({
+        "version": "1.0",
+        "event_id": uuid::Uuid::new_v4(),
+        "timestamp": contracts::Timestamp::now(),
+        "source": source,
+        "event_type": event_type,
+        "severity": severity,
+        "data": fields,
+    }))
+    .context("the event breaks its contract")?;
+    let bus =
+        contracts::bus::Bus::<EventSource>::connect(BusConfig::from_env::<EventSource>()?).await?;
+    bus.publish(&event).await?;
+    println!("{}", event.event_id);
+    bus.close().await?;
+    Ok(())
+}
+
+async fn tail(
+    subject: &str,
+    matching: Option<&str>,
+    count: usize,
+    timeout: u64,
+    new: bool,
+) -> Result<()> {
+    use async_nats::jetstream::consumer::{pull, DeliverPolicy};
+    use futures::StreamExt;
+    let info = contracts::contract_for_subject(subject)
+        .with_context(|| format!("no contract in the inventory for `{subject}`"))?;
+    let user = std::env::var("ORION_NATS_USER").unwrap_or_else(|_| ADMIN_USER.to_string());
+    let password = std::env::var("ORION_NATS_PASSWORD")
+        .or_else(|_| std::env::var(nats_password_var(&user)))
+        .with_context(|| {
+            format!(
+                "no password for NATS user `{user}`: set ORION_NATS_PASSWORD or {}",
+                nats_password_var(&user)
+            )
+        })?;
+    let url = std::env::var("ORION_NATS_URL").unwrap_or_else(|_| DEFAULT_NATS_URL.to_string());
+    let client = async_nats::ConnectOptions::new()
+        .user_and_password(user, password)
+        .connect(url.as_str())
+        .await
+        .with_context(|| format!("connecting to {url}"))?;
+    let js = async_nats::jetstream::new(client);
+    let stream = js
+        .get_stream(info.stream)
+        .await
+        .with_context(|| format!("stream {}", info.stream))?;
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            filter_subject: subject.to_string(),
+            deliver_policy: if new {
+                DeliverPolicy::New
+            } else {
+                DeliverPolicy::All
+            },
+            ..Default::default()
+        })
+        .await?;
+    let mut messages = consumer.messages().await?;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(timeout);
+    let mut printed = 0;
+    while printed < count {
+        let Ok(Some(message)) = tokio::time::timeout_at(deadline, messages.next()).await else {
+            break;
+        };
+        let message = message?;
+        let text = String::from_utf8_lossy(&message.payload);
+        if matching.is_some_and(|m| !text.contains(m)) {
+            continue;
+        }
+        println!("{text}");
+        printed += 1;
+    }
+    if printed < count {
+        bail!("only {printed} of {count} message(s) on {subject} within {timeout} s");
+    }
+    Ok(())
 }
 
 async fn provision(config: &BusConfig, replicas: usize) -> Result<()> {
