@@ -35,6 +35,11 @@ enum Command {
     },
     /// Record the current contract set as the released baseline in schemas/baseline/.
     Release,
+    /// The main job: installs and starts what it needs (nats-server, the Docker engine, a local
+    /// test image), builds and starts every service, makes a real container misbehave, and
+    /// shows the incident flowing from event to outcome — a SAFE restart, then a RISKY scale-up
+    /// approved with approval-cli — as audit trails; then stops everything.
+    Demo,
     /// Start the local stack: a nats-server with JetStream and the generated per-service
     /// permissions, data and credentials under target/orion-stack/, provisioned from the
     /// inventory. Installs nats-server if it is missing.
@@ -101,6 +106,21 @@ fn run(cli: Cli) -> Result<i32> {
             let report = xtask::check::run(&layout)?;
             print_report(&report, false)?;
             Ok(report.exit_code())
+        }
+        Command::Demo => {
+            xtask::machine::prepare()?;
+            let cargo = |args: &[&str]| -> Result<i32> {
+                let status = std::process::Command::new(env!("CARGO"))
+                    .args(args)
+                    .current_dir(&layout.root)
+                    .status()?;
+                Ok(status.code().unwrap_or(1))
+            };
+            let built = cargo(&["build", "--workspace", "--all-features", "--bins"])?;
+            if built != 0 {
+                return Ok(built);
+            }
+            cargo(&["run", "--quiet", "-p", "e2e", "--bin", "orion-demo"])
         }
         Command::Up => {
             xtask::machine::ensure_nats_server()?;

@@ -1,0 +1,332 @@
+//! The platform as processes: a nats-server with the generated permissions, then ops-worker,
+//! guardian, brain and commander, each as its own binary with its own NATS identity.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use async_nats::jetstream::consumer::pull;
+use contracts::bus::Bus;
+use contracts::local_server::{NatsServer, ServerOptions, ADMIN_USER};
+use contracts::{Contract, Service};
+use futures::StreamExt;
+
+/// The HMAC key ops-worker and commander share in a stack (a TEST KEY, generated per stack).
+fn random_secret() -> String {
+    use rand::distr::{Alphanumeric, SampleString};
+    format!("stack-{}", Alphanumeric.sample_string(&mut rand::rng(), 40))
+}
+
+/// What to start.
+pub struct StackOptions {
+    /// Configs, keys and logs go here.
+    pub dir: PathBuf,
+    /// The services ops-worker may act on.
+    pub allowlist: Vec<String>,
+    /// guardian's configuration (TOML).
+    pub guardian_config: String,
+    /// brain's policy (TOML) without `[[admins]]`: the stack's administrator is appended.
+    pub brain_policy: String,
+    /// The administrator whose key signs approvals.
+    pub admin_identity: String,
+    /// Seconds an ops command may take before commander reports a timeout.
+    pub receipt_timeout_s: u64,
+}
+
+/// One service process; killed when dropped.
+pub struct ServiceProcess {
+    pub name: &'static str,
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl ServiceProcess {
+    /// SIGTERM and wait (graceful drain).
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        child.wait().ok()?.code()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A running platform.
+pub struct Stack {
+    pub server: NatsServer,
+    pub dir: PathBuf,
+    pub admin_identity: String,
+    pub admin_key_file: PathBuf,
+    pub ops_secret: String,
+    pub services: Vec<ServiceProcess>,
+}
+
+/// Where the workspace's binaries are: next to this executable (or one level up from `deps/`).
+pub fn binary(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let mut dir = exe
+        .parent()
+        .context("the executable has a directory")?
+        .to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join(name);
+    if !path.exists() {
+        bail!(
+            "{} is not built: run `cargo build --workspace --all-features --bins` first",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+impl Stack {
+    pub async fn start(options: StackOptions) -> Result<Self> {
+        std::fs::create_dir_all(&options.dir)?;
+        let server = NatsServer::start_with(ServerOptions {
+            auth: true,
+            store_dir: Some(options.dir.join("nats")),
+            ..Default::default()
+        })
+        .context("starting nats-server")?;
+        let admin = admin_client(&server).await?;
+        contracts::bus::provision_all(&async_nats::jetstream::new(admin), 1).await?;
+
+        let (key, pkcs8) =
+            contracts::approval_signature::AdminKey::generate(&options.admin_identity);
+        let admin_key_file = options.dir.join("admin.key");
+        write_private(&admin_key_file, &base64_encode(&pkcs8))?;
+        let policy = format!(
+            "{}\n\n# The stack's administrator (added by e2e::stack).\n[[admins]]\nidentity = {:?}\npublic_key = {:?}\n",
+            options.brain_policy.trim_end(),
+            options.admin_identity,
+            key.public_key_base64()
+        );
+        std::fs::write(options.dir.join("policy.toml"), policy)?;
+        std::fs::write(options.dir.join("guardian.toml"), &options.guardian_config)?;
+        std::fs::write(
+            options.dir.join("commander.toml"),
+            format!("receipt_timeout_s = {}\n", options.receipt_timeout_s),
+        )?;
+        let mut stack = Self {
+            server,
+            dir: options.dir.clone(),
+            admin_identity: options.admin_identity.clone(),
+            admin_key_file,
+            ops_secret: random_secret(),
+            services: Vec::new(),
+        };
+        let allowlist = options.allowlist.join(",");
+        let dir = options.dir.clone();
+        stack.spawn(
+            "ops-worker",
+            &["run", "--drain-s", "5"],
+            &[("OPS_ALLOWLIST", allowlist.as_str())],
+        )?;
+        stack.spawn(
+            "guardian",
+            &["run", "--config", path_str(&dir.join("guardian.toml"))],
+            &[],
+        )?;
+        stack.spawn(
+            "brain",
+            &["run", "--policy", path_str(&dir.join("policy.toml"))],
+            &[],
+        )?;
+        stack.spawn(
+            "commander",
+            &["run", "--config", path_str(&dir.join("commander.toml"))],
+            &[],
+        )?;
+        for name in ["ops-worker", "guardian", "brain", "commander"] {
+            stack.wait_consuming(name).await?;
+        }
+        Ok(stack)
+    }
+
+    /// The environment a process of `user` runs with.
+    pub fn env(&self, user: &str) -> Vec<(String, String)> {
+        vec![
+            ("ORION_NATS_URL".into(), self.server.url()),
+            ("ORION_NATS_USER".into(), user.into()),
+            (
+                "ORION_NATS_PASSWORD".into(),
+                self.server.password(user).unwrap_or_default().into(),
+            ),
+            ("OPS_SECRET".into(), self.ops_secret.clone()),
+            (
+                "ORION_ADMIN_KEY_FILE".into(),
+                path_str(&self.admin_key_file).into(),
+            ),
+            ("RUST_LOG".into(), "info".into()),
+            ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
+        ]
+    }
+
+    fn spawn(&mut self, name: &'static str, args: &[&str], extra: &[(&str, &str)]) -> Result<()> {
+        let log = self.dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log)?;
+        let child = Command::new(binary(name)?)
+            .args(args)
+            .env_clear()
+            .envs(self.env(name))
+            .envs(extra.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        self.services.push(ServiceProcess {
+            name,
+            child: Some(child),
+            log,
+        });
+        Ok(())
+    }
+
+    /// Waits until `service` is registered as a NATS micro service with its consumers bound.
+    async fn wait_consuming(&self, service: &str) -> Result<()> {
+        let admin = admin_client(&self.server).await?;
+        for _ in 0..300 {
+            if let Ok(reply) = admin
+                .request(format!("$SRV.STATS.{service}"), "".into())
+                .await
+            {
+                let stats: serde_json::Value =
+                    serde_json::from_slice(&reply.payload).unwrap_or_default();
+                if stats["endpoints"].as_array().is_some_and(|e| !e.is_empty()) {
+                    return Ok(());
+                }
+            }
+            if let Some(process) = self.services.iter().find(|p| p.name == service) {
+                let log = process.log_text();
+                if log.contains("configuration refused") || log.contains("Error:") {
+                    bail!("{service} did not start:\n{log}");
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let log = self
+            .services
+            .iter()
+            .find(|p| p.name == service)
+            .map(ServiceProcess::log_text)
+            .unwrap_or_default();
+        bail!("{service} did not start consuming within 30 s; its log:\n{log}")
+    }
+
+    /// A bus connection as `S`.
+    pub async fn bus<S: Service>(&self) -> Result<Bus<S>> {
+        Ok(Bus::connect(self.server.bus_config::<S>()).await?)
+    }
+
+    /// Runs a workspace binary (approval-cli, ops-worker send …) as `user` and returns its output.
+    pub fn run(&self, binary_name: &str, user: &str, args: &[&str]) -> Result<Output> {
+        Ok(Command::new(binary(binary_name)?)
+            .args(args)
+            .env_clear()
+            .envs(self.env(user))
+            .output()?)
+    }
+
+    /// Every message of `T` so far, oldest first.
+    pub async fn all<T: Contract>(&self) -> Result<Vec<T>> {
+        self.read::<T>(Duration::from_millis(300), usize::MAX).await
+    }
+
+    /// Waits up to `timeout` for a message of `T` that `wanted` accepts (looking at the whole
+    /// stream, so one that already arrived counts).
+    pub async fn wait_for<T: Contract>(
+        &self,
+        timeout: Duration,
+        wanted: impl Fn(&T) -> bool,
+    ) -> Result<T> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(found) = self.all::<T>().await?.into_iter().find(|m| wanted(m)) {
+                return Ok(found);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!("no matching {} within {timeout:?}", T::INFO.subject);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    async fn read<T: Contract>(&self, idle: Duration, limit: usize) -> Result<Vec<T>> {
+        let js = async_nats::jetstream::new(admin_client(&self.server).await?);
+        let stream = js.get_stream(T::INFO.stream).await?;
+        let consumer = stream
+            .create_consumer(pull::OrderedConfig {
+                filter_subject: T::INFO.subject.to_string(),
+                ..Default::default()
+            })
+            .await?;
+        let mut messages = consumer.messages().await?;
+        let mut out = Vec::new();
+        while out.len() < limit {
+            match tokio::time::timeout(idle, messages.next()).await {
+                Ok(Some(Ok(message))) => out.push(contracts::decode::<T>(&message.payload)?),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stops every service gracefully (SIGTERM, drain).
+    pub fn stop(&mut self) {
+        for service in self.services.iter_mut().rev() {
+            service.terminate();
+        }
+    }
+
+    /// Every service's log, for a failure message.
+    pub fn logs(&self) -> String {
+        self.services
+            .iter()
+            .map(|s| format!("===== {} =====\n{}", s.name, s.log_text()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+async fn admin_client(server: &NatsServer) -> Result<async_nats::Client> {
+    Ok(async_nats::ConnectOptions::new()
+        .user_and_password(
+            ADMIN_USER.into(),
+            server.password(ADMIN_USER).unwrap_or_default().into(),
+        )
+        .connect(server.url())
+        .await?)
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("paths are UTF-8")
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(())
+}
