@@ -1,1 +1,50 @@
-//! The operators' command line: approve, deny or force risky actions, watch notifications, and print an incident's audit trail.
+//! The operators' command line: approve, deny or force risky actions, watch the platform live,
+//! and print an incident's audit trail. Identity on the bus: `approval-cli`
+//! ([`contracts::services::ApprovalCli`]); connection from `ORION_NATS_*` (see `--help`).
+//!
+//! | command | what it does |
+//! | --- | --- |
+//! | `keygen --identity NAME --out FILE` | Ed25519 admin key (PKCS#8, base64, mode 0600, never overwritten); prints brain's `[[admins]]` entry |
+//! | `list [--all]` | pending approval requests (no answer, not expired); `--all` adds answered/expired with status |
+//! | `show ID` | one request in full, with its decision chain (decision, answers, actions, outcomes) |
+//! | `approve` / `deny` / `force ID --reason … [--identity] [--key] [--valid-for]` | signed `orion.approval_decision.v1` (header `Orion-Signature`) |
+//! | `watch [--everything]` | new requests, decisions, actions, outcomes, notifications, dead letters, live |
+//! | `trail INCIDENT_ID [--full-scan]` | every message of an incident's chain, in time order |
+//! | `ack INCIDENT_ID --reason …` | `orion.incident_acknowledgement.v1` for guardian |
+//!
+//! Every command takes `--json`. Exit codes: 0 done, 1 refused or not found, 2 usage, 3 NATS
+//! unreachable. IDs may be given as a unique prefix (at least 4 characters).
+//!
+//! The binary (`src/main.rs`) only parses arguments and maps failures to exit codes; the work
+//! is in these modules so that it can be tested:
+//!
+//! - [`records`]: messages as read back from the streams (raw JSON, decoded [`contracts::Message`]).
+//! - [`streams`]: reading a stream to its end, or following it, with ordered pull consumers.
+//! - [`approvals`]: pending/answered/expired requests, id prefixes, building an approval decision.
+//! - [`trail`]: the chain of one incident, in time order (pure).
+//! - [`render`]: one-line summaries, times, durations, tables.
+//! - [`keys`]: admin key files and brain's `[[admins]]` snippet.
+//! - [`cli`] and [`commands`]: the subcommands.
+//!
+//! What the other services can rely on:
+//!
+//! - The signature covers the RFC 8785 canonical form of the approval decision exactly as
+//!   published (`contracts::to_value`, which includes `override_cooldown` and
+//!   `override_circuit_breaker` even when false): verify it against the received payload parsed
+//!   as JSON, with the `AdminKeyring` entry of its `admin_identity`.
+//! - An approval decision's `expires_at` is `issued_at` + `--valid-for` (default 300 s); the
+//!   tool refuses to answer an expired request and, unless `--again`, one already answered.
+//! - The audit trail links messages by ids: requests by `incident_id` or `decision_id`, actions
+//!   by `decision_id` or `approval_id`, ops commands by the action id in `meta.reason`
+//!   (`orion action <action_id>: …`), receipts by `command_id`, outcomes by `action_id`,
+//!   notifications and acknowledgements by `incident_id` or `action_id`, dead letters by any id
+//!   of the chain found in their raw payload.
+
+pub mod approvals;
+pub mod cli;
+pub mod commands;
+pub mod keys;
+pub mod records;
+pub mod render;
+pub mod streams;
+pub mod trail;
