@@ -1,1 +1,38 @@
-//! Decides how to respond to ORION incidents: policy, autonomy levels, approvals (orion.incident.v1 → decisions, actions, approval requests).
+//! brain: decides how to respond to ORION incidents (`orion.incident.v1` → decisions, actions,
+//! approval requests), under a policy file, the autonomy levels of seed 002, the ops interlock,
+//! and signed approvals.
+//!
+//! What it is for:
+//! - mapping an incident to an action with a safety class (SAFE, RISKY; UNKNOWN when no rule
+//!   covers it) through the [`policy`] file, validated at start with line numbers;
+//! - deciding ([`decide`], pure) what the effective autonomy level allows — N0 observe, N1
+//!   suggest, N2 execute SAFE, N3 execute SAFE and request approval for RISKY — within the
+//!   cooldowns, rate limits and circuit breakers of each action and target ([`limits`]), and
+//!   saying why in every decision;
+//! - honouring the ops interlock live ([`interlock`]: disarmed → observe only; `set_risk` caps
+//!   the level);
+//! - checking approval decisions ([`approvals`], pure): Ed25519 signature of a configured
+//!   administrator over the raw JSON, a pending request brain issued, in time; expiring
+//!   unanswered requests; refusing the unsigned legacy `orion.approval.v1`;
+//! - keeping all of that across restarts in the key-value bucket `brain_state` ([`state`]),
+//!   with an outbox per message so nothing is lost or done twice.
+//!
+//! What it is not for: executing actions (commander), correlating events (guardian), or asking
+//! operators (approval-cli).
+//!
+//! Start at [`service`] for the life of a message, then [`decide`] and [`approvals`].
+
+pub mod approvals;
+pub mod config;
+pub mod decide;
+pub mod interlock;
+pub mod limits;
+pub mod messages;
+pub mod policy;
+pub mod records;
+pub mod service;
+pub mod state;
+pub mod template;
+
+pub use policy::{Level, Policy, PolicyError, Safety};
+pub use service::{Brain, BrainError, Settings};

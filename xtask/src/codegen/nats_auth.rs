@@ -66,6 +66,8 @@ fn permissions(set: &ContractSet, service: &str) -> (BTreeSet<String>, BTreeSet<
     subscribe.insert("$SRV.>".to_string());
     publish.insert("_INBOX.>".to_string());
     publish.insert("$JS.API.INFO".to_string());
+    // Flow-control replies of push consumers (key-value watches).
+    publish.insert("$JS.FC.>".to_string());
 
     let mut streams = BTreeSet::new();
     for contract in &set.inventory.contracts {

@@ -1,0 +1,186 @@
+//! The `brain` binary: refuses a bad policy before connecting, checks policies, runs against a
+//! real nats-server and stops gracefully on SIGTERM.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const BRAIN: &str = env!("CARGO_BIN_EXE_brain");
+
+fn example_policy() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policy.toml")
+}
+
+#[test]
+fn a_bad_policy_exits_1_with_the_line_before_connecting() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad-policy.toml");
+    std::fs::write(
+        &path,
+        r#"autonomy_level = "N2"
+
+[[rules]]
+name = "restart"
+incident_types = ["service_outage"]
+action = "reboot_everything"
+safety = "SAFE"
+parameters = { service_name = "web" }
+cooldown_s = 60
+"#,
+    )
+    .unwrap();
+    let started = Instant::now();
+    let output = Command::new(BRAIN)
+        .args(["run", "--policy", path.to_str().unwrap()])
+        // Nothing listens there: brain must not get as far as trying.
+        .env("ORION_NATS_URL", "nats://127.0.0.1:1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "bad-policy.toml:6:10: rule `restart`: unknown action type \"reboot_everything\""
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.to_lowercase().contains("connect"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // A TOML syntax error too.
+    std::fs::write(&path, "autonomy_level = \"N2\"\n[[rules]\n").unwrap();
+    let output = Command::new(BRAIN)
+        .args(["run", "--policy", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("bad-policy.toml:2:"), "{stderr}");
+
+    // No policy at all.
+    let output = Command::new(BRAIN)
+        .arg("run")
+        .env_remove("ORION_BRAIN_POLICY")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no policy file"));
+}
+
+#[test]
+fn check_prints_the_policy_and_help_explains_the_keys() {
+    let output = Command::new(BRAIN)
+        .args(["check", "--policy", example_policy().to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("autonomy level N3"), "{stdout}");
+    assert!(stdout.contains("restart-crashed-service (line"), "{stdout}");
+    assert!(stdout.contains("fallback (line"), "{stdout}");
+
+    let output = Command::new(BRAIN)
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let output = Command::new(BRAIN).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    for needle in [
+        "autonomy_level",
+        "approval_timeout_s",
+        "[[admins]]",
+        "cooldown_s",
+        "rate_limit",
+        "circuit_breaker",
+        "${tags.<key>}",
+        "ORION_NATS_URL",
+        "ORION_NATS_PASSWORD_BRAIN",
+        "ORION_ENV",
+        "ORION_LOG_FORMAT",
+    ] {
+        assert!(help.contains(needle), "--help lacks {needle}:\n{help}");
+    }
+    let output = Command::new(BRAIN).arg("frobnicate").output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_decides_and_stops_gracefully_on_sigterm() {
+    let server = provisioned_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("brain.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let mut child = Command::new(BRAIN)
+        .args(["run", "--policy", example_policy().to_str().unwrap()])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("ORION_NATS_URL", server.url())
+        .env(
+            "ORION_NATS_PASSWORD_BRAIN",
+            server.password("brain").unwrap(),
+        )
+        .env("ORION_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    let mut seen = Observer::new(&server).await;
+    publish_incident(
+        &server,
+        &incident("service_outage", "critical", &[("service_name", "web")]),
+    )
+    .await;
+    let decision = tokio::time::timeout(WAIT, seen.decisions.next())
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "no decision; brain's log:\n{}",
+                std::fs::read_to_string(&log).unwrap()
+            )
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        decision.message().decision_type.to_string(),
+        "EXECUTE_SAFE_ACTION"
+    );
+    decision.ack().await.unwrap();
+    assert_eq!(
+        seen.action().await.action_type.to_string(),
+        "restart_service"
+    );
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + WAIT;
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        assert!(Instant::now() < deadline, "brain did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("\"brain stopped\""),
+        "structured logs: {text}"
+    );
+    assert!(
+        !text.to_lowercase().contains("permissions violation"),
+        "{text}"
+    );
+}

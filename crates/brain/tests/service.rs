@@ -1,0 +1,498 @@
+//! brain end to end on a real nats-server with the generated permissions: incidents in;
+//! decisions, actions and approval requests out; signed approvals; the live ops interlock;
+//! durable state across a restart.
+
+mod support;
+
+use std::time::Duration;
+
+use brain::interlock::Armed;
+use brain::Level;
+use contracts::approval_signature::AdminKey;
+use serde_json::json;
+use support::*;
+
+fn kind(decision: &contracts::Decision) -> String {
+    decision.decision_type.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn safe_at_n3_executes_once_and_re_emitted_versions_are_held_by_the_cooldown() {
+    let server = provisioned_server().await;
+    let (alice, _) = AdminKey::generate("alice");
+    let brain = RunningBrain::start(&server, &policy("N3", &[&alice], 300, "")).await;
+    let mut seen = Observer::new(&server).await;
+
+    let outage = incident(
+        "service_outage",
+        "high",
+        &[("service_name", "web"), ("rule", "down")],
+    );
+    publish_incident(&server, &outage).await;
+    let decision = seen.decision().await;
+    assert_eq!(
+        kind(&decision),
+        "EXECUTE_SAFE_ACTION",
+        "{}",
+        reasoning(&decision)
+    );
+    assert_eq!(decision.incident_id, outage.incident_id);
+    assert_eq!(decision.safety_classification.to_string(), "SAFE");
+    assert_eq!(decision.autonomy_level.unwrap().to_string(), "N3");
+    assert_eq!(decision.source.to_string(), "orion-brain");
+    assert!(reasoning(&decision).contains("policy rule `restart-crashed-service`"));
+    let action = seen.action().await;
+    assert_eq!(action.decision_id, decision.decision_id);
+    assert_eq!(action.action_type.to_string(), "restart_service");
+    assert_eq!(action.state.to_string(), "pending");
+    assert_eq!(action.safety_classification.to_string(), "SAFE");
+    assert_eq!(
+        action.parameters.service_name.as_ref().unwrap().as_str(),
+        "web"
+    );
+    assert_eq!(action.source.as_str(), "orion-brain");
+    assert_eq!(action.approval_id, None);
+
+    // guardian re-emits the grown incident: no second action while the first cools down.
+    publish_incident(&server, &grown(&outage)).await;
+    let decision = seen.decision().await;
+    assert_eq!(kind(&decision), "NO_ACTION");
+    assert!(
+        reasoning(&decision).contains("cooldown of restart_service on web"),
+        "{}",
+        reasoning(&decision)
+    );
+    assert!(reasoning(&decision).contains(&outage.incident_id.to_string()));
+    seen.quiet().await;
+    brain.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn risky_at_n3_asks_and_a_signed_approval_runs_it_even_across_a_restart() {
+    let server = provisioned_server().await;
+    let (alice, _) = AdminKey::generate("alice");
+    let text = policy("N3", &[&alice], 300, "");
+    let brain = RunningBrain::start(&server, &text).await;
+    let mut seen = Observer::new(&server).await;
+
+    let anomaly = incident("metric_anomaly", "high", &[("service_name", "api")]);
+    publish_incident(&server, &anomaly).await;
+    let decision = seen.decision().await;
+    assert_eq!(
+        kind(&decision),
+        "REQUEST_APPROVAL",
+        "{}",
+        reasoning(&decision)
+    );
+    assert!(decision.requires_approval);
+    assert_eq!(decision.safety_classification.to_string(), "RISKY");
+    let request = seen.request().await;
+    assert_eq!(request.decision_id, decision.decision_id);
+    assert_eq!(request.incident_id, Some(anomaly.incident_id));
+    assert_eq!(request.risk_level.to_string(), "RISKY");
+    assert_eq!(request.requested_action.action_type, "scale_service");
+    assert_eq!(request.requested_action.parameters["replicas"], 3);
+    assert!(request.requested_action.reasoning.is_some());
+    let timeout = request.expires_at.0 - request.timestamp.0;
+    assert_eq!(timeout, time::Duration::seconds(300));
+    seen.no_action().await;
+    let stored = stored_request(&server, request.approval_request_id)
+        .await
+        .expect("the request is kept in brain_state");
+    assert!(stored.get("settlement").is_none());
+
+    // brain restarts while the request waits: the request survives.
+    brain.stop().await;
+    let brain = RunningBrain::start(&server, &text).await;
+
+    let approve = approval(&request, "approve", "alice");
+    publish_signed(&server, &approve, &alice).await;
+    let action = seen.action().await;
+    assert_eq!(action.approval_id, Some(approve.approval_id));
+    assert_eq!(action.decision_id, request.decision_id);
+    assert_eq!(action.action_type.to_string(), "scale_service");
+    assert_eq!(action.safety_classification.to_string(), "RISKY");
+    assert_eq!(action.state.to_string(), "pending");
+    assert_eq!(action.parameters.replicas, Some(3));
+
+    // Settled once: a second decision for the same request is refused with a decision.
+    let again = approval(&request, "force", "alice");
+    publish_signed(&server, &again, &alice).await;
+    let decision = seen.decision().await;
+    assert_eq!(kind(&decision), "NO_ACTION");
+    assert!(
+        reasoning(&decision).contains("already settled: approved by alice"),
+        "{}",
+        reasoning(&decision)
+    );
+    assert_eq!(decision.tags["approval_id"], again.approval_id.to_string());
+    seen.quiet().await;
+    let stored = stored_request(&server, request.approval_request_id)
+        .await
+        .unwrap();
+    assert_eq!(stored["settlement"]["outcome"], "approved");
+    brain.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deny_forgery_expiry_and_legacy_approvals_never_run_anything() {
+    let server = provisioned_server().await;
+    let (alice, _) = AdminKey::generate("alice");
+    let (mallory, _) = AdminKey::generate("alice");
+    let brain = RunningBrain::start(&server, &policy("N3", &[&alice], 2, "")).await;
+    let mut seen = Observer::new(&server).await;
+
+    // Forged (right name, wrong key): refused, the request stays pending.
+    publish_incident(
+        &server,
+        &incident("metric_anomaly", "high", &[("service_name", "a")]),
+    )
+    .await;
+    assert_eq!(kind(&seen.decision().await), "REQUEST_APPROVAL");
+    let request = seen.request().await;
+    publish_signed(&server, &approval(&request, "approve", "alice"), &mallory).await;
+    let decision = seen.decision().await;
+    assert_eq!(kind(&decision), "NO_ACTION");
+    assert!(
+        reasoning(&decision).contains("forged or altered"),
+        "{}",
+        reasoning(&decision)
+    );
+    assert_eq!(decision.incident_id, request.incident_id.unwrap());
+    seen.no_action().await;
+
+    // The legacy unsigned approval is refused, saying approvals must be signed.
+    publish_legacy(&server, request.decision_id).await;
+    let decision = seen.decision().await;
+    assert_eq!(kind(&decision), "NO_ACTION");
+    assert!(
+        reasoning(&decision).contains("approvals must be signed"),
+        "{}",
+        reasoning(&decision)
+    );
+    seen.no_action().await;
+
+    // Nobody valid answers: the request expires (2 s) with a decision.
+    let decision = seen.decision().await;
+    assert_eq!(kind(&decision), "NO_ACTION");
+    assert!(
+        reasoning(&decision).contains("approval request expired"),
+        "{}",
+        reasoning(&decision)
+    );
+    assert_eq!(
+        decision.tags["approval_request_id"],
+        request.approval_request_id.to_string()
+    );
+    // A late answer after that is refused too.
+    publish_signed(&server, &approval(&request, "approve", "alice"), &alice).await;
+    let decision = seen.decision().await;
+    assert_eq!(kind(&decision), "NO_ACTION");
+    let text = reasoning(&decision);
+    assert!(
+        text.contains("already settled: expired") || text.contains("too late"),
+        "{text}"
+    );
+    seen.no_action().await;
+
+    // Deny: a decision naming who and why; no action.
+    publish_incident(
+        &server,
+        &incident("metric_anomaly", "high", &[("service_name", "b")]),
+    )
+    .await;
+    assert_eq!(kind(&seen.decision().await), "REQUEST_APPROVAL");
+    let request = seen.request().await;
+    publish_signed(&server, &approval(&request, "deny", "alice"), &alice).await;
+    let decision = seen.decision().await;
+    assert_eq!(kind(&decision), "NO_ACTION");
+    assert!(
+        reasoning(&decision).contains("denied by alice"),
+        "{}",
+        reasoning(&decision)
+    );
+    assert!(reasoning(&decision).contains("deny in test"));
+    seen.quiet().await;
+    brain.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ops_interlock_changes_brain_without_a_restart() {
+    let server = provisioned_server().await;
+    let (alice, _) = AdminKey::generate("alice");
+    let mut brain = RunningBrain::start(&server, &policy("N3", &[&alice], 300, "")).await;
+    let mut seen = Observer::new(&server).await;
+
+    write_interlock(
+        &server,
+        "armed",
+        json!({"armed": false, "command_id": "cmd-disarm", "at": "2026-02-14T12:00:00Z"}),
+    )
+    .await;
+    brain
+        .wait_interlock(|s| matches!(s.armed, Armed::Disarmed { .. }))
+        .await;
+    publish_incident(
+        &server,
+        &incident("service_outage", "high", &[("service_name", "one")]),
+    )
+    .await;
+    let decision = seen.decision().await;
+    assert_eq!(kind(&decision), "NO_ACTION", "{}", reasoning(&decision));
+    assert_eq!(decision.autonomy_level.unwrap().to_string(), "N0");
+    assert!(
+        reasoning(&decision)
+            .contains("the ops interlock is disarmed (disarmed by ops command cmd-disarm"),
+        "{}",
+        reasoning(&decision)
+    );
+    seen.no_action().await;
+
+    // Re-armed with a risk ceiling of N1: suggestions only.
+    write_interlock(
+        &server,
+        "armed",
+        json!({"armed": true, "command_id": "cmd-arm", "at": "t"}),
+    )
+    .await;
+    write_interlock(
+        &server,
+        "risk_ceiling",
+        json!({"level": "N1", "command_id": "cmd-risk", "at": "t"}),
+    )
+    .await;
+    brain
+        .wait_interlock(|s| {
+            matches!(s.armed, Armed::Armed { .. })
+                && s.ceiling.as_ref().is_some_and(|c| c.level == Level::N1)
+        })
+        .await;
+    publish_incident(
+        &server,
+        &incident("service_outage", "high", &[("service_name", "two")]),
+    )
+    .await;
+    let decision = seen.decision().await;
+    assert_eq!(
+        kind(&decision),
+        "SUGGEST_ACTION",
+        "{}",
+        reasoning(&decision)
+    );
+    assert_eq!(decision.autonomy_level.unwrap().to_string(), "N1");
+    assert_eq!(
+        decision.proposed_action.as_ref().unwrap().action_type,
+        "restart_service"
+    );
+    assert!(reasoning(&decision).contains("ops risk ceiling is N1"));
+    seen.no_action().await;
+
+    // Ceiling lifted: the policy's N3 again, and the SAFE action runs.
+    write_interlock(&server, "risk_ceiling", json!({"level": "N3"})).await;
+    brain
+        .wait_interlock(|s| s.ceiling.as_ref().is_some_and(|c| c.level == Level::N3))
+        .await;
+    publish_incident(
+        &server,
+        &incident("service_outage", "high", &[("service_name", "three")]),
+    )
+    .await;
+    let decision = seen.decision().await;
+    assert_eq!(
+        kind(&decision),
+        "EXECUTE_SAFE_ACTION",
+        "{}",
+        reasoning(&decision)
+    );
+    let action = seen.action().await;
+    assert_eq!(action.parameters.service_name.unwrap().as_str(), "three");
+    brain.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_outcomes_open_the_circuit_breaker() {
+    let server = provisioned_server().await;
+    let extra = r#"
+[[rules]]
+name = "restart-device"
+incident_types = ["edge_device_failure"]
+action = "restart_edge_device"
+safety = "SAFE"
+parameters = { device_id = "${tags.device_id}" }
+cooldown_s = 1
+circuit_breaker = { failures = 2, within_s = 300, open_s = 600 }
+"#;
+    let brain = RunningBrain::start(&server, &policy("N2", &[], 300, extra)).await;
+    let mut seen = Observer::new(&server).await;
+    for _ in 0..2 {
+        publish_incident(
+            &server,
+            &incident("edge_device_failure", "high", &[("device_id", "gw-7")]),
+        )
+        .await;
+        let decision = seen.decision().await;
+        assert_eq!(
+            kind(&decision),
+            "EXECUTE_SAFE_ACTION",
+            "{}",
+            reasoning(&decision)
+        );
+        let action = seen.action().await;
+        publish_outcome(&server, action.action_id, "failed").await;
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+    }
+    publish_incident(
+        &server,
+        &incident("edge_device_failure", "high", &[("device_id", "gw-7")]),
+    )
+    .await;
+    let decision = seen.decision().await;
+    assert_eq!(kind(&decision), "NO_ACTION", "{}", reasoning(&decision));
+    assert!(
+        reasoning(&decision).contains("circuit breaker of restart_edge_device on gw-7 is open"),
+        "{}",
+        reasoning(&decision)
+    );
+    // Another device is not affected.
+    publish_incident(
+        &server,
+        &incident("edge_device_failure", "high", &[("device_id", "gw-8")]),
+    )
+    .await;
+    assert_eq!(kind(&seen.decision().await), "EXECUTE_SAFE_ACTION");
+    seen.action().await;
+    brain.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_ceiling_of_n2_blocks_risky_and_uncovered_incidents_are_explained() {
+    let server = provisioned_server().await;
+    let brain = RunningBrain::start(&server, &policy("N2", &[], 300, "")).await;
+    let mut seen = Observer::new(&server).await;
+    publish_incident(
+        &server,
+        &incident("metric_anomaly", "high", &[("service_name", "api")]),
+    )
+    .await;
+    let decision = seen.decision().await;
+    assert_eq!(kind(&decision), "NO_ACTION");
+    assert!(
+        reasoning(&decision).contains("blocked at N2"),
+        "{}",
+        reasoning(&decision)
+    );
+    publish_incident(&server, &incident("correlation_detected", "low", &[])).await;
+    let decision = seen.decision().await;
+    assert_eq!(kind(&decision), "NO_ACTION");
+    assert_eq!(decision.safety_classification.to_string(), "UNKNOWN");
+    assert!(
+        reasoning(&decision).contains("No policy rule covers"),
+        "{}",
+        reasoning(&decision)
+    );
+    seen.quiet().await;
+    brain.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_incident_replays_the_stored_effects_with_the_same_ids() {
+    use brain::state::{outbox_key, Effect, Outbox};
+    let server = provisioned_server().await;
+    let (alice, _) = AdminKey::generate("alice");
+    let outage = incident("service_outage", "high", &[("service_name", "web")]);
+    // The incident is message 1 of ORION_INCIDENTS.
+    publish_incident(&server, &outage).await;
+
+    // As if an earlier brain had decided, stored its outbox and crashed before publishing.
+    let decision: contracts::Decision = contracts::decode_value(json!({
+        "version": "1.0",
+        "decision_id": uuid::Uuid::new_v4(),
+        "timestamp": contracts::Timestamp::now().to_string(),
+        "source": "orion-brain",
+        "incident_id": outage.incident_id,
+        "decision_type": "EXECUTE_SAFE_ACTION",
+        "safety_classification": "SAFE",
+        "requires_approval": false,
+        "reasoning": "decided before the crash"
+    }))
+    .unwrap();
+    let action: contracts::Action = contracts::decode_value(json!({
+        "version": "1.0",
+        "action_id": uuid::Uuid::new_v4(),
+        "timestamp": contracts::Timestamp::now().to_string(),
+        "source": "orion-brain",
+        "decision_id": decision.decision_id,
+        "action_type": "restart_service",
+        "safety_classification": "SAFE",
+        "state": "pending",
+        "parameters": {"service_name": "web"}
+    }))
+    .unwrap();
+    let outbox = Outbox {
+        created_at: contracts::Timestamp::now(),
+        mutations: Vec::new(),
+        effects: vec![
+            Effect::Decision(Box::new(decision.clone())),
+            Effect::Action(Box::new(action.clone())),
+        ],
+    };
+    let kv = admin_jetstream(&server)
+        .await
+        .get_key_value("brain_state")
+        .await
+        .unwrap();
+    let key = outbox_key("incident", 1);
+    kv.put(&key, serde_json::to_vec(&outbox).unwrap().into())
+        .await
+        .unwrap();
+
+    let brain = RunningBrain::start(&server, &policy("N3", &[&alice], 300, "")).await;
+    let mut seen = Observer::new(&server).await;
+    assert_eq!(seen.decision().await.decision_id, decision.decision_id);
+    assert_eq!(seen.action().await.action_id, action.action_id);
+    seen.quiet().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        kv.get(&key).await.unwrap(),
+        None,
+        "the outbox is gone once acked"
+    );
+    brain.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_to_a_request_brain_never_made_is_dead_lettered() {
+    use contracts::bus::SubscribeOptions;
+    let server = provisioned_server().await;
+    let (alice, _) = AdminKey::generate("alice");
+    let brain = RunningBrain::start(&server, &policy("N3", &[&alice], 300, "")).await;
+    let mut seen = Observer::new(&server).await;
+    let invented: contracts::ApprovalRequest = contracts::decode_value(json!({
+        "version": "1.0",
+        "approval_request_id": uuid::Uuid::new_v4(),
+        "timestamp": contracts::Timestamp::now().to_string(),
+        "source": "orion-brain",
+        "decision_id": uuid::Uuid::new_v4(),
+        "action_type": "scale_service",
+        "risk_level": "RISKY",
+        "requested_action": {"action_type": "scale_service", "parameters": {}},
+        "expires_at": contracts::Timestamp::now().to_string()
+    }))
+    .unwrap();
+    publish_signed(&server, &approval(&invented, "approve", "alice"), &alice).await;
+    let cli = connect::<contracts::services::ApprovalCli>(&server).await;
+    let mut letters = cli
+        .subscribe::<contracts::DeadLetter>(SubscribeOptions::default())
+        .await
+        .unwrap();
+    let letter = next(&mut letters, WAIT).await.expect("a dead letter");
+    assert_eq!(letter.service.to_string(), "brain");
+    assert_eq!(letter.subject.to_string(), "orion.approval_decision.v1");
+    assert!(
+        letter.reason.message.contains("which brain never issued"),
+        "{:?}",
+        letter.reason
+    );
+    seen.quiet().await;
+    brain.stop().await;
+}

@@ -1,0 +1,350 @@
+//! A real nats-server with the generated permissions, brain running in-process as its own NATS
+//! identity, and the other services' identities to feed and watch it.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use brain::interlock::InterlockState;
+use brain::{Brain, Policy, Settings};
+use contracts::approval_signature::{AdminKey, SIGNATURE_HEADER};
+use contracts::bus::{Bus, Delivery, SubscribeOptions, Subscription};
+use contracts::local_server::NatsServer;
+use contracts::services::{self, ApprovalCli, ApprovalTelegram, Commander, Guardian};
+use contracts::*;
+use serde_json::{json, Value};
+use tokio::sync::{oneshot, watch};
+use uuid::Uuid;
+
+/// How long to wait for something that should happen.
+pub const WAIT: Duration = Duration::from_secs(15);
+/// How long to watch for something that should not happen.
+pub const QUIET: Duration = Duration::from_millis(1500);
+
+pub fn server() -> NatsServer {
+    NatsServer::start_with_auth().expect("start nats-server (install it with `cargo xtask test`)")
+}
+
+pub async fn admin_jetstream(server: &NatsServer) -> async_nats::jetstream::Context {
+    let admin = async_nats::ConnectOptions::new()
+        .user_and_password("admin".into(), server.password("admin").unwrap().into())
+        .connect(server.url())
+        .await
+        .unwrap();
+    async_nats::jetstream::new(admin)
+}
+
+/// A server with every stream and bucket of the inventory (as `cargo xtask up` provisions).
+pub async fn provisioned_server() -> NatsServer {
+    let server = server();
+    contracts::bus::provision_all(&admin_jetstream(&server).await, 1)
+        .await
+        .expect("provision");
+    server
+}
+
+pub async fn connect<S: Service>(server: &NatsServer) -> Bus<S> {
+    Bus::connect(server.bus_config::<S>())
+        .await
+        .expect("connect")
+}
+
+pub fn settings() -> Settings {
+    Settings {
+        expiry_check: Duration::from_millis(200),
+        rescan: Duration::from_secs(60),
+        ack_wait: Duration::from_secs(5),
+        max_deliver: 10,
+        retry_delay: Duration::from_millis(200),
+    }
+}
+
+/// brain running in this process; stopped (gracefully) by [`RunningBrain::stop`].
+pub struct RunningBrain {
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    pub interlock: watch::Receiver<InterlockState>,
+}
+
+impl RunningBrain {
+    pub async fn start(server: &NatsServer, policy: &str) -> Self {
+        let policy = Policy::parse(policy, "test policy").unwrap_or_else(|e| panic!("{e}"));
+        let bus = connect::<services::Brain>(server).await;
+        bus.provision()
+            .await
+            .expect("brain provisions what it uses");
+        let brain = Brain::start(bus.clone(), policy, settings())
+            .await
+            .expect("brain starts");
+        let interlock = brain.interlock().subscribe();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            brain
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .expect("brain runs");
+            bus.close().await.ok();
+        });
+        Self {
+            stop: Some(stop),
+            task: Some(task),
+            interlock,
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(WAIT, task)
+                .await
+                .expect("brain stops in time")
+                .expect("brain's task");
+        }
+    }
+
+    /// Waits until brain's view of the interlock satisfies `ok`.
+    pub async fn wait_interlock(&mut self, ok: impl Fn(&InterlockState) -> bool) {
+        tokio::time::timeout(WAIT, self.interlock.wait_for(|s| ok(s)))
+            .await
+            .expect("brain sees the interlock change")
+            .expect("interlock channel open");
+    }
+}
+
+/// What approval-cli sees of brain's output.
+pub struct Observer {
+    pub decisions: Subscription<ApprovalCli, Decision>,
+    pub actions: Subscription<ApprovalCli, Action>,
+    pub requests: Subscription<ApprovalCli, ApprovalRequest>,
+}
+
+impl Observer {
+    pub async fn new(server: &NatsServer) -> Self {
+        let cli = connect::<ApprovalCli>(server).await;
+        Self {
+            decisions: cli.subscribe(SubscribeOptions::default()).await.unwrap(),
+            actions: cli.subscribe(SubscribeOptions::default()).await.unwrap(),
+            requests: cli.subscribe(SubscribeOptions::default()).await.unwrap(),
+        }
+    }
+
+    pub async fn decision(&mut self) -> Decision {
+        next(&mut self.decisions, WAIT).await.expect("a decision")
+    }
+
+    pub async fn action(&mut self) -> Action {
+        next(&mut self.actions, WAIT).await.expect("an action")
+    }
+
+    pub async fn request(&mut self) -> ApprovalRequest {
+        next(&mut self.requests, WAIT)
+            .await
+            .expect("an approval request")
+    }
+
+    /// Nothing more for a while on any of the three.
+    pub async fn quiet(&mut self) {
+        let (d, a, r) = tokio::join!(
+            next(&mut self.decisions, QUIET),
+            next(&mut self.actions, QUIET),
+            next(&mut self.requests, QUIET)
+        );
+        assert!(d.is_none(), "unexpected decision: {d:?}");
+        assert!(a.is_none(), "unexpected action: {a:?}");
+        assert!(r.is_none(), "unexpected approval request: {r:?}");
+    }
+
+    pub async fn no_action(&mut self) {
+        let a = next(&mut self.actions, QUIET).await;
+        assert!(a.is_none(), "unexpected action: {a:?}");
+    }
+}
+
+/// The next message within `wait`, acknowledged.
+pub async fn next<S, T: Clone>(sub: &mut Subscription<S, T>, wait: Duration) -> Option<T> {
+    match tokio::time::timeout(wait, sub.next()).await {
+        Ok(Some(delivery)) => {
+            let delivery: Delivery<T> = delivery.expect("delivery");
+            let message = delivery.message().clone();
+            delivery.ack().await.unwrap();
+            Some(message)
+        }
+        Ok(None) => panic!("subscription ended"),
+        Err(_) => None,
+    }
+}
+
+/// An open incident as guardian emits it.
+pub fn incident(incident_type: &str, severity: &str, tags: &[(&str, &str)]) -> Incident {
+    let tags: serde_json::Map<String, Value> = tags
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    let now = Timestamp::now();
+    contracts::decode_value(json!({
+        "version": "1.0",
+        "incident_id": Uuid::new_v4(),
+        "timestamp": now.to_string(),
+        "source": "orion-guardian",
+        "incident_type": incident_type,
+        "severity": severity,
+        "event_ids": [Uuid::new_v4()],
+        "correlation_window": {"start": now.to_string(), "end": now.to_string()},
+        "state": "open",
+        "tags": tags
+    }))
+    .unwrap()
+}
+
+/// The next version of `incident` (it grew by one event).
+pub fn grown(incident: &Incident) -> Incident {
+    let mut next = incident.clone();
+    next.event_ids.push(Uuid::new_v4());
+    next.timestamp = Timestamp(incident.timestamp.0 + time::Duration::milliseconds(500));
+    next
+}
+
+pub async fn publish_incident(server: &NatsServer, incident: &Incident) {
+    connect::<Guardian>(server)
+        .await
+        .publish(incident)
+        .await
+        .expect("guardian publishes");
+}
+
+/// An approval decision for `request`, as approval-cli builds it.
+pub fn approval(request: &ApprovalRequest, verdict: &str, admin: &str) -> ApprovalDecision {
+    let now = Timestamp::now();
+    contracts::decode_value(json!({
+        "version": "1.0",
+        "approval_id": Uuid::new_v4(),
+        "timestamp": now.to_string(),
+        "source": "orion-approval-cli",
+        "approval_request_id": request.approval_request_id,
+        "decision_id": request.decision_id,
+        "decision": verdict,
+        "admin_identity": admin,
+        "reason": format!("{verdict} in test"),
+        "issued_at": now.to_string(),
+        "expires_at": Timestamp(now.0 + time::Duration::minutes(10)).to_string(),
+    }))
+    .unwrap()
+}
+
+/// Publishes `decision` as approval-cli, signed by `key`.
+pub async fn publish_signed(server: &NatsServer, decision: &ApprovalDecision, key: &AdminKey) {
+    let value = contracts::to_value(decision).unwrap();
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(SIGNATURE_HEADER, key.sign(&value).as_str());
+    connect::<ApprovalCli>(server)
+        .await
+        .publish_with_headers(decision, headers)
+        .await
+        .expect("approval-cli publishes");
+}
+
+pub async fn publish_legacy(server: &NatsServer, decision_id: Uuid) {
+    let approval: Approval = contracts::decode_value(json!({
+        "version": "1.0",
+        "approval_id": Uuid::new_v4(),
+        "timestamp": Timestamp::now().to_string(),
+        "source": "orion-approval-telegram",
+        "decision_id": decision_id,
+        "status": "approved",
+        "approved_by": "telegram-bob"
+    }))
+    .unwrap();
+    connect::<ApprovalTelegram>(server)
+        .await
+        .publish(&approval)
+        .await
+        .expect("the telegram identity publishes");
+}
+
+pub async fn publish_outcome(server: &NatsServer, action_id: Uuid, status: &str) {
+    let mut value = json!({
+        "version": "1.0",
+        "outcome_id": Uuid::new_v4(),
+        "timestamp": Timestamp::now().to_string(),
+        "source": "orion-commander",
+        "action_id": action_id,
+        "status": status,
+        "execution_time_ms": 40
+    });
+    if status == "failed" {
+        value["error"] = json!({"code": "container_exited", "message": "exited with 1"});
+    }
+    let outcome: Outcome = contracts::decode_value(value).unwrap();
+    connect::<Commander>(server)
+        .await
+        .publish(&outcome)
+        .await
+        .expect("commander publishes");
+}
+
+/// Writes the interlock as ops-worker does (the admin user stands in for ops-worker).
+pub async fn write_interlock(server: &NatsServer, key: &str, value: Value) {
+    let kv = admin_jetstream(server)
+        .await
+        .get_key_value("ops_interlock")
+        .await
+        .unwrap();
+    kv.put(key, serde_json::to_vec(&value).unwrap().into())
+        .await
+        .unwrap();
+}
+
+/// A policy at `level` with the given admins; rules: restart_service SAFE on service_outage,
+/// scale_service RISKY on metric_anomaly; `extra` is appended.
+pub fn policy(level: &str, admins: &[&AdminKey], timeout_s: u64, extra: &str) -> String {
+    let mut text = format!("autonomy_level = \"{level}\"\napproval_timeout_s = {timeout_s}\n");
+    for admin in admins {
+        text.push_str(&format!(
+            "[[admins]]\nidentity = \"{}\"\npublic_key = \"{}\"\n",
+            admin.identity(),
+            admin.public_key_base64()
+        ));
+    }
+    text.push_str(
+        r#"
+[[rules]]
+name = "restart-crashed-service"
+incident_types = ["service_outage"]
+action = "restart_service"
+safety = "SAFE"
+parameters = { service_name = "${tags.service_name}" }
+cooldown_s = 300
+
+[[rules]]
+name = "scale-on-anomaly"
+incident_types = ["metric_anomaly"]
+action = "scale_service"
+safety = "RISKY"
+parameters = { service_name = "${tags.service_name}", replicas = 3 }
+cooldown_s = 300
+"#,
+    );
+    text.push_str(extra);
+    text
+}
+
+/// brain's record of a request in `brain_state` (read as admin, as approval-cli may).
+pub async fn stored_request(server: &NatsServer, id: Uuid) -> Option<Value> {
+    let kv = admin_jetstream(server)
+        .await
+        .get_key_value("brain_state")
+        .await
+        .unwrap();
+    kv.get(format!("request.{id}"))
+        .await
+        .unwrap()
+        .map(|b| serde_json::from_slice(&b).unwrap())
+}
+
+pub fn reasoning(decision: &Decision) -> String {
+    decision.reasoning.to_string()
+}
