@@ -1,0 +1,418 @@
+//! Correlation throughput, in process and through NATS, each next to a baseline measured in
+//! the same run.
+//!
+//! In process (the pure engine: plan + commit + remember the id, as the service does):
+//! - baseline: `contracts::decode::<Event>` of the same event bytes (what the bus does for
+//!   every message before guardian sees it), and plain `serde_json::from_slice`;
+//! - new incidents (threshold 1, every event a new group), growth (events joining open
+//!   incidents), counting below a threshold (threshold 3), duplicates.
+//!
+//! Through NATS (a local nats-server with the generated permissions, guardian in process as the
+//! `guardian` identity, events published as `event-source`):
+//! - baseline: raw JetStream — publish the same event bytes to a stream, a raw pull consumer
+//!   republishes each to a second stream and acks it (confirmed), the sender reads them back:
+//!   the transport floor of "one message in, one message out";
+//! - guardian: events published → incident versions consumed (threshold 1, so one version per
+//!   event), each event stored, published and acknowledged before the next.
+//!
+//! Run: `cargo bench -p guardian --bench correlation` (needs nats-server on PATH).
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer::pull, stream};
+use contracts::bus::Bus;
+use contracts::local_server::NatsServer;
+use contracts::services::{EventSource, Guardian as GuardianIdentity};
+use contracts::{Event, Timestamp};
+use futures::StreamExt;
+use guardian::config::FileConfig;
+use guardian::engine::{Engine, Limits, Step};
+use serde_json::json;
+use uuid::Uuid;
+
+const RUNS: usize = 5;
+
+fn config() -> guardian::GuardianConfig {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/guardian.toml"))
+        .expect("the example config");
+    let file: FileConfig = toml::from_str(&text).unwrap();
+    file.validate().unwrap()
+}
+
+fn event(event_type: &str, data: serde_json::Value, offset_ms: i64) -> Event {
+    let at = Timestamp::now().0 + time::Duration::milliseconds(offset_ms);
+    contracts::decode_value(json!({
+        "version": "1.0",
+        "event_id": Uuid::new_v4(),
+        "timestamp": Timestamp(at),
+        "source": "orion-watcher",
+        "event_type": event_type,
+        "severity": "critical",
+        "data": data,
+    }))
+    .unwrap()
+}
+
+fn service_down(service: usize, offset_ms: i64) -> Event {
+    event(
+        "service_down",
+        json!({"service_name": format!("svc-{service}")}),
+        offset_ms,
+    )
+}
+
+fn metric(service: usize, offset_ms: i64) -> Event {
+    event(
+        "metric_threshold_exceeded",
+        json!({"service_name": format!("svc-{service}"), "metric": "cpu", "value": 97}),
+        offset_ms,
+    )
+}
+
+/// What the service does per event when storing and publishing succeed.
+fn handle(engine: &mut Engine, event: &Event, now: time::OffsetDateTime) -> usize {
+    if engine.is_duplicate(&event.event_id) {
+        engine.note_duplicate();
+        return 0;
+    }
+    let plan = engine.plan_event(event, now);
+    if plan.is_duplicate() {
+        engine.note_duplicate();
+    }
+    let mut emitted = 0;
+    for step in plan.steps {
+        if let Step::Change(change) = step {
+            emitted += usize::from(change.emit.is_some());
+            let forget = change.forget.clone();
+            remember(engine, &forget, now);
+            for evicted in engine.commit(*change) {
+                remember(engine, &evicted.event_ids, now);
+            }
+        }
+    }
+    if plan.remember {
+        remember(engine, &[event.event_id], now);
+    }
+    emitted
+}
+
+fn remember(engine: &mut Engine, ids: &[Uuid], now: time::OffsetDateTime) {
+    for write in engine.plan_seen_many(ids, now) {
+        engine.commit_seen(write);
+    }
+}
+
+fn median(mut rates: Vec<f64>) -> f64 {
+    rates.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    rates[rates.len() / 2]
+}
+
+fn report(case: &str, rate: f64, baseline: Option<f64>) {
+    let per = 1e6 / rate;
+    match baseline {
+        Some(base) => println!(
+            "{case:<62} {rate:>11.0} /s {per:>9.2} µs  {:>6.3}× of baseline",
+            rate / base
+        ),
+        None => println!("{case:<62} {rate:>11.0} /s {per:>9.2} µs  (baseline)"),
+    }
+}
+
+/// Events per second through the engine, median of RUNS fresh engines.
+fn engine_rate(events: &[Event], prime: &[Event], limits: Limits) -> f64 {
+    let rules = config().rules;
+    median(
+        (0..RUNS)
+            .map(|_| {
+                let mut engine = Engine::new(rules.clone(), limits);
+                let now = time::OffsetDateTime::now_utc();
+                for event in prime {
+                    handle(&mut engine, event, now);
+                }
+                let start = Instant::now();
+                for event in events {
+                    std::hint::black_box(handle(&mut engine, event, now));
+                }
+                events.len() as f64 / start.elapsed().as_secs_f64()
+            })
+            .collect(),
+    )
+}
+
+fn in_process() {
+    const N: usize = 50_000;
+    println!("\n== in process: the pure engine (median of {RUNS} runs, {N} events) ==");
+    let opening: Vec<Event> = (0..N).map(|n| service_down(n, 0)).collect();
+    let bytes: Vec<Vec<u8>> = opening
+        .iter()
+        .map(|e| contracts::encode(e).unwrap())
+        .collect();
+    let decode = median(
+        (0..RUNS)
+            .map(|_| {
+                let start = Instant::now();
+                for b in &bytes {
+                    std::hint::black_box(contracts::decode::<Event>(b).unwrap());
+                }
+                N as f64 / start.elapsed().as_secs_f64()
+            })
+            .collect(),
+    );
+    report(
+        "baseline: contracts::decode::<Event> of the same bytes",
+        decode,
+        None,
+    );
+    let serde = median(
+        (0..RUNS)
+            .map(|_| {
+                let start = Instant::now();
+                for b in &bytes {
+                    std::hint::black_box(serde_json::from_slice::<Event>(b).unwrap());
+                }
+                N as f64 / start.elapsed().as_secs_f64()
+            })
+            .collect(),
+    );
+    report("plain serde_json::from_slice::<Event>", serde, Some(decode));
+
+    let limits = Limits {
+        max_groups: N + 10,
+        max_seen_event_ids: 4 * N,
+        ..Limits::default()
+    };
+    report(
+        "engine: new incident per event (threshold 1, 50k groups)",
+        engine_rate(&opening, &[], limits),
+        Some(decode),
+    );
+    // 100 open incidents, each event joins one (incidents reach 500 listed ids).
+    let prime: Vec<Event> = (0..100).map(|s| service_down(s, 0)).collect();
+    let growing: Vec<Event> = (0..N).map(|n| service_down(n % 100, n as i64)).collect();
+    report(
+        "engine: event joins an open incident (100 incidents)",
+        engine_rate(&growing, &prime, limits),
+        Some(decode),
+    );
+    // Small incidents: 10 000 open incidents, 5 events each.
+    let prime: Vec<Event> = (0..10_000).map(|s| service_down(s, 0)).collect();
+    let small: Vec<Event> = (0..N).map(|n| service_down(n % 10_000, n as i64)).collect();
+    report(
+        "engine: event joins an open incident (10k incidents, ≤6 events)",
+        engine_rate(&small, &prime, limits),
+        Some(decode),
+    );
+    // Threshold 3: mostly counting, every third event of a group opens an incident.
+    let counting: Vec<Event> = (0..N).map(|n| metric(n / 3, n as i64)).collect();
+    report(
+        "engine: metric threshold 3 (count, count, open)",
+        engine_rate(&counting, &[], limits),
+        Some(decode),
+    );
+    report(
+        "engine: duplicate event ids (all seen before)",
+        engine_rate(&growing, &growing, limits),
+        Some(decode),
+    );
+    let bounded = Limits {
+        max_groups: 1000,
+        max_seen_event_ids: 10_000,
+        ..Limits::default()
+    };
+    report(
+        "engine: 50k distinct groups through max_groups = 1000 (evicting)",
+        engine_rate(&opening, &[], bounded),
+        Some(decode),
+    );
+}
+
+async fn admin(server: &NatsServer) -> jetstream::Context {
+    jetstream::new(
+        async_nats::ConnectOptions::new()
+            .user_and_password("admin".into(), server.password("admin").unwrap().into())
+            .connect(server.url())
+            .await
+            .unwrap(),
+    )
+}
+
+/// Raw JetStream: publish N payloads, a responder republishes each and acks it (confirmed),
+/// the sender reads N answers.
+async fn raw_round_trips(js: &jetstream::Context, payloads: &[Vec<u8>], run: usize) -> Duration {
+    let (input, output) = (format!("BENCH_IN_{run}"), format!("BENCH_OUT_{run}"));
+    for name in [&input, &output] {
+        js.create_stream(stream::Config {
+            name: name.clone(),
+            subjects: vec![format!("bench.{}", name.to_lowercase())],
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let in_subject = format!("bench.{}", input.to_lowercase());
+    let out_subject = format!("bench.{}", output.to_lowercase());
+    let responder = {
+        let js = js.clone();
+        let consumer = js
+            .get_stream(&input)
+            .await
+            .unwrap()
+            .create_consumer(pull::Config {
+                durable_name: Some("responder".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let out_subject = out_subject.clone();
+        tokio::spawn(async move {
+            let mut messages = consumer.messages().await.unwrap();
+            while let Some(Ok(message)) = messages.next().await {
+                js.publish(out_subject.clone(), message.payload.clone())
+                    .await
+                    .unwrap()
+                    .await
+                    .unwrap();
+                message.double_ack().await.unwrap();
+            }
+        })
+    };
+    let answers = js
+        .get_stream(&output)
+        .await
+        .unwrap()
+        .create_consumer(pull::OrderedConfig::default())
+        .await
+        .unwrap();
+    let mut answers = answers.messages().await.unwrap();
+    let start = Instant::now();
+    for payload in payloads {
+        js.publish(in_subject.clone(), payload.clone().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    for _ in payloads {
+        answers.next().await.unwrap().unwrap();
+    }
+    let took = start.elapsed();
+    responder.abort();
+    took
+}
+
+/// Events published as event-source → incident versions read back, guardian in process.
+async fn guardian_round_trips(
+    server: &NatsServer,
+    producer: &Bus<EventSource>,
+    js: &jetstream::Context,
+    events: &[Event],
+) -> Duration {
+    let config = config();
+    let bus = Bus::<GuardianIdentity>::connect(server.bus_config::<GuardianIdentity>())
+        .await
+        .unwrap();
+    bus.provision().await.unwrap();
+    let guardian = guardian::Guardian::start(bus.clone(), &config)
+        .await
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(guardian.run(async {
+        let _ = stopped.await;
+    }));
+    let versions = js
+        .get_stream("ORION_INCIDENTS")
+        .await
+        .unwrap()
+        .create_consumer(pull::OrderedConfig {
+            filter_subject: "orion.incident.v1".into(),
+            deliver_policy: jetstream::consumer::DeliverPolicy::New,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut versions = versions.messages().await.unwrap();
+    let start = Instant::now();
+    for event in events {
+        producer.publish(event).await.unwrap();
+    }
+    for _ in events {
+        tokio::time::timeout(Duration::from_secs(60), versions.next())
+            .await
+            .expect("an incident version within 60 s")
+            .unwrap()
+            .unwrap();
+    }
+    let took = start.elapsed();
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+    bus.close().await.unwrap();
+    took
+}
+
+async fn through_nats() {
+    const N: usize = 2_000;
+    const SERVICES: usize = 50;
+    println!(
+        "\n== through NATS: {} (file storage), median of 3 runs, {N} events ==",
+        nats_version()
+    );
+    let server = NatsServer::start_with_auth().expect("nats-server on PATH");
+    let js = admin(&server).await;
+    contracts::bus::provision_all(&js, 1).await.unwrap();
+    let producer = Bus::<EventSource>::connect(server.bus_config::<EventSource>())
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    let mut typed = Vec::new();
+    for run in 0..3 {
+        // Distinct services per run: each run opens 50 incidents and grows them to 40 events.
+        let events: Vec<Event> = (0..N)
+            .map(|n| service_down(run * 1000 + n % SERVICES, n as i64))
+            .collect();
+        let payloads: Vec<Vec<u8>> = events
+            .iter()
+            .map(|e| contracts::encode(e).unwrap())
+            .collect();
+        raw.push(N as f64 / raw_round_trips(&js, &payloads, run).await.as_secs_f64());
+        typed.push(
+            N as f64
+                / guardian_round_trips(&server, &producer, &js, &events)
+                    .await
+                    .as_secs_f64(),
+        );
+    }
+    let raw = median(raw);
+    report(
+        "baseline: raw JetStream publish → consume+ack+republish → read",
+        raw,
+        None,
+    );
+    report(
+        "guardian: Bus::publish(event) → incident version read back",
+        median(typed),
+        Some(raw),
+    );
+}
+
+fn nats_version() -> String {
+    std::process::Command::new("nats-server")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` runs this too: keep that quick.
+    if std::env::args().any(|a| a == "--test" || a == "--list") {
+        return;
+    }
+    in_process();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(through_nats());
+}

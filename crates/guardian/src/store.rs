@@ -1,0 +1,200 @@
+//! guardian's durable state in the JetStream key-value bucket `guardian_state` (guardian is its
+//! only writer; it exists after `Bus::provision`).
+//!
+//! Keys:
+//! - `group.<uuid v5>` — one group (rule + group-by values): the events counted below the
+//!   threshold, or the open/acknowledged incident with everything its next version needs. The
+//!   key is deleted when the incident resolves or the counted events leave the window, and
+//!   reused when the same group has trouble again, so the bucket holds at most one key (or
+//!   delete marker) per group that ever existed.
+//! - `seen.<slot>` — chunks of handled event ids no group record holds any more (see
+//!   [`crate::seen`]): a fixed ring of keys, deleted when their ids outlive the time to live.
+//!
+//! Values are JSON with a `format` number; a record guardian cannot read is skipped (and
+//! logged), never fatal.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{Group, GROUP_KEY_PREFIX};
+use crate::seen::{SeenChunk, SeenWrite, KEY_PREFIX as SEEN_KEY_PREFIX};
+
+/// The bucket (see `schemas/inventory.toml`).
+pub const BUCKET: &str = "guardian_state";
+/// Version of the stored records.
+const FORMAT: u32 = 1;
+/// Longest wait for the initial load.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A key-value operation that failed; transient from guardian's point of view (the message is
+/// handed back and retried).
+#[derive(Debug, thiserror::Error)]
+#[error("key-value bucket `{BUCKET}`: {what}: {reason}")]
+pub struct StoreError {
+    pub what: String,
+    pub reason: String,
+}
+
+fn failed(what: impl Into<String>, e: impl std::fmt::Display) -> StoreError {
+    StoreError {
+        what: what.into(),
+        reason: e.to_string(),
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct GroupRecord {
+    format: u32,
+    #[serde(flatten)]
+    group: Group,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SeenRecord {
+    format: u32,
+    #[serde(flatten)]
+    chunk: SeenChunk,
+}
+
+/// Everything found in the bucket at start.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub groups: Vec<Group>,
+    pub seen: Vec<(String, SeenChunk)>,
+    /// Keys whose value could not be read (`key`, reason).
+    pub unreadable: Vec<(String, String)>,
+}
+
+/// The bucket, as guardian uses it.
+#[derive(Clone)]
+pub struct StateStore {
+    kv: kv::Store,
+}
+
+impl StateStore {
+    pub async fn open(js: &jetstream::Context) -> Result<Self, StoreError> {
+        let kv = js
+            .get_key_value(BUCKET)
+            .await
+            .map_err(|e| failed("opening the bucket (is it provisioned?)", e))?;
+        Ok(Self { kv })
+    }
+
+    /// Reads the latest value of every key.
+    pub async fn load(&self) -> Result<Snapshot, StoreError> {
+        let mut snapshot = Snapshot::default();
+        let info = self
+            .kv
+            .stream
+            .get_info()
+            .await
+            .map_err(|e| failed("reading the bucket's status", e))?;
+        if info.state.messages == 0 {
+            return Ok(snapshot);
+        }
+        let mut watch = self
+            .kv
+            .watch_with_history(">")
+            .await
+            .map_err(|e| failed("reading the keys", e))?;
+        let read = async {
+            while let Some(entry) = watch.next().await {
+                let entry = entry.map_err(|e| failed("reading the keys", e))?;
+                let last = entry.delta == 0;
+                if entry.operation == kv::Operation::Put {
+                    self.decode(&entry.key, &entry.value, &mut snapshot);
+                }
+                if last {
+                    break;
+                }
+            }
+            Ok::<_, StoreError>(())
+        };
+        tokio::time::timeout(LOAD_TIMEOUT, read)
+            .await
+            .map_err(|_| failed("reading the keys", "timed out"))??;
+        Ok(snapshot)
+    }
+
+    fn decode(&self, key: &str, value: &[u8], snapshot: &mut Snapshot) {
+        let problem = if key.starts_with(GROUP_KEY_PREFIX) {
+            match serde_json::from_slice::<GroupRecord>(value) {
+                Ok(record) if record.format == FORMAT => {
+                    if record.group.key.storage_key() == key {
+                        snapshot.groups.push(record.group);
+                        return;
+                    }
+                    "the record belongs to another key".to_string()
+                }
+                Ok(record) => format!("unknown format {}", record.format),
+                Err(e) => e.to_string(),
+            }
+        } else if key.starts_with(SEEN_KEY_PREFIX) {
+            match serde_json::from_slice::<SeenRecord>(value) {
+                Ok(record) if record.format == FORMAT => {
+                    snapshot.seen.push((key.to_string(), record.chunk));
+                    return;
+                }
+                Ok(record) => format!("unknown format {}", record.format),
+                Err(e) => e.to_string(),
+            }
+        } else {
+            "not a key guardian writes".to_string()
+        };
+        snapshot.unreadable.push((key.to_string(), problem));
+    }
+
+    /// Stores a group under its key.
+    pub async fn put_group(&self, group: &Group) -> Result<(), StoreError> {
+        let key = group.key.storage_key();
+        let value = serde_json::to_vec(&GroupRecord {
+            format: FORMAT,
+            group: group.clone(),
+        })
+        .expect("groups serialize");
+        self.kv
+            .put(&key, value.into())
+            .await
+            .map(|_| ())
+            .map_err(|e| failed(format!("writing {key} ({})", group.key), e))
+    }
+
+    /// Stores a chunk of seen ids.
+    pub async fn put_seen(&self, write: &SeenWrite) -> Result<(), StoreError> {
+        let value = serde_json::to_vec(&SeenRecord {
+            format: FORMAT,
+            chunk: write.chunk.clone(),
+        })
+        .expect("chunks serialize");
+        self.kv
+            .put(&write.key, value.into())
+            .await
+            .map(|_| ())
+            .map_err(|e| failed(format!("writing {}", write.key), e))
+    }
+
+    /// Deletes a key (a group that resolved or expired, an expired chunk).
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.kv
+            .delete(key)
+            .await
+            .map_err(|e| failed(format!("deleting {key}"), e))
+    }
+
+    /// The keys that currently hold a value (not deleted), sorted.
+    pub async fn live_keys(&self) -> Result<Vec<String>, StoreError> {
+        let snapshot = self.load().await?;
+        let mut keys: Vec<String> = snapshot
+            .groups
+            .iter()
+            .map(|g| g.key.storage_key())
+            .chain(snapshot.seen.into_iter().map(|(k, _)| k))
+            .chain(snapshot.unreadable.into_iter().map(|(k, _)| k))
+            .collect();
+        keys.sort();
+        Ok(keys)
+    }
+}

@@ -1,0 +1,418 @@
+//! The guardian binary end to end: a real nats-server with the generated permissions, events
+//! published as `event-source`, acknowledgements as `commander`, and every incident version read
+//! back from the ORION_INCIDENTS stream.
+
+mod support;
+
+use std::time::Duration;
+
+use contracts::incident_v1::{IncidentSeverity, IncidentState};
+use serde_json::json;
+use support::*;
+
+const QUIET: Duration = Duration::from_millis(1500);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_duplicate_events_opens_exactly_one_incident() {
+    let server = provisioned_server().await;
+    let guardian = GuardianProcess::start(&server, TEST_CONFIG).await;
+    let producer = Producer::connect(&server).await;
+    let mut incidents = Incidents::open(&server).await;
+
+    let down = service_down("payments");
+    // The server's duplicate window drops same-id publishes; these copies carry distinct
+    // message ids, so all 20 reach guardian.
+    producer.publish_copies(&down, 20).await;
+    producer.publish(&down).await;
+    let incident = incidents.next(&guardian).await;
+    assert_eq!(incident.state, IncidentState::Open);
+    assert_eq!(ids(&incident), vec![down.event_id]);
+    incidents.assert_quiet(QUIET).await;
+    wait_until_events_settled(&server, &guardian).await;
+    assert!(
+        guardian.log_text().contains("duplicate event ignored"),
+        "{}",
+        guardian.log_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_of_two_services_open_two_incidents_with_their_tags() {
+    let server = provisioned_server().await;
+    let guardian = GuardianProcess::start(&server, TEST_CONFIG).await;
+    let producer = Producer::connect(&server).await;
+    let mut incidents = Incidents::open(&server).await;
+
+    producer.publish(&service_down("payments")).await;
+    producer.publish(&service_down("checkout")).await;
+    let first = incidents.next(&guardian).await;
+    let second = incidents.next(&guardian).await;
+    assert_ne!(first.incident_id, second.incident_id);
+    let mut services = vec![tag(&first, "service_name"), tag(&second, "service_name")];
+    services.sort();
+    assert_eq!(services, ["checkout", "payments"]);
+    for incident in [&first, &second] {
+        assert_eq!(tag(incident, "rule"), "service-outage");
+        assert_eq!(incident.tags.len(), 2, "{:?}", incident.tags);
+        assert_eq!(incident.severity, IncidentSeverity::Critical);
+        assert_eq!(incident.source.to_string(), "orion-guardian");
+    }
+    incidents.assert_quiet(QUIET).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incident_grows_then_service_up_resolves_it_for_good() {
+    let server = provisioned_server().await;
+    let guardian = GuardianProcess::start(&server, TEST_CONFIG).await;
+    let producer = Producer::connect(&server).await;
+    let mut incidents = Incidents::open(&server).await;
+
+    let first_event = service_down("payments");
+    producer.publish(&first_event).await;
+    let opened = incidents.next(&guardian).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let second_event = service_down("payments");
+    producer.publish(&second_event).await;
+    let grown = incidents.next(&guardian).await;
+    assert_eq!(grown.incident_id, opened.incident_id);
+    assert_eq!(
+        ids(&grown),
+        vec![first_event.event_id, second_event.event_id]
+    );
+    assert_eq!(
+        grown.correlation_window.start,
+        opened.correlation_window.start
+    );
+    assert!(grown.correlation_window.end > opened.correlation_window.end);
+    assert!(grown.timestamp > opened.timestamp);
+    assert_eq!(grown.state, IncidentState::Open);
+
+    producer.publish(&service_up("payments")).await;
+    let resolved = incidents.next(&guardian).await;
+    assert_eq!(resolved.incident_id, opened.incident_id);
+    assert_eq!(resolved.state, IncidentState::Resolved);
+    assert_eq!(ids(&resolved), ids(&grown));
+
+    // Resolved is final: the same trouble again is a new incident.
+    producer.publish(&service_down("payments")).await;
+    let again = incidents.next(&guardian).await;
+    assert_ne!(again.incident_id, opened.incident_id);
+    assert_eq!(again.state, IncidentState::Open);
+    assert_eq!(again.event_ids.len(), 1);
+    incidents.assert_quiet(QUIET).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_metric_events_in_the_window_open_a_metric_anomaly() {
+    let server = provisioned_server().await;
+    let guardian = GuardianProcess::start(&server, TEST_CONFIG).await;
+    let producer = Producer::connect(&server).await;
+    let mut incidents = Incidents::open(&server).await;
+
+    let events = [metric("api"), metric("api"), metric("api")];
+    producer.publish(&events[0]).await;
+    producer.publish(&events[1]).await;
+    incidents.assert_quiet(QUIET).await;
+    producer.publish(&events[2]).await;
+    let opened = incidents.next(&guardian).await;
+    assert_eq!(opened.incident_type.to_string(), "metric_anomaly");
+    assert_eq!(
+        ids(&opened),
+        events.iter().map(|e| e.event_id).collect::<Vec<_>>()
+    );
+    assert_eq!(tag(&opened, "service_name"), "api");
+    assert_eq!(tag(&opened, "metric"), "cpu_percent");
+    assert_eq!(opened.severity, IncidentSeverity::Medium);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledgement_moves_the_incident_to_acknowledged_and_re_emits_it() {
+    let server = provisioned_server().await;
+    let guardian = GuardianProcess::start(&server, TEST_CONFIG).await;
+    let producer = Producer::connect(&server).await;
+    let mut incidents = Incidents::open(&server).await;
+
+    // An acknowledgement of an incident guardian never opened is settled and logged.
+    acknowledge(&server, uuid::Uuid::new_v4()).await;
+
+    producer.publish(&service_down("payments")).await;
+    let opened = incidents.next(&guardian).await;
+    let ack = acknowledge(&server, opened.incident_id).await;
+    let acknowledged = incidents.next(&guardian).await;
+    assert_eq!(acknowledged.incident_id, opened.incident_id);
+    assert_eq!(acknowledged.state, IncidentState::Acknowledged);
+    assert_eq!(ids(&acknowledged), ids(&opened));
+    assert!(acknowledged.timestamp >= ack.timestamp.max(opened.timestamp));
+    assert!(acknowledged
+        .description
+        .as_deref()
+        .unwrap_or_default()
+        .contains("acknowledged by orion-commander"));
+
+    // It keeps growing as acknowledged, and a second acknowledgement changes nothing.
+    acknowledge(&server, opened.incident_id).await;
+    producer.publish(&service_down("payments")).await;
+    let grown = incidents.next(&guardian).await;
+    assert_eq!(grown.state, IncidentState::Acknowledged);
+    assert_eq!(grown.event_ids.len(), 2);
+    producer.publish(&service_up("payments")).await;
+    let resolved = incidents.next(&guardian).await;
+    assert_eq!(resolved.state, IncidentState::Resolved);
+    // An acknowledgement of the resolved incident: settled, nothing emitted.
+    acknowledge(&server, opened.incident_id).await;
+    incidents.assert_quiet(QUIET).await;
+    assert!(guardian
+        .log_text()
+        .contains("not open (unknown or resolved)"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_incident_resolves_after_resolve_after_s() {
+    let server = provisioned_server().await;
+    let guardian = GuardianProcess::start(&server, TEST_CONFIG).await;
+    let producer = Producer::connect(&server).await;
+    let mut incidents = Incidents::open(&server).await;
+
+    let offline = event(
+        "edge_device_offline",
+        "error",
+        json!({"device_id": "cam-12"}),
+    );
+    producer.publish(&offline).await;
+    let opened = incidents.next(&guardian).await;
+    assert_eq!(tag(&opened, "device_id"), "cam-12");
+    let resolved = incidents.next(&guardian).await;
+    assert_eq!(resolved.incident_id, opened.incident_id);
+    assert_eq!(resolved.state, IncidentState::Resolved);
+    assert!(resolved
+        .description
+        .as_deref()
+        .unwrap_or_default()
+        .contains("no matching event for 1 s"));
+    // Its state is gone from the bucket.
+    wait_until_events_settled(&server, &guardian).await;
+    let keys = live_state_keys(&server).await;
+    assert!(keys.iter().all(|k| !k.starts_with("group.")), "{keys:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_the_next_event_updates_the_same_incident() {
+    let server = provisioned_server().await;
+    let mut guardian = GuardianProcess::start(&server, TEST_CONFIG).await;
+    let producer = Producer::connect(&server).await;
+    let mut incidents = Incidents::open(&server).await;
+
+    let first = service_down("payments");
+    producer.publish(&first).await;
+    let opened = incidents.next(&guardian).await;
+    // Two metric events counted below the threshold survive the restart too.
+    let (m1, m2) = (metric("api"), metric("api"));
+    producer.publish(&m1).await;
+    producer.publish(&m2).await;
+    wait_until_events_settled(&server, &guardian).await;
+
+    assert_eq!(guardian.terminate(), Some(0), "{}", guardian.log_text());
+    guardian.restart(&server).await;
+    assert!(guardian.log_text().contains("state restored"));
+
+    // A copy of the first event after the restart is still a duplicate.
+    producer.publish_copies(&first, 1).await;
+    let second = service_down("payments");
+    producer.publish(&second).await;
+    let grown = incidents.next(&guardian).await;
+    assert_eq!(
+        grown.incident_id, opened.incident_id,
+        "no new incident after a restart"
+    );
+    assert_eq!(ids(&grown), vec![first.event_id, second.event_id]);
+    let m3 = metric("api");
+    producer.publish(&m3).await;
+    let anomaly = incidents.next(&guardian).await;
+    assert_eq!(ids(&anomaly), vec![m1.event_id, m2.event_id, m3.event_id]);
+
+    // A crash (SIGKILL) loses nothing either.
+    wait_until_events_settled(&server, &guardian).await;
+    guardian.kill_9();
+    guardian.restart(&server).await;
+    let third = service_down("payments");
+    producer.publish(&third).await;
+    let after_crash = incidents.next(&guardian).await;
+    assert_eq!(after_crash.incident_id, opened.incident_id);
+    assert_eq!(after_crash.event_ids.len(), 3);
+    incidents.assert_quiet(QUIET).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_distinct_keys_keep_memory_and_the_bucket_bounded() {
+    let server = provisioned_server().await;
+    let config = format!(
+        "[limits]\nmax_groups = 20\nmax_seen_event_ids = 128\n{}",
+        TEST_CONFIG
+    );
+    let guardian = GuardianProcess::start(&server, &config).await;
+    let producer = Producer::connect(&server).await;
+    let mut incidents = Incidents::open(&server).await;
+
+    for n in 0..300 {
+        producer.publish(&metric(&format!("svc-{n}"))).await;
+    }
+    wait_until_events_settled(&server, &guardian).await;
+    let keys = live_state_keys(&server).await;
+    let groups = keys.iter().filter(|k| k.starts_with("group.")).count();
+    let seen = keys.iter().filter(|k| k.starts_with("seen.")).count();
+    assert!(groups <= 20, "{groups} group records: {keys:?}");
+    assert!(
+        seen <= 2,
+        "{seen} seen chunks (128 ids = 2 chunks of 64): {keys:?}"
+    );
+    assert!(
+        guardian.log_text().contains("limits.max_groups reached"),
+        "evictions are logged"
+    );
+    // Still correlating.
+    producer.publish(&service_down("payments")).await;
+    let incident = incidents.next(&guardian).await;
+    assert_eq!(tag(&incident, "service_name"), "payments");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashes_during_a_burst_neither_lose_events_nor_open_second_incidents() {
+    let server = provisioned_server().await;
+    // A short ack wait: messages in hand at a crash come back quickly.
+    let config = TEST_CONFIG.replace("[consumer]\n", "[consumer]\nack_wait_s = 2\n");
+    let mut guardian = GuardianProcess::start(&server, &config).await;
+    let producer = Producer::connect(&server).await;
+    let mut incidents = Incidents::open(&server).await;
+
+    let services: Vec<String> = (0..5).map(|n| format!("svc-{n}")).collect();
+    let events: Vec<_> = (0..40)
+        .map(|n| service_down(&services[n % services.len()]))
+        .collect();
+    let publishing = {
+        let events = events.clone();
+        tokio::spawn(async move {
+            for event in &events {
+                producer.publish(event).await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(90)).await;
+        guardian.kill_9();
+        guardian.restart(&server).await;
+    }
+    publishing.await.unwrap();
+    wait_until_events_settled(&server, &guardian).await;
+
+    let mut versions = Vec::new();
+    while let Some(incident) = incidents.next_within(QUIET).await {
+        versions.push(incident);
+    }
+    for service in &services {
+        let mine: Vec<_> = versions
+            .iter()
+            .filter(|i| tag(i, "service_name") == service)
+            .collect();
+        let ids: std::collections::BTreeSet<_> = mine.iter().map(|i| i.incident_id).collect();
+        assert_eq!(ids.len(), 1, "{service}: one incident, not {ids:?}");
+        let expected: std::collections::BTreeSet<_> = events
+            .iter()
+            .filter(|e| e.data.service_name.as_deref().map(|s| s.as_str()) == Some(service))
+            .map(|e| e.event_id)
+            .collect();
+        let last = mine.last().unwrap();
+        let listed: std::collections::BTreeSet<_> = last.event_ids.iter().copied().collect();
+        assert_eq!(
+            listed, expected,
+            "{service}: the last version lists every event"
+        );
+        assert_eq!(
+            last.event_ids.len(),
+            expected.len(),
+            "{service}: each event once"
+        );
+        assert!(
+            mine.windows(2).all(|w| w[0].timestamp <= w[1].timestamp),
+            "{service}: versions in order"
+        );
+    }
+
+    // Phase 2: every service comes back up while guardian crashes again, then copies of old
+    // events arrive (as a producer re-sending after the server's duplicate window would).
+    let producer = Producer::connect(&server).await;
+    let publishing = {
+        let services = services.clone();
+        let events = events.clone();
+        tokio::spawn(async move {
+            for service in &services {
+                producer.publish(&service_up(service)).await;
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+            for event in events.iter().step_by(3) {
+                producer.publish_copies(event, 1).await;
+            }
+        })
+    };
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(70)).await;
+        guardian.kill_9();
+        guardian.restart(&server).await;
+    }
+    publishing.await.unwrap();
+    wait_until_events_settled(&server, &guardian).await;
+    let mut after = Vec::new();
+    while let Some(incident) = incidents.next_within(QUIET).await {
+        after.push(incident);
+    }
+    for service in &services {
+        let mine: Vec<_> = after
+            .iter()
+            .filter(|i| tag(i, "service_name") == service)
+            .collect();
+        let resolved: Vec<_> = mine
+            .iter()
+            .filter(|i| i.state == IncidentState::Resolved)
+            .collect();
+        assert_eq!(resolved.len(), 1, "{service}: resolved once: {mine:#?}");
+        assert!(
+            mine.iter().all(|i| i.state == IncidentState::Resolved),
+            "{service}: old events must not open a new incident: {mine:#?}"
+        );
+    }
+    let keys = live_state_keys(&server).await;
+    assert!(keys.iter().all(|k| !k.starts_with("group.")), "{keys:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_failure_hands_the_event_back_until_it_can_be_handled() {
+    let server = provisioned_server().await;
+    let guardian = GuardianProcess::start(&server, TEST_CONFIG).await;
+    let producer = Producer::connect(&server).await;
+    let mut incidents = Incidents::open(&server).await;
+
+    // The state bucket disappears: guardian cannot store, so it must not publish or ack.
+    let js = admin_jetstream(&server).await;
+    js.delete_stream("KV_guardian_state").await.unwrap();
+    let down = service_down("payments");
+    producer.publish(&down).await;
+    incidents.assert_quiet(Duration::from_secs(2)).await;
+    assert!(
+        guardian.log_text().contains("will be retried"),
+        "{}",
+        guardian.log_text()
+    );
+
+    // It comes back: the retried event opens the incident, once.
+    contracts::bus::provision_all(&js, 1).await.unwrap();
+    let incident = incidents.next(&guardian).await;
+    assert_eq!(ids(&incident), vec![down.event_id]);
+    wait_until_events_settled(&server, &guardian).await;
+    incidents.assert_quiet(QUIET).await;
+    let keys = live_state_keys(&server).await;
+    assert_eq!(
+        keys.iter().filter(|k| k.starts_with("group.")).count(),
+        1,
+        "{keys:?}"
+    );
+}
