@@ -18,7 +18,12 @@ use serde_json::json;
 const WAIT: Duration = Duration::from_secs(120);
 
 fn say(step: &str) {
-    println!("\n\x1b[1m▶ {step}\x1b[0m");
+    use std::io::IsTerminal;
+    if std::io::stdout().is_terminal() {
+        println!("\n\x1b[1m▶ {step}\x1b[0m");
+    } else {
+        println!("\n▶ {step}");
+    }
 }
 
 fn show(output: &Output) -> Result<()> {
@@ -31,7 +36,9 @@ fn show(output: &Output) -> Result<()> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()?;
     let dir = root.join("target/orion-demo");
     let _ = std::fs::remove_dir_all(&dir);
     let docker = bollard::Docker::connect_with_socket_defaults()
