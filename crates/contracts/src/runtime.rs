@@ -60,6 +60,22 @@ pub fn overlay_path(path: &Path, env: &str) -> PathBuf {
     path.with_file_name(format!("{stem}.{env}.toml"))
 }
 
+/// The environment variables a service reads, behind a trait so that loading configuration is a
+/// pure function of them (tests pass a map).
+pub trait Environment {
+    /// The variable's value; empty counts as unset.
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnvironment;
+
+impl Environment for ProcessEnvironment {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+}
+
 /// The environment named by `ORION_ENV` (default `base`).
 pub fn environment() -> String {
     std::env::var("ORION_ENV").unwrap_or_else(|_| "base".to_string())

@@ -131,19 +131,7 @@ pub enum ConfigError {
     },
 }
 
-/// The environment, read through a trait so that loading is a pure function of it.
-pub trait Environment {
-    fn var(&self, name: &str) -> Option<String>;
-}
-
-/// The process environment (empty values count as unset).
-pub struct ProcessEnvironment;
-
-impl Environment for ProcessEnvironment {
-    fn var(&self, name: &str) -> Option<String> {
-        std::env::var(name).ok().filter(|v| !v.is_empty())
-    }
-}
+pub use contracts::runtime::{Environment, ProcessEnvironment};
 
 impl GuardianConfig {
     /// Loads `path` and its overlay for `ORION_ENV`, applies `ORION_NATS_URL`, and checks

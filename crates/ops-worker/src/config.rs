@@ -150,19 +150,7 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-/// The environment, read once so that loading is a pure function of it (and testable).
-pub trait Environment {
-    fn var(&self, name: &str) -> Option<String>;
-}
-
-/// The process environment.
-pub struct ProcessEnvironment;
-
-impl Environment for ProcessEnvironment {
-    fn var(&self, name: &str) -> Option<String> {
-        std::env::var(name).ok().filter(|v| !v.is_empty())
-    }
-}
+pub use contracts::runtime::{Environment, ProcessEnvironment};
 
 impl WorkerConfig {
     /// Loads `path` (+ overlay for `ORION_ENV`), applies the environment variables, and checks
