@@ -16,3 +16,4 @@ pub mod inventory;
 pub mod machine;
 pub mod naming;
 pub mod release;
+pub mod stack;

@@ -41,10 +41,11 @@ enum Command {
     /// approved with approval-cli — as audit trails; then stops everything.
     Demo,
     /// Start the local stack: a nats-server with JetStream and the generated per-service
-    /// permissions, data and credentials under target/orion-stack/, provisioned from the
-    /// inventory. Installs nats-server if it is missing.
+    /// permissions, provisioned from the inventory, and ops-worker, guardian, brain and
+    /// commander with the example configs — data, logs, credentials and pids under
+    /// target/orion-stack/. Installs nats-server if it is missing.
     Up,
-    /// Stop the local stack started by `up` (its data stays).
+    /// Stop the local stack started by `up` (services first; the data stays).
     Down,
     /// Create or update every stream, bucket and object store of the inventory on a NATS server
     /// (ORION_NATS_URL, ORION_NATS_USER, ORION_NATS_PASSWORD).
@@ -123,10 +124,13 @@ fn run(cli: Cli) -> Result<i32> {
             cargo(&["run", "--quiet", "-p", "e2e", "--bin", "orion-demo"])
         }
         Command::Up => {
-            xtask::machine::ensure_nats_server()?;
-            orion_bus(&layout, &["up"])
+            xtask::stack::up(&layout)?;
+            Ok(0)
         }
-        Command::Down => orion_bus(&layout, &["down"]),
+        Command::Down => {
+            xtask::stack::down(&layout)?;
+            Ok(0)
+        }
         Command::Provision { args } => {
             let mut full = vec!["provision"];
             full.extend(args.iter().map(String::as_str));

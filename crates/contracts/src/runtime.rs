@@ -124,10 +124,16 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
-/// Structured logs on stderr, filtered by `RUST_LOG` (default `info`).
+/// Structured logs on stderr, filtered by `RUST_LOG` (default `info`): for services.
 pub fn init_tracing(format: LogFormat) {
+    init_tracing_at(format, "info");
+}
+
+/// Structured logs on stderr, filtered by `RUST_LOG` (default `default_filter`): command-line
+/// clients pass `warn`, so that their own output is not buried in connection logs.
+pub fn init_tracing_at(format: LogFormat, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

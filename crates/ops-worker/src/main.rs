@@ -129,7 +129,10 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
         }
     };
-    init_tracing(cli.log_format);
+    match cli.command {
+        Cmd::Run { .. } => init_tracing(cli.log_format),
+        _ => contracts::runtime::init_tracing_at(cli.log_format, "warn"),
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

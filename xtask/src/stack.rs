@@ -1,0 +1,166 @@
+//! `cargo xtask up` / `down`: the local stack — nats-server (through the `orion-bus` command of
+//! the contracts crate) and every service binary, detached, with data, logs, credentials and
+//! process ids under `target/orion-stack/`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+use crate::inventory::Layout;
+
+/// The services `up` starts, with their arguments (paths relative to the repository root).
+const SERVICES: &[(&str, &[&str])] = &[
+    (
+        "ops-worker",
+        &["run", "--config", "deploy/ops-worker/ops-worker.toml"],
+    ),
+    (
+        "guardian",
+        &["run", "--config", "crates/guardian/guardian.toml"],
+    ),
+    ("brain", &["run", "--policy", "crates/brain/policy.toml"]),
+    ("commander", &["run"]),
+];
+
+fn stack_dir(layout: &Layout) -> PathBuf {
+    layout.root.join("target/orion-stack")
+}
+
+fn cargo(layout: &Layout, args: &[&str]) -> Result<()> {
+    let status = Command::new(env!("CARGO"))
+        .args(args)
+        .current_dir(&layout.root)
+        .status()?;
+    if !status.success() {
+        bail!("cargo {} failed", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Starts nats-server and the services (each only if it is not running already).
+pub fn up(layout: &Layout) -> Result<()> {
+    crate::machine::ensure_nats_server()?;
+    cargo(
+        layout,
+        &[
+            "build",
+            "--quiet",
+            "--workspace",
+            "--all-features",
+            "--bins",
+        ],
+    )?;
+    let dir = stack_dir(layout);
+    let bin = layout.root.join("target/debug");
+    let status = Command::new(bin.join("orion-bus"))
+        .args(["up", "--dir"])
+        .arg(&dir)
+        .current_dir(&layout.root)
+        .status()?;
+    if !status.success() {
+        bail!("orion-bus up failed");
+    }
+    let mut env = read_env(&dir.join("credentials.env"))?;
+    env.push(("OPS_SECRET".into(), ops_secret(&dir)?));
+    for (name, args) in SERVICES {
+        let pid_file = dir.join(format!("{name}.pid"));
+        if let Some(pid) = running(&pid_file) {
+            eprintln!("{name} already running (pid {pid})");
+            continue;
+        }
+        let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
+        let child = Command::new(bin.join(name))
+            .args(*args)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .current_dir(&layout.root)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        std::fs::write(&pid_file, child.id().to_string())?;
+        eprintln!(
+            "{name} started (pid {}), log {}",
+            child.id(),
+            dir.join(format!("{name}.log")).display()
+        );
+    }
+    eprintln!("the local stack runs; `cargo xtask down` stops it");
+    Ok(())
+}
+
+/// Stops the services, then nats-server.
+pub fn down(layout: &Layout) -> Result<()> {
+    let dir = stack_dir(layout);
+    for (name, _) in SERVICES.iter().rev() {
+        let pid_file = dir.join(format!("{name}.pid"));
+        if let Some(pid) = running(&pid_file) {
+            Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()?;
+            for _ in 0..100 {
+                if running(&pid_file).is_none() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            eprintln!("{name} stopped (pid {pid})");
+        }
+        std::fs::remove_file(&pid_file).ok();
+    }
+    let bin = layout.root.join("target/debug/orion-bus");
+    if bin.exists() {
+        Command::new(bin)
+            .args(["down", "--dir"])
+            .arg(&dir)
+            .status()?;
+    }
+    Ok(())
+}
+
+fn running(pid_file: &Path) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(pid_file)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let alive = Command::new("kill")
+        .args(["-0", &pid.to_string()])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    alive.then_some(pid)
+}
+
+/// `KEY=VALUE` lines (comments skipped).
+fn read_env(path: &Path) -> Result<Vec<(String, String)>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect())
+}
+
+/// The local stack's HMAC key for ops commands, created on first use (mode 0600).
+fn ops_secret(dir: &Path) -> Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("ops-secret");
+    if let Ok(secret) = std::fs::read_to_string(&path) {
+        return Ok(secret.trim().to_string());
+    }
+    let bytes = random_hex(32)?;
+    std::fs::write(&path, &bytes)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(bytes)
+}
+
+fn random_hex(len: usize) -> Result<String> {
+    use std::io::Read;
+    let mut buf = vec![0u8; len];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
+    Ok(hex::encode(buf))
+}
