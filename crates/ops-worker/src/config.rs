@@ -15,7 +15,7 @@ const PUBLISHED_TEST_SECRET: &str = "test-ops-secret-32chars!!!!!!!!";
 
 /// The settings as they appear in the file (`ops-worker.toml`, and `ops-worker.<env>.toml`).
 /// Secrets never live here: they come from `OPS_SECRET` / `OPS_SECRET_FILE`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FileConfig {
     pub nats: NatsSection,
@@ -95,16 +95,6 @@ impl Default for CommandsSection {
             evidence_receipts: 100,
             ack_wait_s: 30,
             max_in_flight: 64,
-        }
-    }
-}
-
-impl Default for FileConfig {
-    fn default() -> Self {
-        Self {
-            nats: NatsSection::default(),
-            docker: DockerSection::default(),
-            commands: CommandsSection::default(),
         }
     }
 }

@@ -340,9 +340,11 @@ pub enum Either<A, B> {
     Second(Delivery<B>),
 }
 
+type EitherStream<A, B> = Pin<Box<dyn Stream<Item = Result<Either<A, B>, BusError>> + Send>>;
+
 /// Deliveries of two contracts, interleaved as they arrive.
 pub struct EitherSubscription<S, A, B> {
-    deliveries: Pin<Box<dyn Stream<Item = Result<Either<A, B>, BusError>> + Send>>,
+    deliveries: EitherStream<A, B>,
     _service: PhantomData<fn() -> S>,
 }
 
