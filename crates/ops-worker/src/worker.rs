@@ -5,12 +5,16 @@
 //! Ordering of a command's life, chosen so that a crash at any point neither runs a command
 //! twice nor leaves it without exactly one final receipt:
 //! 1. verify signature and clock skew (refusals get a failure receipt; nothing is recorded);
-//! 2. claim the id in the `ops_commands` bucket (an id seen before is never executed again);
-//! 3. publish `pending` for long commands, execute, reporting progress to JetStream;
-//! 4. record the final receipt in the bucket, publish it, then acknowledge the message.
+//! 2. wait for the target's lane (one command at a time per target; halt and cancel_all skip
+//!    lanes), reporting progress so JetStream does not redeliver meanwhile;
+//! 3. claim the id in the `ops_commands` bucket — only now, so a crash while queued leaves the
+//!    command to the next worker — and an id seen before is never executed again;
+//! 4. publish `pending` for long commands, execute, renewing the claim and reporting progress;
+//! 5. record the final receipt in the bucket, publish it, then acknowledge the message.
 //!
-//! A redelivered command whose claim has no final receipt was interrupted by a crash: it gets
-//! a failure receipt saying so and is not run again.
+//! A redelivered command whose claim has no final receipt and no recent heartbeat was
+//! interrupted by a crash: it gets a failure receipt saying so and is not run again. A claim
+//! with a recent heartbeat belongs to another live worker: the copy is handed back for later.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
