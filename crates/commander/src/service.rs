@@ -434,16 +434,9 @@ impl Shared {
     }
 
     async fn publish_outcome(&self, outcome: &Outcome) {
-        for attempt in 1..=3u64 {
-            match self.bus.publish(outcome).await {
-                Ok(_) => return,
-                Err(e) => {
-                    tracing::warn!(outcome_id = %outcome.outcome_id, attempt, error = %e, "publishing an outcome failed");
-                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
-                }
-            }
+        if let Err(e) = self.bus.publish_retrying(outcome, 3).await {
+            tracing::error!(outcome_id = %outcome.outcome_id, error = %e, "gave up publishing an outcome");
         }
-        tracing::error!(outcome_id = %outcome.outcome_id, "gave up publishing an outcome");
     }
 }
 

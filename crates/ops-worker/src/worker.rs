@@ -536,16 +536,9 @@ impl Shared {
     }
 
     async fn publish_receipt(&self, receipt: &OpsReceipt) {
-        for attempt in 1..=3 {
-            match self.bus.publish(receipt).await {
-                Ok(_) => return,
-                Err(e) => {
-                    tracing::warn!(receipt_id = %receipt.id, attempt, error = %e, "publishing a receipt failed");
-                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
-                }
-            }
+        if let Err(e) = self.bus.publish_retrying(receipt, 3).await {
+            tracing::error!(receipt_id = %receipt.id, command_id = %receipt.command_id, error = %e, "gave up publishing a receipt");
         }
-        tracing::error!(receipt_id = %receipt.id, command_id = %receipt.command_id, "gave up publishing a receipt");
     }
 }
 

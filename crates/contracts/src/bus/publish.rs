@@ -45,6 +45,33 @@ impl<S: Service> Bus<S> {
         self.publish_with_headers(message, HeaderMap::new()).await
     }
 
+    /// [`Bus::publish`], tried up to `attempts` times with a growing pause between tries (200 ms,
+    /// 400 ms, …). Safe to repeat: the server drops a copy that did arrive as a duplicate of its
+    /// `Nats-Msg-Id`. An invalid message is not retried. Returns the last error.
+    pub async fn publish_retrying<T: Contract>(
+        &self,
+        message: &T,
+        attempts: u32,
+    ) -> Result<Published, BusError>
+    where
+        S: Produces<T>,
+    {
+        let mut attempt = 1;
+        loop {
+            match self.publish(message).await {
+                Ok(published) => return Ok(published),
+                Err(e @ BusError::Contract(_)) => return Err(e),
+                Err(e) if attempt >= attempts.max(1) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(subject = T::INFO.subject, attempt, error = %e, "publish failed; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(attempt)))
+                        .await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
     /// [`Bus::publish`] with extra headers (a signature, a trace id).
     pub async fn publish_with_headers<T: Contract>(
         &self,
