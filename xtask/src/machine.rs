@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 
 const DOCKER_SOCKET: &str = "/var/run/docker.sock";
 const DOCKERD_LOG: &str = "/tmp/orion-dockerd.log";
+const DOCKERD_PID: &str = "/var/run/docker.pid";
 
 /// Installs and starts everything the test suite needs.
 pub fn prepare() -> Result<()> {
@@ -85,7 +86,9 @@ fn ensure_docker_running() -> Result<()> {
     if docker_answers() {
         return Ok(());
     }
-    if !Path::new(DOCKER_SOCKET).exists() {
+    // A dockerd that died leaves its socket and pid file behind, so neither says whether an
+    // engine is on its way up: only a live process does.
+    if !dockerd_alive() {
         eprintln!("machine: no Docker engine; starting dockerd (log: {DOCKERD_LOG})");
         let log = std::fs::File::create(DOCKERD_LOG).context("creating the dockerd log")?;
         Command::new("dockerd")
@@ -95,14 +98,38 @@ fn ensure_docker_running() -> Result<()> {
             .spawn()
             .context("starting dockerd")?;
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(90);
     while Instant::now() < deadline {
         if docker_answers() {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    bail!("the Docker engine did not answer within 60 s; see {DOCKERD_LOG}")
+    bail!(
+        "the Docker engine did not answer on {DOCKER_SOCKET} within 90 s; the end of {DOCKERD_LOG}:\n{}",
+        log_tail(DOCKERD_LOG, 20)
+    )
+}
+
+/// Whether the dockerd recorded in its pid file is still running.
+fn dockerd_alive() -> bool {
+    std::fs::read_to_string(DOCKERD_PID)
+        .ok()
+        .and_then(|pid| pid.trim().parse::<u32>().ok())
+        .is_some_and(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim() == "dockerd")
+        })
+}
+
+fn log_tail(path: &str, lines: usize) -> String {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let all: Vec<&str> = text.lines().collect();
+            all[all.len().saturating_sub(lines)..].join("\n")
+        }
+        Err(error) => format!("(cannot read it: {error})"),
+    }
 }
 
 fn run(command: &mut Command) -> Result<()> {
