@@ -51,7 +51,8 @@ fn bench_contract<T: Contract>(c: &mut Criterion) {
 
 fn all_contracts(c: &mut Criterion) {
     use contracts::*;
-    let benches: &[(&str, fn(&mut Criterion))] = &[
+    type Bench = fn(&mut Criterion);
+    let benches: &[(&str, Bench)] = &[
         ("event", bench_contract::<Event>),
         ("incident", bench_contract::<Incident>),
         ("decision", bench_contract::<Decision>),

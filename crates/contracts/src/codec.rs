@@ -33,10 +33,34 @@ pub fn decode<T: Contract>(bytes: &[u8]) -> Result<T, ContractError> {
 }
 
 /// Validates an already parsed value against the schema of `T`, then deserializes it.
-pub fn decode_value<T: Contract>(value: Value) -> Result<T, ContractError> {
+pub fn decode_value<T: Contract>(mut value: Value) -> Result<T, ContractError> {
     T::validator().validate(&value)?;
+    integral_floats_to_integers(&mut value);
     serde_json::from_value(value).map_err(|source| ContractError::Type {
         contract: T::INFO.name,
         source,
     })
+}
+
+/// JSON Schema counts `5840.0` as an integer, so producers in languages without an integer type
+/// send it and the schema accepts it; serde's integer types do not. Every float with no fractional
+/// part that an `f64` holds exactly becomes an integer, which `f64` fields accept as well.
+fn integral_floats_to_integers(value: &mut Value) {
+    const EXACT_IN_F64: f64 = 9_007_199_254_740_992.0; // 2^53
+    match value {
+        Value::Number(number) if number.is_f64() => {
+            let Some(float) = number.as_f64() else { return };
+            if float.fract() != 0.0 || float.abs() > EXACT_IN_F64 {
+                return;
+            }
+            *number = if float >= 0.0 {
+                serde_json::Number::from(float as u64)
+            } else {
+                serde_json::Number::from(float as i64)
+            };
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_floats_to_integers),
+        Value::Object(fields) => fields.values_mut().for_each(integral_floats_to_integers),
+        _ => {}
+    }
 }

@@ -163,3 +163,22 @@ fn contract_metadata_comes_from_the_inventory() {
         "ops_command"
     );
 }
+
+#[test]
+fn whole_numbers_written_as_floats_decode_as_integers() {
+    let bytes = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fixtures/outcome/valid/failed_with_error.json"),
+    )
+    .unwrap();
+    let mut message: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    message["execution_time_ms"] = json!(30001.0);
+    let outcome: Outcome = decode(&serde_json::to_vec(&message).unwrap()).unwrap();
+    assert_eq!(outcome.execution_time_ms, 30001);
+    let again: serde_json::Value = serde_json::from_slice(&encode(&outcome).unwrap()).unwrap();
+    assert_eq!(again["execution_time_ms"], json!(30001));
+
+    message["execution_time_ms"] = json!(30001.5);
+    let err = decode::<Outcome>(&serde_json::to_vec(&message).unwrap()).unwrap_err();
+    assert!(err.to_string().contains("execution_time_ms"), "{err}");
+}

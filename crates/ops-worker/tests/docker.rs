@@ -15,7 +15,7 @@ use ops_worker::docker::{
 };
 use support::engine::{docker, HOW_TO_START};
 use support::images::{ensure_test_images, image_id, BUSYBOX_1, BUSYBOX_2, EXITS_1, EXITS_LINE};
-use support::service::{containers_of, Spec, TestService, SERVICE_LABEL};
+use support::service::{containers_of, Spec, TestService, CONTAINER_PORT, SERVICE_LABEL};
 
 const STOP: Duration = Duration::from_secs(1);
 const READY: Duration = Duration::from_secs(15);
@@ -356,6 +356,107 @@ async fn deploy_replaces_each_container_with_the_new_image() {
             "{n} lost its network alias: {aliases:?}"
         );
     }
+}
+
+/// A host port nothing listens on right now.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local address").port()
+}
+
+/// The host port Docker bound for the container's published port, if any.
+fn bound_host_port(c: &ContainerInspectResponse) -> Option<String> {
+    c.network_settings
+        .as_ref()?
+        .ports
+        .as_ref()?
+        .get(CONTAINER_PORT)?
+        .as_ref()?
+        .first()?
+        .host_port
+        .clone()
+}
+
+/// A one-container service publishing a free host port; returns the port and the container id.
+async fn service_on_a_fixed_host_port() -> (Docker, TestService, u16, String) {
+    let (docker, svc) = setup().await;
+    let port = free_port();
+    let old_id = svc
+        .run(Spec {
+            host_port: Some(port),
+            ..busybox(BUSYBOX_1)
+        })
+        .await;
+    (docker, svc, port, old_id)
+}
+
+#[tokio::test]
+async fn deploy_of_a_service_on_a_fixed_host_port_stops_the_old_container_first() {
+    let (docker, svc, port, old_id) = service_on_a_fixed_host_port().await;
+    let engine = engine_for(&[&svc.name], |_| {}).await;
+
+    let report = engine
+        .deploy(&svc.name, BUSYBOX_2, None, READY, &CancellationToken::new())
+        .await
+        .unwrap_or_else(|e| panic!("deploy on a fixed host port: {e}"));
+
+    assert_eq!(report.replaced.len(), 1, "{report:?}");
+    assert_eq!(
+        report.replaced[0].stopped_first_for_ports,
+        vec![port.to_string()]
+    );
+    assert!(
+        !exists(&docker, &old_id).await,
+        "old container still exists"
+    );
+    let after = svc.containers().await;
+    assert_eq!(after.len(), 1, "container count changed");
+    assert!(running(&after[0]));
+    assert_eq!(
+        after[0].image.as_deref(),
+        Some(image_id(&docker, BUSYBOX_2).await.as_str())
+    );
+    assert_eq!(bound_host_port(&after[0]), Some(port.to_string()));
+}
+
+#[tokio::test]
+async fn a_failed_deploy_on_a_fixed_host_port_starts_the_old_container_again() {
+    let (docker, svc, port, old_id) = service_on_a_fixed_host_port().await;
+    let before = svc.containers().await;
+    let engine = engine_for(&[&svc.name], |_| {}).await;
+
+    let err = engine
+        .deploy(&svc.name, EXITS_1, None, READY, &CancellationToken::new())
+        .await
+        .unwrap_err();
+
+    assert!(err.rolled_back, "{err}");
+    assert_eq!(err.stopped_first_for_ports, Some(vec![port.to_string()]));
+    assert!(matches!(err.failure, DeployFailure::Exited { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("rolled back")
+            && text.contains("started again")
+            && text.contains(&port.to_string()),
+        "{text}"
+    );
+    let after = svc.containers().await;
+    assert_eq!(
+        after.iter().map(name).collect::<Vec<_>>(),
+        before.iter().map(name).collect::<Vec<_>>(),
+        "leftover containers"
+    );
+    assert_eq!(after[0].id.as_deref(), Some(old_id.as_str()));
+    assert!(
+        running(&after[0]),
+        "the old container was not started again"
+    );
+    assert_ne!(started_at(&after[0]), started_at(&before[0]));
+    assert_eq!(bound_host_port(&after[0]), Some(port.to_string()));
+    assert_eq!(
+        after[0].image.as_deref(),
+        Some(image_id(&docker, BUSYBOX_1).await.as_str())
+    );
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bollard::models::{
     ContainerInspectResponse, ContainerStateStatusEnum, HealthStatusEnum, NetworkConnectRequest,
 };
-use bollard::query_parameters::{CreateContainerOptions, StartContainerOptions};
+use bollard::query_parameters::CreateContainerOptions;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -48,9 +48,12 @@ impl Engine {
     /// completed before (listed in the error) and rolls back the step in progress. Single engine
     /// calls are not interrupted, they are bounded by the call timeout.
     ///
-    /// Limits: new containers are named `<service>-<8 hex>`, not compose's `<project>-<service>-N`;
-    /// a container publishing a fixed host port cannot run next to its replacement, so its start
-    /// fails ("port is already allocated") and that step is rolled back.
+    /// A container that binds fixed host ports (`-p 8080:80`) cannot run next to its
+    /// replacement: it is stopped first, and started again if the replacement fails — a short
+    /// outage, reported in [`Replacement::stopped_first_for_ports`]. Scaling such a service up
+    /// fails on its ports ("port is already allocated") and that step is rolled back.
+    ///
+    /// Limits: new containers are named `<service>-<8 hex>`, not compose's `<project>-<service>-N`.
     pub async fn deploy(
         &self,
         service: &str,
@@ -83,11 +86,12 @@ impl Engine {
                 let error = DeployError {
                     service: service.to_owned(),
                     image: image.to_owned(),
-                    failure: step.failure,
+                    failure: *step.failure,
                     rolled_back: step.rolled_back,
                     replaced: run.replaced,
                     added: run.added,
                     cleanup_error: step.cleanup_error,
+                    stopped_first_for_ports: step.stopped_first_for_ports,
                 };
                 tracing::warn!(service, image, error = %error, "deploy failed");
                 Err(error)
@@ -124,9 +128,11 @@ impl Engine {
 
 /// Why one step failed, and whether it was undone.
 struct StepError {
-    failure: DeployFailure,
+    // Boxed: the failure is large and every step returns it on the error path only.
+    failure: Box<DeployFailure>,
     rolled_back: bool,
     cleanup_error: Option<String>,
+    stopped_first_for_ports: Option<Vec<String>>,
 }
 
 impl From<DockerError> for StepError {
@@ -138,9 +144,10 @@ impl From<DockerError> for StepError {
 impl From<DeployFailure> for StepError {
     fn from(failure: DeployFailure) -> Self {
         StepError {
-            failure,
+            failure: Box::new(failure),
             rolled_back: false,
             cleanup_error: None,
+            stopped_first_for_ports: None,
         }
     }
 }
@@ -178,11 +185,18 @@ impl Rollout<'_> {
         for old in &olds {
             self.check_cancel()?;
             let t = self.template_from(old).await?;
-            let new = self.launch(&t).await?;
-            self.retire(old, &new).await?;
+            let ports = t.fixed_host_ports();
+            let new = if ports.is_empty() {
+                let new = self.launch(&t).await?;
+                self.retire(old, &new).await?;
+                new
+            } else {
+                self.replace_stopped_first(old, &t, &ports).await?
+            };
             self.replaced.push(Replacement {
                 old: old.name.clone(),
                 new,
+                stopped_first_for_ports: ports,
             });
             template = Some(t);
         }
@@ -277,9 +291,10 @@ impl Rollout<'_> {
                 // By name: also removes a container whose creation answer was lost to a timeout.
                 let cleanup = self.engine.remove_container(self.service, &name).await;
                 Err(StepError {
-                    failure,
+                    failure: Box::new(failure),
                     rolled_back: cleanup.is_ok(),
                     cleanup_error: cleanup.err().map(|e| e.to_string()),
+                    stopped_first_for_ports: None,
                 })
             }
         }
@@ -324,15 +339,8 @@ impl Rollout<'_> {
                 container: Some(name.to_owned()),
             });
         }
-        let op = format!("start container `{name}` of service `{service}`");
         engine
-            .call(
-                op,
-                Duration::ZERO,
-                engine
-                    .docker
-                    .start_container(name, None::<StartContainerOptions>),
-            )
+            .start_container(name, &format!("container `{name}` of service `{service}`"))
             .await?;
         self.wait_ready(name).await
     }
@@ -458,6 +466,76 @@ impl Rollout<'_> {
                 Err(DeployFailure::Cancelled { container: Some(name.to_owned()) })
             }
             () = tokio::time::sleep(period) => Ok(()),
+        }
+    }
+
+    /// Replaces `old`, which binds fixed host `ports`, by stopping it first so its replacement
+    /// can bind them; when the replacement fails, `old` is started again.
+    async fn replace_stopped_first(
+        &self,
+        old: &ContainerInfo,
+        template: &Template,
+        ports: &[String],
+    ) -> Result<String, StepError> {
+        let (engine, service) = (self.engine, self.service);
+        tracing::info!(
+            service,
+            container = %old.name,
+            ports = %ports.join(", "),
+            "binds fixed host ports: stopping it before its replacement starts"
+        );
+        let timeout = engine.options.deploy_stop_timeout;
+        engine
+            .stop_container(service, &old.id, &old.name, timeout)
+            .await?;
+        match self.launch(template).await {
+            Ok(new) => {
+                engine
+                    .remove_container(service, &old.id)
+                    .await
+                    .map_err(|e| {
+                        StepError::from(DockerError::Partial {
+                            done: vec![format!(
+                                "{} -> {new} (new container up, old one stopped but not removed)",
+                                old.name
+                            )],
+                            source: Box::new(e),
+                        })
+                    })?;
+                Ok(new)
+            }
+            Err(mut step) => {
+                step.stopped_first_for_ports = Some(ports.to_vec());
+                if let Err(e) = self.start_again(old).await {
+                    step.rolled_back = false;
+                    let note = format!("the old container could not be started again: {e}");
+                    step.cleanup_error = Some(match step.cleanup_error.take() {
+                        Some(earlier) => format!("{earlier}; {note}"),
+                        None => note,
+                    });
+                }
+                Err(step)
+            }
+        }
+    }
+
+    /// Starts a container this rollout stopped, and checks that it runs.
+    async fn start_again(&self, old: &ContainerInfo) -> Result<(), DockerError> {
+        let (engine, service) = (self.engine, self.service);
+        let what = format!("old container `{}` of service `{service}`", old.name);
+        engine.start_container(&old.id, &what).await?;
+        let state = engine
+            .inspect(&old.id, &what)
+            .await?
+            .state
+            .unwrap_or_default();
+        if state.running.unwrap_or(false) {
+            Ok(())
+        } else {
+            Err(DockerError::NotRunningAgain {
+                container: old.name.clone(),
+                state: state.status.map(|s| s.to_string()).unwrap_or_default(),
+            })
         }
     }
 

@@ -142,6 +142,14 @@ pub enum DockerError {
         /// The engine's message.
         detail: String,
     },
+    /// A container started again (after a failed replacement) is not running.
+    #[error("old container `{container}` was started again but is not running (state {state})")]
+    NotRunningAgain {
+        /// The old container's name.
+        container: String,
+        /// Its state after the start.
+        state: String,
+    },
     /// An operation over several containers stopped part way.
     #[error("{source} (already done before the failure: {})", done.join(", "))]
     Partial {
@@ -253,8 +261,12 @@ pub struct DeployError {
     pub replaced: Vec<Replacement>,
     /// Containers added while scaling up before the failure (those stay).
     pub added: Vec<String>,
-    /// Set when removing the failed new container during the roll back failed as well.
+    /// Set when removing the failed new container during the roll back failed as well, or when
+    /// an old container stopped for its host ports could not be started again.
     pub cleanup_error: Option<String>,
+    /// The fixed host ports for which the old container of the failed step was stopped before
+    /// its replacement started; `None` when it was left running.
+    pub stopped_first_for_ports: Option<Vec<String>>,
 }
 
 impl fmt::Display for DeployError {
@@ -266,6 +278,13 @@ impl fmt::Display for DeployError {
         )?;
         if self.rolled_back {
             f.write_str("; rolled back: the new container was removed and the old one kept")?;
+            if let Some(ports) = &self.stopped_first_for_ports {
+                write!(
+                    f,
+                    " (it had been stopped to free host port(s) {} and was started again)",
+                    ports.join(", ")
+                )?;
+            }
         }
         if let Some(e) = &self.cleanup_error {
             write!(f, "; the failed new container could not be removed: {e}")?;

@@ -30,7 +30,7 @@ use std::time::Duration;
 use bollard::models::ContainerInspectResponse;
 use bollard::query_parameters::{
     InspectContainerOptions, ListContainersOptions, LogsOptions, RemoveContainerOptions,
-    RestartContainerOptions, StopContainerOptions,
+    RestartContainerOptions, StartContainerOptions, StopContainerOptions,
 };
 use bollard::Docker;
 use futures::TryStreamExt;
@@ -355,6 +355,17 @@ impl Engine {
             format!("inspect {what}"),
             Duration::ZERO,
             self.docker.inspect_container(id, Some(options)),
+        )
+        .await
+    }
+
+    /// Starts one container; `what` describes it in errors.
+    async fn start_container(&self, id_or_name: &str, what: &str) -> Result<(), DockerError> {
+        self.call(
+            format!("start {what}"),
+            Duration::ZERO,
+            self.docker
+                .start_container(id_or_name, None::<StartContainerOptions>),
         )
         .await
     }

@@ -117,6 +117,9 @@ pub struct Replacement {
     pub old: String,
     /// Name of the new container that replaced it.
     pub new: String,
+    /// The host ports that made the old container stop before the new one could start (a
+    /// short outage); empty when the new one was proven up first.
+    pub stopped_first_for_ports: Vec<String>,
 }
 
 /// What a successful deploy did.

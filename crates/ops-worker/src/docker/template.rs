@@ -31,6 +31,27 @@ pub(crate) struct Template {
     pub extra_networks: Vec<(String, EndpointSettings)>,
 }
 
+impl Template {
+    /// The host ports the container binds by number (`-p 8080:80`), sorted. Its replacement
+    /// cannot start while it holds them.
+    pub(crate) fn fixed_host_ports(&self) -> Vec<String> {
+        let mut ports: Vec<String> = self
+            .body
+            .host_config
+            .iter()
+            .flat_map(|host| host.port_bindings.iter())
+            .flat_map(|bindings| bindings.values())
+            .flatten()
+            .flatten()
+            .filter_map(|binding| binding.host_port.clone())
+            .filter(|port| !port.is_empty() && port != "0")
+            .collect();
+        ports.sort();
+        ports.dedup();
+        ports
+    }
+}
+
 /// Builds the replacement of `old` running `image`, labelled `service_label=service`.
 /// `old_image` is the configuration of the old container's image, when it still exists.
 pub(crate) fn replacement(
@@ -58,9 +79,7 @@ pub(crate) fn replacement(
         .collect();
     labels.insert(service_label.to_owned(), service.to_owned());
 
-    let hostname = config
-        .hostname
-        .filter(|h| !h.is_empty() && !(h.len() >= 12 && old_id.starts_with(h.as_str())));
+    let hostname = config.hostname.filter(|h| set_by_user(h, &old_id));
 
     let body = ContainerCreateBody {
         image: Some(image.to_owned()),
@@ -146,6 +165,13 @@ fn endpoint_settings(old: &EndpointSettings, old_id: &str, old_name: &str) -> En
         driver_opts: old.driver_opts.clone(),
         ..Default::default()
     }
+}
+
+/// Whether the host name was chosen for the container rather than Docker's default (its short
+/// id), which the replacement must not inherit.
+fn set_by_user(hostname: &str, old_id: &str) -> bool {
+    let docker_default = hostname.len() >= 12 && old_id.starts_with(hostname);
+    !hostname.is_empty() && !docker_default
 }
 
 /// The part of the old host configuration that is copied (see the module documentation).

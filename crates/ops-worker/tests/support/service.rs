@@ -4,13 +4,18 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use bollard::models::{ContainerCreateBody, ContainerInspectResponse, HealthConfig, HostConfig};
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, HealthConfig, HostConfig, PortBinding,
+};
 use bollard::query_parameters::{
     CreateContainerOptions, InspectContainerOptions, ListContainersOptions, RemoveContainerOptions,
 };
 use bollard::Docker;
 
 use super::engine::SOCKET;
+
+/// The container port a [`Spec::host_port`] is published to.
+pub const CONTAINER_PORT: &str = "80/tcp";
 
 /// The label the tests use to name a container's service (compose's).
 pub const SERVICE_LABEL: &str = "com.docker.compose.service";
@@ -43,6 +48,8 @@ pub struct Spec {
     /// Stop signal; default SIGKILL so stops take no time. `SIGTERM` with busybox `sleep` as
     /// PID 1 makes every stop wait its whole grace period (a slow service, on purpose).
     pub stop_signal: Option<String>,
+    /// A fixed host port on 127.0.0.1 published to the container's port 80/tcp.
+    pub host_port: Option<u16>,
 }
 
 impl TestService {
@@ -84,8 +91,18 @@ impl TestService {
                 retries: Some(1),
                 ..Default::default()
             }),
+            exposed_ports: spec.host_port.map(|_| vec![CONTAINER_PORT.to_owned()]),
             host_config: Some(HostConfig {
                 network_mode: spec.network.as_ref().map(|(n, _)| n.clone()),
+                port_bindings: spec.host_port.map(|port| {
+                    HashMap::from([(
+                        CONTAINER_PORT.to_owned(),
+                        Some(vec![PortBinding {
+                            host_ip: Some("127.0.0.1".to_owned()),
+                            host_port: Some(port.to_string()),
+                        }]),
+                    )])
+                }),
                 ..Default::default()
             }),
             networking_config: spec.network.map(|(network, aliases)| {
