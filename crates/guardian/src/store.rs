@@ -4,9 +4,8 @@
 //! Keys:
 //! - `group.<uuid v5>` — one group (rule + group-by values): the events counted below the
 //!   threshold, or the open/acknowledged incident with everything its next version needs. The
-//!   key is deleted when the incident resolves or the counted events leave the window, and
-//!   reused when the same group has trouble again, so the bucket holds at most one key (or
-//!   delete marker) per group that ever existed.
+//!   key is deleted (and purged, delete marker included) when the incident resolves or the
+//!   counted events leave the window, so the bucket holds only live groups.
 //! - `seen.<slot>` — chunks of handled event ids no group record holds any more (see
 //!   [`crate::seen`]): a fixed ring of keys, deleted when their ids outlive the time to live.
 //!
@@ -176,12 +175,24 @@ impl StateStore {
             .map_err(|e| failed(format!("writing {}", write.key), e))
     }
 
-    /// Deletes a key (a group that resolved or expired, an expired chunk).
+    /// Deletes a key (a group that resolved or expired, an expired chunk), then purges its
+    /// subject so not even the delete marker stays: a marker per group that ever existed would
+    /// make the bucket, and every start's load, grow with the number of distinct groups. Live
+    /// watchers still see the delete. A failed purge only costs that marker, so it is logged.
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.kv
             .delete(key)
             .await
-            .map_err(|e| failed(format!("deleting {key}"), e))
+            .map_err(|e| failed(format!("deleting {key}"), e))?;
+        let subject = format!("{}{key}", self.kv.prefix);
+        if let Err(e) = self.kv.stream.purge().filter(subject).await {
+            tracing::warn!(
+                key,
+                error = %e,
+                "could not purge the delete marker (does guardian's NATS user have $JS.API.STREAM.PURGE.KV_{BUCKET}?)"
+            );
+        }
+        Ok(())
     }
 
     /// The keys that currently hold a value (not deleted), sorted.

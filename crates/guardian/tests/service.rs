@@ -189,10 +189,11 @@ async fn a_quiet_incident_resolves_after_resolve_after_s() {
         .as_deref()
         .unwrap_or_default()
         .contains("no matching event for 1 s"));
-    // Its state is gone from the bucket.
+    // Its state is gone from the bucket, delete marker included.
     wait_until_events_settled(&server, &guardian).await;
     let keys = live_state_keys(&server).await;
     assert!(keys.iter().all(|k| !k.starts_with("group.")), "{keys:?}");
+    assert_eq!(state_stream_messages(&server).await, keys.len() as u64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -264,6 +265,11 @@ async fn many_distinct_keys_keep_memory_and_the_bucket_bounded() {
     assert!(
         seen <= 2,
         "{seen} seen chunks (128 ids = 2 chunks of 64): {keys:?}"
+    );
+    assert_eq!(
+        state_stream_messages(&server).await,
+        keys.len() as u64,
+        "deleted keys left markers in the bucket"
     );
     assert!(
         guardian.log_text().contains("limits.max_groups reached"),

@@ -105,6 +105,8 @@ fn permissions(set: &ContractSet, service: &str) -> (BTreeSet<String>, BTreeSet<
             publish.insert(format!("$KV.{bucket}.>"));
             publish.insert(format!("$JS.API.STREAM.CREATE.{stream}"));
             publish.insert(format!("$JS.API.STREAM.UPDATE.{stream}"));
+            // Removing deleted keys' markers for good (guardian does).
+            publish.insert(format!("$JS.API.STREAM.PURGE.{stream}"));
         }
         if writes || spec.readers.iter().any(|r| r == service) {
             reader_permissions(&stream, &mut publish);

@@ -359,6 +359,14 @@ pub async fn live_state_keys(server: &NatsServer) -> Vec<String> {
     store.live_keys().await.unwrap()
 }
 
+/// How many messages the state bucket's stream holds: one per live key when deleted keys leave
+/// no marker behind.
+pub async fn state_stream_messages(server: &NatsServer) -> u64 {
+    let js = admin_jetstream(server).await;
+    let mut stream = js.get_stream("KV_guardian_state").await.unwrap();
+    stream.info().await.unwrap().state.messages
+}
+
 pub fn ids(incident: &Incident) -> Vec<Uuid> {
     incident.event_ids.clone()
 }
