@@ -313,7 +313,7 @@ impl Brain {
                     format!("approval decision {} answers request {}, which brain never issued, and its signature does not verify ({e}): ignored", approval.approval_id, approval.approval_request_id),
                 ),
                 Ok(()) => (
-                    DeadLetterReasonCode::SchemaViolation,
+                    DeadLetterReasonCode::UnknownReference,
                     format!("approval decision {} by {} answers request {}, which brain never issued (or forgot after {} days): ignored", approval.approval_id, approval.admin_identity, approval.approval_request_id, RETENTION.as_secs() / 86400),
                 ),
             };

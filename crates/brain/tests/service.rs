@@ -488,6 +488,10 @@ async fn an_answer_to_a_request_brain_never_made_is_dead_lettered() {
     let letter = next(&mut letters, WAIT).await.expect("a dead letter");
     assert_eq!(letter.service.to_string(), "brain");
     assert_eq!(letter.subject.to_string(), "orion.approval_decision.v1");
+    assert_eq!(
+        letter.reason.code,
+        contracts::generated::dead_letter_v1::DeadLetterReasonCode::UnknownReference
+    );
     assert!(
         letter.reason.message.contains("which brain never issued"),
         "{:?}",

@@ -100,7 +100,7 @@ impl<'de> ::serde::Deserialize<'de> for DeadLetterPayloadBase64 {
 #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DeadLetterReason {
-    ///Kind of rejection: `delivery_exhausted` means the consumer gave up on a valid message after the last allowed delivery.
+    ///Kind of rejection: `delivery_exhausted` means the consumer gave up on a valid message after the last allowed delivery; `unknown_reference` means a valid message refers to something its consumer never issued or no longer keeps (e.g. an approval decision for an unknown approval request).
     pub code: DeadLetterReasonCode,
     ///JSON pointer to the offending value, when known.
     #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -111,7 +111,7 @@ pub struct DeadLetterReason {
     #[serde(skip_serializing_if = "::std::option::Option::is_none")]
     pub rule: ::std::option::Option<::std::string::String>,
 }
-///Kind of rejection: `delivery_exhausted` means the consumer gave up on a valid message after the last allowed delivery.
+///Kind of rejection: `delivery_exhausted` means the consumer gave up on a valid message after the last allowed delivery; `unknown_reference` means a valid message refers to something its consumer never issued or no longer keeps (e.g. an approval decision for an unknown approval request).
 #[derive(
     ::serde::Deserialize,
     ::serde::Serialize,
@@ -137,6 +137,8 @@ pub enum DeadLetterReasonCode {
     UnknownSubject,
     #[serde(rename = "delivery_exhausted")]
     DeliveryExhausted,
+    #[serde(rename = "unknown_reference")]
+    UnknownReference,
 }
 impl ::std::fmt::Display for DeadLetterReasonCode {
     fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
@@ -147,6 +149,7 @@ impl ::std::fmt::Display for DeadLetterReasonCode {
             Self::BadSignature => f.write_str("bad_signature"),
             Self::UnknownSubject => f.write_str("unknown_subject"),
             Self::DeliveryExhausted => f.write_str("delivery_exhausted"),
+            Self::UnknownReference => f.write_str("unknown_reference"),
         }
     }
 }
@@ -162,6 +165,7 @@ impl ::std::str::FromStr for DeadLetterReasonCode {
             "bad_signature" => Ok(Self::BadSignature),
             "unknown_subject" => Ok(Self::UnknownSubject),
             "delivery_exhausted" => Ok(Self::DeliveryExhausted),
+            "unknown_reference" => Ok(Self::UnknownReference),
             _ => Err("invalid value".into()),
         }
     }

@@ -32,7 +32,7 @@ pub use dead_letter_v1::DeadLetter;
 /// Semantic version of the contract set (`schemas/contract-set.toml`).
 pub const CONTRACT_SET_VERSION: &str = "1.1.0";
 /// sha256 over the canonical form of the schemas and the inventory.
-pub const CONTRACT_SET_SHA256: &str = "e4286d0bcfb67ddc3a15639ceaf656dfb2e65d2bfc0e265f001d4b967143bab6";
+pub const CONTRACT_SET_SHA256: &str = "16da67d7e3a7603a555885d05d1d03f5f2f5095aa650f1ae894255c3580d0fb7";
 impl crate::Contract for Event {
     const INFO: &'static crate::ContractInfo = &crate::ContractInfo {
         name: "event",
