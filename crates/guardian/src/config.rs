@@ -17,6 +17,7 @@ pub struct FileConfig {
     pub nats: NatsSection,
     pub consumer: ConsumerSection,
     pub limits: LimitsSection,
+    pub lease: LeaseSection,
     pub rules: Vec<RuleSpec>,
 }
 
@@ -43,6 +44,19 @@ pub struct ConsumerSection {
     pub batch: usize,
     /// How often quiet incidents and stale state are checked, in milliseconds.
     pub tick_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LeaseSection {
+    /// Seconds a standby waits for the active guardian to renew its lease before taking over.
+    pub ttl_s: u64,
+}
+
+impl Default for LeaseSection {
+    fn default() -> Self {
+        Self { ttl_s: 10 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -108,6 +122,8 @@ pub struct GuardianConfig {
     pub nats_replicas: usize,
     pub consumer: ConsumerSettings,
     pub limits: Limits,
+    /// How long a standby waits for the active guardian's lease renewal (see `crate::lease`).
+    pub lease_ttl: Duration,
     pub rules: Vec<Rule>,
 }
 
@@ -196,6 +212,12 @@ impl FileConfig {
                 ),
             ));
         }
+        if self.lease.ttl_s < 2 {
+            return Err(invalid(
+                "lease.ttl_s",
+                format!("{} is too short: at least 2", self.lease.ttl_s),
+            ));
+        }
         if self.rules.is_empty() {
             return Err(ConfigError::NoRules);
         }
@@ -223,6 +245,7 @@ impl FileConfig {
                 seen_ttl: time::Duration::seconds(l.seen_ttl_s as i64),
                 max_event_ids_per_incident: l.max_event_ids_per_incident,
             },
+            lease_ttl: Duration::from_secs(self.lease.ttl_s),
             rules,
         })
     }
@@ -325,6 +348,8 @@ mod tests {
             limits.contains("limits.max_event_ids_per_incident"),
             "{limits}"
         );
+        let lease = refused(&format!("[lease]\nttl_s = 1\n{RULE}"));
+        assert!(lease.contains("lease.ttl_s"), "{lease}");
         let window = refused(&RULE.replace("window_s = 60", "window_s = 0"));
         assert!(
             window.contains("rule \"a\"") && window.contains("window_s"),

@@ -87,11 +87,16 @@
 //! most `max_seen_event_ids / 64` seen chunks (nats-server 2.9 has no per-key TTL, so guardian
 //! deletes keys itself).
 //!
-//! Run one guardian per deployment: correlation needs all events of a group in one process.
+//! # Standbys
+//!
+//! Correlation needs all events of a group in one process, so one guardian is active at a time:
+//! instances contend for a lease in the bucket, and the others wait as standbys that take over
+//! within `lease.ttl_s` when the active one stops renewing (see [`lease`]).
 
 pub mod config;
 pub mod engine;
 pub mod incident;
+pub mod lease;
 pub mod rules;
 pub mod seen;
 pub mod service;

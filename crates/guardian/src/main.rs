@@ -49,10 +49,17 @@ Config file (TOML; crates/guardian/guardian.toml is a documented example):
   [nats]      url, replicas
   [consumer]  ack_wait_s, max_deliver, retry_delay_ms, batch, tick_ms
   [limits]    max_groups, max_seen_event_ids, seen_ttl_s, max_event_ids_per_incident
+  [lease]     ttl_s (default 10): how long standbys wait for the active guardian's renewal
   [[rules]]   name, group_by, window_s, threshold, incident_type, severity (optional fixed
               incident severity), resolve_on, resolve_after_s, and a [rules.match] table:
               event_type, source (names or `*` patterns), severity, data.<field> = value(s),
               tags.<name> = value(s)
+
+High availability: run two or more instances. One holds a lease in `guardian_state` and consumes;
+the others log `standby:` and wait. When the active one dies a standby takes over within
+lease.ttl_s, continuing the open incidents; after a clean stop, at once. An instance that cannot
+renew its lease, or finds it taken over, stops handling events and exits 1 (let the supervisor
+restart it: it comes back as a standby).
 
 Incident tags (a contract with brain): for each group_by key its last path segment → value
 (data.service_name → service_name), plus rule → the rule's name.

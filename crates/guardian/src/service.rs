@@ -28,6 +28,7 @@ use time::OffsetDateTime;
 
 use crate::config::{ConsumerSettings, GuardianConfig};
 use crate::engine::{AckPlan, Change, ChangeKind, Engine, Stats, Step};
+use crate::lease::{self, Lease, LeaseError};
 use crate::store::{StateStore, StoreError};
 
 /// Longest delay before a failed message is retried.
@@ -42,6 +43,8 @@ pub enum ServiceError {
     Store(#[from] StoreError),
     #[error("the subscription to events and acknowledgements ended")]
     SubscriptionEnded,
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
 }
 
 /// Why one message could not be handled now (it is retried).
@@ -384,16 +387,42 @@ pub fn subscribe_options(settings: &ConsumerSettings) -> SubscribeOptions {
     }
 }
 
-/// Everything `guardian run` does after loading the configuration: provision, restore, consume
-/// until `shutdown`, close.
+/// Everything `guardian run` does after loading the configuration: provision, wait for the lease
+/// (a standby waits here), restore, consume until `shutdown` or until the lease is lost, release
+/// the lease, close.
 pub async fn run(
     bus: Bus<GuardianIdentity>,
     config: &GuardianConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Stats, ServiceError> {
     bus.provision().await?;
-    let guardian = Guardian::start(bus.clone(), config).await?;
-    let stats = guardian.run(shutdown).await?;
+    tokio::pin!(shutdown);
+    let bucket = StateStore::open(bus.jetstream()).await?.bucket().clone();
+    let acquiring = Lease::acquire(bucket, lease::instance_name(), config.lease_ttl);
+    let lease = tokio::select! {
+        lease = acquiring => lease,
+        () = &mut shutdown => {
+            bus.close().await?;
+            return Ok(Stats::default());
+        }
+    };
+    let keeper = lease.keep();
+    let lost = keeper.lost();
+    let stats = match Guardian::start(bus.clone(), config).await {
+        Ok(guardian) => {
+            guardian
+                .run(async {
+                    tokio::select! {
+                        () = &mut shutdown => {}
+                        () = lost.cancelled() => {}
+                    }
+                })
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    keeper.release().await?;
+    let stats = stats?;
     bus.close().await?;
     Ok(stats)
 }

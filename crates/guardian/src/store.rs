@@ -6,6 +6,7 @@
 //!   threshold, or the open/acknowledged incident with everything its next version needs. The
 //!   key is deleted (and purged, delete marker included) when the incident resolves or the
 //!   counted events leave the window, so the bucket holds only live groups.
+//! - `lease` — which instance is the active guardian (see [`crate::lease`]).
 //! - `seen.<slot>` — chunks of handled event ids no group record holds any more (see
 //!   [`crate::seen`]): a fixed ring of keys, deleted when their ids outlive the time to live.
 //!
@@ -19,6 +20,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{Group, GROUP_KEY_PREFIX};
+use crate::lease::LEASE_KEY;
 use crate::seen::{SeenChunk, SeenWrite, KEY_PREFIX as SEEN_KEY_PREFIX};
 
 /// The bucket (see `schemas/inventory.toml`).
@@ -65,6 +67,8 @@ pub struct Snapshot {
     pub seen: Vec<(String, SeenChunk)>,
     /// Keys whose value could not be read (`key`, reason).
     pub unreadable: Vec<(String, String)>,
+    /// Whether the lease key holds a value (see [`crate::lease`]).
+    pub lease_held: bool,
 }
 
 /// The bucket, as guardian uses it.
@@ -119,6 +123,10 @@ impl StateStore {
     }
 
     fn decode(&self, key: &str, value: &[u8], snapshot: &mut Snapshot) {
+        if key == LEASE_KEY {
+            snapshot.lease_held = true;
+            return;
+        }
         let problem = if key.starts_with(GROUP_KEY_PREFIX) {
             match serde_json::from_slice::<GroupRecord>(value) {
                 Ok(record) if record.format == FORMAT => {
@@ -144,6 +152,11 @@ impl StateStore {
             "not a key guardian writes".to_string()
         };
         snapshot.unreadable.push((key.to_string(), problem));
+    }
+
+    /// The bucket itself (the lease lives in it too).
+    pub fn bucket(&self) -> &kv::Store {
+        &self.kv
     }
 
     /// Stores a group under its key.
@@ -204,6 +217,7 @@ impl StateStore {
             .map(|g| g.key.storage_key())
             .chain(snapshot.seen.into_iter().map(|(k, _)| k))
             .chain(snapshot.unreadable.into_iter().map(|(k, _)| k))
+            .chain(snapshot.lease_held.then(|| LEASE_KEY.to_owned()))
             .collect();
         keys.sort();
         Ok(keys)

@@ -197,6 +197,69 @@ async fn a_quiet_incident_resolves_after_resolve_after_s() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_takes_over_the_open_incidents_when_the_active_guardian_dies() {
+    let server = provisioned_server().await;
+    let mut active = GuardianProcess::start(&server, TEST_CONFIG).await;
+    let mut standby = GuardianProcess::start_standby(&server, TEST_CONFIG).await;
+    let producer = Producer::connect(&server).await;
+    let mut incidents = Incidents::open(&server).await;
+
+    let first = service_down("payments");
+    producer.publish(&first).await;
+    let opened = incidents.next(&active).await;
+    wait_until_events_settled(&server, &active).await;
+    assert!(
+        !standby.log_text().contains("guardian consuming"),
+        "the standby consumed while the lease was held:\n{}",
+        standby.log_text()
+    );
+
+    active.kill_9();
+    standby.wait_ready(&server).await;
+    let log = standby.log_text();
+    assert!(
+        log.contains("taking over") && log.contains("state restored"),
+        "{log}"
+    );
+    let second = service_down("payments");
+    producer.publish(&second).await;
+    let grown = incidents.next(&standby).await;
+    assert_eq!(
+        grown.incident_id, opened.incident_id,
+        "the standby continued the open incident"
+    );
+    assert_eq!(ids(&grown), vec![first.event_id, second.event_id]);
+
+    // A clean stop releases the lease: the next instance does not wait for it to expire.
+    assert_eq!(standby.terminate(), Some(0), "{}", standby.log_text());
+    assert!(standby.log_text().contains("lease released"));
+    let next = GuardianProcess::start(&server, TEST_CONFIG).await;
+    assert!(!next.log_text().contains("standby"), "{}", next.log_text());
+    incidents.assert_quiet(QUIET).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guardian_whose_lease_was_taken_over_stops_handling_events() {
+    let server = provisioned_server().await;
+    let mut guardian = GuardianProcess::start(&server, TEST_CONFIG).await;
+    let js = admin_jetstream(&server).await;
+    let bucket = js.get_key_value("guardian_state").await.unwrap();
+    // As a standby would after a partition hid the holder from it for a whole lease.
+    bucket
+        .put(
+            guardian::lease::LEASE_KEY,
+            r#"{"holder":"standby-b","ttl_ms":2000}"#.into(),
+        )
+        .await
+        .unwrap();
+
+    let code = guardian.exit_within(Duration::from_secs(10)).await;
+    let log = guardian.log_text();
+    assert_eq!(code, Some(1), "{log}");
+    assert!(log.contains("taken over by standby-b"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_restart_the_next_event_updates_the_same_incident() {
     let server = provisioned_server().await;
     let mut guardian = GuardianProcess::start(&server, TEST_CONFIG).await;
@@ -393,7 +456,9 @@ async fn crashes_during_a_burst_neither_lose_events_nor_open_second_incidents() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transient_failure_hands_the_event_back_until_it_can_be_handled() {
     let server = provisioned_server().await;
-    let guardian = GuardianProcess::start(&server, TEST_CONFIG).await;
+    // A lease longer than the outage: guardian does not fence itself while the bucket is gone.
+    let config = TEST_CONFIG.replace("ttl_s = 2", "ttl_s = 30");
+    let guardian = GuardianProcess::start(&server, &config).await;
     let producer = Producer::connect(&server).await;
     let mut incidents = Incidents::open(&server).await;
 

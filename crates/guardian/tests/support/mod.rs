@@ -25,6 +25,9 @@ pub const TEST_CONFIG: &str = r#"
 tick_ms = 100
 retry_delay_ms = 200
 
+[lease]
+ttl_s = 2
+
 [[rules]]
 name = "service-outage"
 group_by = ["data.service_name"]
@@ -89,6 +92,30 @@ pub struct GuardianProcess {
 impl GuardianProcess {
     /// Starts guardian with `config` (TOML text) and waits until it consumes.
     pub async fn start(server: &NatsServer, config: &str) -> Self {
+        let mut process = Self::spawn(server, config);
+        process.wait_ready(server).await;
+        process
+    }
+
+    /// Starts guardian with `config` next to an active one, and waits until it stands by.
+    pub async fn start_standby(server: &NatsServer, config: &str) -> Self {
+        let process = Self::spawn(server, config);
+        for _ in 0..100 {
+            if process
+                .log_text()
+                .contains("standby: another guardian holds the lease")
+            {
+                return process;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "guardian did not stand by; its log:\n{}",
+            process.log_text()
+        );
+    }
+
+    fn spawn(server: &NatsServer, config: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("guardian.toml");
         std::fs::write(&path, config).unwrap();
@@ -99,11 +126,11 @@ impl GuardianProcess {
             config: path,
             _dir: dir,
         };
-        process.launch(server).await;
+        process.launch(server);
         process
     }
 
-    async fn launch(&mut self, server: &NatsServer) {
+    fn launch(&mut self, server: &NatsServer) {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -126,10 +153,10 @@ impl GuardianProcess {
             .spawn()
             .expect("start the guardian binary");
         self.child = Some(child);
-        self.wait_ready(server).await;
     }
 
-    async fn wait_ready(&mut self, server: &NatsServer) {
+    /// Waits until this guardian consumes (its micro endpoints answer).
+    pub async fn wait_ready(&mut self, server: &NatsServer) {
         let admin = admin(server).await;
         for _ in 0..150 {
             if let Some(child) = self.child.as_mut() {
@@ -157,7 +184,8 @@ impl GuardianProcess {
     /// Starts the same configuration again after a stop.
     pub async fn restart(&mut self, server: &NatsServer) {
         assert!(self.child.is_none(), "stop it first");
-        self.launch(server).await;
+        self.launch(server);
+        self.wait_ready(server).await;
     }
 
     pub fn log_text(&self) -> String {
@@ -170,6 +198,20 @@ impl GuardianProcess {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Waits up to `limit` for the process to exit on its own; its exit code.
+    pub async fn exit_within(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            let child = self.child.as_mut()?;
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return status.code();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
     }
 
     /// SIGTERM, then wait; returns the exit code.

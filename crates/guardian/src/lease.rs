@@ -1,0 +1,248 @@
+//! One active guardian per deployment, any number of standbys.
+//!
+//! Correlation needs every event of a group in one process, so instances contend for the key
+//! `lease` in the `guardian_state` bucket: the holder loads the state and consumes; the others
+//! wait and take over when the holder stops renewing (crash, partition, shutdown).
+//!
+//! No wall clocks are compared: each instance measures on its own monotonic clock.
+//! - The holder renews every `ttl / 4` (a compare-and-set on the lease's revision) and stops
+//!   handling messages once `ttl / 2` has passed since it began its last successful renewal.
+//! - A standby takes over only when the lease's revision has stayed the same for a whole `ttl`,
+//!   counted from when it first saw that revision, which is after the holder began writing it.
+//!
+//! The `ttl / 2` between the two leaves room for the message in hand when the holder fences
+//! itself. A holder that stops cleanly deletes the lease, so a standby takes over at its next
+//! poll.
+
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// The key the lease lives under.
+pub const LEASE_KEY: &str = "lease";
+
+/// What the lease key holds (for operators reading the bucket; guardian only compares revisions).
+#[derive(Debug, Serialize, Deserialize)]
+struct LeaseRecord {
+    holder: String,
+    ttl_ms: u64,
+}
+
+/// Why the lease could not be taken or kept.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    #[error("the lease was taken over by {holder}; this instance stopped handling messages")]
+    TakenOver { holder: String },
+    #[error("the lease could not be renewed within {0:?}; this instance stopped handling messages so a standby can take over")]
+    Expired(Duration),
+}
+
+/// The lease, held by this instance.
+pub struct Lease {
+    kv: kv::Store,
+    holder: String,
+    ttl: Duration,
+    revision: u64,
+    renewal_started: Instant,
+}
+
+impl Lease {
+    /// Waits until this instance holds the lease: at once when nobody holds it, otherwise when
+    /// the holder has not renewed it for `ttl`.
+    pub async fn acquire(kv: kv::Store, holder: String, ttl: Duration) -> Self {
+        let value = record(&holder, ttl);
+        // (revision, when this instance first saw it)
+        let mut watched: Option<(u64, Instant)> = None;
+        let mut reported_holder = String::new();
+        loop {
+            let started = Instant::now();
+            let entry = match kv.entry(LEASE_KEY).await {
+                Ok(entry) => entry,
+                Err(e) => {
+                    tracing::warn!(error = %e, "standby: cannot read the lease; retrying");
+                    tokio::time::sleep(ttl / 4).await;
+                    continue;
+                }
+            };
+            let taken = match entry {
+                Some(entry) if entry.operation == kv::Operation::Put => match watched {
+                    Some((revision, since)) if revision == entry.revision => {
+                        if since.elapsed() >= ttl {
+                            tracing::warn!(previous = %holder_of(&entry.value), "the lease was not renewed for {ttl:?}: taking over");
+                            kv.update(LEASE_KEY, value.clone().into(), entry.revision)
+                                .await
+                                .ok()
+                        } else {
+                            None
+                        }
+                    }
+                    _ => {
+                        let current = holder_of(&entry.value);
+                        if current != reported_holder {
+                            tracing::info!(holder = %current, "standby: another guardian holds the lease; taking over if it is not renewed for {ttl:?}");
+                            reported_holder = current;
+                        }
+                        watched = Some((entry.revision, Instant::now()));
+                        None
+                    }
+                },
+                // Never held, released, or purged.
+                _ => kv.create(LEASE_KEY, value.clone().into()).await.ok(),
+            };
+            if let Some(revision) = taken {
+                tracing::info!(%holder, "holding the lease: this guardian is the active one");
+                return Self {
+                    kv,
+                    holder,
+                    ttl,
+                    revision,
+                    renewal_started: started,
+                };
+            }
+            tokio::time::sleep(ttl / 4).await;
+        }
+    }
+
+    /// Keeps the lease renewed in the background until [`LeaseKeeper::release`]; when it cannot,
+    /// [`LeaseKeeper::lost`] fires.
+    pub fn keep(self) -> LeaseKeeper {
+        let lost = CancellationToken::new();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(self.renew_until(lost.clone(), stop.clone()));
+        LeaseKeeper { lost, stop, task }
+    }
+
+    async fn renew_until(
+        mut self,
+        lost: CancellationToken,
+        stop: CancellationToken,
+    ) -> (Self, Result<(), LeaseError>) {
+        let fence_after = self.ttl / 2;
+        let value = record(&self.holder, self.ttl);
+        loop {
+            let fence_at = self.renewal_started + fence_after;
+            tokio::select! {
+                () = stop.cancelled() => return (self, Ok(())),
+                () = tokio::time::sleep_until(fence_at) => {
+                    lost.cancel();
+                    return (self, Err(LeaseError::Expired(fence_after)));
+                }
+                () = tokio::time::sleep(self.ttl / 4) => {}
+            }
+            let started = Instant::now();
+            let renewal = self
+                .kv
+                .update(LEASE_KEY, value.clone().into(), self.revision);
+            match tokio::time::timeout_at(fence_at, renewal).await {
+                Ok(Ok(revision)) => {
+                    self.revision = revision;
+                    self.renewal_started = started;
+                }
+                Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                    match self.reclaim(&value).await {
+                        Ok(revision) => {
+                            self.revision = revision;
+                            self.renewal_started = started;
+                        }
+                        Err(holder) => {
+                            lost.cancel();
+                            return (self, Err(LeaseError::TakenOver { holder }));
+                        }
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "renewing the lease failed; retrying");
+                }
+                Err(_) => {
+                    lost.cancel();
+                    return (self, Err(LeaseError::Expired(fence_after)));
+                }
+            }
+        }
+    }
+
+    /// The lease key changed under this holder. When nobody holds it (the key or the whole
+    /// bucket was removed), nobody took over: take it again. Otherwise: who holds it now.
+    async fn reclaim(&self, value: &[u8]) -> Result<u64, String> {
+        match self.kv.entry(LEASE_KEY).await {
+            Ok(Some(entry)) if entry.operation == kv::Operation::Put => {
+                return Err(holder_of(&entry.value))
+            }
+            Ok(_) => {}
+            Err(_) => return Err("another instance".to_owned()),
+        }
+        match self.kv.create(LEASE_KEY, value.to_vec().into()).await {
+            Ok(revision) => {
+                tracing::warn!("the lease key had been removed; holding it again");
+                Ok(revision)
+            }
+            Err(_) => Err("another instance".to_owned()),
+        }
+    }
+
+    /// Gives the lease up so a standby takes over at once; only if it is still this instance's.
+    async fn release(self) {
+        match self
+            .kv
+            .delete_expect_revision(LEASE_KEY, Some(self.revision))
+            .await
+        {
+            Ok(()) => tracing::info!("lease released"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not release the lease; a standby takes over when it expires")
+            }
+        }
+    }
+}
+
+/// The background renewal of a held lease.
+pub struct LeaseKeeper {
+    lost: CancellationToken,
+    stop: CancellationToken,
+    task: JoinHandle<(Lease, Result<(), LeaseError>)>,
+}
+
+impl LeaseKeeper {
+    /// Fires when the lease is lost: stop handling messages.
+    pub fn lost(&self) -> CancellationToken {
+        self.lost.clone()
+    }
+
+    /// Stops renewing; releases the lease when it was still held. Returns why it was lost, if
+    /// it was.
+    pub async fn release(self) -> Result<(), LeaseError> {
+        self.stop.cancel();
+        let (lease, outcome) = self.task.await.expect("the lease task does not panic");
+        if outcome.is_ok() {
+            lease.release().await;
+        }
+        outcome
+    }
+}
+
+fn record(holder: &str, ttl: Duration) -> Vec<u8> {
+    serde_json::to_vec(&LeaseRecord {
+        holder: holder.to_owned(),
+        ttl_ms: ttl.as_millis() as u64,
+    })
+    .expect("lease records serialize")
+}
+
+fn holder_of(value: &[u8]) -> String {
+    serde_json::from_slice::<LeaseRecord>(value)
+        .map(|r| r.holder)
+        .unwrap_or_else(|_| "an unknown holder".to_owned())
+}
+
+/// This instance's name in the lease: host, process id and a random suffix.
+pub fn instance_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "unknown-host".to_owned());
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}:{}:{}", std::process::id(), &suffix[..8])
+}
