@@ -118,7 +118,8 @@ pub struct Replacement {
     /// Name of the new container that replaced it.
     pub new: String,
     /// The host ports that made the old container stop before the new one could start (a
-    /// short outage); empty when the new one was proven up first.
+    /// short outage); empty (and left out of receipts) when the new one was proven up first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub stopped_first_for_ports: Vec<String>,
 }
 
