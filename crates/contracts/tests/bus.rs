@@ -71,6 +71,31 @@ async fn next_within<S, T>(
     }
 }
 
+/// The stream's and its consumers' counters and leaders, to tell a loss from a stalled consumer.
+async fn consumer_state(url: &str, stream: &str) -> String {
+    let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
+    let mut stream = js.get_stream(stream).await.unwrap();
+    let info = stream.info().await.unwrap();
+    let mut out = format!(
+        "stream: {} messages, leader {:?}",
+        info.state.messages,
+        info.cluster.as_ref().and_then(|c| c.leader.clone())
+    );
+    let mut names = stream.consumer_names();
+    while let Some(Ok(name)) = futures::StreamExt::next(&mut names).await {
+        let consumer: async_nats::jetstream::consumer::PullConsumer =
+            stream.get_consumer(&name).await.unwrap();
+        let info = consumer.cached_info();
+        out += &format!(
+            "; consumer {name}: {} pending, {} delivered, leader {:?}",
+            info.num_pending,
+            info.delivered.stream_sequence,
+            info.cluster.as_ref().and_then(|c| c.leader.clone())
+        );
+    }
+    out
+}
+
 async fn roundtrip<P, C, T>(server: &NatsServer, fixture_name: &str)
 where
     P: Service + Produces<T>,
@@ -581,15 +606,36 @@ async fn a_three_node_cluster_keeps_replicated_messages_when_a_node_stops() {
         }
     }
     let mut sub = sub.expect("subscribe on the remaining nodes");
+    // The stream and the consumer elect new leaders after the node stops, which can take a few
+    // seconds before the first delivery: wait for all 20 with a generous bound.
     let mut ids = BTreeSet::new();
-    while let Some(delivery) = next_within(&mut sub, Duration::from_secs(3)).await {
-        ids.insert(delivery.message().event_id);
-        delivery.ack().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while ids.len() < 20 && tokio::time::Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(1), sub.next()).await {
+            Ok(Some(Ok(delivery))) => {
+                ids.insert(delivery.message().event_id);
+                delivery.ack().await.unwrap();
+            }
+            Ok(Some(Err(e))) => eprintln!("delivery during the election: {e}"),
+            Ok(None) => panic!("subscription ended"),
+            Err(_) => {}
+        }
     }
+    let state = if ids.len() < 20 {
+        consumer_state(&cluster.nodes[1].url(), "ORION_EVENTS").await
+    } else {
+        String::new()
+    };
     assert_eq!(
         ids.len(),
         20,
-        "replicated messages lost when a node stopped"
+        "replicated messages lost when a node stopped? {state}"
+    );
+    assert!(
+        next_within(&mut sub, Duration::from_secs(1))
+            .await
+            .is_none(),
+        "a message was delivered twice"
     );
 }
 

@@ -15,6 +15,14 @@ use super::{Bus, BusError};
 use crate::generated::dead_letter_v1::DeadLetterReasonCode;
 use crate::{Consumes, Contract, DeadLetter, Produces, Service};
 
+/// How long one pull request waits on the server. A pull request that reaches no consumer leader
+/// (during an election after a node stops) is lost without an answer; async-nats' default of 30 s
+/// would stall the consumer that long, this bounds the stall to a few seconds.
+const PULL_EXPIRES: Duration = Duration::from_secs(5);
+/// Idle heartbeat the server sends while a pull request waits (at most half of
+/// [`PULL_EXPIRES`]); two missed ones make async-nats issue a new pull request.
+const PULL_HEARTBEAT: Duration = Duration::from_secs(2);
+
 /// How a durable consumer behaves.
 #[derive(Debug, Clone)]
 pub struct SubscribeOptions {
@@ -157,6 +165,8 @@ impl<S: Service> Bus<S> {
         let messages = consumer
             .stream()
             .max_messages_per_batch(options.batch.max(1))
+            .expires(PULL_EXPIRES)
+            .heartbeat(PULL_HEARTBEAT)
             .messages()
             .await
             .map_err(|e| jetstream_error(format!("messages of consumer `{consumer_name}`"), &e))?;
