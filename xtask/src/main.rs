@@ -55,7 +55,8 @@ enum Command {
         args: Vec<String>,
     },
     /// Run the whole test suite: installs and starts what it needs (nats-server, the Docker
-    /// engine), then `cargo test --workspace --all-features` and `cargo xtask check`.
+    /// engine), then `cargo test --workspace --all-features --no-fail-fast` and
+    /// `cargo xtask check`.
     Test {
         /// Extra arguments for `cargo test` (after `--`), e.g. a test name filter.
         #[arg(last = true)]
@@ -97,7 +98,8 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Test { cargo_args } => {
             xtask::machine::prepare()?;
             let tests = std::process::Command::new(env!("CARGO"))
-                .args(["test", "--workspace", "--all-features"])
+                // Every test binary runs even after a failure: one run shows every problem.
+                .args(["test", "--workspace", "--all-features", "--no-fail-fast"])
                 .args(&cargo_args)
                 .current_dir(&layout.root)
                 .status()?;
