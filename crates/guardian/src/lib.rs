@@ -91,7 +91,7 @@
 //!
 //! Correlation needs all events of a group in one process, so one guardian is active at a time:
 //! instances contend for a lease in the bucket, and the others wait as standbys that take over
-//! within `lease.ttl_s` when the active one stops renewing (see [`lease`]).
+//! `lease.ttl_s` (plus up to a quarter of it) after the active one stops renewing (see [`lease`]).
 
 pub mod config;
 pub mod engine;

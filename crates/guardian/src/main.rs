@@ -56,10 +56,10 @@ Config file (TOML; crates/guardian/guardian.toml is a documented example):
               tags.<name> = value(s)
 
 High availability: run two or more instances. One holds a lease in `guardian_state` and consumes;
-the others log `standby:` and wait. When the active one dies a standby takes over within
-lease.ttl_s, continuing the open incidents; after a clean stop, at once. An instance that cannot
-renew its lease, or finds it taken over, stops handling events and exits 1 (let the supervisor
-restart it: it comes back as a standby).
+the others log `standby:` and wait. When the active one dies, a standby takes over after
+lease.ttl_s (plus up to a quarter of it) and continues the open incidents; after a clean stop,
+at once. An instance that cannot renew its lease, or finds it taken over, stops handling events
+and exits 1 (let the supervisor restart it: it comes back as a standby).
 
 Incident tags (a contract with brain): for each group_by key its last path segment → value
 (data.service_name → service_name), plus rule → the rule's name.
