@@ -420,6 +420,37 @@ async fn deploy_of_a_service_on_a_fixed_host_port_stops_the_old_container_first(
 }
 
 #[tokio::test]
+async fn scaling_up_a_service_on_a_fixed_host_port_is_refused_before_anything_changes() {
+    let (_docker, svc, port, old_id) = service_on_a_fixed_host_port().await;
+    let before = svc.containers().await;
+    let engine = engine_for(&[&svc.name], |_| {}).await;
+
+    let err = engine
+        .deploy(
+            &svc.name,
+            BUSYBOX_2,
+            Some(2),
+            READY,
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap_err();
+
+    match &err.failure {
+        DeployFailure::ScaleOnFixedHostPorts { replicas, ports } => {
+            assert_eq!((*replicas, ports.clone()), (2, vec![port.to_string()]));
+        }
+        other => panic!("expected ScaleOnFixedHostPorts, got {other:?}"),
+    }
+    assert!(!err.rolled_back && err.replaced.is_empty(), "{err}");
+    assert!(err.to_string().contains(&port.to_string()), "{err}");
+    let after = svc.containers().await;
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].id.as_deref(), Some(old_id.as_str()));
+    assert_eq!(started_at(&after[0]), started_at(&before[0]));
+}
+
+#[tokio::test]
 async fn a_failed_deploy_on_a_fixed_host_port_starts_the_old_container_again() {
     let (docker, svc, port, old_id) = service_on_a_fixed_host_port().await;
     let before = svc.containers().await;

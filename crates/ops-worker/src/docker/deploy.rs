@@ -51,7 +51,7 @@ impl Engine {
     /// A container that binds fixed host ports (`-p 8080:80`) cannot run next to its
     /// replacement: it is stopped first, and started again if the replacement fails — a short
     /// outage, reported in [`Replacement::stopped_first_for_ports`]. Scaling such a service up
-    /// fails on its ports ("port is already allocated") and that step is rolled back.
+    /// is refused before anything changes: its replicas would all need the same host ports.
     ///
     /// Limits: new containers are named `<service>-<8 hex>`, not compose's `<project>-<service>-N`.
     pub async fn deploy(
@@ -180,6 +180,12 @@ impl Rollout<'_> {
         }
         let image_id = engine.local_image_id(image).await?;
         let olds = engine.guarded(service).await?;
+        if let Some(n) = replicas.filter(|&n| n as usize > olds.len()) {
+            let ports = self.template_from(&olds[0]).await?.fixed_host_ports();
+            if !ports.is_empty() {
+                return Err(DeployFailure::ScaleOnFixedHostPorts { replicas: n, ports }.into());
+            }
+        }
 
         let mut template = None;
         for old in &olds {

@@ -186,6 +186,14 @@ pub enum DeployFailure {
     /// `replicas` was zero.
     #[error("replicas must be at least 1 (use halt to stop a service)")]
     ZeroReplicas,
+    /// More replicas of a service whose containers bind fixed host ports: only one can bind them.
+    #[error("cannot scale to {replicas} replicas: the service's containers bind fixed host port(s) {}, which only one container can hold (publish a port range or put a load balancer in front)", ports.join(", "))]
+    ScaleOnFixedHostPorts {
+        /// The requested replicas.
+        replicas: u32,
+        /// The fixed host ports.
+        ports: Vec<String>,
+    },
     /// The new container stopped running.
     #[error(
         "new container `{container}` exited{} before it was ready; last log lines:\n{logs}",
