@@ -55,45 +55,10 @@ impl Lease {
     /// the holder has not renewed it for `ttl`.
     pub async fn acquire(kv: kv::Store, holder: String, ttl: Duration) -> Self {
         let value = record(&holder, ttl);
-        // (revision, when this instance first saw it)
-        let mut watched: Option<(u64, Instant)> = None;
-        let mut reported_holder = String::new();
+        let mut standby = Standby::default();
         loop {
             let started = Instant::now();
-            let entry = match kv.entry(LEASE_KEY).await {
-                Ok(entry) => entry,
-                Err(e) => {
-                    tracing::warn!(error = %e, "standby: cannot read the lease; retrying");
-                    tokio::time::sleep(ttl / 4).await;
-                    continue;
-                }
-            };
-            let taken = match entry {
-                Some(entry) if entry.operation == kv::Operation::Put => match watched {
-                    Some((revision, since)) if revision == entry.revision => {
-                        if since.elapsed() >= ttl {
-                            tracing::warn!(previous = %holder_of(&entry.value), "the lease was not renewed for {ttl:?}: taking over");
-                            kv.update(LEASE_KEY, value.clone().into(), entry.revision)
-                                .await
-                                .ok()
-                        } else {
-                            None
-                        }
-                    }
-                    _ => {
-                        let current = holder_of(&entry.value);
-                        if current != reported_holder {
-                            tracing::info!(holder = %current, "standby: another guardian holds the lease; taking over if it is not renewed for {ttl:?}");
-                            reported_holder = current;
-                        }
-                        watched = Some((entry.revision, Instant::now()));
-                        None
-                    }
-                },
-                // Never held, released, or purged.
-                _ => kv.create(LEASE_KEY, value.clone().into()).await.ok(),
-            };
-            if let Some(revision) = taken {
+            if let Some(revision) = try_take(&kv, &value, &mut standby, ttl).await {
                 tracing::info!(%holder, "holding the lease: this guardian is the active one");
                 return Self {
                     kv,
@@ -194,6 +159,63 @@ impl Lease {
             Ok(()) => tracing::info!("lease released"),
             Err(e) => {
                 tracing::warn!(error = %e, "could not release the lease; a standby takes over when it expires")
+            }
+        }
+    }
+}
+
+/// One attempt to take the lease: free, or not renewed for `ttl`. `None` while it is held (or
+/// when another standby was faster).
+async fn try_take(
+    kv: &kv::Store,
+    value: &[u8],
+    standby: &mut Standby,
+    ttl: Duration,
+) -> Option<u64> {
+    let entry = match kv.entry(LEASE_KEY).await {
+        Ok(entry) => entry,
+        Err(e) => {
+            tracing::warn!(error = %e, "standby: cannot read the lease; retrying");
+            return None;
+        }
+    };
+    match entry {
+        Some(entry) if entry.operation == kv::Operation::Put => {
+            if !standby.unrenewed_for(&entry, ttl) {
+                return None;
+            }
+            tracing::warn!(previous = %holder_of(&entry.value), "the lease was not renewed for {ttl:?}: taking over");
+            kv.update(LEASE_KEY, value.to_vec().into(), entry.revision)
+                .await
+                .ok()
+        }
+        // Never held, released, or purged.
+        _ => kv.create(LEASE_KEY, value.to_vec().into()).await.ok(),
+    }
+}
+
+/// What a standby has seen of the holder's lease.
+#[derive(Default)]
+struct Standby {
+    /// The revision last seen, and when this instance first saw it.
+    seen: Option<(u64, Instant)>,
+    reported_holder: String,
+}
+
+impl Standby {
+    /// Whether `entry` is the same revision as first seen at least `ttl` ago; a new revision
+    /// starts the count again.
+    fn unrenewed_for(&mut self, entry: &kv::Entry, ttl: Duration) -> bool {
+        match self.seen {
+            Some((revision, since)) if revision == entry.revision => since.elapsed() >= ttl,
+            _ => {
+                let holder = holder_of(&entry.value);
+                if holder != self.reported_holder {
+                    tracing::info!(%holder, "standby: another guardian holds the lease; taking over if it is not renewed for {ttl:?}");
+                    self.reported_holder = holder;
+                }
+                self.seen = Some((entry.revision, Instant::now()));
+                false
             }
         }
     }
