@@ -260,6 +260,35 @@ async fn a_guardian_whose_lease_was_taken_over_stops_handling_events() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_lease_key_is_taken_again_by_its_holder() {
+    let server = provisioned_server().await;
+    let guardian = GuardianProcess::start(&server, TEST_CONFIG).await;
+    let producer = Producer::connect(&server).await;
+    let mut incidents = Incidents::open(&server).await;
+    let js = admin_jetstream(&server).await;
+    let bucket = js.get_key_value("guardian_state").await.unwrap();
+
+    // Nobody took it over: the holder's next renewal finds the key gone and takes it again.
+    bucket.delete(guardian::lease::LEASE_KEY).await.unwrap();
+    let mut retaken = false;
+    for _ in 0..50 {
+        if guardian
+            .log_text()
+            .contains("the lease key had been removed; holding it again")
+        {
+            retaken = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(retaken, "{}", guardian.log_text());
+    let down = service_down("payments");
+    producer.publish(&down).await;
+    let incident = incidents.next(&guardian).await;
+    assert_eq!(ids(&incident), vec![down.event_id]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_restart_the_next_event_updates_the_same_incident() {
     let server = provisioned_server().await;
     let mut guardian = GuardianProcess::start(&server, TEST_CONFIG).await;
