@@ -299,7 +299,9 @@ impl Rollout<'_> {
                 Err(StepError {
                     failure: Box::new(failure),
                     rolled_back: cleanup.is_ok(),
-                    cleanup_error: cleanup.err().map(|e| e.to_string()),
+                    cleanup_error: cleanup
+                        .err()
+                        .map(|e| format!("the failed new container could not be removed: {e}")),
                     stopped_first_for_ports: None,
                 })
             }
@@ -499,15 +501,7 @@ impl Rollout<'_> {
                 engine
                     .remove_container(service, &old.id)
                     .await
-                    .map_err(|e| {
-                        StepError::from(DockerError::Partial {
-                            done: vec![format!(
-                                "{} -> {new} (new container up, old one stopped but not removed)",
-                                old.name
-                            )],
-                            source: Box::new(e),
-                        })
-                    })?;
+                    .map_err(|e| old_not_removed(old, &new, e))?;
                 Ok(new)
             }
             Err(mut step) => {
@@ -561,15 +555,17 @@ impl Rollout<'_> {
             Ok(()) => engine.remove_container(service, &old.id).await,
             Err(e) => Err(e),
         };
-        result.map_err(|e| {
-            // The new container stays: it is up and serving; only the old one lingers.
-            StepError::from(DockerError::Partial {
-                done: vec![format!(
-                    "{} -> {new} (new container up, old one not removed)",
-                    old.name
-                )],
-                source: Box::new(e),
-            })
-        })
+        result.map_err(|e| old_not_removed(old, new, e))
     }
+}
+
+/// The step's new container is up and stays, serving; only the old one lingers.
+fn old_not_removed(old: &ContainerInfo, new: &str, error: DockerError) -> StepError {
+    StepError::from(DockerError::Partial {
+        done: vec![format!(
+            "{} -> {new} (new container up, old one not removed)",
+            old.name
+        )],
+        source: Box::new(error),
+    })
 }

@@ -295,7 +295,7 @@ impl fmt::Display for DeployError {
             }
         }
         if let Some(e) = &self.cleanup_error {
-            write!(f, "; the failed new container could not be removed: {e}")?;
+            write!(f, "; roll back incomplete: {e}")?;
         }
         if !self.replaced.is_empty() {
             let list: Vec<String> = self
