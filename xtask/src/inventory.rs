@@ -17,7 +17,116 @@ pub struct Inventory {
     pub key_value: BTreeMap<String, Bucket>,
     #[serde(default)]
     pub object_stores: BTreeMap<String, Bucket>,
+    /// Settings of every durable consumer unless `consumer_settings` overrides them.
+    #[serde(default)]
+    pub consumer_defaults: ConsumerSettings,
+    /// Per-durable overrides, keyed by the durable's name.
+    #[serde(default)]
+    pub consumer_settings: BTreeMap<String, ConsumerOverrides>,
+    /// Services that read streams through ordered readers, and what for.
+    #[serde(default)]
+    pub ordered_readers: BTreeMap<String, OrderedReader>,
     pub contracts: Vec<ContractEntry>,
+}
+
+/// Server-side settings of a durable consumer.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerSettings {
+    /// Deliveries of one message before it is dead-lettered.
+    pub max_deliver: i64,
+    /// Seconds the server waits for an ack before redelivering.
+    pub ack_wait_s: u64,
+    /// Unacknowledged messages in flight across all instances.
+    pub max_ack_pending: i64,
+}
+
+impl Default for ConsumerSettings {
+    /// What a durable gets when the inventory says nothing (inventories before 1.2.0).
+    fn default() -> Self {
+        Self {
+            max_deliver: 5,
+            ack_wait_s: 30,
+            max_ack_pending: 1000,
+        }
+    }
+}
+
+/// What one durable changes of [`ConsumerSettings`].
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerOverrides {
+    pub max_deliver: Option<i64>,
+    pub ack_wait_s: Option<u64>,
+    pub max_ack_pending: Option<i64>,
+}
+
+/// A service that reads streams with ordered (unacknowledged, short-lived) consumers.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderedReader {
+    pub description: String,
+}
+
+/// A durable consumer as the inventory implies it: one per contract and consuming service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DurableConsumer {
+    pub name: String,
+    pub service: String,
+    pub contract: String,
+    pub subject: String,
+    pub stream: String,
+    pub settings: ConsumerSettings,
+}
+
+impl Inventory {
+    /// Every durable consumer, in contract order.
+    pub fn durable_consumers(&self) -> Vec<DurableConsumer> {
+        let mut durables = Vec::new();
+        for contract in &self.contracts {
+            let major = major_from_subject(&contract.subject);
+            for service in &contract.consumers {
+                let name = durable_name(service, &contract.name, major);
+                let overrides = self
+                    .consumer_settings
+                    .get(&name)
+                    .copied()
+                    .unwrap_or_default();
+                let defaults = self.consumer_defaults;
+                durables.push(DurableConsumer {
+                    settings: ConsumerSettings {
+                        max_deliver: overrides.max_deliver.unwrap_or(defaults.max_deliver),
+                        ack_wait_s: overrides.ack_wait_s.unwrap_or(defaults.ack_wait_s),
+                        max_ack_pending: overrides
+                            .max_ack_pending
+                            .unwrap_or(defaults.max_ack_pending),
+                    },
+                    name,
+                    service: service.clone(),
+                    contract: contract.name.clone(),
+                    subject: contract.subject.clone(),
+                    stream: contract.stream.clone(),
+                });
+            }
+        }
+        durables
+    }
+}
+
+/// `<service>-<contract>-v<major>`.
+pub fn durable_name(service: &str, contract: &str, major: u32) -> String {
+    format!("{service}-{contract}-v{major}")
+}
+
+/// The major version a subject ends with (`orion.event.v1` → 1); 0 when it has none (the
+/// inventory check reports such subjects).
+pub fn major_from_subject(subject: &str) -> u32 {
+    subject
+        .rsplit('.')
+        .next()
+        .and_then(|last| last.strip_prefix('v'))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 /// A JetStream key-value bucket or object store, and who may write and read it.
@@ -74,7 +183,11 @@ pub struct ContractEntry {
     pub schema: String,
     pub owner: String,
     pub producers: Vec<String>,
+    /// Services with a durable consumer on the subject (acknowledged, shared by instances).
     pub consumers: Vec<String>,
+    /// Services that may read the subject with ordered readers (no acks, nothing taken away).
+    #[serde(default)]
+    pub readers: Vec<String>,
     /// Top-level fields whose values, joined with `:`, form the `Nats-Msg-Id`.
     pub idempotency_key: Vec<String>,
     pub stream: String,

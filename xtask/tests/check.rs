@@ -92,7 +92,7 @@ fn inventory_cross_references_are_checked() {
     let checkout = Checkout::new();
     edit_inventory(
         &checkout,
-        "consumers = [\"brain\", \"approval-cli\"]",
+        "consumers = [\"brain\"]",
         "consumers = [\"brian\"]",
     );
     edit_inventory(
@@ -562,6 +562,30 @@ fn every_remaining_code_is_triggered_by_its_edit() {
                 .read("schemas/inventory.toml")
                 .replace("ops_evidence", "OpsEvidence");
             c.write("schemas/inventory.toml", &text);
+        }),
+        ("INVENTORY_READER_UNDECLARED", |c| {
+            edit_inventory(
+                c,
+                "[ordered_readers.ops-worker]\ndescription",
+                "[ordered_readers.ops-worker-gone]\ndescription",
+            )
+        }),
+        ("INVENTORY_READER_AND_CONSUMER", |c| {
+            edit_inventory(
+                c,
+                "consumers = [\"guardian\"]\nreaders = [\"approval-cli\"]",
+                "consumers = [\"guardian\"]\nreaders = [\"approval-cli\", \"guardian\"]",
+            )
+        }),
+        ("INVENTORY_CONSUMER_UNKNOWN", |c| {
+            edit_inventory(
+                c,
+                "[consumer_settings.commander-action-v1]",
+                "[consumer_settings.commander-actions-v1]",
+            )
+        }),
+        ("INVENTORY_CONSUMER_SETTINGS_INVALID", |c| {
+            edit_inventory(c, "max_deliver = 5", "max_deliver = 0")
         }),
         ("SCHEMA_INVALID", |c| {
             c.edit_schema(EVENT, |s| s["properties"]["severity"]["type"] = json!(5))

@@ -48,6 +48,11 @@ impl ReadError {
     }
 }
 
+/// approval-cli's readers are named (the server refuses unnamed ones for this identity).
+fn reader_name() -> String {
+    contracts::bus::reader_name(<contracts::services::ApprovalCli as contracts::Service>::NAME)
+}
+
 async fn open_stream(js: &jetstream::Context, name: &str) -> Result<stream::Stream, ReadError> {
     match js.get_stream(name).await {
         Ok(stream) => Ok(stream),
@@ -93,6 +98,7 @@ pub async fn read_stream(
     };
     let consumer = stream
         .create_consumer(pull::OrderedConfig {
+            name: Some(reader_name()),
             filter_subject: filter_subject.unwrap_or_default().to_string(),
             deliver_policy,
             description: Some("approval-cli: read to the end".to_string()),
@@ -143,6 +149,7 @@ pub async fn follow_stream(
     let stream = open_stream(js, stream_name).await?;
     let consumer = stream
         .create_consumer(pull::OrderedConfig {
+            name: Some(reader_name()),
             deliver_policy: DeliverPolicy::New,
             description: Some("approval-cli watch".to_string()),
             ..Default::default()

@@ -4,15 +4,16 @@
 //! ```toml
 //! [nats]
 //! url = "nats://localhost:4222"   # ORION_NATS_URL overrides
-//! replicas = 1                    # of the streams and bucket brain provisions
+//! replicas = 1                    # of the streams and bucket brain uses
 //!
 //! [brain]
 //! policy = "policy.toml"          # relative to this file; ORION_BRAIN_POLICY, --policy override
 //! expiry_check_s = 5              # how often waiting approval requests are checked for expiry
 //! rescan_s = 60                   # how often waiting requests are re-read from brain_state
-//! ack_wait_s = 30
-//! max_deliver = 10
 //! ```
+//!
+//! The ack wait and deliveries before a dead letter are the durable consumers' settings in
+//! `schemas/inventory.toml`, applied by provisioning.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -41,8 +42,6 @@ pub struct BrainSection {
     pub policy: Option<PathBuf>,
     pub expiry_check_s: u64,
     pub rescan_s: u64,
-    pub ack_wait_s: u64,
-    pub max_deliver: i64,
 }
 
 impl Default for FileConfig {
@@ -69,8 +68,6 @@ impl Default for BrainSection {
             policy: None,
             expiry_check_s: 5,
             rescan_s: 60,
-            ack_wait_s: 30,
-            max_deliver: 10,
         }
     }
 }
@@ -119,18 +116,12 @@ impl Config {
         for (name, value) in [
             ("expiry_check_s", b.expiry_check_s),
             ("rescan_s", b.rescan_s),
-            ("ack_wait_s", b.ack_wait_s),
         ] {
             if value == 0 {
                 return Err(ConfigError::Invalid(format!(
                     "[brain] {name} must be above 0"
                 )));
             }
-        }
-        if b.max_deliver < 1 {
-            return Err(ConfigError::Invalid(
-                "[brain] max_deliver must be at least 1".into(),
-            ));
         }
         Ok(Self {
             nats_url: var("ORION_NATS_URL").unwrap_or(file.nats.url),
@@ -139,8 +130,6 @@ impl Config {
             settings: Settings {
                 expiry_check: Duration::from_secs(b.expiry_check_s),
                 rescan: Duration::from_secs(b.rescan_s),
-                ack_wait: Duration::from_secs(b.ack_wait_s),
-                max_deliver: b.max_deliver,
                 ..Settings::default()
             },
         })

@@ -166,9 +166,9 @@ async fn run(config: Config, policy: Policy) -> Result<()> {
     let bus = Bus::<services::Brain>::connect(bus_config)
         .await
         .context("connecting to NATS")?;
-    bus.provision()
+    bus.verify_provisioned()
         .await
-        .context("provisioning brain's streams and the brain_state bucket")?;
+        .context("checking brain's streams, consumers and buckets")?;
     let brain = Brain::start(bus.clone(), policy, config.settings)
         .await
         .context("opening brain's state")?;

@@ -36,10 +36,6 @@ pub struct Settings {
     /// How often the list of waiting requests is rebuilt from the bucket (other instances'
     /// requests, left-over outboxes, pruning).
     pub rescan: Duration,
-    /// How long the server waits for an ack before redelivering.
-    pub ack_wait: Duration,
-    /// Deliveries of one message before it is dead-lettered.
-    pub max_deliver: i64,
     /// Delay before a message whose handling failed is redelivered.
     pub retry_delay: Duration,
 }
@@ -49,8 +45,6 @@ impl Default for Settings {
         Self {
             expiry_check: Duration::from_secs(5),
             rescan: Duration::from_secs(60),
-            ack_wait: Duration::from_secs(30),
-            max_deliver: 10,
             retry_delay: Duration::from_secs(2),
         }
     }
@@ -149,13 +143,7 @@ impl Brain {
     }
 
     fn options(&self) -> SubscribeOptions {
-        SubscribeOptions {
-            ack_wait: self.settings.ack_wait,
-            max_deliver: self.settings.max_deliver,
-            batch: 10,
-            max_ack_pending: 100,
-            ..Default::default()
-        }
+        SubscribeOptions { batch: 10 }
     }
 
     /// Consumes until `shutdown` resolves; the message being handled is finished first.

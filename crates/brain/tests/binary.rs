@@ -149,12 +149,9 @@ async fn the_binary_decides_and_stops_gracefully_on_sigterm() {
             )
         })
         .unwrap()
-        .unwrap();
-    assert_eq!(
-        decision.message().decision_type.to_string(),
-        "EXECUTE_SAFE_ACTION"
-    );
-    decision.ack().await.unwrap();
+        .unwrap()
+        .0;
+    assert_eq!(decision.decision_type.to_string(), "EXECUTE_SAFE_ACTION");
     assert_eq!(
         seen.action().await.action_type.to_string(),
         "restart_service"

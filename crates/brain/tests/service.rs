@@ -462,7 +462,6 @@ async fn a_redelivered_incident_replays_the_stored_effects_with_the_same_ids() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_to_a_request_brain_never_made_is_dead_lettered() {
-    use contracts::bus::SubscribeOptions;
     let server = provisioned_server().await;
     let (alice, _) = AdminKey::generate("alice");
     let brain = RunningBrain::start(&server, &policy("N3", &[&alice], 300, "")).await;
@@ -482,7 +481,7 @@ async fn an_answer_to_a_request_brain_never_made_is_dead_lettered() {
     publish_signed(&server, &approval(&invented, "approve", "alice"), &alice).await;
     let cli = connect::<contracts::services::ApprovalCli>(&server).await;
     let mut letters = cli
-        .subscribe::<contracts::DeadLetter>(SubscribeOptions::default())
+        .read::<contracts::DeadLetter>(contracts::bus::ReadFrom::Start)
         .await
         .unwrap();
     let letter = next(&mut letters, WAIT).await.expect("a dead letter");

@@ -98,9 +98,9 @@ async fn run(command: Cmd) -> Result<u8> {
     let bus = Bus::<Commander>::connect(bus_config)
         .await
         .context("connecting to NATS")?;
-    bus.provision()
+    bus.verify_provisioned()
         .await
-        .context("provisioning commander's streams and bucket")?;
+        .context("checking commander's streams, consumer and buckets")?;
     let log = ClaimLog::open(bus.jetstream(), ACTIONS_BUCKET).await?;
     tracing::info!(
         receipt_timeout_s = config.receipt_timeout.as_secs(),

@@ -89,10 +89,7 @@ impl CommanderService {
                 worker_id,
             }),
             options: SubscribeOptions {
-                ack_wait,
-                max_ack_pending: max_in_flight as i64,
                 batch: max_in_flight.min(20),
-                ..Default::default()
             },
         }
     }
@@ -108,6 +105,11 @@ impl CommanderService {
             .bus
             .subscribe::<Action>(self.options.clone())
             .await?;
+        contracts::bus::check_heartbeat_fits(
+            actions.consumer(),
+            self.shared.ack_wait,
+            actions.ack_wait(),
+        )?;
         tracing::info!(
             consumer = actions.consumer(),
             "commander consuming orion.action.v1"

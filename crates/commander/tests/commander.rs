@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use commander::service::{CommanderService, ACTIONS_BUCKET};
-use contracts::bus::{Bus, ClaimLog, SubscribeOptions};
+use contracts::bus::{Bus, ClaimLog, ReadFrom, SubscribeOptions, TypedReader};
 use contracts::local_server::NatsServer;
 use contracts::services::{ApprovalCli, Brain, Commander, Guardian};
 use contracts::*;
@@ -82,22 +82,18 @@ fn action(action_type: &str, parameters: Value) -> Action {
     .unwrap()
 }
 
-async fn outcomes(server: &NatsServer) -> contracts::bus::Subscription<ApprovalCli, Outcome> {
+async fn outcomes(server: &NatsServer) -> TypedReader<Outcome> {
     let cli = Bus::<ApprovalCli>::connect(server.bus_config::<ApprovalCli>())
         .await
         .unwrap();
-    cli.subscribe::<Outcome>(SubscribeOptions::default())
-        .await
-        .unwrap()
+    cli.read::<Outcome>(ReadFrom::Start).await.unwrap()
 }
 
-async fn next_outcome(
-    sub: &mut contracts::bus::Subscription<ApprovalCli, Outcome>,
-    wait: Duration,
-) -> Option<Outcome> {
-    let delivery = tokio::time::timeout(wait, sub.next()).await.ok()??.unwrap();
-    let outcome = delivery.message().clone();
-    delivery.ack().await.unwrap();
+async fn next_outcome(reader: &mut TypedReader<Outcome>, wait: Duration) -> Option<Outcome> {
+    let (outcome, _) = tokio::time::timeout(wait, reader.next())
+        .await
+        .ok()??
+        .unwrap();
     Some(outcome)
 }
 
@@ -118,10 +114,7 @@ async fn acknowledge_and_notify_do_real_work_and_report_succeeded() {
     let cli = Bus::<ApprovalCli>::connect(server.bus_config::<ApprovalCli>())
         .await
         .unwrap();
-    let mut notifications = cli
-        .subscribe::<Notification>(SubscribeOptions::default())
-        .await
-        .unwrap();
+    let mut notifications = cli.read::<Notification>(ReadFrom::Start).await.unwrap();
     let mut outcomes = outcomes(server).await;
 
     let incident = uuid::Uuid::new_v4();
@@ -154,12 +147,10 @@ async fn acknowledge_and_notify_do_real_work_and_report_succeeded() {
         .await
         .unwrap()
         .unwrap()
-        .unwrap();
-    assert_eq!(
-        notification.message().message.as_str(),
-        "payments restarted"
-    );
-    assert_eq!(notification.message().incident_id, Some(incident));
+        .unwrap()
+        .0;
+    assert_eq!(notification.message.as_str(), "payments restarted");
+    assert_eq!(notification.incident_id, Some(incident));
     let outcome = next_outcome(&mut outcomes, Duration::from_secs(10))
         .await
         .expect("an outcome");
@@ -180,10 +171,7 @@ async fn an_action_is_executed_once_and_gets_exactly_one_outcome() {
     let cli = Bus::<ApprovalCli>::connect(server.bus_config::<ApprovalCli>())
         .await
         .unwrap();
-    let mut notifications = cli
-        .subscribe::<Notification>(SubscribeOptions::default())
-        .await
-        .unwrap();
+    let mut notifications = cli.read::<Notification>(ReadFrom::Start).await.unwrap();
     let mut outcomes = outcomes(server).await;
     let notify = action("send_notification", json!({"message": "once"}));
     brain.publish(&notify).await.unwrap();
@@ -220,12 +208,11 @@ async fn an_action_is_executed_once_and_gets_exactly_one_outcome() {
             .is_none(),
         "a second outcome"
     );
-    let sent = tokio::time::timeout(Duration::from_secs(5), notifications.next())
+    tokio::time::timeout(Duration::from_secs(5), notifications.next())
         .await
         .unwrap()
         .unwrap()
         .unwrap();
-    sent.ack().await.unwrap();
     assert!(
         tokio::time::timeout(Duration::from_millis(700), notifications.next())
             .await

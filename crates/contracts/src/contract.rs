@@ -72,6 +72,25 @@ pub struct BucketInfo {
     pub max_age_s: u64,
 }
 
+/// A durable consumer from the inventory: created by provisioning, bound by its service.
+#[derive(Debug)]
+pub struct ConsumerInfo {
+    /// `<service>-<contract>-v<major>`.
+    pub name: &'static str,
+    /// The service identity that binds it.
+    pub service: &'static str,
+    /// The contract it delivers (its subject is the consumer's filter).
+    pub contract: &'static str,
+    pub filter_subject: &'static str,
+    pub stream: &'static str,
+    /// Deliveries of one message before it is dead-lettered.
+    pub max_deliver: i64,
+    /// Seconds the server waits for an ack before redelivering.
+    pub ack_wait_s: u64,
+    /// Unacknowledged messages in flight across all instances.
+    pub max_ack_pending: i64,
+}
+
 /// JetStream retention policy of a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Retention {
@@ -98,8 +117,12 @@ pub trait Service {
     const EXTERNAL: bool;
     /// Subjects the identity may publish.
     const PRODUCES: &'static [&'static str];
-    /// Subjects the identity may consume.
+    /// Subjects the identity consumes with its own durable consumers.
     const CONSUMES: &'static [&'static str];
+    /// Subjects the identity may read with ordered readers.
+    const READS: &'static [&'static str];
+    /// Prefix of the identity's reply subjects; only it may subscribe below it.
+    const INBOX_PREFIX: &'static str;
 }
 
 /// `S: Produces<T>` holds exactly when the inventory lists `S` as a producer of `T`.
@@ -119,7 +142,8 @@ pub trait Service {
 /// ```
 pub trait Produces<T: Contract>: Service {}
 
-/// `S: Consumes<T>` holds exactly when the inventory lists `S` as a consumer of `T`.
+/// `S: Consumes<T>` holds exactly when the inventory lists `S` as a consumer of `T`: `S` has
+/// its own durable consumer on `T`'s subject.
 ///
 /// ops-worker consumes ops commands but not events:
 ///
@@ -128,6 +152,17 @@ pub trait Produces<T: Contract>: Service {}
 /// may_consume::<_, contracts::Event>(contracts::services::OpsWorker);
 /// ```
 pub trait Consumes<T: Contract>: Service {}
+
+/// `S: Reads<T>` holds exactly when the inventory lists `S` among the readers of `T`: `S` may
+/// read `T`'s subject with ordered readers (no acks; nothing is taken from the consumers).
+///
+/// commander reads receipts, but not events:
+///
+/// ```compile_fail
+/// fn may_read<S: contracts::Reads<T>, T: contracts::Contract>(_: S) {}
+/// may_read::<_, contracts::Event>(contracts::services::Commander);
+/// ```
+pub trait Reads<T: Contract>: Service {}
 
 /// The environment variable holding `user`'s NATS password (`guardian` →
 /// `ORION_NATS_PASSWORD_GUARDIAN`): the generated server config reads it, and

@@ -41,8 +41,8 @@ pub mod approval_signature;
 
 pub use codec::{decode, decode_value, encode, to_value};
 pub use contract::{
-    nats_password_var, BucketInfo, Consumes, Contract, ContractInfo, Produces, Retention, Service,
-    SignatureSpec, StreamInfo,
+    nats_password_var, BucketInfo, ConsumerInfo, Consumes, Contract, ContractInfo, Produces, Reads,
+    Retention, Service, SignatureSpec, StreamInfo,
 };
 pub use error::{ContractError, Violation};
 pub use generated::*;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use base64::Engine;
-use contracts::bus::{Bus, BusConfig, BusError, Either, SubscribeOptions};
+use contracts::bus::{Bus, BusConfig, BusError, Either, ReadFrom, SubscribeOptions, TypedReader};
 use contracts::generated::dead_letter_v1::DeadLetterReasonCode;
 use contracts::local_server::{NatsCluster, NatsServer, ServerOptions, AUTHORIZATION_CONF};
 use contracts::services::*;
@@ -126,22 +126,53 @@ where
     delivery.ack().await.unwrap();
 }
 
+/// `T` from `P` to an ordered reader of `R`, unchanged, with its stored bytes.
+async fn read_roundtrip<P, R, T>(server: &NatsServer, fixture_name: &str)
+where
+    P: Service + Produces<T>,
+    R: Service + Reads<T>,
+    T: Contract + PartialEq + std::fmt::Debug + Send + 'static,
+{
+    let message: T = fixture(fixture_name);
+    let producer = connect::<P>(server).await;
+    let reader_bus = connect::<R>(server).await;
+    let mut reader = reader_bus
+        .read::<T>(ReadFrom::New)
+        .await
+        .expect("open a reader");
+    producer.publish(&message).await.expect("publish");
+    let (read, raw) = tokio::time::timeout(Duration::from_secs(5), reader.next())
+        .await
+        .unwrap_or_else(|_| panic!("{} not read", T::INFO.name))
+        .expect("reader open")
+        .expect("a valid message");
+    assert_eq!(read, message, "{} changed on the way", T::INFO.name);
+    assert_eq!(raw.payload.as_ref(), encode(&message).unwrap().as_slice());
+    assert_eq!(raw.subject, T::INFO.subject);
+}
+
+/// The next valid message of a reader within `wait`.
+async fn read_within<T: Contract>(reader: &mut TypedReader<T>, wait: Duration) -> Option<T> {
+    let read = tokio::time::timeout(wait, reader.next()).await.ok()??;
+    Some(read.expect("a valid message").0)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_contract_round_trips_through_jetstream_with_its_own_identities() {
     let server = server();
     provision(&server).await;
     roundtrip::<EventSource, Guardian, Event>(&server, "full.json").await;
     roundtrip::<Guardian, Brain, Incident>(&server, "full.json").await;
-    roundtrip::<Brain, ApprovalCli, Decision>(&server, "full.json").await;
+    read_roundtrip::<Brain, ApprovalCli, Decision>(&server, "full.json").await;
     roundtrip::<Brain, Commander, Action>(&server, "full.json").await;
-    roundtrip::<Brain, ApprovalCli, ApprovalRequest>(&server, "full.json").await;
+    read_roundtrip::<Brain, ApprovalCli, ApprovalRequest>(&server, "full.json").await;
     roundtrip::<ApprovalCli, Brain, ApprovalDecision>(&server, "full.json").await;
     roundtrip::<ApprovalTelegram, Brain, Approval>(&server, "full.json").await;
-    roundtrip::<Commander, ApprovalCli, Outcome>(&server, "full.json").await;
+    roundtrip::<Commander, Brain, Outcome>(&server, "full.json").await;
     roundtrip::<OpsConsole, OpsWorker, OpsCommand>(&server, "signed_halt_all.json").await;
-    roundtrip::<OpsWorker, Commander, OpsReceipt>(&server, "success_restart.json").await;
-    roundtrip::<Guardian, ApprovalCli, DeadLetter>(&server, "full.json").await;
-    roundtrip::<Commander, ApprovalCli, Notification>(&server, "full.json").await;
+    read_roundtrip::<OpsWorker, Commander, OpsReceipt>(&server, "success_restart.json").await;
+    read_roundtrip::<Guardian, ApprovalCli, DeadLetter>(&server, "full.json").await;
+    read_roundtrip::<Commander, ApprovalCli, Notification>(&server, "full.json").await;
     roundtrip::<Commander, Guardian, IncidentAcknowledgement>(&server, "full.json").await;
     assert_eq!(
         CONTRACTS.len(),
@@ -214,17 +245,13 @@ async fn invalid_payloads_are_dead_lettered_and_the_consumer_goes_on() {
     delivery.ack().await.unwrap();
 
     let cli = connect::<ApprovalCli>(&server).await;
-    let mut letters = cli
-        .subscribe::<DeadLetter>(SubscribeOptions::default())
-        .await
-        .unwrap();
-    let first = next_within(&mut letters, Duration::from_secs(5))
+    let mut letters = cli.read::<DeadLetter>(ReadFrom::Start).await.unwrap();
+    let first = read_within(&mut letters, Duration::from_secs(5))
         .await
         .expect("dead letter 1");
-    let second = next_within(&mut letters, Duration::from_secs(5))
+    let second = read_within(&mut letters, Duration::from_secs(5))
         .await
         .expect("dead letter 2");
-    let (first, second) = (first.message().clone(), second.message().clone());
     assert_eq!(first.reason.code, DeadLetterReasonCode::NotJson);
     assert_eq!(first.subject.as_str(), "orion.event.v1");
     assert_eq!(first.service.as_str(), "guardian");
@@ -249,12 +276,23 @@ async fn nak_redelivers_and_the_last_attempt_is_dead_lettered() {
     provision(&server).await;
     let producer = connect::<EventSource>(&server).await;
     producer.publish(&event(10)).await.unwrap();
-    let guardian = connect::<Guardian>(&server).await;
-    let options = SubscribeOptions {
+    // Two deliveries at most: provisioning (the admin) sets it, not the service.
+    let durable = contracts::DURABLE_CONSUMERS
+        .iter()
+        .find(|c| c.name == "guardian-event-v1")
+        .unwrap();
+    let settings = contracts::bus::ConsumerSettings {
         max_deliver: 2,
-        ..Default::default()
+        ..durable.into()
     };
-    let mut sub = guardian.subscribe::<Event>(options).await.unwrap();
+    contracts::bus::provision_consumer(&admin_jetstream(&server).await, durable, settings)
+        .await
+        .unwrap();
+    let guardian = connect::<Guardian>(&server).await;
+    let mut sub = guardian
+        .subscribe::<Event>(SubscribeOptions::default())
+        .await
+        .unwrap();
 
     let first = next_within(&mut sub, Duration::from_secs(5)).await.unwrap();
     assert_eq!(
@@ -277,23 +315,13 @@ async fn nak_redelivers_and_the_last_attempt_is_dead_lettered() {
     assert!(next_within(&mut sub, QUIET).await.is_none());
 
     let cli = connect::<ApprovalCli>(&server).await;
-    let mut letters = cli
-        .subscribe::<DeadLetter>(SubscribeOptions::default())
-        .await
-        .unwrap();
-    let letter = next_within(&mut letters, Duration::from_secs(5))
+    let mut letters = cli.read::<DeadLetter>(ReadFrom::Start).await.unwrap();
+    let letter = read_within(&mut letters, Duration::from_secs(5))
         .await
         .expect("exhausted message dead-lettered");
-    assert_eq!(
-        letter.message().reason.code,
-        DeadLetterReasonCode::DeliveryExhausted
-    );
-    assert!(letter
-        .message()
-        .reason
-        .message
-        .contains("downstream still busy"));
-    assert_eq!(letter.message().delivery_attempt.map(|n| n.get()), Some(2));
+    assert_eq!(letter.reason.code, DeadLetterReasonCode::DeliveryExhausted);
+    assert!(letter.reason.message.contains("downstream still busy"));
+    assert_eq!(letter.delivery_attempt.map(|n| n.get()), Some(2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -301,10 +329,7 @@ async fn instances_sharing_a_durable_split_the_work_without_handling_twice() {
     let server = server();
     provision(&server).await;
     const COUNT: u128 = 200;
-    let options = SubscribeOptions {
-        batch: 5,
-        ..Default::default()
-    };
+    let options = SubscribeOptions { batch: 5 };
     let mut subscriptions = Vec::new();
     for _ in 0..2 {
         let bus = connect::<Guardian>(&server).await;
@@ -700,14 +725,10 @@ async fn a_checked_subscription_hands_invalid_payloads_to_the_caller() {
     }
     // Only the rejected one became a dead letter; the settled one was answered by the caller.
     let cli = connect::<ApprovalCli>(&server).await;
-    let mut letters = cli
-        .subscribe::<DeadLetter>(SubscribeOptions::default())
-        .await
-        .unwrap();
-    let letter = next_within(&mut letters, Duration::from_secs(5))
+    let mut letters = cli.read::<DeadLetter>(ReadFrom::Start).await.unwrap();
+    let letter = read_within(&mut letters, Duration::from_secs(5))
         .await
         .expect("one dead letter");
-    assert_eq!(letter.message().reason.code, DeadLetterReasonCode::NotJson);
-    letter.ack().await.unwrap();
-    assert!(next_within(&mut letters, QUIET).await.is_none());
+    assert_eq!(letter.reason.code, DeadLetterReasonCode::NotJson);
+    assert!(read_within(&mut letters, QUIET).await.is_none());
 }

@@ -26,17 +26,13 @@ pub struct FileConfig {
 pub struct NatsSection {
     /// NATS URL(s), comma-separated. `ORION_NATS_URL` overrides it.
     pub url: String,
-    /// Replicas of the streams and bucket guardian provisions (1, or 3 in a cluster).
+    /// Replicas of the streams and bucket guardian uses (1, or 3 in a cluster).
     pub replicas: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConsumerSection {
-    /// Seconds the server waits for guardian to settle a message before redelivering it.
-    pub ack_wait_s: u64,
-    /// Deliveries of one message before it is dead-lettered.
-    pub max_deliver: i64,
     /// Delay before a message that failed on a transient error is redelivered (multiplied
     /// by the delivery attempt, at most 30 s).
     pub retry_delay_ms: u64,
@@ -80,8 +76,6 @@ impl Default for NatsSection {
 impl Default for ConsumerSection {
     fn default() -> Self {
         Self {
-            ack_wait_s: 30,
-            max_deliver: 10,
             retry_delay_ms: 1000,
             batch: 50,
             tick_ms: 1000,
@@ -108,8 +102,6 @@ pub const MAX_LISTED_EVENT_IDS: usize = 1_200;
 /// Settings of the consumer loop.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumerSettings {
-    pub ack_wait: Duration,
-    pub max_deliver: i64,
     pub retry_delay: Duration,
     pub batch: usize,
     pub tick: Duration,
@@ -178,12 +170,6 @@ impl FileConfig {
             ));
         }
         let c = &self.consumer;
-        if c.ack_wait_s == 0 {
-            return Err(invalid("consumer.ack_wait_s", "must be at least 1".into()));
-        }
-        if c.max_deliver < 1 {
-            return Err(invalid("consumer.max_deliver", "must be at least 1".into()));
-        }
         if c.batch == 0 {
             return Err(invalid("consumer.batch", "must be at least 1".into()));
         }
@@ -233,8 +219,6 @@ impl FileConfig {
             nats_url: self.nats.url,
             nats_replicas: self.nats.replicas,
             consumer: ConsumerSettings {
-                ack_wait: Duration::from_secs(c.ack_wait_s),
-                max_deliver: c.max_deliver,
                 retry_delay: Duration::from_millis(c.retry_delay_ms),
                 batch: c.batch,
                 tick: Duration::from_millis(c.tick_ms),

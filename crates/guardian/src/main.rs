@@ -47,7 +47,8 @@ Environment:
 
 Config file (TOML; crates/guardian/guardian.toml is a documented example):
   [nats]      url, replicas
-  [consumer]  ack_wait_s, max_deliver, retry_delay_ms, batch, tick_ms
+  [consumer]  retry_delay_ms, batch, tick_ms (ack wait and max deliveries are the durable
+              consumers' settings in the inventory, applied by `cargo xtask provision`)
   [limits]    max_groups, max_seen_event_ids, seen_ttl_s, max_event_ids_per_incident
   [lease]     ttl_s (default 10): how long standbys wait for the active guardian's renewal
   [[rules]]   name, group_by, window_s, threshold, incident_type, severity (optional fixed

@@ -66,7 +66,7 @@ pub struct Guardian {
 
 impl Guardian {
     /// Opens the bucket and restores the state found there: open incidents continue, seen event
-    /// ids stay duplicates. The bus must be provisioned (`Bus::provision`).
+    /// ids stay duplicates. The bus must be provisioned (`cargo xtask provision`).
     pub async fn start(
         bus: Bus<GuardianIdentity>,
         config: &GuardianConfig,
@@ -379,15 +379,11 @@ fn log_change(change: &Change) {
 /// The consumer options guardian uses for both subjects.
 pub fn subscribe_options(settings: &ConsumerSettings) -> SubscribeOptions {
     SubscribeOptions {
-        durable_name: None,
-        max_deliver: settings.max_deliver,
-        ack_wait: settings.ack_wait,
-        max_ack_pending: 1000,
         batch: settings.batch,
     }
 }
 
-/// Everything `guardian run` does after loading the configuration: provision, wait for the lease
+/// Everything `guardian run` does after loading the configuration: check provisioning, wait for the lease
 /// (a standby waits here), restore, consume until `shutdown` or until the lease is lost, release
 /// the lease, close.
 pub async fn run(
@@ -395,7 +391,7 @@ pub async fn run(
     config: &GuardianConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Stats, ServiceError> {
-    bus.provision().await?;
+    bus.verify_provisioned().await?;
     tokio::pin!(shutdown);
     let bucket = StateStore::open(bus.jetstream()).await?.bucket().clone();
     let acquiring = Lease::acquire(bucket, lease::instance_name(), config.lease_ttl);

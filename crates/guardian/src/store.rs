@@ -1,5 +1,5 @@
 //! guardian's durable state in the JetStream key-value bucket `guardian_state` (guardian is its
-//! only writer; it exists after `Bus::provision`).
+//! only writer; provisioning creates it).
 //!
 //! Keys:
 //! - `group.<uuid v5>` — one group (rule + group-by values): the events counted below the

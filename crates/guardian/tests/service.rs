@@ -376,9 +376,22 @@ async fn many_distinct_keys_keep_memory_and_the_bucket_bounded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crashes_during_a_burst_neither_lose_events_nor_open_second_incidents() {
     let server = provisioned_server().await;
-    // A short ack wait: messages in hand at a crash come back quickly.
-    let config = TEST_CONFIG.replace("[consumer]\n", "[consumer]\nack_wait_s = 2\n");
-    let mut guardian = GuardianProcess::start(&server, &config).await;
+    // A short ack wait (provisioned by the admin, as an operator would): messages in hand at
+    // a crash come back quickly.
+    let js = admin_jetstream(&server).await;
+    for durable in contracts::DURABLE_CONSUMERS
+        .iter()
+        .filter(|c| c.service == "guardian")
+    {
+        let settings = contracts::bus::ConsumerSettings {
+            ack_wait: Duration::from_secs(2),
+            ..durable.into()
+        };
+        contracts::bus::provision_consumer(&js, durable, settings)
+            .await
+            .expect("re-provision with a short ack wait");
+    }
+    let mut guardian = GuardianProcess::start(&server, TEST_CONFIG).await;
     let producer = Producer::connect(&server).await;
     let mut incidents = Incidents::open(&server).await;
 

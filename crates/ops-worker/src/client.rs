@@ -3,10 +3,8 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{pull, DeliverPolicy};
-use contracts::bus::{Bus, BusError};
-use contracts::{Contract, OpsCommand, OpsReceipt, Timestamp};
-use futures::StreamExt;
+use contracts::bus::{Bus, BusError, ReadFrom};
+use contracts::{OpsCommand, OpsReceipt, Timestamp};
 use serde_json::{json, Map, Value};
 
 use crate::signing::{SignatureError, SigningKeys};
@@ -84,26 +82,13 @@ pub async fn send_and_wait<S>(
     mut on_receipt: impl FnMut(&OpsReceipt),
 ) -> Result<Receipts, ClientError>
 where
-    S: contracts::Service + contracts::Produces<OpsCommand> + contracts::Consumes<OpsReceipt>,
+    S: contracts::Service + contracts::Produces<OpsCommand> + contracts::Reads<OpsReceipt>,
 {
     // Read receipts from just before the command's time, so a receipt re-published for a
     // repeated command id (or sent before we subscribed) is seen too.
     let start = command.ts.as_offset_date_time() - time::Duration::seconds(2);
-    let stream = bus
-        .jetstream()
-        .get_stream(OpsReceipt::INFO.stream)
-        .await
-        .map_err(|e| ClientError::Receipts(e.to_string()))?;
-    let consumer = stream
-        .create_consumer(pull::OrderedConfig {
-            filter_subject: OpsReceipt::INFO.subject.to_string(),
-            deliver_policy: DeliverPolicy::ByStartTime { start_time: start },
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| ClientError::Receipts(e.to_string()))?;
-    let mut messages = consumer
-        .messages()
+    let mut reader = bus
+        .read::<OpsReceipt>(ReadFrom::Time(start))
         .await
         .map_err(|e| ClientError::Receipts(e.to_string()))?;
     bus.publish(command).await?;
@@ -111,12 +96,12 @@ where
     let mut receipts = Receipts::default();
     let deadline = tokio::time::Instant::now() + wait;
     while receipts.last.is_none() {
-        let message = match tokio::time::timeout_at(deadline, messages.next()).await {
+        let receipt = match tokio::time::timeout_at(deadline, reader.next()).await {
             Err(_) | Ok(None) => break,
-            Ok(Some(message)) => message.map_err(|e| ClientError::Receipts(e.to_string()))?,
-        };
-        let Ok(receipt) = contracts::decode::<OpsReceipt>(&message.payload) else {
-            continue;
+            // A receipt that breaks its contract cannot be ours to wait for.
+            Ok(Some(Err(BusError::Contract(_)))) => continue,
+            Ok(Some(Err(e))) => return Err(ClientError::Receipts(e.to_string())),
+            Ok(Some(Ok((receipt, _)))) => receipt,
         };
         if receipt.command_id != command.id {
             continue;

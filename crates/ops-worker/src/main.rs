@@ -175,9 +175,9 @@ async fn run(config_path: Option<PathBuf>, drain: Duration) -> Result<u8> {
     let bus = Bus::<OpsWorker>::connect(bus_config)
         .await
         .context("connecting to NATS")?;
-    bus.provision()
+    bus.verify_provisioned()
         .await
-        .context("provisioning the ops streams and buckets")?;
+        .context("checking ops-worker's streams, consumer and buckets")?;
     let js = bus.jetstream().clone();
     let engine = Engine::connect(config.docker.clone())
         .await

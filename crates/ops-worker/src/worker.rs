@@ -84,10 +84,7 @@ impl Worker {
         settings: WorkerSettings,
     ) -> Self {
         let options = SubscribeOptions {
-            ack_wait: settings.ack_wait,
-            max_ack_pending: settings.max_in_flight as i64,
             batch: settings.max_in_flight.min(20),
-            ..Default::default()
         };
         Self {
             shared: Arc::new(Shared {
@@ -119,6 +116,11 @@ impl Worker {
             .bus
             .subscribe_checked::<OpsCommand>(self.options.clone())
             .await?;
+        contracts::bus::check_heartbeat_fits(
+            commands.consumer(),
+            self.shared.ack_wait,
+            commands.ack_wait(),
+        )?;
         tracing::info!(
             consumer = commands.consumer(),
             "ops-worker consuming titan.ops.command.v1"

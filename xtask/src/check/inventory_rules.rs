@@ -104,7 +104,12 @@ pub fn check(cx: &Context, report: &mut Report) {
                 "use names like `orion.event.v1`",
             );
         }
-        for service in entry.producers.iter().chain(&entry.consumers) {
+        for service in entry
+            .producers
+            .iter()
+            .chain(&entry.consumers)
+            .chain(&entry.readers)
+        {
             if !inventory.services.contains_key(service) {
                 report.error(
                     "INVENTORY_UNKNOWN_SERVICE",
@@ -122,13 +127,33 @@ pub fn check(cx: &Context, report: &mut Report) {
                 "list its producers",
             );
         }
-        if entry.consumers.is_empty() {
+        if entry.consumers.is_empty() && entry.readers.is_empty() {
             report.warning(
                 "INVENTORY_NO_CONSUMER",
                 &at,
-                "nobody consumes this subject",
-                "list its consumers, or retire the contract",
+                "nobody consumes or reads this subject",
+                "list its consumers or readers, or retire the contract",
             );
+        }
+        for reader in &entry.readers {
+            if !inventory.ordered_readers.contains_key(reader) {
+                report.error(
+                    "INVENTORY_READER_UNDECLARED",
+                    &at,
+                    format!(
+                        "`{reader}` reads this subject but has no [ordered_readers.{reader}] entry"
+                    ),
+                    "declare what the service reads the streams for under [ordered_readers]",
+                );
+            }
+            if entry.consumers.contains(reader) {
+                report.error(
+                    "INVENTORY_READER_AND_CONSUMER",
+                    &at,
+                    format!("`{reader}` is listed both as a consumer and as a reader"),
+                    "a service either consumes a subject with its durable or reads it; pick one",
+                );
+            }
         }
         if !inventory.streams.contains_key(&entry.stream) {
             report.error(
@@ -193,6 +218,8 @@ pub fn check(cx: &Context, report: &mut Report) {
         }
     }
 
+    check_consumers(inventory, report);
+
     for name in inventory.streams.keys() {
         if !inventory.contracts.iter().any(|c| &c.stream == name) {
             report.warning(
@@ -211,6 +238,59 @@ pub fn check(cx: &Context, report: &mut Report) {
                 format!("{INVENTORY}#streams.{name}"),
                 "stream names are upper case letters, digits and underscores",
                 "rename the stream, e.g. `ORION_EVENTS`",
+            );
+        }
+    }
+}
+
+/// Durable consumer settings name real durables and make sense; every declared ordered reader
+/// reads something.
+fn check_consumers(inventory: &crate::inventory::Inventory, report: &mut Report) {
+    let durables = inventory.durable_consumers();
+    for name in inventory.consumer_settings.keys() {
+        if !durables.iter().any(|d| &d.name == name) {
+            report.error(
+                "INVENTORY_CONSUMER_UNKNOWN",
+                format!("{INVENTORY}#consumer_settings.{name}"),
+                format!("no contract lists a consumer whose durable is named `{name}`"),
+                "durables are named `<service>-<contract>-v<major>`; fix the name or remove the entry",
+            );
+        }
+    }
+    for durable in &durables {
+        let s = durable.settings;
+        if s.max_deliver < 1 || s.ack_wait_s == 0 || s.max_ack_pending < 1 {
+            report.error(
+                "INVENTORY_CONSUMER_SETTINGS_INVALID",
+                format!("{INVENTORY}#consumer_settings.{}", durable.name),
+                format!(
+                    "max_deliver {}, ack_wait_s {}, max_ack_pending {}: each must be at least 1",
+                    s.max_deliver, s.ack_wait_s, s.max_ack_pending
+                ),
+                "set positive values in [consumer_defaults] or the durable's entry",
+            );
+        }
+    }
+    for service in inventory.ordered_readers.keys() {
+        let at = format!("{INVENTORY}#ordered_readers.{service}");
+        if !inventory.services.contains_key(service) {
+            report.error(
+                "INVENTORY_UNKNOWN_SERVICE",
+                &at,
+                format!("service `{service}` is not declared under [services]"),
+                "declare the service identity, or fix the name",
+            );
+        }
+        if !inventory
+            .contracts
+            .iter()
+            .any(|c| c.readers.contains(service))
+        {
+            report.warning(
+                "INVENTORY_READER_UNUSED",
+                &at,
+                "no contract lists this service among its readers",
+                "list the subjects it reads, or remove the entry",
             );
         }
     }

@@ -53,7 +53,12 @@ pub fn generate(set: &ContractSet, recorded: &ContractSetFile) -> Result<String>
                 "messages": { message_id.clone(): { "$ref": format!("#/components/messages/{message_id}") } },
             }),
         );
-        for (action, services) in [("send", &entry.producers), ("receive", &entry.consumers)] {
+        let receivers = entry.consumers.iter().chain(&entry.readers);
+        let actions: [(&str, Vec<&String>); 2] = [
+            ("send", entry.producers.iter().collect()),
+            ("receive", receivers.collect()),
+        ];
+        for (action, services) in actions {
             for service in services {
                 operations.insert(
                     format!("{service}.{action}.{channel_id}"),

@@ -28,6 +28,7 @@ pub fn generate(set: &ContractSet, recorded: &ContractSetFile) -> String {
 
     subjects_table(&mut out, set);
     services_table(&mut out, set);
+    consumers_table(&mut out, set);
     streams_table(&mut out, set);
     buckets_table(&mut out, "Key-Value Buckets", &set.inventory.key_value);
     buckets_table(&mut out, "Object Stores", &set.inventory.object_stores);
@@ -84,7 +85,7 @@ fn subjects_table(out: &mut String, set: &ContractSet) {
             entry.subject,
             schema.title().unwrap_or_default(),
             entry.producers.join(", "),
-            entry.consumers.join(", "),
+            receivers(entry),
             entry.idempotency_key.join(":"),
             entry.stream,
             entry.owner,
@@ -94,10 +95,81 @@ fn subjects_table(out: &mut String, set: &ContractSet) {
     writeln!(out).unwrap();
 }
 
+/// Durable consumers, then ordered readers in italics.
+fn receivers(entry: &crate::inventory::ContractEntry) -> String {
+    let durable = entry.consumers.iter().cloned();
+    let readers = entry.readers.iter().map(|r| format!("*{r}* (reader)"));
+    durable.chain(readers).collect::<Vec<_>>().join(", ")
+}
+
+/// Every durable consumer with its stream, filter and settings.
+fn consumers_table(out: &mut String, set: &ContractSet) {
+    writeln!(out, "## Durable Consumers\n").unwrap();
+    writeln!(
+        out,
+        "Created by provisioning (`cargo xtask provision`), bound by their service, which may pull\n\
+         and acknowledge only these.\n"
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "| Consumer | Service | Stream | Filter subject | Max deliver | Ack wait | Max ack pending |"
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "|----------|---------|--------|----------------|-------------|----------|-----------------|"
+    )
+    .unwrap();
+    for durable in set.inventory.durable_consumers() {
+        writeln!(
+            out,
+            "| `{}` | `{}` | `{}` | `{}` | {} | {} s | {} |",
+            durable.name,
+            durable.service,
+            durable.stream,
+            durable.subject,
+            durable.settings.max_deliver,
+            durable.settings.ack_wait_s,
+            durable.settings.max_ack_pending,
+        )
+        .unwrap();
+    }
+    writeln!(out).unwrap();
+    writeln!(out, "## Ordered Readers\n").unwrap();
+    writeln!(out, "| Service | Reads | Purpose |").unwrap();
+    writeln!(out, "|---------|-------|---------|").unwrap();
+    for (service, reader) in &set.inventory.ordered_readers {
+        let subjects: Vec<String> = set
+            .inventory
+            .contracts
+            .iter()
+            .filter(|c| c.readers.contains(service))
+            .map(|c| format!("`{}`", c.subject))
+            .collect();
+        writeln!(
+            out,
+            "| `{service}` | {} | {} |",
+            subjects.join(", "),
+            reader.description
+        )
+        .unwrap();
+    }
+    writeln!(out).unwrap();
+}
+
 fn services_table(out: &mut String, set: &ContractSet) {
     writeln!(out, "## Direction per Service\n").unwrap();
-    writeln!(out, "| Service | Publishes | Subscribes | Notes |").unwrap();
-    writeln!(out, "|---------|-----------|------------|-------|").unwrap();
+    writeln!(
+        out,
+        "| Service | Publishes | Consumes (durable) | Reads (ordered readers) | Notes |"
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "|---------|-----------|--------------------|-------------------------|-------|"
+    )
+    .unwrap();
     for (name, service) in &set.inventory.services {
         let subjects = |pick: fn(&crate::inventory::ContractEntry) -> &Vec<String>| {
             let list: Vec<String> = set
@@ -120,9 +192,10 @@ fn services_table(out: &mut String, set: &ContractSet) {
         };
         writeln!(
             out,
-            "| `{name}` | {} | {} | {}{external} |",
+            "| `{name}` | {} | {} | {} | {}{external} |",
             subjects(|c| &c.producers),
             subjects(|c| &c.consumers),
+            subjects(|c| &c.readers),
             service.description
         )
         .unwrap();

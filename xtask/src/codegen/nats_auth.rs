@@ -1,17 +1,48 @@
-//! `deploy/nats/authorization.conf`: one NATS user per service identity, with publish and
-//! subscribe allow lists derived from the inventory. Passwords are never in the repository:
-//! each is read by nats-server from an environment variable (`ORION_NATS_PASSWORD_<SERVICE>`).
+//! `deploy/nats/authorization.conf`: one NATS user per service identity, granted exactly what the
+//! inventory declares for it and nothing else:
+//!
+//! - publish: the subjects it produces;
+//! - its own durable consumers: look up, pull and acknowledge (never create, update or delete:
+//!   that is provisioning's job);
+//! - ordered readers on the subjects it reads, through the filtered consumer-create API
+//!   (`$JS.API.CONSUMER.CREATE.<stream>.<name>.<filter>`, nats-server ≥ 2.9), never on a
+//!   declared durable's name;
+//! - key-value buckets and object stores: read, or read and write, as declared;
+//! - replies only below its own inbox prefix (`_INBOX_<service>`), and responses to requests it
+//!   received (micro-service status).
+//!
+//! Streams, buckets and consumers are created and changed by the `admin` identity only
+//! (`cargo xtask provision`). Passwords are never in the repository: each is read by nats-server
+//! from an environment variable (`ORION_NATS_PASSWORD_<SERVICE>`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
 use super::header_lines;
-use crate::inventory::ContractSet;
+use crate::inventory::{ContractSet, DurableConsumer};
 use crate::naming::screaming_snake;
 
 /// The environment variable holding a service's NATS password.
 pub fn password_env(service: &str) -> String {
     format!("ORION_NATS_PASSWORD_{}", screaming_snake(service))
+}
+
+/// The prefix of a service's reply subjects (`_INBOX_guardian`); only that identity may
+/// subscribe below it, so nobody reads another's replies.
+pub fn inbox_prefix(service: &str) -> String {
+    format!("_INBOX_{service}")
+}
+
+/// The subject namespace of the services' NATS micro status endpoints (see contracts::bus::stats).
+pub const MICRO_PREFIX: &str = "orion.micro";
+
+/// What one identity may do.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Permissions {
+    pub publish: BTreeSet<String>,
+    /// Publications refused even where an allowed wildcard matches (deny wins in nats-server).
+    pub deny_publish: BTreeSet<String>,
+    pub subscribe: BTreeSet<String>,
 }
 
 pub fn generate(set: &ContractSet) -> String {
@@ -28,7 +59,8 @@ pub fn generate(set: &ContractSet) -> String {
     writeln!(out, "authorization {{\n  users = [").unwrap();
     writeln!(
         out,
-        "    # Operators and provisioning (`cargo xtask up`): full access."
+        "    # Provisioning (`cargo xtask provision`) and the operators' root credential: full access.\n\
+         \x20   # Never handed to a service."
     )
     .unwrap();
     writeln!(
@@ -38,13 +70,34 @@ pub fn generate(set: &ContractSet) -> String {
     )
     .unwrap();
     for name in set.inventory.services.keys() {
-        let (publish, subscribe) = permissions(set, name);
+        let permissions = permissions(set, name);
         writeln!(out, "    {{").unwrap();
         writeln!(out, "      user: {name:?}").unwrap();
         writeln!(out, "      password: ${}", password_env(name)).unwrap();
         writeln!(out, "      permissions: {{").unwrap();
-        writeln!(out, "        publish: {{ allow: {} }}", list(&publish)).unwrap();
-        writeln!(out, "        subscribe: {{ allow: {} }}", list(&subscribe)).unwrap();
+        if permissions.deny_publish.is_empty() {
+            writeln!(
+                out,
+                "        publish: {{ allow: {} }}",
+                list(&permissions.publish)
+            )
+            .unwrap();
+        } else {
+            writeln!(
+                out,
+                "        publish: {{ allow: {}, deny: {} }}",
+                list(&permissions.publish),
+                list(&permissions.deny_publish)
+            )
+            .unwrap();
+        }
+        writeln!(
+            out,
+            "        subscribe: {{ allow: {} }}",
+            list(&permissions.subscribe)
+        )
+        .unwrap();
+        writeln!(out, "        allow_responses: true").unwrap();
         writeln!(out, "      }}").unwrap();
         writeln!(out, "    }}").unwrap();
     }
@@ -57,94 +110,174 @@ fn list(items: &BTreeSet<String>) -> String {
     format!("[{}]", quoted.join(", "))
 }
 
-/// What one service may publish and subscribe to.
-fn permissions(set: &ContractSet, service: &str) -> (BTreeSet<String>, BTreeSet<String>) {
-    let mut publish = BTreeSet::new();
-    let mut subscribe = BTreeSet::new();
-    // Replies (JetStream acks, requests) and NATS micro-service discovery.
-    subscribe.insert("_INBOX.>".to_string());
-    subscribe.insert("$SRV.>".to_string());
-    publish.insert("_INBOX.>".to_string());
-    publish.insert("$JS.API.INFO".to_string());
-    // Flow-control replies of push consumers (key-value watches).
-    publish.insert("$JS.FC.>".to_string());
-
-    let mut streams = BTreeSet::new();
+/// What `service` may publish and subscribe to, derived from the inventory alone.
+pub fn permissions(set: &ContractSet, service: &str) -> Permissions {
+    let mut p = Permissions::default();
+    identity_basics(service, &mut p);
+    let durables = set.inventory.durable_consumers();
     for contract in &set.inventory.contracts {
-        if contract.producers.iter().any(|p| p == service) {
-            publish.insert(contract.subject.clone());
-            streams.insert(contract.stream.clone());
-        }
-        if contract.consumers.iter().any(|c| c == service) {
-            subscribe.insert(contract.subject.clone());
-            streams.insert(contract.stream.clone());
+        if contract.producers.iter().any(|s| s == service) {
+            p.publish.insert(contract.subject.clone());
+            // Checking on start that the stream is provisioned.
+            p.publish
+                .insert(format!("$JS.API.STREAM.INFO.{}", contract.stream));
         }
     }
-    for stream in streams {
-        // Provision the stream it touches, and create, read and acknowledge its own consumers.
-        for api in [
-            format!("$JS.API.STREAM.CREATE.{stream}"),
-            format!("$JS.API.STREAM.UPDATE.{stream}"),
-            format!("$JS.API.STREAM.INFO.{stream}"),
-            format!("$JS.API.STREAM.MSG.GET.{stream}"),
-            format!("$JS.API.CONSUMER.CREATE.{stream}"),
-            format!("$JS.API.CONSUMER.CREATE.{stream}.>"),
-            format!("$JS.API.CONSUMER.DURABLE.CREATE.{stream}.>"),
-            format!("$JS.API.CONSUMER.DELETE.{stream}.>"),
-            format!("$JS.API.CONSUMER.INFO.{stream}.>"),
-            format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.>"),
-            format!("$JS.ACK.{stream}.>"),
-        ] {
-            publish.insert(api);
-        }
+    for durable in durables.iter().filter(|d| d.service == service) {
+        own_durable(durable, &mut p);
+    }
+    for (stream, subjects) in readable_subjects(set, service) {
+        ordered_reader(set, &stream, &subjects, &durables, service, &mut p);
+    }
+    for stream in fully_visible_streams(set, service) {
+        // Looking messages up by sequence reads any subject of the stream.
+        p.publish.insert(format!("$JS.API.STREAM.MSG.GET.{stream}"));
     }
     for (bucket, spec) in &set.inventory.key_value {
-        let stream = format!("KV_{bucket}");
         let writes = spec.writers.iter().any(|w| w == service);
+        if writes || spec.readers.iter().any(|r| r == service) {
+            bucket_reader(&format!("KV_{bucket}"), &mut p);
+        }
         if writes {
-            publish.insert(format!("$KV.{bucket}.>"));
-            publish.insert(format!("$JS.API.STREAM.CREATE.{stream}"));
-            publish.insert(format!("$JS.API.STREAM.UPDATE.{stream}"));
+            p.publish.insert(format!("$KV.{bucket}.>"));
             // Removing deleted keys' markers for good (guardian does).
-            publish.insert(format!("$JS.API.STREAM.PURGE.{stream}"));
-        }
-        if writes || spec.readers.iter().any(|r| r == service) {
-            reader_permissions(&stream, &mut publish);
+            p.publish
+                .insert(format!("$JS.API.STREAM.PURGE.KV_{bucket}"));
         }
     }
-    for (bucket, spec) in &set.inventory.object_stores {
-        let stream = format!("OBJ_{bucket}");
+    for (store, spec) in &set.inventory.object_stores {
         let writes = spec.writers.iter().any(|w| w == service);
-        if writes {
-            publish.insert(format!("$O.{bucket}.>"));
-            publish.insert(format!("$JS.API.STREAM.CREATE.{stream}"));
-            publish.insert(format!("$JS.API.STREAM.UPDATE.{stream}"));
-            publish.insert(format!("$JS.API.STREAM.PURGE.{stream}"));
-        }
         if writes || spec.readers.iter().any(|r| r == service) {
-            reader_permissions(&stream, &mut publish);
+            bucket_reader(&format!("OBJ_{store}"), &mut p);
+        }
+        if writes {
+            p.publish.insert(format!("$O.{store}.>"));
+            // Replacing an object purges its old chunks.
+            p.publish
+                .insert(format!("$JS.API.STREAM.PURGE.OBJ_{store}"));
         }
     }
-    // NATS micro-service status endpoints of this service (see contracts::bus::stats).
-    subscribe.insert(format!("{MICRO_PREFIX}.{service}.>"));
-    (publish, subscribe)
+    p
 }
 
-/// The subject namespace of the services' NATS micro status endpoints.
-pub const MICRO_PREFIX: &str = "orion.micro";
+/// Replies below its own inbox prefix, and the NATS micro-service endpoints of its own name.
+fn identity_basics(service: &str, p: &mut Permissions) {
+    p.subscribe.insert(format!("{}.>", inbox_prefix(service)));
+    for verb in ["PING", "INFO", "STATS"] {
+        p.subscribe.insert(format!("$SRV.{verb}"));
+    }
+    p.subscribe.insert(format!("$SRV.*.{service}"));
+    p.subscribe.insert(format!("$SRV.*.{service}.>"));
+    p.subscribe.insert(format!("{MICRO_PREFIX}.{service}.>"));
+}
 
-/// Reading a bucket: look-ups, and the ephemeral ordered consumers behind watch and get.
-fn reader_permissions(stream: &str, publish: &mut BTreeSet<String>) {
+/// Binding (look-up), pulling and acknowledging one of its own durables.
+fn own_durable(durable: &DurableConsumer, p: &mut Permissions) {
+    let (stream, name) = (&durable.stream, &durable.name);
+    p.publish.insert(format!("$JS.API.STREAM.INFO.{stream}"));
+    p.publish
+        .insert(format!("$JS.API.CONSUMER.INFO.{stream}.{name}"));
+    p.publish
+        .insert(format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{name}"));
+    p.publish.insert(format!("$JS.ACK.{stream}.{name}.>"));
+}
+
+/// The subjects `service` reads with ordered readers, by stream.
+fn readable_subjects(set: &ContractSet, service: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let mut by_stream: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for contract in &set.inventory.contracts {
+        if contract.readers.iter().any(|r| r == service) {
+            by_stream
+                .entry(contract.stream.clone())
+                .or_default()
+                .insert(contract.subject.clone());
+        }
+    }
+    by_stream
+}
+
+/// Streams every subject of which `service` consumes or reads.
+fn fully_visible_streams(set: &ContractSet, service: &str) -> BTreeSet<String> {
+    let sees = |c: &crate::inventory::ContractEntry| {
+        c.consumers.iter().chain(&c.readers).any(|s| s == service)
+    };
+    set.inventory
+        .streams
+        .keys()
+        .filter(|stream| {
+            let mut contracts = set
+                .inventory
+                .contracts
+                .iter()
+                .filter(|c| &c.stream == *stream)
+                .peekable();
+            contracts.peek().is_some() && contracts.all(sees)
+        })
+        .cloned()
+        .collect()
+}
+
+/// Ordered readers on `stream`: consumers it names itself, filtered to the subjects it may read
+/// (unfiltered only when it may read every subject of the stream), never a declared durable.
+fn ordered_reader(
+    set: &ContractSet,
+    stream: &str,
+    readable: &BTreeSet<String>,
+    durables: &[DurableConsumer],
+    service: &str,
+    p: &mut Permissions,
+) {
+    let all_subjects: BTreeSet<String> = set
+        .inventory
+        .contracts
+        .iter()
+        .filter(|c| c.stream == stream)
+        .map(|c| c.subject.clone())
+        .collect();
+    p.publish.insert(format!("$JS.API.STREAM.INFO.{stream}"));
+    if readable.is_superset(&all_subjects) {
+        p.publish
+            .insert(format!("$JS.API.CONSUMER.CREATE.{stream}.*"));
+        p.publish
+            .insert(format!("$JS.API.CONSUMER.CREATE.{stream}.*.>"));
+    } else {
+        for subject in readable {
+            p.publish
+                .insert(format!("$JS.API.CONSUMER.CREATE.{stream}.*.{subject}"));
+        }
+    }
+    p.publish
+        .insert(format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.*"));
+    // An ordered reader replaces its consumer after a gap and deletes the old one.
+    p.publish
+        .insert(format!("$JS.API.CONSUMER.DELETE.{stream}.*"));
+    for durable in durables.iter().filter(|d| d.stream == stream) {
+        let name = &durable.name;
+        p.deny_publish
+            .insert(format!("$JS.API.CONSUMER.CREATE.{stream}.{name}"));
+        p.deny_publish
+            .insert(format!("$JS.API.CONSUMER.CREATE.{stream}.{name}.>"));
+        p.deny_publish
+            .insert(format!("$JS.API.CONSUMER.DELETE.{stream}.{name}"));
+        if durable.service != service {
+            p.deny_publish
+                .insert(format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{name}"));
+        }
+    }
+}
+
+/// Reading a bucket's stream: look-ups, and the ephemeral push consumers behind watch and get.
+fn bucket_reader(stream: &str, p: &mut Permissions) {
     for api in [
         format!("$JS.API.STREAM.INFO.{stream}"),
         format!("$JS.API.STREAM.MSG.GET.{stream}"),
-        format!("$JS.API.DIRECT.GET.{stream}.>"),
         format!("$JS.API.DIRECT.GET.{stream}"),
+        format!("$JS.API.DIRECT.GET.{stream}.>"),
         format!("$JS.API.CONSUMER.CREATE.{stream}"),
-        format!("$JS.API.CONSUMER.CREATE.{stream}.>"),
-        format!("$JS.API.CONSUMER.DELETE.{stream}.>"),
-        format!("$JS.API.CONSUMER.INFO.{stream}.>"),
+        format!("$JS.API.CONSUMER.DELETE.{stream}.*"),
+        // Flow-control replies of those push consumers.
+        format!("$JS.FC.{stream}.>"),
     ] {
-        publish.insert(api);
+        p.publish.insert(api);
     }
 }

@@ -201,6 +201,7 @@ fn registry_module(set: &ContractSet, recorded: &ContractSetFile) -> Result<Stri
         "object store",
         &set.inventory.object_stores,
     );
+    consumers_table(out, set);
     services_module(out, set, &contracts)?;
     let file: syn::File = syn::parse_str(&body).context("the generated registry does not parse")?;
     Ok(rust_header("") + &prettyplease::unparse(&file))
@@ -431,6 +432,29 @@ fn buckets_table(
     writeln!(out, "];\n").unwrap();
 }
 
+fn consumers_table(out: &mut String, set: &ContractSet) {
+    writeln!(
+        out,
+        "/// Every durable consumer in the inventory (created by provisioning, bound by its service)."
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "pub static DURABLE_CONSUMERS: &[crate::ConsumerInfo] = &["
+    )
+    .unwrap();
+    for d in set.inventory.durable_consumers() {
+        writeln!(
+            out,
+            "    crate::ConsumerInfo {{ name: {:?}, service: {:?}, contract: {:?}, filter_subject: {:?}, stream: {:?}, max_deliver: {}, ack_wait_s: {}, max_ack_pending: {} }},",
+            d.name, d.service, d.contract, d.subject, d.stream,
+            d.settings.max_deliver, d.settings.ack_wait_s, d.settings.max_ack_pending,
+        )
+        .unwrap();
+    }
+    writeln!(out, "];\n").unwrap();
+}
+
 fn services_module(
     out: &mut String,
     set: &ContractSet,
@@ -472,6 +496,11 @@ fn services_module(
             .filter(|(c, _)| c.consumers.contains(name))
             .map(|(c, _)| c.subject.as_str())
             .collect();
+        let reads: BTreeSet<&str> = contracts
+            .iter()
+            .filter(|(c, _)| c.readers.contains(name))
+            .map(|(c, _)| c.subject.as_str())
+            .collect();
         let list = |s: &BTreeSet<&str>| {
             s.iter()
                 .map(|x| format!("{x:?}"))
@@ -496,6 +525,18 @@ fn services_module(
             list(&consumes)
         )
         .unwrap();
+        writeln!(
+            out,
+            "        const READS: &'static [&'static str] = &[{}];",
+            list(&reads)
+        )
+        .unwrap();
+        writeln!(
+            out,
+            "        const INBOX_PREFIX: &'static str = {:?};",
+            super::nats_auth::inbox_prefix(name)
+        )
+        .unwrap();
         writeln!(out, "    }}\n").unwrap();
         for (entry, schema) in contracts {
             let ty = root_type(schema)?;
@@ -510,6 +551,13 @@ fn services_module(
                 writeln!(
                     out,
                     "    impl crate::Consumes<super::{ty}> for {type_name} {{}}"
+                )
+                .unwrap();
+            }
+            if entry.readers.contains(name) {
+                writeln!(
+                    out,
+                    "    impl crate::Reads<super::{ty}> for {type_name} {{}}"
                 )
                 .unwrap();
             }

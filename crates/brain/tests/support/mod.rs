@@ -8,7 +8,7 @@ use std::time::Duration;
 use brain::interlock::InterlockState;
 use brain::{Brain, Policy, Settings};
 use contracts::approval_signature::{AdminKey, SIGNATURE_HEADER};
-use contracts::bus::{Bus, Delivery, SubscribeOptions, Subscription};
+use contracts::bus::{Bus, ReadFrom, TypedReader};
 use contracts::local_server::NatsServer;
 use contracts::services::{self, ApprovalCli, ApprovalTelegram, Commander, Guardian};
 use contracts::*;
@@ -53,8 +53,6 @@ pub fn settings() -> Settings {
     Settings {
         expiry_check: Duration::from_millis(200),
         rescan: Duration::from_secs(60),
-        ack_wait: Duration::from_secs(5),
-        max_deliver: 10,
         retry_delay: Duration::from_millis(200),
     }
 }
@@ -70,9 +68,9 @@ impl RunningBrain {
     pub async fn start(server: &NatsServer, policy: &str) -> Self {
         let policy = Policy::parse(policy, "test policy").unwrap_or_else(|e| panic!("{e}"));
         let bus = connect::<services::Brain>(server).await;
-        bus.provision()
+        bus.verify_provisioned()
             .await
-            .expect("brain provisions what it uses");
+            .expect("what brain uses is provisioned");
         let brain = Brain::start(bus.clone(), policy, settings())
             .await
             .expect("brain starts");
@@ -117,18 +115,18 @@ impl RunningBrain {
 
 /// What approval-cli sees of brain's output.
 pub struct Observer {
-    pub decisions: Subscription<ApprovalCli, Decision>,
-    pub actions: Subscription<ApprovalCli, Action>,
-    pub requests: Subscription<ApprovalCli, ApprovalRequest>,
+    pub decisions: TypedReader<Decision>,
+    pub actions: TypedReader<Action>,
+    pub requests: TypedReader<ApprovalRequest>,
 }
 
 impl Observer {
     pub async fn new(server: &NatsServer) -> Self {
         let cli = connect::<ApprovalCli>(server).await;
         Self {
-            decisions: cli.subscribe(SubscribeOptions::default()).await.unwrap(),
-            actions: cli.subscribe(SubscribeOptions::default()).await.unwrap(),
-            requests: cli.subscribe(SubscribeOptions::default()).await.unwrap(),
+            decisions: cli.read(ReadFrom::Start).await.unwrap(),
+            actions: cli.read(ReadFrom::Start).await.unwrap(),
+            requests: cli.read(ReadFrom::Start).await.unwrap(),
         }
     }
 
@@ -164,16 +162,11 @@ impl Observer {
     }
 }
 
-/// The next message within `wait`, acknowledged.
-pub async fn next<S, T: Clone>(sub: &mut Subscription<S, T>, wait: Duration) -> Option<T> {
-    match tokio::time::timeout(wait, sub.next()).await {
-        Ok(Some(delivery)) => {
-            let delivery: Delivery<T> = delivery.expect("delivery");
-            let message = delivery.message().clone();
-            delivery.ack().await.unwrap();
-            Some(message)
-        }
-        Ok(None) => panic!("subscription ended"),
+/// The next message within `wait`.
+pub async fn next<T: Contract>(reader: &mut TypedReader<T>, wait: Duration) -> Option<T> {
+    match tokio::time::timeout(wait, reader.next()).await {
+        Ok(Some(read)) => Some(read.expect("a valid message").0),
+        Ok(None) => panic!("reader ended"),
         Err(_) => None,
     }
 }

@@ -233,10 +233,11 @@ async fn provision(config: &BusConfig, replicas: usize) -> Result<()> {
         .await
         .context("provisioning")?;
     eprintln!(
-        "provisioned {} streams, {} key-value buckets, {} object stores on {}",
+        "provisioned {} streams, {} key-value buckets, {} object stores, {} durable consumers on {}",
         contracts::STREAMS.len(),
         contracts::KEY_VALUE_BUCKETS.len(),
         contracts::OBJECT_STORES.len(),
+        contracts::DURABLE_CONSUMERS.len(),
         config.url
     );
     Ok(())

@@ -54,6 +54,9 @@ impl<S: Service> Bus<S> {
                     .clone()
                     .unwrap_or_else(|| service.to_string()),
             )
+            // Replies come below the identity's own prefix: the server lets nobody else
+            // subscribe there, and this identity nowhere else.
+            .custom_inbox_prefix(S::INBOX_PREFIX)
             .connection_timeout(config.connect_timeout)
             .request_timeout(Some(config.request_timeout))
             .event_callback(move |event| {

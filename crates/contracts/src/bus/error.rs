@@ -29,6 +29,10 @@ pub enum BusError {
     /// JetStream did not store the message.
     #[error("publish to `{subject}` failed: {reason}")]
     Publish { subject: String, reason: String },
+    /// A stream, bucket, object store or durable consumer the service needs is missing, or set
+    /// up differently from the inventory. Services never create them: provisioning does.
+    #[error("{what} {problem}: provision the platform as the admin identity (`cargo xtask provision` or `orion-bus provision`)")]
+    NotProvisioned { what: String, problem: String },
     /// A stream, consumer, bucket or object store could not be created or read.
     #[error("JetStream {what}: {reason}")]
     JetStream { what: String, reason: String },

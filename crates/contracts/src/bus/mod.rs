@@ -29,6 +29,7 @@ mod dead_letter;
 mod error;
 mod provision;
 mod publish;
+mod reader;
 mod stats;
 mod subscribe;
 
@@ -37,10 +38,11 @@ pub use config::{BusConfig, DEFAULT_NATS_URL};
 pub use connection::{Bus, MICRO_PREFIX};
 pub use dead_letter::Rejection;
 pub use error::BusError;
-pub use provision::{provision_all, provision_for};
+pub use provision::{provision_all, provision_consumer, verify_provisioned, ConsumerSettings};
 pub use publish::{idempotency_key, Published};
+pub use reader::{reader_name, ReadFrom, ReadMessage, Reader, TypedReader};
 pub use stats::{ConsumerStats, StatsSnapshot};
 pub use subscribe::{
-    CheckedSubscription, Delivery, Either, EitherSubscription, Incoming, InvalidDelivery,
-    SubscribeOptions, Subscription,
+    check_heartbeat_fits, CheckedSubscription, Delivery, Either, EitherSubscription, Incoming,
+    InvalidDelivery, SubscribeOptions, Subscription,
 };

@@ -1,13 +1,17 @@
-//! Creates or updates the streams, key-value buckets and object stores declared in the
-//! inventory. Idempotent: running it again changes nothing that is already right.
+//! Provisioning: creates or updates the streams, key-value buckets, object stores and durable
+//! consumers declared in the inventory, as the admin identity. Idempotent: running it again
+//! changes nothing that is already right. Services never provision: they
+//! [`verify`](verify_provisioned) that what they need exists, and refuse to start otherwise.
 
 use std::time::Duration;
 
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use async_nats::jetstream::{self, object_store, stream};
 
 use super::BusError;
 use crate::{
-    BucketInfo, Retention, Service, StreamInfo, KEY_VALUE_BUCKETS, OBJECT_STORES, STREAMS,
+    BucketInfo, ConsumerInfo, Retention, Service, StreamInfo, DURABLE_CONSUMERS, KEY_VALUE_BUCKETS,
+    OBJECT_STORES, STREAMS,
 };
 
 fn failed(what: String, e: impl std::fmt::Display) -> BusError {
@@ -112,50 +116,186 @@ async fn ensure_object_store(
         .map_err(|e| failed(format!("creating object store `{name}`"), e))
 }
 
-/// Everything the inventory declares (the operator's or `cargo xtask provision`'s job).
-pub async fn provision_all(js: &jetstream::Context, replicas: usize) -> Result<(), BusError> {
-    provision(js, replicas, |_| true, |_| true).await
+/// Server-side settings of a durable consumer: the inventory's, unless an operator (or a test)
+/// provisions it with others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsumerSettings {
+    pub max_deliver: i64,
+    pub ack_wait: Duration,
+    pub max_ack_pending: i64,
 }
 
-/// What service `S` produces to, consumes from, and writes: the streams of its subjects and
-/// the buckets it owns. Services run this on start.
-pub async fn provision_for<S: Service>(
+impl From<&ConsumerInfo> for ConsumerSettings {
+    fn from(info: &ConsumerInfo) -> Self {
+        Self {
+            max_deliver: info.max_deliver,
+            ack_wait: Duration::from_secs(info.ack_wait_s),
+            max_ack_pending: info.max_ack_pending,
+        }
+    }
+}
+
+/// Creates the durable consumer `info`, or updates its settings.
+pub async fn provision_consumer(
     js: &jetstream::Context,
-    replicas: usize,
+    info: &ConsumerInfo,
+    settings: ConsumerSettings,
 ) -> Result<(), BusError> {
-    let touches = |stream: &StreamInfo| {
-        stream
-            .subjects
-            .iter()
-            .any(|s| S::PRODUCES.contains(s) || S::CONSUMES.contains(s))
+    let what = || {
+        format!(
+            "creating or updating consumer `{}` on `{}`",
+            info.name, info.stream
+        )
     };
-    provision(js, replicas, touches, |bucket| {
-        bucket.writers.contains(&S::NAME)
-    })
-    .await
+    let stream = js
+        .get_stream(info.stream)
+        .await
+        .map_err(|e| failed(what(), e))?;
+    stream
+        .create_consumer(pull::Config {
+            durable_name: Some(info.name.to_string()),
+            description: Some(format!("{} consumes {}", info.service, info.filter_subject)),
+            filter_subject: info.filter_subject.to_string(),
+            ack_policy: AckPolicy::Explicit,
+            deliver_policy: DeliverPolicy::All,
+            ack_wait: settings.ack_wait,
+            max_deliver: settings.max_deliver,
+            max_ack_pending: settings.max_ack_pending,
+            ..Default::default()
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| failed(what(), e))
 }
 
-async fn provision(
-    js: &jetstream::Context,
-    replicas: usize,
-    stream_wanted: impl Fn(&StreamInfo) -> bool,
-    bucket_wanted: impl Fn(&BucketInfo) -> bool,
-) -> Result<(), BusError> {
-    for stream in STREAMS.iter().filter(|s| stream_wanted(s)) {
+/// Everything the inventory declares: streams, buckets, object stores and durable consumers (the
+/// operator's or `cargo xtask provision`'s job, as the admin identity).
+pub async fn provision_all(js: &jetstream::Context, replicas: usize) -> Result<(), BusError> {
+    for stream in STREAMS {
         ensure_stream(js, stream, replicas).await?;
     }
-    for bucket in KEY_VALUE_BUCKETS.iter().filter(|b| bucket_wanted(b)) {
+    for bucket in KEY_VALUE_BUCKETS {
         ensure_key_value(js, bucket, replicas).await?;
     }
-    for store in OBJECT_STORES.iter().filter(|b| bucket_wanted(b)) {
+    for store in OBJECT_STORES {
         ensure_object_store(js, store, replicas).await?;
+    }
+    for consumer in DURABLE_CONSUMERS {
+        provision_consumer(js, consumer, consumer.into()).await?;
     }
     Ok(())
 }
 
+/// Why a look-up found nothing or something else.
+fn missing(what: String, e: impl std::fmt::Display) -> BusError {
+    BusError::NotProvisioned {
+        what,
+        problem: format!("cannot be read ({e})"),
+    }
+}
+
+/// Checks that what `S` needs exists as the inventory says: the streams of the subjects it
+/// produces, consumes and reads (holding those subjects), its own durable consumers (filtered to
+/// their subject, explicit acks), and the buckets and object stores it reads or writes.
+/// Services call this on start instead of creating anything.
+pub async fn verify_provisioned<S: Service>(js: &jetstream::Context) -> Result<(), BusError> {
+    let touches = |stream: &StreamInfo| {
+        stream
+            .subjects
+            .iter()
+            .any(|s| S::PRODUCES.contains(s) || S::CONSUMES.contains(s) || S::READS.contains(s))
+    };
+    for info in STREAMS.iter().filter(|s| touches(s)) {
+        verify_stream(js, info).await?;
+    }
+    for consumer in DURABLE_CONSUMERS.iter().filter(|c| c.service == S::NAME) {
+        verify_consumer(js, consumer).await?;
+    }
+    let uses = |bucket: &&BucketInfo| {
+        bucket.writers.contains(&S::NAME) || bucket.readers.contains(&S::NAME)
+    };
+    for (prefix, bucket) in KEY_VALUE_BUCKETS
+        .iter()
+        .filter(uses)
+        .map(|b| ("KV", b))
+        .chain(OBJECT_STORES.iter().filter(uses).map(|b| ("OBJ", b)))
+    {
+        let name = format!("{prefix}_{}", bucket.name);
+        let mut stream = js
+            .get_stream(&name)
+            .await
+            .map_err(|e| missing(format!("bucket `{}`", bucket.name), e))?;
+        stream
+            .info()
+            .await
+            .map_err(|e| missing(format!("bucket `{}`", bucket.name), e))?;
+    }
+    Ok(())
+}
+
+async fn verify_stream(js: &jetstream::Context, info: &StreamInfo) -> Result<(), BusError> {
+    let what = || format!("stream `{}`", info.name);
+    let stream = js
+        .get_stream(info.name)
+        .await
+        .map_err(|e| missing(what(), e))?;
+    let subjects = &stream.cached_info().config.subjects;
+    if let Some(absent) = info
+        .subjects
+        .iter()
+        .find(|s| !subjects.iter().any(|have| have == *s))
+    {
+        return Err(BusError::NotProvisioned {
+            what: what(),
+            problem: format!("does not hold `{absent}` (it holds {subjects:?})"),
+        });
+    }
+    Ok(())
+}
+
+/// The durable exists, delivers exactly its contract's subject and needs explicit acks.
+pub(super) async fn verify_consumer(
+    js: &jetstream::Context,
+    info: &ConsumerInfo,
+) -> Result<jetstream::consumer::PullConsumer, BusError> {
+    let what = || format!("consumer `{}` on `{}`", info.name, info.stream);
+    let stream = js
+        .get_stream(info.stream)
+        .await
+        .map_err(|e| missing(format!("stream `{}`", info.stream), e))?;
+    let consumer: jetstream::consumer::PullConsumer = stream
+        .get_consumer(info.name)
+        .await
+        .map_err(|e| missing(what(), e))?;
+    let config = &consumer.cached_info().config;
+    let problem = if config.filter_subject != info.filter_subject {
+        Some(format!(
+            "delivers `{}`, the inventory says `{}`",
+            config.filter_subject, info.filter_subject
+        ))
+    } else if config.ack_policy != AckPolicy::Explicit {
+        Some(format!(
+            "acks {:?}, the inventory says explicit",
+            config.ack_policy
+        ))
+    } else if config.durable_name.as_deref() != Some(info.name) {
+        Some("is not durable".to_string())
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(BusError::NotProvisioned {
+            what: what(),
+            problem,
+        }),
+        None => Ok(consumer),
+    }
+}
+
 impl<S: Service> super::Bus<S> {
-    /// Creates or updates the streams and buckets this service uses (see [`provision_for`]).
-    pub async fn provision(&self) -> Result<(), BusError> {
-        provision_for::<S>(&self.inner.jetstream, self.inner.config.replicas).await
+    /// Checks that the streams, buckets and durable consumers this service needs exist as the
+    /// inventory says (see [`verify_provisioned`]).
+    pub async fn verify_provisioned(&self) -> Result<(), BusError> {
+        verify_provisioned::<S>(&self.inner.jetstream).await
     }
 }

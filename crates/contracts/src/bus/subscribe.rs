@@ -23,18 +23,11 @@ const PULL_EXPIRES: Duration = Duration::from_secs(5);
 /// [`PULL_EXPIRES`]); two missed ones make async-nats issue a new pull request.
 const PULL_HEARTBEAT: Duration = Duration::from_secs(2);
 
-/// How a durable consumer behaves.
+/// How this instance pulls from its durable consumer. The consumer's server-side settings
+/// (max deliveries, ack wait, max ack pending) are provisioned from the inventory, not chosen
+/// here; [`Subscription::ack_wait`] tells what they are.
 #[derive(Debug, Clone)]
 pub struct SubscribeOptions {
-    /// Durable consumer name; `<service>-<contract>-v<major>` unless set. Every instance of a
-    /// service that uses the same name shares the work.
-    pub durable_name: Option<String>,
-    /// Deliveries of one message before it is given up (and dead-lettered).
-    pub max_deliver: i64,
-    /// How long the server waits for an ack before redelivering.
-    pub ack_wait: Duration,
-    /// Unacknowledged messages in flight across all instances.
-    pub max_ack_pending: i64,
     /// Messages one instance pulls at a time. Smaller spreads work more evenly across
     /// instances; larger is faster for a single instance.
     pub batch: usize,
@@ -42,14 +35,28 @@ pub struct SubscribeOptions {
 
 impl Default for SubscribeOptions {
     fn default() -> Self {
-        Self {
-            durable_name: None,
-            max_deliver: 5,
-            ack_wait: Duration::from_secs(30),
-            max_ack_pending: 1000,
-            batch: 20,
-        }
+        Self { batch: 20 }
     }
+}
+
+/// A service that reports progress every `own_ack_wait / 3` must not use an ack wait longer
+/// than the one its consumer was provisioned with, or the server redelivers work still running.
+pub fn check_heartbeat_fits(
+    consumer: &str,
+    own_ack_wait: Duration,
+    provisioned: Duration,
+) -> Result<(), BusError> {
+    if own_ack_wait > provisioned {
+        return Err(BusError::NotProvisioned {
+            what: format!("consumer `{consumer}`"),
+            problem: format!(
+                "waits {provisioned:?} for an ack, shorter than this service's ack_wait of \
+                 {own_ack_wait:?} (lower the service's setting, or provision the consumer with a \
+                 longer ack_wait_s in the inventory)"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// What one consumer needs to ack, reject and count.
@@ -58,6 +65,7 @@ struct ConsumerContext {
     consumer: String,
     stream: &'static str,
     max_deliver: i64,
+    ack_wait: Duration,
     stats: Arc<ConsumerStats>,
 }
 
@@ -68,6 +76,7 @@ type DeliveryStream<T> = Pin<Box<dyn Stream<Item = Result<Delivery<T>, BusError>
 pub struct Subscription<S, T> {
     deliveries: DeliveryStream<T>,
     consumer: String,
+    ack_wait: Duration,
     _service: PhantomData<fn() -> S>,
 }
 
@@ -83,6 +92,7 @@ impl<S: Service> Bus<S> {
     {
         let (messages, context) = self.bind::<T>(&options).await?;
         let consumer = context.consumer.clone();
+        let ack_wait = context.ack_wait;
         let deliveries =
             futures::stream::unfold((messages, context), |(mut messages, context)| async move {
                 let item = next_delivery::<T>(&mut messages, &context).await?;
@@ -91,6 +101,7 @@ impl<S: Service> Bus<S> {
         Ok(Subscription {
             deliveries: Box::pin(deliveries),
             consumer,
+            ack_wait,
             _service: PhantomData,
         })
     }
@@ -107,6 +118,7 @@ impl<S: Service> Bus<S> {
     {
         let (messages, context) = self.bind::<T>(&options).await?;
         let consumer = context.consumer.clone();
+        let ack_wait = context.ack_wait;
         let incoming =
             futures::stream::unfold((messages, context), |(mut messages, context)| async move {
                 let item = next_incoming::<T>(&mut messages, &context).await?;
@@ -115,53 +127,36 @@ impl<S: Service> Bus<S> {
         Ok(CheckedSubscription {
             incoming: Box::pin(incoming),
             consumer,
+            ack_wait,
             _service: PhantomData,
         })
     }
 
-    /// Creates or binds the durable consumer of `T` and starts pulling.
+    /// Binds this service's provisioned durable consumer of `T` (checking it is set up as the
+    /// inventory says) and starts pulling.
     async fn bind<T: Contract>(
         &self,
         options: &SubscribeOptions,
     ) -> Result<(pull::Stream, Arc<ConsumerContext>), BusError> {
         let info = T::INFO;
-        let consumer_name = options
-            .durable_name
-            .clone()
-            .unwrap_or_else(|| format!("{}-{}-v{}", S::NAME, info.name, info.major));
+        let declared = crate::DURABLE_CONSUMERS
+            .iter()
+            .find(|c| c.service == S::NAME && c.filter_subject == info.subject)
+            .ok_or_else(|| {
+                BusError::Config(format!(
+                    "the inventory declares no durable consumer of `{}` for `{}`",
+                    info.subject,
+                    S::NAME
+                ))
+            })?;
         let jetstream_error = |what: String, e: &dyn std::fmt::Display| BusError::JetStream {
             what,
             reason: e.to_string(),
         };
-        let stream = self.inner.jetstream.get_stream(info.stream).await.map_err(|e| {
-            jetstream_error(
-                format!(
-                    "stream `{}` of `{}` (provision it first: `cargo xtask provision` or `provision_for`)",
-                    info.stream, info.subject
-                ),
-                &e,
-            )
-        })?;
-        let consumer: jetstream::consumer::PullConsumer = stream
-            .get_or_create_consumer(
-                &consumer_name,
-                pull::Config {
-                    durable_name: Some(consumer_name.clone()),
-                    filter_subject: info.subject.to_string(),
-                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                    ack_wait: options.ack_wait,
-                    max_deliver: options.max_deliver,
-                    max_ack_pending: options.max_ack_pending,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| {
-                jetstream_error(
-                    format!("consumer `{consumer_name}` on `{}`", info.stream),
-                    &e,
-                )
-            })?;
+        let consumer = super::provision::verify_consumer(&self.inner.jetstream, declared).await?;
+        let consumer_name = declared.name.to_string();
+        let server_config = &consumer.cached_info().config;
+        let (max_deliver, ack_wait) = (server_config.max_deliver, server_config.ack_wait);
         let messages = consumer
             .stream()
             .max_messages_per_batch(options.batch.max(1))
@@ -178,7 +173,8 @@ impl<S: Service> Bus<S> {
             inner: self.inner.clone(),
             consumer: consumer_name,
             stream: info.stream,
-            max_deliver: options.max_deliver,
+            max_deliver,
+            ack_wait,
             stats,
         });
         Ok((messages, context))
@@ -341,6 +337,11 @@ impl<S, T> Subscription<S, T> {
     /// The durable consumer's name.
     pub fn consumer(&self) -> &str {
         &self.consumer
+    }
+
+    /// How long the server waits for an ack before redelivering (as provisioned).
+    pub fn ack_wait(&self) -> Duration {
+        self.ack_wait
     }
 }
 
@@ -548,6 +549,7 @@ pub enum Incoming<T> {
 pub struct CheckedSubscription<S, T> {
     incoming: Pin<Box<dyn Stream<Item = Result<Incoming<T>, BusError>> + Send>>,
     consumer: String,
+    ack_wait: Duration,
     _service: PhantomData<fn() -> S>,
 }
 
@@ -558,5 +560,10 @@ impl<S, T> CheckedSubscription<S, T> {
 
     pub fn consumer(&self) -> &str {
         &self.consumer
+    }
+
+    /// How long the server waits for an ack before redelivering (as provisioned).
+    pub fn ack_wait(&self) -> Duration {
+        self.ack_wait
     }
 }

@@ -32,7 +32,7 @@ pub use dead_letter_v1::DeadLetter;
 /// Semantic version of the contract set (`schemas/contract-set.toml`).
 pub const CONTRACT_SET_VERSION: &str = "1.1.0";
 /// sha256 over the canonical form of the schemas and the inventory.
-pub const CONTRACT_SET_SHA256: &str = "16da67d7e3a7603a555885d05d1d03f5f2f5095aa650f1ae894255c3580d0fb7";
+pub const CONTRACT_SET_SHA256: &str = "43fc6c118fce4e726154eff4bf7f278a4c22ea25636a213d180a64d3d176ec71";
 impl crate::Contract for Event {
     const INFO: &'static crate::ContractInfo = &crate::ContractInfo {
         name: "event",
@@ -577,6 +577,99 @@ pub static OBJECT_STORES: &[crate::BucketInfo] = &[
         max_age_s: 2592000,
     },
 ];
+/// Every durable consumer in the inventory (created by provisioning, bound by its service).
+pub static DURABLE_CONSUMERS: &[crate::ConsumerInfo] = &[
+    crate::ConsumerInfo {
+        name: "guardian-event-v1",
+        service: "guardian",
+        contract: "event",
+        filter_subject: "orion.event.v1",
+        stream: "ORION_EVENTS",
+        max_deliver: 10,
+        ack_wait_s: 30,
+        max_ack_pending: 1000,
+    },
+    crate::ConsumerInfo {
+        name: "brain-incident-v1",
+        service: "brain",
+        contract: "incident",
+        filter_subject: "orion.incident.v1",
+        stream: "ORION_INCIDENTS",
+        max_deliver: 10,
+        ack_wait_s: 30,
+        max_ack_pending: 100,
+    },
+    crate::ConsumerInfo {
+        name: "commander-action-v1",
+        service: "commander",
+        contract: "action",
+        filter_subject: "orion.action.v1",
+        stream: "ORION_DECISIONS",
+        max_deliver: 5,
+        ack_wait_s: 30,
+        max_ack_pending: 64,
+    },
+    crate::ConsumerInfo {
+        name: "approval-telegram-approval_request-v1",
+        service: "approval-telegram",
+        contract: "approval_request",
+        filter_subject: "orion.approval_request.v1",
+        stream: "ORION_DECISIONS",
+        max_deliver: 5,
+        ack_wait_s: 30,
+        max_ack_pending: 1000,
+    },
+    crate::ConsumerInfo {
+        name: "brain-approval_decision-v1",
+        service: "brain",
+        contract: "approval_decision",
+        filter_subject: "orion.approval_decision.v1",
+        stream: "ORION_DECISIONS",
+        max_deliver: 10,
+        ack_wait_s: 30,
+        max_ack_pending: 100,
+    },
+    crate::ConsumerInfo {
+        name: "brain-approval-v1",
+        service: "brain",
+        contract: "approval",
+        filter_subject: "orion.approval.v1",
+        stream: "ORION_DECISIONS",
+        max_deliver: 10,
+        ack_wait_s: 30,
+        max_ack_pending: 100,
+    },
+    crate::ConsumerInfo {
+        name: "brain-outcome-v1",
+        service: "brain",
+        contract: "outcome",
+        filter_subject: "orion.outcome.v1",
+        stream: "ORION_OUTCOMES",
+        max_deliver: 10,
+        ack_wait_s: 30,
+        max_ack_pending: 100,
+    },
+    crate::ConsumerInfo {
+        name: "guardian-incident_acknowledgement-v1",
+        service: "guardian",
+        contract: "incident_acknowledgement",
+        filter_subject: "orion.incident_acknowledgement.v1",
+        stream: "ORION_INCIDENTS",
+        max_deliver: 10,
+        ack_wait_s: 30,
+        max_ack_pending: 1000,
+    },
+    crate::ConsumerInfo {
+        name: "ops-worker-ops_command-v1",
+        service: "ops-worker",
+        contract: "ops_command",
+        filter_subject: "titan.ops.command.v1",
+        stream: "TITAN_OPS",
+        max_deliver: 5,
+        ack_wait_s: 30,
+        max_ack_pending: 64,
+    },
+];
 /// Service identities. `Produces<T>` / `Consumes<T>` are implemented exactly as the
 /// inventory says, so publishing a message a service does not own does not compile.
 /// Every service identity in the inventory (each is a NATS user).
@@ -602,7 +695,8 @@ pub mod services {
             "orion.incident_acknowledgement.v1",
             "platform.dead_letter.v1",
         ];
-        const CONSUMES: &'static [&'static str] = &[
+        const CONSUMES: &'static [&'static str] = &[];
+        const READS: &'static [&'static str] = &[
             "orion.action.v1",
             "orion.approval.v1",
             "orion.approval_decision.v1",
@@ -617,23 +711,24 @@ pub mod services {
             "titan.ops.command.v1",
             "titan.ops.receipt.v1",
         ];
+        const INBOX_PREFIX: &'static str = "_INBOX_approval-cli";
     }
-    impl crate::Consumes<super::Event> for ApprovalCli {}
-    impl crate::Consumes<super::Incident> for ApprovalCli {}
-    impl crate::Consumes<super::Decision> for ApprovalCli {}
-    impl crate::Consumes<super::Action> for ApprovalCli {}
-    impl crate::Consumes<super::ApprovalRequest> for ApprovalCli {}
+    impl crate::Reads<super::Event> for ApprovalCli {}
+    impl crate::Reads<super::Incident> for ApprovalCli {}
+    impl crate::Reads<super::Decision> for ApprovalCli {}
+    impl crate::Reads<super::Action> for ApprovalCli {}
+    impl crate::Reads<super::ApprovalRequest> for ApprovalCli {}
     impl crate::Produces<super::ApprovalDecision> for ApprovalCli {}
-    impl crate::Consumes<super::ApprovalDecision> for ApprovalCli {}
-    impl crate::Consumes<super::Approval> for ApprovalCli {}
-    impl crate::Consumes<super::Outcome> for ApprovalCli {}
-    impl crate::Consumes<super::Notification> for ApprovalCli {}
+    impl crate::Reads<super::ApprovalDecision> for ApprovalCli {}
+    impl crate::Reads<super::Approval> for ApprovalCli {}
+    impl crate::Reads<super::Outcome> for ApprovalCli {}
+    impl crate::Reads<super::Notification> for ApprovalCli {}
     impl crate::Produces<super::IncidentAcknowledgement> for ApprovalCli {}
-    impl crate::Consumes<super::IncidentAcknowledgement> for ApprovalCli {}
-    impl crate::Consumes<super::OpsCommand> for ApprovalCli {}
-    impl crate::Consumes<super::OpsReceipt> for ApprovalCli {}
+    impl crate::Reads<super::IncidentAcknowledgement> for ApprovalCli {}
+    impl crate::Reads<super::OpsCommand> for ApprovalCli {}
+    impl crate::Reads<super::OpsReceipt> for ApprovalCli {}
     impl crate::Produces<super::DeadLetter> for ApprovalCli {}
-    impl crate::Consumes<super::DeadLetter> for ApprovalCli {}
+    impl crate::Reads<super::DeadLetter> for ApprovalCli {}
     /// Legacy ORION approval bot (deprecated producer, still accepted).
     #[derive(Debug, Clone, Copy, Default)]
     pub struct ApprovalTelegram;
@@ -646,6 +741,8 @@ pub mod services {
             "orion.approval_decision.v1",
         ];
         const CONSUMES: &'static [&'static str] = &["orion.approval_request.v1"];
+        const READS: &'static [&'static str] = &[];
+        const INBOX_PREFIX: &'static str = "_INBOX_approval-telegram";
     }
     impl crate::Produces<super::Action> for ApprovalTelegram {}
     impl crate::Consumes<super::ApprovalRequest> for ApprovalTelegram {}
@@ -669,6 +766,8 @@ pub mod services {
             "orion.incident.v1",
             "orion.outcome.v1",
         ];
+        const READS: &'static [&'static str] = &[];
+        const INBOX_PREFIX: &'static str = "_INBOX_brain";
     }
     impl crate::Consumes<super::Incident> for Brain {}
     impl crate::Produces<super::Decision> for Brain {}
@@ -691,17 +790,16 @@ pub mod services {
             "platform.dead_letter.v1",
             "titan.ops.command.v1",
         ];
-        const CONSUMES: &'static [&'static str] = &[
-            "orion.action.v1",
-            "titan.ops.receipt.v1",
-        ];
+        const CONSUMES: &'static [&'static str] = &["orion.action.v1"];
+        const READS: &'static [&'static str] = &["titan.ops.receipt.v1"];
+        const INBOX_PREFIX: &'static str = "_INBOX_commander";
     }
     impl crate::Consumes<super::Action> for Commander {}
     impl crate::Produces<super::Outcome> for Commander {}
     impl crate::Produces<super::Notification> for Commander {}
     impl crate::Produces<super::IncidentAcknowledgement> for Commander {}
     impl crate::Produces<super::OpsCommand> for Commander {}
-    impl crate::Consumes<super::OpsReceipt> for Commander {}
+    impl crate::Reads<super::OpsReceipt> for Commander {}
     impl crate::Produces<super::DeadLetter> for Commander {}
     /// Any producer of observations (monitors, probes, edge gateways, the demo).
     #[derive(Debug, Clone, Copy, Default)]
@@ -711,6 +809,8 @@ pub mod services {
         const EXTERNAL: bool = true;
         const PRODUCES: &'static [&'static str] = &["orion.event.v1"];
         const CONSUMES: &'static [&'static str] = &[];
+        const READS: &'static [&'static str] = &[];
+        const INBOX_PREFIX: &'static str = "_INBOX_event-source";
     }
     impl crate::Produces<super::Event> for EventSource {}
     /// Correlates events into incidents.
@@ -727,6 +827,8 @@ pub mod services {
             "orion.event.v1",
             "orion.incident_acknowledgement.v1",
         ];
+        const READS: &'static [&'static str] = &[];
+        const INBOX_PREFIX: &'static str = "_INBOX_guardian";
     }
     impl crate::Consumes<super::Event> for Guardian {}
     impl crate::Produces<super::Incident> for Guardian {}
@@ -739,10 +841,12 @@ pub mod services {
         const NAME: &'static str = "ops-console";
         const EXTERNAL: bool = true;
         const PRODUCES: &'static [&'static str] = &["titan.ops.command.v1"];
-        const CONSUMES: &'static [&'static str] = &["titan.ops.receipt.v1"];
+        const CONSUMES: &'static [&'static str] = &[];
+        const READS: &'static [&'static str] = &["titan.ops.receipt.v1"];
+        const INBOX_PREFIX: &'static str = "_INBOX_ops-console";
     }
     impl crate::Produces<super::OpsCommand> for OpsConsole {}
-    impl crate::Consumes<super::OpsReceipt> for OpsConsole {}
+    impl crate::Reads<super::OpsReceipt> for OpsConsole {}
     /// Executes HMAC-signed ops commands against the Docker engine.
     #[derive(Debug, Clone, Copy, Default)]
     pub struct OpsWorker;
@@ -754,8 +858,11 @@ pub mod services {
             "titan.ops.receipt.v1",
         ];
         const CONSUMES: &'static [&'static str] = &["titan.ops.command.v1"];
+        const READS: &'static [&'static str] = &["titan.ops.receipt.v1"];
+        const INBOX_PREFIX: &'static str = "_INBOX_ops-worker";
     }
     impl crate::Consumes<super::OpsCommand> for OpsWorker {}
     impl crate::Produces<super::OpsReceipt> for OpsWorker {}
+    impl crate::Reads<super::OpsReceipt> for OpsWorker {}
     impl crate::Produces<super::DeadLetter> for OpsWorker {}
 }
