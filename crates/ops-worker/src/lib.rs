@@ -23,6 +23,7 @@ pub mod docker;
 pub mod evidence;
 pub mod executor;
 pub mod receipts;
+pub mod redact;
 pub mod signing;
 pub mod state;
 pub mod worker;
