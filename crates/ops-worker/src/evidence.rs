@@ -1,19 +1,35 @@
 //! Evidence bundles: container inspect data, recent logs and recent receipts in a tar.gz with
 //! a sha256 manifest, stored in the `ops_evidence` object store.
+//!
+//! A bundle holds, in this order:
+//!
+//! | file | what |
+//! | --- | --- |
+//! | `containers/<name>/inspect.json` | the engine's inspect answer, redacted ([`crate::redact`]) |
+//! | `containers/<name>/logs.txt` | the last log lines, known secrets replaced |
+//! | `receipts.jsonl` | the recent receipts of the ops stream, one per line, as published |
+//! | `redactions.json` ([`REDACTIONS`]) | every value removed: container, file, JSON Pointer, name, reason; never the value |
+//! | `MANIFEST.sha256` ([`MANIFEST`]) | `sha256  path` of every file above |
+//!
+//! Every environment value is redacted, so a bundle shows which variables a container has but
+//! none of their values.
 
 use std::io::Write;
 
 use async_nats::jetstream::{self, object_store};
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::docker::ContainerEvidence;
+use crate::redact;
 
 /// The object store of evidence bundles.
 pub const EVIDENCE_STORE: &str = "ops_evidence";
 /// The manifest inside every bundle: `sha256  path` per file, as `sha256sum` prints it.
 pub const MANIFEST: &str = "MANIFEST.sha256";
+/// The redaction record inside every bundle.
+pub const REDACTIONS: &str = "redactions.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvidenceError {
@@ -34,7 +50,13 @@ pub struct StoredBundle {
     pub files: usize,
 }
 
-/// The tar.gz of one bundle and its file count.
+/// How many values were redacted in `containers`.
+pub fn redaction_count(containers: &[ContainerEvidence]) -> usize {
+    containers.iter().map(|c| c.redactions.len()).sum()
+}
+
+/// The tar.gz of one bundle and its file count. `containers` come redacted from
+/// [`crate::docker::Engine::evidence`]; this writes their redaction records to [`REDACTIONS`].
 pub fn archive(
     containers: &[ContainerEvidence],
     receipts: &[Value],
@@ -57,6 +79,7 @@ pub fn archive(
         lines.push(b'\n');
     }
     files.push(("receipts.jsonl".into(), lines));
+    files.push((REDACTIONS.into(), pretty(&redaction_record(containers))));
     let manifest: String = files
         .iter()
         .map(|(path, bytes)| format!("{}  {path}\n", hex::encode(Sha256::digest(bytes))))
@@ -77,6 +100,33 @@ pub fn archive(
     let mut encoder = tar.into_inner()?;
     encoder.flush()?;
     Ok((encoder.finish()?, files.len()))
+}
+
+fn pretty(value: &Value) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec_pretty(value).expect("JSON values serialize");
+    bytes.push(b'\n');
+    bytes
+}
+
+/// `redactions.json`: every redaction of every container, with the bundle file it is in.
+fn redaction_record(containers: &[ContainerEvidence]) -> Value {
+    let mut listed = Vec::new();
+    for container in containers {
+        for redaction in &container.redactions {
+            let mut entry = serde_json::to_value(redaction).expect("redactions serialize");
+            let file = entry["file"].as_str().unwrap_or_default().to_owned();
+            entry["file"] = json!(format!("containers/{}/{file}", container.name));
+            let object = entry.as_object_mut().expect("a redaction is an object");
+            object.insert("container".into(), json!(container.name));
+            listed.push(entry);
+        }
+    }
+    json!({
+        "marker": redact::MARKER,
+        "count": listed.len(),
+        "sensitive_words": redact::SENSITIVE_WORDS,
+        "redactions": listed,
+    })
 }
 
 /// Stores `bytes` as `name` in the evidence object store.
@@ -160,4 +210,66 @@ pub fn unpack_verified(bundle: &[u8]) -> Result<Vec<(String, Vec<u8>)>, String> 
         }
     }
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::redact::{File, Reason, Redaction};
+
+    fn container(name: &str, redactions: Vec<Redaction>) -> ContainerEvidence {
+        ContainerEvidence {
+            name: name.into(),
+            inspect: json!({ "Config": { "Env": ["DB_PASSWORD=[redacted]"] } }),
+            logs: "line\n".into(),
+            redactions,
+        }
+    }
+
+    fn env_redaction() -> Redaction {
+        Redaction {
+            file: File::Inspect,
+            path: "/Config/Env/0".into(),
+            name: Some("DB_PASSWORD".into()),
+            reason: Reason::EnvironmentValue,
+            keyword: None,
+            occurrences: None,
+        }
+    }
+
+    #[test]
+    fn the_bundle_lists_its_redactions_in_the_manifest() {
+        let containers = [
+            container("web-1", vec![env_redaction()]),
+            container("web-2", vec![]),
+        ];
+        let (bytes, count) = archive(&containers, &[]).unwrap();
+        let files: std::collections::BTreeMap<_, _> =
+            unpack_verified(&bytes).unwrap().into_iter().collect();
+        assert_eq!(count, files.len());
+        let manifest = String::from_utf8_lossy(&files[MANIFEST]).into_owned();
+        for path in [
+            REDACTIONS,
+            "receipts.jsonl",
+            "containers/web-1/inspect.json",
+        ] {
+            assert!(
+                manifest.contains(&format!("  {path}\n")),
+                "{path}: {manifest}"
+            );
+        }
+        let record: Value = serde_json::from_slice(&files[REDACTIONS]).unwrap();
+        assert_eq!(record["count"], 1);
+        assert_eq!(record["marker"], "[redacted]");
+        assert_eq!(
+            record["redactions"][0],
+            json!({
+                "container": "web-1",
+                "file": "containers/web-1/inspect.json",
+                "path": "/Config/Env/0",
+                "name": "DB_PASSWORD",
+                "reason": "environment_value",
+            })
+        );
+    }
 }

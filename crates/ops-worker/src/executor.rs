@@ -252,6 +252,10 @@ impl Executor {
                 .collect::<Vec<_>>()),
         );
         result.insert("receipts".into(), json!(receipts.len()));
+        result.insert(
+            "redactions".into(),
+            json!(evidence::redaction_count(&containers)),
+        );
         Ok(result)
     }
 }

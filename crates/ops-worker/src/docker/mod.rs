@@ -205,9 +205,11 @@ impl Engine {
         Ok(done)
     }
 
-    /// Evidence about every container of `service`: the full inspect answer as JSON and the
-    /// last `log_lines` lines of its logs (stdout and stderr, with timestamps). A service without
-    /// containers gives an empty list. Read-only, so protected containers are included.
+    /// Evidence about every container of `service`: the inspect answer as JSON and the last
+    /// `log_lines` lines of its logs (stdout and stderr, with timestamps). Both are redacted ([`crate::redact::container`]: every
+    /// environment value, credential-like labels and arguments, URL user info, and those
+    /// secrets in the logs) before they leave this function. A service without containers
+    /// gives an empty list. Read-only, so protected containers are included.
     pub async fn evidence(
         &self,
         service: &str,
@@ -216,7 +218,7 @@ impl Engine {
         self.check_service(service)?;
         let mut out = Vec::new();
         for (inspect, info) in self.inspect_service(service).await? {
-            let logs = self
+            let mut logs = self
                 .tail_logs(service, &info.id, &info.name, log_lines)
                 .await?;
             let op = || {
@@ -225,14 +227,16 @@ impl Engine {
                     info.name
                 )
             };
-            let inspect = serde_json::to_value(&inspect).map_err(|e| DockerError::Engine {
+            let mut inspect = serde_json::to_value(&inspect).map_err(|e| DockerError::Engine {
                 op: op(),
                 source: bollard::errors::Error::from(e),
             })?;
+            let redactions = crate::redact::container(&mut inspect, &mut logs);
             out.push(ContainerEvidence {
                 name: info.name,
                 inspect,
                 logs,
+                redactions,
             });
         }
         Ok(out)
