@@ -6,13 +6,16 @@
 //! | file | what |
 //! | --- | --- |
 //! | `containers/<name>/inspect.json` | the engine's inspect answer, redacted ([`crate::redact`]) |
-//! | `containers/<name>/logs.txt` | the last log lines, known secrets replaced |
+//! | `containers/<name>/logs.txt` | the last log lines (at most [`MAX_LOG_LINES`] and [`MAX_LOG_BYTES`]), known secrets replaced |
 //! | `receipts.jsonl` | the recent receipts of the ops stream, one per line, as published |
 //! | `redactions.json` ([`REDACTIONS`]) | every value removed: container, file, JSON Pointer, name, reason; never the value |
+//! | `bundle.json` ([`SUMMARY`]) | the limits applied: log lines used and requested, the caps, which logs were cut |
 //! | `MANIFEST.sha256` ([`MANIFEST`]) | `sha256  path` of every file above |
 //!
 //! Every environment value is redacted, so a bundle shows which variables a container has but
-//! none of their values.
+//! none of their values. A `log_lines` request above [`MAX_LOG_LINES`] is clamped to it (the
+//! bundle is still exported: evidence taken during an incident should not be lost to a typo);
+//! the receipt's `log_lines` / `log_lines_requested` and `bundle.json` say so.
 
 use std::io::Write;
 
@@ -22,6 +25,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::docker::ContainerEvidence;
+pub use crate::docker::MAX_LOG_BYTES;
 use crate::redact;
 
 /// The object store of evidence bundles.
@@ -30,6 +34,34 @@ pub const EVIDENCE_STORE: &str = "ops_evidence";
 pub const MANIFEST: &str = "MANIFEST.sha256";
 /// The redaction record inside every bundle.
 pub const REDACTIONS: &str = "redactions.json";
+/// The limits a bundle was collected with.
+pub const SUMMARY: &str = "bundle.json";
+/// The most log lines per container a bundle holds; larger requests are clamped to it.
+pub const MAX_LOG_LINES: usize = 5000;
+
+/// How many log lines per container a bundle holds, and how many were asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogLines {
+    /// Lines asked of the engine: `requested`, at most [`MAX_LOG_LINES`].
+    pub used: usize,
+    /// What the command (or the configuration) asked for.
+    pub requested: u64,
+}
+
+impl LogLines {
+    /// `requested` lines, clamped to [`MAX_LOG_LINES`].
+    pub fn clamp(requested: u64) -> Self {
+        let used = usize::try_from(requested)
+            .unwrap_or(usize::MAX)
+            .min(MAX_LOG_LINES);
+        Self { used, requested }
+    }
+
+    /// True when fewer lines are used than were requested.
+    pub fn clamped(&self) -> bool {
+        self.requested > self.used as u64
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvidenceError {
@@ -60,6 +92,7 @@ pub fn redaction_count(containers: &[ContainerEvidence]) -> usize {
 pub fn archive(
     containers: &[ContainerEvidence],
     receipts: &[Value],
+    log_lines: LogLines,
 ) -> Result<(Vec<u8>, usize), std::io::Error> {
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
     for container in containers {
@@ -80,6 +113,7 @@ pub fn archive(
     }
     files.push(("receipts.jsonl".into(), lines));
     files.push((REDACTIONS.into(), pretty(&redaction_record(containers))));
+    files.push((SUMMARY.into(), pretty(&summary(containers, log_lines))));
     let manifest: String = files
         .iter()
         .map(|(path, bytes)| format!("{}  {path}\n", hex::encode(Sha256::digest(bytes))))
@@ -127,6 +161,25 @@ fn redaction_record(containers: &[ContainerEvidence]) -> Value {
         "sensitive_words": redact::SENSITIVE_WORDS,
         "redactions": listed,
     })
+}
+
+/// `bundle.json`: the limits the bundle was collected with.
+fn summary(containers: &[ContainerEvidence], log_lines: LogLines) -> Value {
+    let mut summary = json!({
+        "log_lines": log_lines.used,
+        "log_lines_max": MAX_LOG_LINES,
+        "log_bytes_max": MAX_LOG_BYTES,
+        "redactions": redaction_count(containers),
+        "containers": containers.iter().map(|c| json!({
+            "name": c.name,
+            "logs_truncated": c.logs_truncated,
+            "redactions": c.redactions.len(),
+        })).collect::<Vec<_>>(),
+    });
+    if log_lines.clamped() {
+        summary["log_lines_requested"] = json!(log_lines.requested);
+    }
+    summary
 }
 
 /// Stores `bytes` as `name` in the evidence object store.
@@ -217,11 +270,16 @@ mod tests {
     use super::*;
     use crate::redact::{File, Reason, Redaction};
 
-    fn container(name: &str, redactions: Vec<Redaction>) -> ContainerEvidence {
+    fn container(
+        name: &str,
+        redactions: Vec<Redaction>,
+        logs_truncated: bool,
+    ) -> ContainerEvidence {
         ContainerEvidence {
             name: name.into(),
             inspect: json!({ "Config": { "Env": ["DB_PASSWORD=[redacted]"] } }),
             logs: "line\n".into(),
+            logs_truncated,
             redactions,
         }
     }
@@ -238,18 +296,33 @@ mod tests {
     }
 
     #[test]
-    fn the_bundle_lists_its_redactions_in_the_manifest() {
+    fn log_lines_above_the_maximum_are_clamped() {
+        assert_eq!(
+            LogLines::clamp(200),
+            LogLines {
+                used: 200,
+                requested: 200
+            }
+        );
+        assert!(!LogLines::clamp(5000).clamped());
+        let over = LogLines::clamp(u64::MAX);
+        assert_eq!((over.used, over.clamped()), (MAX_LOG_LINES, true));
+    }
+
+    #[test]
+    fn the_bundle_lists_its_redactions_and_limits_in_the_manifest() {
         let containers = [
-            container("web-1", vec![env_redaction()]),
-            container("web-2", vec![]),
+            container("web-1", vec![env_redaction()], false),
+            container("web-2", vec![], true),
         ];
-        let (bytes, count) = archive(&containers, &[]).unwrap();
+        let (bytes, count) = archive(&containers, &[], LogLines::clamp(9000)).unwrap();
         let files: std::collections::BTreeMap<_, _> =
             unpack_verified(&bytes).unwrap().into_iter().collect();
         assert_eq!(count, files.len());
         let manifest = String::from_utf8_lossy(&files[MANIFEST]).into_owned();
         for path in [
             REDACTIONS,
+            SUMMARY,
             "receipts.jsonl",
             "containers/web-1/inspect.json",
         ] {
@@ -271,5 +344,18 @@ mod tests {
                 "reason": "environment_value",
             })
         );
+        let summary: Value = serde_json::from_slice(&files[SUMMARY]).unwrap();
+        assert_eq!(summary["log_lines"], 5000);
+        assert_eq!(summary["log_lines_requested"], 9000);
+        assert_eq!(summary["log_bytes_max"], MAX_LOG_BYTES);
+        assert_eq!(summary["containers"][1]["logs_truncated"], true);
+        assert_eq!(summary["redactions"], 1);
+
+        let (bytes, _) = archive(&containers, &[], LogLines::clamp(10)).unwrap();
+        let files: std::collections::BTreeMap<_, _> =
+            unpack_verified(&bytes).unwrap().into_iter().collect();
+        let summary: Value = serde_json::from_slice(&files[SUMMARY]).unwrap();
+        assert_eq!(summary["log_lines"], 10);
+        assert!(summary.get("log_lines_requested").is_none(), "{summary}");
     }
 }

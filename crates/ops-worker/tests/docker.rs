@@ -970,3 +970,43 @@ async fn evidence_from_the_engine_holds_no_secrets() {
         assert!(paths.contains(&path), "{path} not in {paths:?}");
     }
 }
+
+#[tokio::test]
+async fn evidence_logs_are_capped_in_bytes_at_a_line_boundary() {
+    let (_docker, svc) = setup().await;
+    // 3000 lines of about 510 bytes: 1.5 MB, over the 1 MiB cap.
+    let script = "s=xxxxxxxxxx; s=$s$s$s$s$s$s$s$s$s$s; l=$s$s$s$s$s; i=0; \
+                  while [ $i -lt 3000 ]; do echo \"$i $l\"; i=$((i+1)); done; \
+                  echo last-line; exec sleep 3600";
+    svc.run(Spec {
+        cmd: Some(vec!["sh".into(), "-c".into(), script.into()]),
+        ..busybox(BUSYBOX_1)
+    })
+    .await;
+    let engine = engine_for(&[&svc.name], |_| {}).await;
+    let evidence = evidence_once_logged(&engine, &svc.name, 5000, "last-line").await;
+    let logs = &evidence[0].logs;
+    assert!(
+        logs.len() <= ops_worker::docker::MAX_LOG_BYTES,
+        "{} bytes of logs",
+        logs.len()
+    );
+    assert!(logs.len() > ops_worker::docker::MAX_LOG_BYTES - 1024);
+    // The newest lines are kept, and the first one kept is whole.
+    assert!(
+        logs.ends_with(" last-line\n"),
+        "{}",
+        &logs[logs.len() - 100..]
+    );
+    let first = logs.lines().next().unwrap();
+    assert!(
+        first.starts_with("20") && first.ends_with(&"x".repeat(500)),
+        "{first}"
+    );
+    assert!(evidence[0].logs_truncated);
+
+    // Under the cap nothing is cut.
+    let evidence = engine.evidence(&svc.name, 10).await.unwrap();
+    assert_eq!(evidence[0].logs.lines().count(), 10);
+    assert!(!evidence[0].logs_truncated);
+}

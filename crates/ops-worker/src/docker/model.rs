@@ -104,10 +104,13 @@ pub struct ContainerEvidence {
     /// The engine's inspect answer, as JSON, redacted (see [`crate::redact`]).
     pub inspect: serde_json::Value,
     /// The last log lines, stdout and stderr interleaved as the engine returns them, each line
-    /// prefixed with its RFC 3339 timestamp, with the secrets found in the inspect data
-    /// replaced. The engine copies the two streams separately, so lines of different streams
-    /// written within milliseconds may appear out of order; the timestamps give the true order.
+    /// prefixed with its RFC 3339 timestamp, at most [`super::MAX_LOG_BYTES`] of them, with the
+    /// secrets found in the inspect data replaced. The engine copies the two streams
+    /// separately, so lines of different streams written within milliseconds may appear out of
+    /// order; the timestamps give the true order.
     pub logs: String,
+    /// True when older lines were dropped to keep the logs within [`super::MAX_LOG_BYTES`].
+    pub logs_truncated: bool,
     /// What was removed from `inspect` and `logs`: places and reasons, never values.
     pub redactions: Vec<crate::redact::Redaction>,
 }
