@@ -54,7 +54,8 @@ pub struct CommandsSection {
     pub stop_timeout_s: u64,
     /// How long a new container may take to become ready during `deploy`.
     pub deploy_ready_timeout_s: u64,
-    /// Log lines per container in an evidence bundle.
+    /// Log lines per container in an evidence bundle when the command does not say; at most
+    /// [`crate::evidence::MAX_LOG_LINES`].
     pub evidence_log_lines: usize,
     /// Recent receipts in an evidence bundle.
     pub evidence_receipts: usize,
@@ -168,6 +169,13 @@ impl WorkerConfig {
             return Err(ConfigError::Invalid(
                 "the service allowlist is empty: list the services the worker may act on in [docker] allowlist or OPS_ALLOWLIST".into(),
             ));
+        }
+        if file.commands.evidence_log_lines > crate::evidence::MAX_LOG_LINES {
+            return Err(ConfigError::Invalid(format!(
+                "commands.evidence_log_lines is {}, above the maximum of {} log lines per container",
+                file.commands.evidence_log_lines,
+                crate::evidence::MAX_LOG_LINES
+            )));
         }
         if file.commands.clock_skew_s == 0 {
             return Err(ConfigError::Invalid(

@@ -28,6 +28,8 @@ pub struct Executor {
     pub jetstream: jetstream::Context,
     pub stop_timeout: Duration,
     pub deploy_ready_timeout: Duration,
+    /// Log lines per container when the command does not say (clamped to
+    /// [`evidence::MAX_LOG_LINES`]).
     pub evidence_log_lines: usize,
     pub evidence_receipts: usize,
 }
@@ -218,9 +220,15 @@ impl Executor {
         params: &Params<'_>,
         cancel: &CancellationToken,
     ) -> Outcome {
-        let lines = params
-            .count("log_lines")?
-            .map_or(self.evidence_log_lines, |n| n as usize);
+        let lines = match params.0.get("log_lines") {
+            None => evidence::LogLines::clamp(self.evidence_log_lines as u64),
+            Some(v) => evidence::LogLines::clamp(v.as_u64().ok_or_else(|| {
+                format!(
+                    "params.log_lines must be a whole number of lines (at most {}), got {v}",
+                    evidence::MAX_LOG_LINES
+                )
+            })?),
+        };
         let target = if command.target.is_empty() {
             "all"
         } else {
@@ -231,13 +239,13 @@ impl Executor {
             check_cancelled(cancel)?;
             containers.extend(
                 self.engine
-                    .evidence(&service, lines)
+                    .evidence(&service, lines.used)
                     .await
                     .map_err(|e| e.to_string())?,
             );
         }
         let receipts = recent_receipts(&self.jetstream, self.evidence_receipts).await;
-        let (bytes, files) = evidence::archive(&containers, &receipts)
+        let (bytes, files) = evidence::archive(&containers, &receipts, lines)
             .map_err(|e| format!("building the bundle: {e}"))?;
         let name = format!("evidence-{}.tar.gz", command.id);
         let stored = evidence::store(&self.jetstream, &name, bytes, files)
@@ -252,6 +260,22 @@ impl Executor {
                 .collect::<Vec<_>>()),
         );
         result.insert("receipts".into(), json!(receipts.len()));
+        result.insert(
+            "redactions".into(),
+            json!(evidence::redaction_count(&containers)),
+        );
+        result.insert("log_lines".into(), json!(lines.used));
+        if lines.clamped() {
+            result.insert("log_lines_requested".into(), json!(lines.requested));
+        }
+        let cut: Vec<&str> = containers
+            .iter()
+            .filter(|c| c.logs_truncated)
+            .map(|c| c.name.as_str())
+            .collect();
+        if !cut.is_empty() {
+            result.insert("logs_truncated".into(), json!(cut));
+        }
         Ok(result)
     }
 }

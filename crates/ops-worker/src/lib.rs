@@ -10,6 +10,11 @@
 //! - doing what each command says on Docker through bollard ([`docker`], [`executor`]): restart,
 //!   rolling deploy with rollback, halt, the arm/disarm interlock, set_risk, cancel_all, and
 //!   evidence bundles in a JetStream object store ([`evidence`]);
+//! - keeping secrets out of those bundles ([`redact`]): every container environment value, and
+//!   labels, options and command-line arguments that look like credentials, are replaced by
+//!   `[redacted]` before anything is archived, and the bundle's `redactions.json` says where
+//!   and why (never what); logs are capped at [`evidence::MAX_LOG_LINES`] lines and
+//!   [`docker::MAX_LOG_BYTES`] bytes per container;
 //! - answering with `pending` for long commands and exactly one final receipt ([`receipts`]).
 //!
 //! What it is not for: deciding what to run (brain), approvals (approval-cli), or any HTTP API.
@@ -23,6 +28,7 @@ pub mod docker;
 pub mod evidence;
 pub mod executor;
 pub mod receipts;
+pub mod redact;
 pub mod signing;
 pub mod state;
 pub mod worker;

@@ -57,8 +57,12 @@ Environment (the worker fails closed: without a strong secret it exits 1 before 
 
 Config file (TOML, --config): [nats] url, replicas; [docker] socket, service_label, allowlist,
 call_timeout_s; [commands] clock_skew_s, stop_timeout_s, deploy_ready_timeout_s,
-evidence_log_lines, evidence_receipts, ack_wait_s, max_in_flight. An overlay
-<name>.<ORION_ENV>.toml next to it overrides keys; environment variables override both.";
+evidence_log_lines (at most 5000), evidence_receipts, ack_wait_s, max_in_flight. An overlay
+<name>.<ORION_ENV>.toml next to it overrides keys; environment variables override both.
+
+Evidence bundles (export_evidence, param log_lines clamped to 5000; logs at most 1 MiB per
+container) never hold environment values, credential-like labels and arguments, or URL user
+info: they are replaced by [redacted] and listed, without values, in redactions.json.";
 
 #[derive(Subcommand)]
 enum Cmd {

@@ -98,6 +98,28 @@ fn an_unknown_key_in_the_file_is_refused() {
 }
 
 #[test]
+fn evidence_log_lines_above_the_maximum_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ops-worker.toml");
+    let write = |lines: usize| {
+        std::fs::write(
+            &path,
+            format!("[docker]\nallowlist = [\"web\"]\n[commands]\nevidence_log_lines = {lines}\n"),
+        )
+        .unwrap()
+    };
+    write(5000);
+    let config = WorkerConfig::load(Some(&path), &vars(&[("OPS_SECRET", SECRET)])).unwrap();
+    assert_eq!(config.evidence_log_lines, 5000);
+    write(5001);
+    let message = refused(Some(&path), &vars(&[("OPS_SECRET", SECRET)]));
+    assert!(
+        message.contains("evidence_log_lines") && message.contains("5000"),
+        "{message}"
+    );
+}
+
+#[test]
 fn file_overlay_and_environment_layer_in_that_order() {
     let base = WorkerConfig::load(Some(&example()), &vars(&[("OPS_SECRET", SECRET)])).unwrap();
     assert_eq!(base.clock_skew.as_secs(), 300);

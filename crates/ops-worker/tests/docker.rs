@@ -908,3 +908,105 @@ async fn evidence_has_inspect_data_and_log_lines() {
     assert_eq!(tail[0].logs.lines().count(), 1);
     assert!(tail[0].logs.contains("last-line"), "{}", tail[0].logs);
 }
+
+/// Polls the layer's evidence until the container's logs hold `needle`.
+async fn evidence_once_logged(
+    engine: &Engine,
+    service: &str,
+    lines: usize,
+    needle: &str,
+) -> Vec<ops_worker::docker::ContainerEvidence> {
+    for _ in 0..100 {
+        let evidence = engine.evidence(service, lines).await.unwrap();
+        if evidence.len() == 1 && evidence[0].logs.contains(needle) {
+            return evidence;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the logs of {service} never held {needle:?}");
+}
+
+#[tokio::test]
+async fn evidence_from_the_engine_holds_no_secrets() {
+    let (_docker, svc) = setup().await;
+    svc.run(Spec {
+        cmd: Some(vec![
+            "sh".into(),
+            "-c".into(),
+            "echo \"token is $API_TOKEN\"; echo ready; exec sleep 3600".into(),
+            "script".into(),
+            "--token".into(),
+            "flag-secret".into(),
+        ]),
+        env: vec!["API_TOKEN=env-secret-value".into(), "MODE=plain".into()],
+        labels: vec![(
+            "com.example.dsn".into(),
+            "postgres://app:dsn-secret@db/app".into(),
+        )],
+        ..busybox(BUSYBOX_1)
+    })
+    .await;
+    let engine = engine_for(&[&svc.name], |_| {}).await;
+    let evidence = evidence_once_logged(&engine, &svc.name, 100, "ready").await;
+    let e = &evidence[0];
+    let everything = format!("{}\n{}", e.inspect, e.logs);
+    for secret in ["env-secret-value", "flag-secret", "dsn-secret"] {
+        assert!(
+            !everything.contains(secret),
+            "{secret} leaked: {everything}"
+        );
+    }
+    assert!(e.logs.contains("token is [redacted]"), "{}", e.logs);
+    let env = e.inspect["Config"]["Env"].as_array().unwrap();
+    assert!(env.contains(&"MODE=[redacted]".into()), "{env:?}");
+    assert_eq!(
+        e.inspect["Config"]["Labels"]["com.example.dsn"],
+        "[redacted]"
+    );
+    assert_eq!(e.inspect["Config"]["Cmd"][5], "[redacted]");
+    assert_eq!(e.inspect["Config"]["Cmd"][4], "--token");
+    let paths: Vec<&str> = e.redactions.iter().map(|r| r.path.as_str()).collect();
+    for path in ["/Config/Labels/com.example.dsn", "/Config/Cmd/5", "/Args/4"] {
+        assert!(paths.contains(&path), "{path} not in {paths:?}");
+    }
+}
+
+#[tokio::test]
+async fn evidence_logs_are_capped_in_bytes_at_a_line_boundary() {
+    let (_docker, svc) = setup().await;
+    // 3000 lines of about 510 bytes: 1.5 MB, over the 1 MiB cap.
+    let script = "s=xxxxxxxxxx; s=$s$s$s$s$s$s$s$s$s$s; l=$s$s$s$s$s; i=0; \
+                  while [ $i -lt 3000 ]; do echo \"$i $l\"; i=$((i+1)); done; \
+                  echo last-line; exec sleep 3600";
+    svc.run(Spec {
+        cmd: Some(vec!["sh".into(), "-c".into(), script.into()]),
+        ..busybox(BUSYBOX_1)
+    })
+    .await;
+    let engine = engine_for(&[&svc.name], |_| {}).await;
+    let evidence = evidence_once_logged(&engine, &svc.name, 5000, "last-line").await;
+    let logs = &evidence[0].logs;
+    assert!(
+        logs.len() <= ops_worker::docker::MAX_LOG_BYTES,
+        "{} bytes of logs",
+        logs.len()
+    );
+    assert!(logs.len() > ops_worker::docker::MAX_LOG_BYTES - 1024);
+    // The newest lines are kept, and the first one kept is whole.
+    assert!(
+        logs.ends_with(" last-line\n"),
+        "{}",
+        &logs[logs.len() - 100..]
+    );
+    let first = logs.lines().next().unwrap();
+    assert!(
+        first.starts_with("20") && first.ends_with(&"x".repeat(500)),
+        "{first}"
+    );
+    assert!(evidence[0].logs_truncated);
+
+    // Under the cap nothing is cut.
+    let evidence = engine.evidence(&svc.name, 10).await.unwrap();
+    assert_eq!(evidence[0].logs.lines().count(), 10);
+    assert!(!evidence[0].logs_truncated);
+}

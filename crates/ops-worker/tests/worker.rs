@@ -520,6 +520,168 @@ async fn export_evidence_stores_a_verified_bundle() {
     assert_eq!(std::fs::read(&path).unwrap(), bytes);
 }
 
+/// Waits until the container's logs (via Docker itself) contain `needle`.
+async fn wait_for_log(docker: &bollard::Docker, id: &str, needle: &str) {
+    for _ in 0..100 {
+        let options = bollard::query_parameters::LogsOptions {
+            stdout: true,
+            stderr: true,
+            tail: "5".into(),
+            ..Default::default()
+        };
+        let tail: Vec<_> = docker
+            .logs(id, Some(options))
+            .filter_map(|c| async move { c.ok() })
+            .collect()
+            .await;
+        if tail.iter().any(|c| c.to_string().contains(needle)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("container {id} never logged {needle:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_evidence_holds_no_secrets_and_caps_log_lines() {
+    const SECRETS: [&str; 3] = ["hunter2-secret", "tok-secret", "arg-secret"];
+    let (docker, web) = setup().await;
+    // 6000 numbered lines, one line that prints the password, then a marker. The secret
+    // argument is `$1` of the script, which never prints it.
+    let script = "i=0; while [ $i -lt 6000 ]; do echo line-$i; i=$((i+1)); done; \
+                  echo \"connecting with $DB_PASSWORD\"; echo logs-complete; exec sleep 3600";
+    let id = web
+        .run(Spec {
+            cmd: Some(vec![
+                "sh".into(),
+                "-c".into(),
+                script.into(),
+                "evidence-test".into(),
+                "--password=arg-secret".into(),
+            ]),
+            env: vec!["DB_PASSWORD=hunter2-secret".into()],
+            labels: vec![("com.example.api-token".into(), "tok-secret".into())],
+            ..busybox()
+        })
+        .await;
+    wait_for_log(&docker, &id, "logs-complete").await;
+    let server = provisioned_server().await;
+    let _worker = WorkerProcess::start(&server, &[&web.name], &[]).await;
+    let console = console(&server).await;
+
+    // Twice the documented maximum: clamped, and both the receipt and the bundle say so.
+    let receipts = send(
+        &console,
+        &signed(command(
+            "export_evidence",
+            &web.name,
+            json!({ "log_lines": 10_000 }),
+        )),
+    )
+    .await;
+    let last = final_receipt(&receipts);
+    assert_eq!(last.status.to_string(), "success", "{}", error_of(last));
+    let name = last.result["name"].as_str().unwrap().to_string();
+    let bytes = ops_worker::evidence::fetch(console.jetstream(), &name)
+        .await
+        .unwrap();
+    let files: BTreeMap<String, Vec<u8>> = ops_worker::evidence::unpack_verified(&bytes)
+        .unwrap()
+        .into_iter()
+        .collect();
+
+    // No secret anywhere in any file (the gzip is unpacked, so compression hides nothing).
+    for (path, content) in &files {
+        let text = String::from_utf8_lossy(content);
+        for secret in SECRETS {
+            assert!(
+                !text.contains(secret),
+                "{secret} leaked into {path}:\n{text}"
+            );
+        }
+    }
+
+    let result = |key: &str| last.result.get(key).cloned().unwrap_or_default();
+    assert_eq!(result("log_lines"), 5000, "{:?}", last.result);
+    assert_eq!(result("log_lines_requested"), 10_000, "{:?}", last.result);
+    let count = result("redactions").as_u64().expect("a redaction count");
+
+    let container = web.containers().await[0]
+        .name
+        .clone()
+        .unwrap()
+        .trim_start_matches('/')
+        .to_string();
+    let inspect: Value =
+        serde_json::from_slice(&files[&format!("containers/{container}/inspect.json")]).unwrap();
+    let env = inspect["Config"]["Env"].as_array().unwrap();
+    let db = env
+        .iter()
+        .position(|e| e.as_str().unwrap().starts_with("DB_PASSWORD="))
+        .expect("the variable name stays");
+    assert_eq!(env[db], "DB_PASSWORD=[redacted]");
+    assert_eq!(
+        inspect["Config"]["Labels"]["com.example.api-token"],
+        "[redacted]"
+    );
+    assert_eq!(inspect["Config"]["Cmd"][4], "--password=[redacted]");
+    assert_eq!(inspect["Args"][3], "--password=[redacted]");
+    // What is not a credential stays as it was.
+    assert_eq!(inspect["Config"]["Cmd"][3], "evidence-test");
+    assert_eq!(
+        inspect["Config"]["Labels"][support::service::SERVICE_LABEL],
+        web.name.as_str()
+    );
+
+    // The redaction record names every place, never a value, and is in the manifest.
+    let manifest = String::from_utf8_lossy(&files["MANIFEST.sha256"]).into_owned();
+    assert!(manifest.contains("  redactions.json\n"), "{manifest}");
+    let record: Value = serde_json::from_slice(&files["redactions.json"]).unwrap();
+    let listed = record["redactions"].as_array().unwrap();
+    assert_eq!(record["count"].as_u64(), Some(listed.len() as u64));
+    assert_eq!(count, listed.len() as u64);
+    let find = |path: &str| {
+        listed
+            .iter()
+            .find(|r| r["path"] == path)
+            .unwrap_or_else(|| panic!("no redaction of {path} in {record:#}"))
+    };
+    let r = find(&format!("/Config/Env/{db}"));
+    assert_eq!(r["container"], container.as_str());
+    assert_eq!(r["name"], "DB_PASSWORD");
+    assert_eq!(r["reason"], "environment_value");
+    let r = find("/Config/Labels/com.example.api-token");
+    assert_eq!(r["reason"], "sensitive_name");
+    assert_eq!(r["keyword"], "token");
+    for path in ["/Config/Cmd/4", "/Args/3"] {
+        let r = find(path);
+        assert_eq!(r["name"], "--password");
+        assert_eq!(r["keyword"], "password");
+    }
+    // The password the container printed is known, so it is scrubbed from its logs too.
+    let logs =
+        String::from_utf8_lossy(&files[&format!("containers/{container}/logs.txt")]).into_owned();
+    assert!(logs.contains("connecting with [redacted]"), "{logs}");
+    assert!(listed
+        .iter()
+        .any(|r| r["file"] == format!("containers/{container}/logs.txt")
+            && r["reason"] == "known_secret"
+            && r["occurrences"] == 1));
+
+    // Exactly the documented maximum of lines: the last 5000 of 6002.
+    assert_eq!(logs.lines().count(), 5000);
+    assert!(
+        logs.lines().next().unwrap().ends_with(" line-1002"),
+        "{logs}"
+    );
+    assert!(logs.lines().last().unwrap().ends_with(" logs-complete"));
+    let summary: Value = serde_json::from_slice(&files["bundle.json"]).unwrap();
+    assert_eq!(summary["log_lines"], 5000, "{summary:#}");
+    assert_eq!(summary["log_lines_requested"], 10_000, "{summary:#}");
+    assert_eq!(summary["log_lines_max"], 5000, "{summary:#}");
+    assert!(manifest.contains("  bundle.json\n"), "{manifest}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_stream_leaves_every_command_with_one_final_receipt_and_none_run_twice()
 {

@@ -462,7 +462,7 @@ impl Rollout<'_> {
     async fn failure_logs(&self, name: &str) -> String {
         let lines = self.engine.options.failure_log_lines;
         match self.engine.tail_logs(self.service, name, name, lines).await {
-            Ok(logs) => logs,
+            Ok((logs, _)) => logs,
             Err(e) => format!("(logs unavailable: {e})"),
         }
     }

@@ -20,6 +20,7 @@ pub mod config;
 mod deploy;
 pub mod error;
 pub mod guard;
+mod logs;
 pub mod model;
 mod template;
 
@@ -43,6 +44,10 @@ pub use error::{DeployError, DeployFailure, DockerError, Refusal};
 pub use guard::PROTECTED_LABEL;
 pub use model::{ContainerEvidence, ContainerInfo, DeployReport, Replacement};
 pub use tokio_util::sync::CancellationToken;
+
+/// The most bytes of log output kept per container (1 MiB): the newest ones, from the first
+/// whole line. Applies to evidence bundles and to the logs a failed deploy reports.
+pub const MAX_LOG_BYTES: usize = 1024 * 1024;
 
 /// bollard's own per-request timeout. Ours ([`DockerConfig::call_timeout`]) is the one that
 /// matters; this only has to be longer than any of ours.
@@ -205,9 +210,12 @@ impl Engine {
         Ok(done)
     }
 
-    /// Evidence about every container of `service`: the full inspect answer as JSON and the
-    /// last `log_lines` lines of its logs (stdout and stderr, with timestamps). A service without
-    /// containers gives an empty list. Read-only, so protected containers are included.
+    /// Evidence about every container of `service`: the inspect answer as JSON and the last
+    /// `log_lines` lines of its logs (stdout and stderr, with timestamps), at most
+    /// [`MAX_LOG_BYTES`] of them. Both are redacted ([`crate::redact::container`]: every
+    /// environment value, credential-like labels and arguments, URL user info, and those
+    /// secrets in the logs) before they leave this function. A service without containers
+    /// gives an empty list. Read-only, so protected containers are included.
     pub async fn evidence(
         &self,
         service: &str,
@@ -216,7 +224,7 @@ impl Engine {
         self.check_service(service)?;
         let mut out = Vec::new();
         for (inspect, info) in self.inspect_service(service).await? {
-            let logs = self
+            let (mut logs, mut logs_truncated) = self
                 .tail_logs(service, &info.id, &info.name, log_lines)
                 .await?;
             let op = || {
@@ -225,14 +233,22 @@ impl Engine {
                     info.name
                 )
             };
-            let inspect = serde_json::to_value(&inspect).map_err(|e| DockerError::Engine {
+            let mut inspect = serde_json::to_value(&inspect).map_err(|e| DockerError::Engine {
                 op: op(),
                 source: bollard::errors::Error::from(e),
             })?;
+            let redactions = crate::redact::container(&mut inspect, &mut logs);
+            // A marker can be longer than the secret it replaced.
+            if logs.len() > MAX_LOG_BYTES {
+                logs = logs::keep_last(logs, MAX_LOG_BYTES).0;
+                logs_truncated = true;
+            }
             out.push(ContainerEvidence {
                 name: info.name,
                 inspect,
                 logs,
+                logs_truncated,
+                redactions,
             });
         }
         Ok(out)
@@ -408,14 +424,15 @@ impl Engine {
         }
     }
 
-    /// The last `lines` log lines of a container, stdout and stderr, with timestamps.
+    /// The last `lines` log lines of a container, stdout and stderr, with timestamps, at most
+    /// [`MAX_LOG_BYTES`] of them; and whether older lines were dropped for that cap.
     async fn tail_logs(
         &self,
         service: &str,
         id: &str,
         name: &str,
         lines: usize,
-    ) -> Result<String, DockerError> {
+    ) -> Result<(String, bool), DockerError> {
         let options = LogsOptions {
             stdout: true,
             stderr: true,
@@ -424,14 +441,14 @@ impl Engine {
             ..Default::default()
         };
         let collect = self.docker.logs(id, Some(options)).try_fold(
-            String::new(),
-            |mut acc, chunk| async move {
-                acc.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
-                Ok(acc)
+            logs::Tail::new(MAX_LOG_BYTES),
+            |mut tail, chunk| async move {
+                tail.push(&chunk.into_bytes());
+                Ok(tail)
             },
         );
         let op = format!("read the logs of container `{name}` of service `{service}`");
-        self.call(op, Duration::ZERO, collect).await
+        Ok(self.call(op, Duration::ZERO, collect).await?.finish())
     }
 }
 

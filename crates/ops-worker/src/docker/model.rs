@@ -101,13 +101,18 @@ fn date_string<T: Serialize>(value: &T) -> Option<String> {
 pub struct ContainerEvidence {
     /// Container name.
     pub name: String,
-    /// The engine's full inspect answer, as JSON.
+    /// The engine's inspect answer, as JSON, redacted (see [`crate::redact`]).
     pub inspect: serde_json::Value,
     /// The last log lines, stdout and stderr interleaved as the engine returns them, each line
-    /// prefixed with its RFC 3339 timestamp. The engine copies the two streams separately, so
-    /// lines of different streams written within milliseconds may appear out of order; the
-    /// timestamps give the true order.
+    /// prefixed with its RFC 3339 timestamp, at most [`super::MAX_LOG_BYTES`] of them, with the
+    /// secrets found in the inspect data replaced. The engine copies the two streams
+    /// separately, so lines of different streams written within milliseconds may appear out of
+    /// order; the timestamps give the true order.
     pub logs: String,
+    /// True when older lines were dropped to keep the logs within [`super::MAX_LOG_BYTES`].
+    pub logs_truncated: bool,
+    /// What was removed from `inspect` and `logs`: places and reasons, never values.
+    pub redactions: Vec<crate::redact::Redaction>,
 }
 
 /// One old container replaced by a new one during a deploy.
