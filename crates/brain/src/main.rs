@@ -59,7 +59,10 @@ Policy file (TOML, --policy; checked at start, errors give the line; `brain chec
              circuit_breaker = { failures = 3, within_s = 300, open_s = 600 }  (optional; default)
   [fallback] action, parameters, cooldown_s, ..  (optional: proposed, as UNKNOWN, when no rule
              covers an incident)
-  The target of an action is its service_name or device_id parameter (else the incident id).
+  The target of an action is its service_name or device_id parameter (else the incident id),
+  exactly as rendered. It must be a canonical name: a-z, 0-9, '.', '_', '-', starting with a
+  letter or digit, at most 63 characters, not `all`. Anything else (\"web \", \"Web\", \"\",
+  \"all\") gets NO_ACTION naming the target and the rule it breaks; nothing is trimmed.
   See crates/brain/policy.toml for a documented example.
 
 Config file (TOML, --config; optional): [nats] url, replicas; [brain] policy (relative to the

@@ -35,6 +35,7 @@ use contracts::approval_signature::AdminKeyring;
 use contracts::generated::action_v1::ActionActionType;
 use contracts::generated::decision_v1::DecisionAutonomyLevel;
 use contracts::generated::incident_v1::{IncidentIncidentType, IncidentSeverity};
+use contracts::target::{CanonicalTarget, TargetError};
 use contracts::Incident;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -293,6 +294,13 @@ pub enum Evaluation<'a> {
         /// Why each covering rule failed.
         failures: Vec<String>,
     },
+    /// The first covering rule that rendered names a target brain refuses: nothing is proposed,
+    /// and later rules (or the fallback) are not tried, since any action would be taken on
+    /// the strength of a name the platform does not accept.
+    TargetRefused {
+        rule: &'a Rule,
+        refusal: TargetRefusal,
+    },
     /// No rule covers the incident and there is no fallback.
     NoRule {
         /// Rules that cover the incident type but not its severity.
@@ -305,8 +313,8 @@ pub enum Evaluation<'a> {
 pub struct Proposal<'a> {
     pub rule: &'a Rule,
     pub parameters: Map<String, Value>,
-    /// Rendered `service_name`, else `device_id`, else the incident id.
-    pub target: String,
+    /// Rendered `service_name`, else `device_id`, else the incident id; see [`target_of`].
+    pub target: CanonicalTarget,
     /// Covering rules before this one that could not render, with why.
     pub skipped: Vec<String>,
     /// Rules that cover the incident type but not its severity (for the fallback's reasoning).
@@ -322,7 +330,7 @@ impl<'a> Proposal<'a> {
     pub fn limit_key(&self) -> LimitKey {
         LimitKey {
             action_type: self.rule.action.to_string(),
-            target: self.target.clone(),
+            target: self.target.to_string(),
         }
     }
 }
@@ -331,6 +339,9 @@ impl<'a> Proposal<'a> {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct LimitKey {
     pub action_type: String,
+    /// Always a canonical name (from [`Proposal::limit_key`]), so one service has one key
+    /// however an event spelled it. Plain text because it is stored in approval requests'
+    /// records, which must stay readable.
     pub target: String,
 }
 
@@ -340,14 +351,67 @@ impl std::fmt::Display for LimitKey {
     }
 }
 
-/// The target of an action: its `service_name` or `device_id`, else the incident id.
-pub fn target_of(parameters: &Map<String, Value>, incident_id: &uuid::Uuid) -> String {
-    ["service_name", "device_id"]
-        .iter()
-        .find_map(|k| parameters.get(*k).and_then(Value::as_str))
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .unwrap_or_else(|| incident_id.to_string())
+/// The parameters that name an action's target (what commander hands ops-worker), in the
+/// order brain looks for one.
+pub const TARGET_PARAMETERS: [&str; 2] = ["service_name", "device_id"];
+
+/// Why brain will not act on the target a rule rendered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TargetRefusal {
+    /// The name is not canonical: empty, padded, upper-case, `all`, … ([`contracts::target`]).
+    #[error("{error}")]
+    NotCanonical {
+        parameter: &'static str,
+        error: TargetError,
+    },
+}
+
+impl TargetRefusal {
+    /// The parameter that named the target.
+    pub fn parameter(&self) -> &'static str {
+        match self {
+            TargetRefusal::NotCanonical { parameter, .. } => parameter,
+        }
+    }
+}
+
+/// The target of an action: its `service_name` or `device_id` exactly as rendered, which must
+/// be a canonical name — it is never trimmed or case-folded, so `"web "` cannot count apart
+/// from `web`, and `all` is refused. An action naming neither (a notification, an
+/// acknowledgement) counts per incident: its id.
+pub fn target_of(
+    parameters: &Map<String, Value>,
+    incident_id: &uuid::Uuid,
+) -> Result<CanonicalTarget, TargetRefusal> {
+    let named = TARGET_PARAMETERS
+        .into_iter()
+        .find_map(|parameter| Some((parameter, parameters.get(parameter)?.as_str()?)));
+    match named {
+        Some((parameter, text)) => CanonicalTarget::parse(text)
+            .map_err(|error| TargetRefusal::NotCanonical { parameter, error }),
+        None => Ok(CanonicalTarget::parse(&incident_id.to_string())
+            .expect("a hyphenated lower-case UUID is a canonical name")),
+    }
+}
+
+/// A rendered rule's proposal, or its refusal when the target is refused.
+fn propose<'a>(
+    rule: &'a Rule,
+    parameters: Map<String, Value>,
+    incident: &Incident,
+    skipped: Vec<String>,
+    near_misses: Vec<String>,
+) -> Evaluation<'a> {
+    match target_of(&parameters, &incident.incident_id) {
+        Ok(target) => Evaluation::Proposal(Proposal {
+            rule,
+            parameters,
+            target,
+            skipped,
+            near_misses,
+        }),
+        Err(refusal) => Evaluation::TargetRefused { rule, refusal },
+    }
 }
 
 impl Policy {
@@ -415,13 +479,7 @@ impl Policy {
         for rule in self.rules.iter().filter(|r| r.covers(incident)) {
             match rule.render(incident) {
                 Ok(parameters) => {
-                    return Evaluation::Proposal(Proposal {
-                        rule,
-                        target: target_of(&parameters, &incident.incident_id),
-                        parameters,
-                        skipped: failures,
-                        near_misses,
-                    })
+                    return propose(rule, parameters, incident, failures, near_misses)
                 }
                 Err((key, error)) => {
                     first_failed.get_or_insert(rule);
@@ -437,13 +495,7 @@ impl Policy {
         }
         match &self.fallback {
             Some(fallback) => match fallback.render(incident) {
-                Ok(parameters) => Evaluation::Proposal(Proposal {
-                    rule: fallback,
-                    target: target_of(&parameters, &incident.incident_id),
-                    parameters,
-                    skipped: Vec::new(),
-                    near_misses,
-                }),
+                Ok(parameters) => propose(fallback, parameters, incident, Vec::new(), near_misses),
                 Err((key, error)) => Evaluation::RenderFailed {
                     rule: fallback,
                     failures: vec![format!(

@@ -48,6 +48,18 @@ impl fmt::Display for CanonicalTarget {
     }
 }
 
+impl PartialEq<str> for CanonicalTarget {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for CanonicalTarget {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
 impl AsRef<str> for CanonicalTarget {
     fn as_ref(&self) -> &str {
         &self.0

@@ -509,3 +509,28 @@ cooldown_s = 10
     let params: &Map<String, Value> = &plan.decision.proposed_action.unwrap().parameters;
     assert_eq!(params["incident_id"], "web");
 }
+
+#[test]
+fn a_target_that_is_not_canonical_is_refused_at_every_level_before_limits() {
+    for level in ["N1", "N2", "N3"] {
+        let policy = policy(level, true);
+        for (incident_type, name) in [("service_outage", "all"), ("metric_anomaly", "web ")] {
+            let mut incident = incident(incident_type, "open");
+            incident
+                .tags
+                .insert("service_name".into(), name.to_string());
+            let plan = run(&policy, &incident, None, now());
+            let text = reasoning(&plan);
+            assert_eq!(kind(&plan), "NO_ACTION", "{level} {name:?}: {text}");
+            assert!(plan.action.is_none() && plan.request.is_none());
+            assert!(plan.change.is_none(), "a refusal records nothing");
+            assert!(plan.decision.proposed_action.is_none(), "nothing suggested");
+            assert!(
+                text.contains(&format!("target {name:?} is not a canonical name")),
+                "{text}"
+            );
+            assert!(text.contains("parameters.service_name"), "{text}");
+            assert!(text.contains("policy rule `"), "{text}");
+        }
+    }
+}

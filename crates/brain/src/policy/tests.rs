@@ -1,4 +1,5 @@
 use super::*;
+use contracts::target::TargetProblem;
 
 const KEY: &str = "7zWRtRe5IQL9oM3LHBLcU8JmLoqmwNe225WAXZpO/rI=";
 
@@ -43,11 +44,12 @@ fn the_shipped_example_is_valid_and_covers_what_it_says() {
     assert_eq!(policy.autonomy_level, Level::N3);
     assert_eq!(policy.approval_timeout_s, 300);
     assert_eq!(policy.admins, vec!["ops-lead@example".to_string()]);
-    let rule_for =
-        |t: &str, s: &str, tags: &[(&str, &str)]| match policy.evaluate(&incident(t, s, tags)) {
-            Evaluation::Proposal(p) => (p.rule.action.to_string(), p.safety(), p.target.clone()),
-            other => panic!("{t}/{s}: {other:?}"),
-        };
+    let rule_for = |t: &str, s: &str, tags: &[(&str, &str)]| match policy
+        .evaluate(&incident(t, s, tags))
+    {
+        Evaluation::Proposal(p) => (p.rule.action.to_string(), p.safety(), p.target.to_string()),
+        other => panic!("{t}/{s}: {other:?}"),
+    };
     assert_eq!(
         rule_for("service_outage", "high", &[("service_name", "web")]),
         ("restart_service".into(), Safety::Safe, "web".into())
@@ -149,6 +151,78 @@ cooldown_s = 60
     }
     match policy.evaluate(&incident("metric_anomaly", "high", &[])) {
         Evaluation::NoRule { near_misses } => assert!(near_misses.is_empty()),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_rendered_target_must_be_canonical_and_a_refusal_ends_the_evaluation() {
+    let text = r#"
+autonomy_level = "N2"
+[[rules]]
+name = "restart"
+incident_types = ["service_outage"]
+action = "restart_service"
+safety = "SAFE"
+parameters = { service_name = "${tags.service_name}" }
+cooldown_s = 60
+[[rules]]
+name = "notify"
+incident_types = ["service_outage"]
+action = "send_notification"
+safety = "SAFE"
+parameters = { message = "outage" }
+cooldown_s = 60
+[[rules]]
+name = "device"
+incident_types = ["edge_device_failure"]
+action = "restart_edge_device"
+safety = "SAFE"
+parameters = { device_id = "${tags.device_id}" }
+cooldown_s = 60
+"#;
+    let policy = Policy::parse(text, "t").unwrap();
+    let cases = [
+        ("service_outage", "service_name", "", TargetProblem::Empty),
+        (
+            "service_outage",
+            "service_name",
+            "all",
+            TargetProblem::ReservedAll,
+        ),
+        (
+            "service_outage",
+            "service_name",
+            "web ",
+            TargetProblem::SurroundingWhitespace,
+        ),
+        (
+            "edge_device_failure",
+            "device_id",
+            "GW-7",
+            TargetProblem::Uppercase('G'),
+        ),
+    ];
+    for (incident_type, tag, value, problem) in cases {
+        match policy.evaluate(&incident(incident_type, "high", &[(tag, value)])) {
+            Evaluation::TargetRefused { rule, refusal } => {
+                assert_ne!(rule.name, "notify", "later rules are not tried");
+                assert_eq!(refusal.parameter(), tag);
+                match refusal {
+                    TargetRefusal::NotCanonical { error, .. } => {
+                        assert_eq!((error.target.as_str(), error.problem), (value, problem))
+                    }
+                }
+            }
+            other => panic!("{value:?}: {other:?}"),
+        }
+    }
+    // Without a service or device the incident id is the target (for the limits).
+    match policy.evaluate(&incident("service_outage", "high", &[])) {
+        Evaluation::Proposal(p) => {
+            assert_eq!(p.rule.name, "notify");
+            assert_eq!(p.target, "e725c20a-d5ea-4984-9043-b8e2be93a27c");
+        }
         other => panic!("{other:?}"),
     }
 }
