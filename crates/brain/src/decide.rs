@@ -18,9 +18,10 @@
 //! ops interlock is disarmed (or cannot be read).
 //!
 //! Before any of that, at every level: a rule whose rendered target (`service_name`,
-//! `device_id`) is not a canonical name gets NO_ACTION naming the target and the rule it
-//! breaks ([`crate::policy::target_of`]). Targets come from event data, and the platform acts
-//! on a name only as it is spelled.
+//! `device_id`) is not a canonical name, or not in the rule's `targets`, gets NO_ACTION naming
+//! the target and the rule it breaks ([`crate::policy::target_of`]). Targets come from event
+//! data, and the platform acts on a name only as it is spelled and only where the policy lets
+//! it.
 
 use contracts::generated::incident_v1::IncidentState;
 use contracts::{Action, ApprovalRequest, ContractError, Decision, Incident, Timestamp};
@@ -29,7 +30,7 @@ use uuid::Uuid;
 use crate::interlock::{Armed, InterlockState};
 use crate::limits::{assess, ActionMark, LimitState, RequestMark};
 use crate::messages::{tags, ActionDraft, DecisionDraft, DecisionType, Proposed, RequestDraft};
-use crate::policy::{Evaluation, Level, LimitKey, Proposal, Safety};
+use crate::policy::{Evaluation, Level, LimitKey, Proposal, Safety, TargetRefusal};
 use crate::records::RequestRecord;
 
 /// The level in force and why.
@@ -217,6 +218,10 @@ pub fn decide(
             );
         }
         Evaluation::TargetRefused { rule, refusal } => {
+            let remedy = match refusal {
+                TargetRefusal::NotCanonical { .. } => "The target comes from the incident's tags, which the event source sets: fix the name there (brain acts on a name only as it is spelled)",
+                TargetRefusal::NotAllowed { .. } => "If brain should act on it, add it to that `targets` list of the policy",
+            };
             return no_action(
                 rule.safety,
                 join(&[
@@ -227,7 +232,7 @@ pub fn decide(
                         refusal.parameter()
                     ),
                     autonomy.why.clone(),
-                    "The target comes from the incident's tags, which the event source sets: fix the name there (brain acts on a name only as it is spelled)".to_string(),
+                    remedy.to_string(),
                 ]),
                 None,
             );

@@ -5,6 +5,7 @@
 //! ```toml
 //! autonomy_level = "N3"          # N0 observe, N1 suggest, N2 execute SAFE, N3 + approvals
 //! approval_timeout_s = 300       # default 300, at most 3600
+//! targets = ["web", "api", "gw-7"]  # optional: the only targets any rule may act on
 //!
 //! [[admins]]                     # who may approve (Ed25519 public keys, base64)
 //! identity = "alice@ops"
@@ -17,6 +18,7 @@
 //! action = "restart_service"
 //! safety = "SAFE"                            # SAFE or RISKY
 //! parameters = { service_name = "${tags.service_name}", timeout_s = 30 }
+//! targets = ["web", "api"]                   # optional: replaces the policy's list here
 //! cooldown_s = 300                           # per action + target
 //! rate_limit = { max = 3, per_s = 3600 }     # optional, per action + target
 //! circuit_breaker = { failures = 3, within_s = 300, open_s = 600 }  # optional; these defaults
@@ -247,6 +249,33 @@ pub struct Rule {
     pub safety: Safety,
     pub parameters: Vec<(String, Param)>,
     pub limits: Limits,
+    /// The targets it may act on: its own `targets`, else the policy's; any canonical name
+    /// when `None`.
+    pub targets: Option<AllowedTargets>,
+}
+
+/// A `targets` list of the policy file: the only service names and device ids a rule may act
+/// on. Entries are canonical names, checked at load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedTargets {
+    pub names: Vec<CanonicalTarget>,
+    /// Line of the list in the policy file.
+    pub line: usize,
+}
+
+impl AllowedTargets {
+    pub fn allows(&self, target: &CanonicalTarget) -> bool {
+        self.names.contains(target)
+    }
+
+    /// The names, comma separated.
+    pub fn list(&self) -> String {
+        self.names
+            .iter()
+            .map(CanonicalTarget::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 impl Rule {
@@ -364,33 +393,51 @@ pub enum TargetRefusal {
         parameter: &'static str,
         error: TargetError,
     },
+    /// A canonical name the rule's `targets` list does not contain.
+    #[error("target {:?} is not one the policy allows here (`targets` at line {}: {})", .target.as_str(), .allowed.line, .allowed.list())]
+    NotAllowed {
+        parameter: &'static str,
+        target: CanonicalTarget,
+        allowed: AllowedTargets,
+    },
 }
 
 impl TargetRefusal {
     /// The parameter that named the target.
     pub fn parameter(&self) -> &'static str {
         match self {
-            TargetRefusal::NotCanonical { parameter, .. } => parameter,
+            TargetRefusal::NotCanonical { parameter, .. }
+            | TargetRefusal::NotAllowed { parameter, .. } => parameter,
         }
     }
 }
 
 /// The target of an action: its `service_name` or `device_id` exactly as rendered, which must
 /// be a canonical name — it is never trimmed or case-folded, so `"web "` cannot count apart
-/// from `web`, and `all` is refused. An action naming neither (a notification, an
-/// acknowledgement) counts per incident: its id.
+/// from `web`, and `all` is refused — and in `allowed` when the rule has a `targets` list. An
+/// action naming neither (a notification, an acknowledgement) counts per incident: its id,
+/// which names no service, so no list applies to it.
 pub fn target_of(
     parameters: &Map<String, Value>,
     incident_id: &uuid::Uuid,
+    allowed: Option<&AllowedTargets>,
 ) -> Result<CanonicalTarget, TargetRefusal> {
     let named = TARGET_PARAMETERS
         .into_iter()
         .find_map(|parameter| Some((parameter, parameters.get(parameter)?.as_str()?)));
-    match named {
-        Some((parameter, text)) => CanonicalTarget::parse(text)
-            .map_err(|error| TargetRefusal::NotCanonical { parameter, error }),
-        None => Ok(CanonicalTarget::parse(&incident_id.to_string())
-            .expect("a hyphenated lower-case UUID is a canonical name")),
+    let Some((parameter, text)) = named else {
+        return Ok(CanonicalTarget::parse(&incident_id.to_string())
+            .expect("a hyphenated lower-case UUID is a canonical name"));
+    };
+    let target = CanonicalTarget::parse(text)
+        .map_err(|error| TargetRefusal::NotCanonical { parameter, error })?;
+    match allowed {
+        Some(allowed) if !allowed.allows(&target) => Err(TargetRefusal::NotAllowed {
+            parameter,
+            target,
+            allowed: allowed.clone(),
+        }),
+        _ => Ok(target),
     }
 }
 
@@ -402,7 +449,7 @@ fn propose<'a>(
     skipped: Vec<String>,
     near_misses: Vec<String>,
 ) -> Evaluation<'a> {
-    match target_of(&parameters, &incident.incident_id) {
+    match target_of(&parameters, &incident.incident_id, rule.targets.as_ref()) {
         Ok(target) => Evaluation::Proposal(Proposal {
             rule,
             parameters,
@@ -544,8 +591,13 @@ impl Policy {
                     )
                 })
                 .unwrap_or_default();
+            let targets = rule
+                .targets
+                .as_ref()
+                .map(|t| format!("; only on {}", t.list()))
+                .unwrap_or_default();
             out.push_str(&format!(
-                "  {} (line {}): {}{} → {} {}; {}\n",
+                "  {} (line {}): {}{} → {} {}; {}{targets}\n",
                 rule.name,
                 rule.line,
                 types.join(", "),

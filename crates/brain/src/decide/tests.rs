@@ -534,3 +534,34 @@ fn a_target_that_is_not_canonical_is_refused_at_every_level_before_limits() {
         }
     }
 }
+
+#[test]
+fn a_target_the_policy_does_not_list_is_refused_saying_where_the_list_is() {
+    let text = r#"
+autonomy_level = "N2"
+targets = ["web"]
+[[rules]]
+name = "restart"
+incident_types = ["service_outage"]
+action = "restart_service"
+safety = "SAFE"
+parameters = { service_name = "${tags.service_name}" }
+cooldown_s = 300
+"#;
+    let policy = Policy::parse(text, "t").unwrap();
+    let mut incident = incident("service_outage", "open");
+    incident
+        .tags
+        .insert("service_name".into(), "billing".to_string());
+    let plan = run(&policy, &incident, None, now());
+    let text = reasoning(&plan);
+    assert_eq!(kind(&plan), "NO_ACTION", "{text}");
+    assert!(plan.action.is_none() && plan.change.is_none());
+    assert!(
+        text.contains(
+            r#"target "billing" is not one the policy allows here (`targets` at line 3: web)"#
+        ),
+        "{text}"
+    );
+    assert!(text.contains("add it to that `targets` list"), "{text}");
+}
