@@ -16,6 +16,12 @@
 //!
 //! The effective level is the policy's level capped by the ops risk ceiling, and N0 while the
 //! ops interlock is disarmed (or cannot be read).
+//!
+//! Before any of that, at every level: a rule whose rendered target (`service_name`,
+//! `device_id`) is not a canonical name, or not in the rule's `targets`, gets NO_ACTION naming
+//! the target and the rule it breaks ([`crate::policy::target_of`]). Targets come from event
+//! data, and the platform acts on a name only as it is spelled and only where the policy lets
+//! it.
 
 use contracts::generated::incident_v1::IncidentState;
 use contracts::{Action, ApprovalRequest, ContractError, Decision, Incident, Timestamp};
@@ -24,7 +30,7 @@ use uuid::Uuid;
 use crate::interlock::{Armed, InterlockState};
 use crate::limits::{assess, ActionMark, LimitState, RequestMark};
 use crate::messages::{tags, ActionDraft, DecisionDraft, DecisionType, Proposed, RequestDraft};
-use crate::policy::{Evaluation, Level, LimitKey, Proposal, Safety};
+use crate::policy::{Evaluation, Level, LimitKey, Proposal, Safety, TargetRefusal};
 use crate::records::RequestRecord;
 
 /// The level in force and why.
@@ -165,7 +171,9 @@ pub fn decide(
     if incident.state != IncidentState::Open {
         let safety = match evaluation {
             Evaluation::Proposal(p) => p.safety(),
-            Evaluation::RenderFailed { rule, .. } => rule.safety,
+            Evaluation::RenderFailed { rule, .. } | Evaluation::TargetRefused { rule, .. } => {
+                rule.safety
+            }
             Evaluation::NoRule { .. } => Safety::Unknown,
         };
         return no_action(
@@ -205,6 +213,26 @@ pub fn decide(
                     format!("{what_first} is covered by the policy, but no covering rule can build its parameters: {}; nothing is done", failures.join("; ")),
                     autonomy.why.clone(),
                     "Fix the rule's templates, or the tags guardian puts on such incidents".to_string(),
+                ]),
+                None,
+            );
+        }
+        Evaluation::TargetRefused { rule, refusal } => {
+            let remedy = match refusal {
+                TargetRefusal::NotCanonical { .. } => "The target comes from the incident's tags, which the event source sets: fix the name there (brain acts on a name only as it is spelled)",
+                TargetRefusal::NotAllowed { .. } => "If brain should act on it, add it to that `targets` list of the policy",
+            };
+            return no_action(
+                rule.safety,
+                join(&[
+                    format!(
+                        "{what_first}: {} would {} on the target its parameters.{} names, but brain refuses it: {refusal}; nothing is done",
+                        rule_label(rule),
+                        rule.action,
+                        refusal.parameter()
+                    ),
+                    autonomy.why.clone(),
+                    remedy.to_string(),
                 ]),
                 None,
             );
@@ -423,6 +451,15 @@ pub fn decide(
     }
 }
 
+/// How reasoning names a rule.
+fn rule_label(rule: &crate::policy::Rule) -> String {
+    if rule.safety == Safety::Unknown {
+        format!("the policy's [fallback] (line {})", rule.line)
+    } else {
+        format!("policy rule `{}` (line {})", rule.name, rule.line)
+    }
+}
+
 fn capitalize(text: &str) -> String {
     let mut chars = text.chars();
     match chars.next() {
@@ -441,7 +478,7 @@ fn proposed(proposal: &Proposal<'_>) -> Proposed {
 fn proposal_tags(proposal: &Proposal<'_>) -> std::collections::BTreeMap<String, String> {
     tags([
         ("policy_rule", proposal.rule.name.clone()),
-        ("target", proposal.target.clone()),
+        ("target", proposal.target.to_string()),
     ])
 }
 

@@ -4,7 +4,9 @@
 //!
 //! What it is for:
 //! - mapping an incident to an action with a safety class (SAFE, RISKY; UNKNOWN when no rule
-//!   covers it) through the [`policy`] file, validated at start with line numbers;
+//!   covers it) through the [`policy`] file, validated at start with line numbers — on a
+//!   target that is a canonical name ([`contracts::target`]) as the incident spells it, never
+//!   a repaired one and never `all`;
 //! - deciding ([`decide`], pure) what the effective autonomy level allows — N0 observe, N1
 //!   suggest, N2 execute SAFE, N3 execute SAFE and request approval for RISKY — within the
 //!   cooldowns, rate limits and circuit breakers of each action and target ([`limits`]), and

@@ -46,6 +46,7 @@ only (N0) until `arm`; `set_risk` caps the level. Changes apply without a restar
 Policy file (TOML, --policy; checked at start, errors give the line; `brain check` checks one):
   autonomy_level = \"N0\".. \"N3\"
   approval_timeout_s = 300                  (default 300, at most 3600)
+  targets = [\"web\", \"gw-7\", ..]             (optional: the only targets any rule may act on)
   [[admins]] identity, public_key           (base64 Ed25519; who may approve)
   [[rules]]  name, incident_types = [..], severities = [..] (optional),
              action = restart_service | scale_service | send_notification | acknowledge_incident
@@ -53,13 +54,18 @@ Policy file (TOML, --policy; checked at start, errors give the line; `brain chec
              safety = \"SAFE\" | \"RISKY\",
              parameters = { .. }            (strings may use ${tags.<key>}, ${incident.incident_id},
                                              ${incident.severity}, ${incident.incident_type})
+             targets = [..]                 (optional: replaces the policy's targets here)
              cooldown_s = N                 (per action + target; also stops re-emitted versions
                                              of one incident from acting twice)
              rate_limit = { max = N, per_s = S }                    (optional)
              circuit_breaker = { failures = 3, within_s = 300, open_s = 600 }  (optional; default)
   [fallback] action, parameters, cooldown_s, ..  (optional: proposed, as UNKNOWN, when no rule
              covers an incident)
-  The target of an action is its service_name or device_id parameter (else the incident id).
+  The target of an action is its service_name or device_id parameter (else the incident id),
+  exactly as rendered. It must be a canonical name: a-z, 0-9, '.', '_', '-', starting with a
+  letter or digit, at most 63 characters, not `all`. Anything else (\"web \", \"Web\", \"\",
+  \"all\") gets NO_ACTION naming the target and the rule it breaks; nothing is trimmed. So
+  does a name missing from the rule's targets (its own, else the policy's; none: any name).
   See crates/brain/policy.toml for a documented example.
 
 Config file (TOML, --config; optional): [nats] url, replicas; [brain] policy (relative to the

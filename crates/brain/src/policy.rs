@@ -5,6 +5,7 @@
 //! ```toml
 //! autonomy_level = "N3"          # N0 observe, N1 suggest, N2 execute SAFE, N3 + approvals
 //! approval_timeout_s = 300       # default 300, at most 3600
+//! targets = ["web", "api", "gw-7"]  # optional: the only targets any rule may act on
 //!
 //! [[admins]]                     # who may approve (Ed25519 public keys, base64)
 //! identity = "alice@ops"
@@ -17,6 +18,7 @@
 //! action = "restart_service"
 //! safety = "SAFE"                            # SAFE or RISKY
 //! parameters = { service_name = "${tags.service_name}", timeout_s = 30 }
+//! targets = ["web", "api"]                   # optional: replaces the policy's list here
 //! cooldown_s = 300                           # per action + target
 //! rate_limit = { max = 3, per_s = 3600 }     # optional, per action + target
 //! circuit_breaker = { failures = 3, within_s = 300, open_s = 600 }  # optional; these defaults
@@ -35,6 +37,7 @@ use contracts::approval_signature::AdminKeyring;
 use contracts::generated::action_v1::ActionActionType;
 use contracts::generated::decision_v1::DecisionAutonomyLevel;
 use contracts::generated::incident_v1::{IncidentIncidentType, IncidentSeverity};
+use contracts::target::{CanonicalTarget, TargetError};
 use contracts::Incident;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -246,6 +249,33 @@ pub struct Rule {
     pub safety: Safety,
     pub parameters: Vec<(String, Param)>,
     pub limits: Limits,
+    /// The targets it may act on: its own `targets`, else the policy's; any canonical name
+    /// when `None`.
+    pub targets: Option<AllowedTargets>,
+}
+
+/// A `targets` list of the policy file: the only service names and device ids a rule may act
+/// on. Entries are canonical names, checked at load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedTargets {
+    pub names: Vec<CanonicalTarget>,
+    /// Line of the list in the policy file.
+    pub line: usize,
+}
+
+impl AllowedTargets {
+    pub fn allows(&self, target: &CanonicalTarget) -> bool {
+        self.names.contains(target)
+    }
+
+    /// The names, comma separated.
+    pub fn list(&self) -> String {
+        self.names
+            .iter()
+            .map(CanonicalTarget::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 impl Rule {
@@ -293,6 +323,13 @@ pub enum Evaluation<'a> {
         /// Why each covering rule failed.
         failures: Vec<String>,
     },
+    /// The first covering rule that rendered names a target brain refuses: nothing is proposed,
+    /// and later rules (or the fallback) are not tried, since any action would be taken on
+    /// the strength of a name the platform does not accept.
+    TargetRefused {
+        rule: &'a Rule,
+        refusal: TargetRefusal,
+    },
     /// No rule covers the incident and there is no fallback.
     NoRule {
         /// Rules that cover the incident type but not its severity.
@@ -305,8 +342,8 @@ pub enum Evaluation<'a> {
 pub struct Proposal<'a> {
     pub rule: &'a Rule,
     pub parameters: Map<String, Value>,
-    /// Rendered `service_name`, else `device_id`, else the incident id.
-    pub target: String,
+    /// Rendered `service_name`, else `device_id`, else the incident id; see [`target_of`].
+    pub target: CanonicalTarget,
     /// Covering rules before this one that could not render, with why.
     pub skipped: Vec<String>,
     /// Rules that cover the incident type but not its severity (for the fallback's reasoning).
@@ -322,7 +359,7 @@ impl<'a> Proposal<'a> {
     pub fn limit_key(&self) -> LimitKey {
         LimitKey {
             action_type: self.rule.action.to_string(),
-            target: self.target.clone(),
+            target: self.target.to_string(),
         }
     }
 }
@@ -331,6 +368,9 @@ impl<'a> Proposal<'a> {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct LimitKey {
     pub action_type: String,
+    /// Always a canonical name (from [`Proposal::limit_key`]), so one service has one key
+    /// however an event spelled it. Plain text because it is stored in approval requests'
+    /// records, which must stay readable.
     pub target: String,
 }
 
@@ -340,14 +380,85 @@ impl std::fmt::Display for LimitKey {
     }
 }
 
-/// The target of an action: its `service_name` or `device_id`, else the incident id.
-pub fn target_of(parameters: &Map<String, Value>, incident_id: &uuid::Uuid) -> String {
-    ["service_name", "device_id"]
-        .iter()
-        .find_map(|k| parameters.get(*k).and_then(Value::as_str))
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .unwrap_or_else(|| incident_id.to_string())
+/// The parameters that name an action's target (what commander hands ops-worker), in the
+/// order brain looks for one.
+pub const TARGET_PARAMETERS: [&str; 2] = ["service_name", "device_id"];
+
+/// Why brain will not act on the target a rule rendered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TargetRefusal {
+    /// The name is not canonical: empty, padded, upper-case, `all`, … ([`contracts::target`]).
+    #[error("{error}")]
+    NotCanonical {
+        parameter: &'static str,
+        error: TargetError,
+    },
+    /// A canonical name the rule's `targets` list does not contain.
+    #[error("target {:?} is not one the policy allows here (`targets` at line {}: {})", .target.as_str(), .allowed.line, .allowed.list())]
+    NotAllowed {
+        parameter: &'static str,
+        target: CanonicalTarget,
+        allowed: AllowedTargets,
+    },
+}
+
+impl TargetRefusal {
+    /// The parameter that named the target.
+    pub fn parameter(&self) -> &'static str {
+        match self {
+            TargetRefusal::NotCanonical { parameter, .. }
+            | TargetRefusal::NotAllowed { parameter, .. } => parameter,
+        }
+    }
+}
+
+/// The target of an action: its `service_name` or `device_id` exactly as rendered, which must
+/// be a canonical name — it is never trimmed or case-folded, so `"web "` cannot count apart
+/// from `web`, and `all` is refused — and in `allowed` when the rule has a `targets` list. An
+/// action naming neither (a notification, an acknowledgement) counts per incident: its id,
+/// which names no service, so no list applies to it.
+pub fn target_of(
+    parameters: &Map<String, Value>,
+    incident_id: &uuid::Uuid,
+    allowed: Option<&AllowedTargets>,
+) -> Result<CanonicalTarget, TargetRefusal> {
+    let named = TARGET_PARAMETERS
+        .into_iter()
+        .find_map(|parameter| Some((parameter, parameters.get(parameter)?.as_str()?)));
+    let Some((parameter, text)) = named else {
+        return Ok(CanonicalTarget::parse(&incident_id.to_string())
+            .expect("a hyphenated lower-case UUID is a canonical name"));
+    };
+    let target = CanonicalTarget::parse(text)
+        .map_err(|error| TargetRefusal::NotCanonical { parameter, error })?;
+    match allowed {
+        Some(allowed) if !allowed.allows(&target) => Err(TargetRefusal::NotAllowed {
+            parameter,
+            target,
+            allowed: allowed.clone(),
+        }),
+        _ => Ok(target),
+    }
+}
+
+/// A rendered rule's proposal, or its refusal when the target is refused.
+fn propose<'a>(
+    rule: &'a Rule,
+    parameters: Map<String, Value>,
+    incident: &Incident,
+    skipped: Vec<String>,
+    near_misses: Vec<String>,
+) -> Evaluation<'a> {
+    match target_of(&parameters, &incident.incident_id, rule.targets.as_ref()) {
+        Ok(target) => Evaluation::Proposal(Proposal {
+            rule,
+            parameters,
+            target,
+            skipped,
+            near_misses,
+        }),
+        Err(refusal) => Evaluation::TargetRefused { rule, refusal },
+    }
 }
 
 impl Policy {
@@ -415,13 +526,7 @@ impl Policy {
         for rule in self.rules.iter().filter(|r| r.covers(incident)) {
             match rule.render(incident) {
                 Ok(parameters) => {
-                    return Evaluation::Proposal(Proposal {
-                        rule,
-                        target: target_of(&parameters, &incident.incident_id),
-                        parameters,
-                        skipped: failures,
-                        near_misses,
-                    })
+                    return propose(rule, parameters, incident, failures, near_misses)
                 }
                 Err((key, error)) => {
                     first_failed.get_or_insert(rule);
@@ -437,13 +542,7 @@ impl Policy {
         }
         match &self.fallback {
             Some(fallback) => match fallback.render(incident) {
-                Ok(parameters) => Evaluation::Proposal(Proposal {
-                    rule: fallback,
-                    target: target_of(&parameters, &incident.incident_id),
-                    parameters,
-                    skipped: Vec::new(),
-                    near_misses,
-                }),
+                Ok(parameters) => propose(fallback, parameters, incident, Vec::new(), near_misses),
                 Err((key, error)) => Evaluation::RenderFailed {
                     rule: fallback,
                     failures: vec![format!(
@@ -492,8 +591,13 @@ impl Policy {
                     )
                 })
                 .unwrap_or_default();
+            let targets = rule
+                .targets
+                .as_ref()
+                .map(|t| format!("; only on {}", t.list()))
+                .unwrap_or_default();
             out.push_str(&format!(
-                "  {} (line {}): {}{} → {} {}; {}\n",
+                "  {} (line {}): {}{} → {} {}; {}{targets}\n",
                 rule.name,
                 rule.line,
                 types.join(", "),

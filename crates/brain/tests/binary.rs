@@ -100,6 +100,8 @@ fn check_prints_the_policy_and_help_explains_the_keys() {
         "cooldown_s",
         "rate_limit",
         "circuit_breaker",
+        "targets = [",
+        "canonical name",
         "${tags.<key>}",
         "ORION_NATS_URL",
         "ORION_NATS_PASSWORD_BRAIN",

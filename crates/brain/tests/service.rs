@@ -499,3 +499,92 @@ async fn an_answer_to_a_request_brain_never_made_is_dead_lettered() {
     seen.quiet().await;
     brain.stop().await;
 }
+
+/// The `limits.*` keys in `brain_state`: one per action type and target brain counts.
+async fn limit_keys(server: &contracts::local_server::NatsServer) -> Vec<String> {
+    use futures::TryStreamExt;
+    let kv = admin_jetstream(server)
+        .await
+        .get_key_value("brain_state")
+        .await
+        .unwrap();
+    let mut keys: Vec<String> = kv
+        .keys()
+        .await
+        .unwrap()
+        .try_filter(|k| futures::future::ready(k.starts_with("limits.")))
+        .try_collect()
+        .await
+        .unwrap();
+    keys.sort();
+    keys
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_names_from_incidents_must_be_canonical_and_web_acts_once_however_it_is_spelled() {
+    let server = provisioned_server().await;
+    let brain = RunningBrain::start(&server, &policy("N2", &[], 300, "")).await;
+    let mut seen = Observer::new(&server).await;
+
+    // What an event source could put in data.service_name, and the rule each one breaks.
+    let refused = [
+        ("all", "reserved"),
+        ("", "empty"),
+        ("web ", "leading or trailing whitespace"),
+        (" web", "leading or trailing whitespace"),
+        ("web\t", "leading or trailing whitespace"),
+        ("Web", "uppercase"),
+    ];
+    let outage = |name: &str| incident("service_outage", "critical", &[("service_name", name)]);
+    let expect_refused = |decision: &contracts::Decision, name: &str, broken: &str| {
+        let text = reasoning(decision);
+        assert_eq!(kind(decision), "NO_ACTION", "{name:?}: {text}");
+        assert!(
+            text.contains(&format!("{name:?}")),
+            "{name:?} named: {text}"
+        );
+        assert!(text.contains(broken), "{name:?}: says {broken}: {text}");
+        assert!(
+            text.contains("restart-crashed-service"),
+            "names the rule: {text}"
+        );
+    };
+    for (name, broken) in refused {
+        publish_incident(&server, &outage(name)).await;
+        expect_refused(&seen.decision().await, name, broken);
+    }
+    seen.no_action().await;
+
+    // The canonical name acts once; afterwards it is held by its cooldown, and the variants
+    // are still refused rather than counted under keys of their own.
+    publish_incident(&server, &outage("web")).await;
+    let decision = seen.decision().await;
+    assert_eq!(
+        kind(&decision),
+        "EXECUTE_SAFE_ACTION",
+        "{}",
+        reasoning(&decision)
+    );
+    assert_eq!(decision.tags["target"], "web");
+    let action = seen.action().await;
+    assert_eq!(action.parameters.service_name.unwrap().as_str(), "web");
+    for (name, broken) in &refused[2..] {
+        publish_incident(&server, &outage(name)).await;
+        expect_refused(&seen.decision().await, name, broken);
+    }
+    publish_incident(&server, &outage("web")).await;
+    let decision = seen.decision().await;
+    assert_eq!(kind(&decision), "NO_ACTION");
+    assert!(
+        reasoning(&decision).contains("cooldown of restart_service on web"),
+        "{}",
+        reasoning(&decision)
+    );
+    seen.quiet().await;
+    assert_eq!(
+        limit_keys(&server).await,
+        ["limits.restart_service.web"],
+        "one key for web, none for its variants"
+    );
+    brain.stop().await;
+}

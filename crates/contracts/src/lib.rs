@@ -9,7 +9,9 @@
 //! - the inventory as types: each contract's subject, schema, version and idempotency key
 //!   ([`Contract`]), and each service identity with what it may produce and consume
 //!   ([`Service`], [`Produces`], [`Consumes`]), so a publish the inventory does not allow does
-//!   not compile.
+//!   not compile;
+//! - [`target`]: the one definition of a canonical target name, which brain counts its limits
+//!   per and ops-worker acts on.
 //!
 //! What it is not for: moving messages (the bus does that on top of this crate), business
 //! rules (services), or editing contracts (edit `schemas/`, then run `cargo xtask codegen`).
@@ -26,6 +28,8 @@ mod validation;
 
 #[rustfmt::skip]
 pub mod generated;
+
+pub mod target;
 
 #[cfg(feature = "bus")]
 pub mod bus;

@@ -18,7 +18,9 @@
 //! - answering with `pending` for long commands and exactly one final receipt ([`receipts`]).
 //!
 //! What it is not for: deciding what to run (brain), approvals (approval-cli), or any HTTP API.
-//! It never acts on itself, on NATS, or on a service outside its allowlist.
+//! It never acts on itself, on NATS, or on a service outside its allowlist, and takes a target
+//! only as it is spelled: a name that is not canonical ([`contracts::target`]: `"web "`,
+//! `"Web"`, …) gets a failure receipt and is never trimmed or case-folded into a service.
 //!
 //! Start at [`worker`] for the life of a command, then [`executor`] for what each type does.
 

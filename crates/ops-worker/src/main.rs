@@ -48,7 +48,8 @@ Environment (the worker fails closed: without a strong secret it exits 1 before 
   ORION_NATS_URL        NATS URL (also NATS_URL; default nats://localhost:4222)
   ORION_NATS_USER       NATS user (default: ops-worker for run, ops-console for send)
   ORION_NATS_PASSWORD   NATS password (or ORION_NATS_PASSWORD_FILE, or ORION_NATS_PASSWORD_<USER>)
-  OPS_ALLOWLIST         services the worker may act on, comma-separated (also [docker] allowlist)
+  OPS_ALLOWLIST         services the worker may act on, comma-separated canonical names (also
+                        [docker] allowlist)
   OPS_SERVICE_LABEL     container label naming a service (default com.docker.compose.service)
   DOCKER_SOCKET         Docker engine socket (default /var/run/docker.sock)
   OPS_CLOCK_SKEW_S      replay window in seconds (default 300)
@@ -62,7 +63,14 @@ evidence_log_lines (at most 5000), evidence_receipts, ack_wait_s, max_in_flight.
 
 Evidence bundles (export_evidence, param log_lines clamped to 5000; logs at most 1 MiB per
 container) never hold environment values, credential-like labels and arguments, or URL user
-info: they are replaced by [redacted] and listed, without values, in redactions.json.";
+info: they are replaced by [redacted] and listed, without values, in redactions.json.
+
+Targets: a command's target is an allowlisted service spelled exactly as allowlisted, `all`
+(every allowlisted service), or empty for platform-wide commands (arm, disarm, set_risk,
+cancel_all; export_evidence of everything). Service names are canonical: a-z, 0-9, '.', '_'
+and '-', starting with a letter or digit, at most 63 characters, and never `all`. A target
+that is not (\"web \", \" web\", \"Web\") gets a failure receipt naming the problem and nothing
+runs: targets are never trimmed or case-folded. The allowlist must hold canonical names too.";
 
 #[derive(Subcommand)]
 enum Cmd {
@@ -90,7 +98,8 @@ struct SendArgs {
     /// restart, deploy, halt, disarm, arm, set_risk, cancel_all or export_evidence.
     #[arg(long = "type", value_name = "TYPE")]
     command_type: String,
-    /// An allowlisted service, `all`, or empty for platform-wide commands.
+    /// An allowlisted service spelled exactly as allowlisted (never trimmed or case-folded),
+    /// `all`, or empty for platform-wide commands.
     #[arg(long, default_value = "")]
     target: String,
     /// A parameter, KEY=VALUE (VALUE parsed as JSON when it can be: 10, true, "x"); repeatable.

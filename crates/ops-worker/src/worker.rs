@@ -4,7 +4,8 @@
 //!
 //! Ordering of a command's life, chosen so that a crash at any point neither runs a command
 //! twice nor leaves it without exactly one final receipt:
-//! 1. verify signature and clock skew (refusals get a failure receipt; nothing is recorded);
+//! 1. verify signature, clock skew and target (refusals get a failure receipt; nothing is
+//!    recorded);
 //! 2. wait for the target's lane (one command at a time per target; halt and cancel_all skip
 //!    lanes), reporting progress so JetStream does not redeliver meanwhile;
 //! 3. claim the id in the `ops_commands` bucket — only now, so a crash while queued leaves the
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use contracts::bus::{Bus, BusError, Delivery, Incoming, InvalidDelivery, SubscribeOptions};
 use contracts::services::OpsWorker;
+use contracts::target::{OpsTarget, TargetError};
 use contracts::{OpsCommand, OpsReceipt, Timestamp};
 use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
@@ -184,6 +186,10 @@ impl Worker {
         if let Err(why) = shared.within_skew(&command.ts) {
             return shared.refuse(delivery, &command_type, why, arrived).await;
         }
+        if let Err(e) = check_target(&command.target) {
+            let why = format!("refused: {e}; name an allowlisted service exactly, `all`, or nothing for a platform-wide command; nothing was done");
+            return shared.refuse(delivery, &command_type, why, arrived).await;
+        }
         if command_type == "cancel_all" {
             let Some((delivery, revision)) = shared.claim(delivery, arrived).await else {
                 return;
@@ -222,6 +228,17 @@ impl Worker {
                 .expect("in-flight poisoned")
                 .remove(&command.id);
         });
+    }
+}
+
+/// A target is empty (platform-wide commands; every service for export_evidence), `all`, or a
+/// canonical name. Checked before anything else happens because lanes and halt's cancellations
+/// compare targets as text: `"web "` must not get a lane of its own beside `"web"`.
+fn check_target(target: &str) -> Result<(), TargetError> {
+    if target.is_empty() {
+        Ok(())
+    } else {
+        OpsTarget::parse(target).map(drop)
     }
 }
 

@@ -107,7 +107,7 @@ async fn config_refuses_nats_and_the_worker_itself() {
             "{err}"
         );
     }
-    for entry in ["all", "", "two words"] {
+    for entry in ["all", "", "two words", "Web", "-web", "web/1"] {
         assert!(
             matches!(
                 DockerConfig::new([entry]),
@@ -184,6 +184,19 @@ async fn targets_expand_to_the_allowlist_and_others_are_refused() {
         engine.allowlisted("nats"),
         Err(DockerError::NotAllowlisted { .. })
     ));
+    // Spelled any other way, an allowlisted name is refused, saying why: never trimmed or
+    // case-folded into the service.
+    for variant in [
+        format!("{} ", svc.name),
+        format!(" {}", svc.name),
+        svc.name.to_uppercase(),
+    ] {
+        let err = engine.allowlisted(&variant).unwrap_err();
+        assert!(
+            err.to_string().contains(&format!("{variant:?}")),
+            "{variant:?}: {err}"
+        );
+    }
 
     // Acting on a service outside the allowlist is refused and leaves it alone.
     let err = engine.restart(&outsider.name, STOP).await.unwrap_err();

@@ -329,6 +329,70 @@ async fn forged_stale_and_malformed_commands_are_refused_and_nothing_runs() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_is_not_canonical_is_refused_and_no_container_is_touched() {
+    let (docker, web) = setup().await;
+    let since = time::OffsetDateTime::now_utc().unix_timestamp() - 1;
+    web.run(busybox()).await;
+    let server = provisioned_server().await;
+    let _worker = WorkerProcess::start(&server, &[&web.name], &[]).await;
+    let console = console(&server).await;
+
+    // The allowlisted name with a space after it, as an event once carried it.
+    let padded = format!("{} ", web.name);
+    let cases = [
+        ("restart", padded.clone(), "leading or trailing whitespace"),
+        ("halt", padded.clone(), "leading or trailing whitespace"),
+        (
+            "restart",
+            format!("\t{}", web.name),
+            "leading or trailing whitespace",
+        ),
+        ("restart", web.name.to_uppercase(), "uppercase"),
+    ];
+    for (command_type, target, problem) in cases {
+        let receipts = send(
+            &console,
+            &signed(command(command_type, &target, json!({"timeout_s": 1}))),
+        )
+        .await;
+        let last = final_receipt(&receipts);
+        assert_eq!(
+            last.status.to_string(),
+            "failure",
+            "{command_type} {target:?}"
+        );
+        let error = error_of(last);
+        assert!(
+            error.contains(&format!("{target:?}")) && error.contains(problem),
+            "{command_type} {target:?}: the receipt names the target and the problem: {error}"
+        );
+        assert!(
+            receipts.pending.is_empty(),
+            "{command_type} {target:?}: refused before it was accepted"
+        );
+    }
+    assert!(
+        web.containers().await.iter().all(running),
+        "a refused halt stopped a container"
+    );
+    assert_eq!(
+        starts_since(&docker, &web.name, since).await,
+        1,
+        "only the first start: a refused command restarted a container"
+    );
+
+    // `all` keeps its meaning on signed ops commands (and the refused halt did not disarm).
+    let receipts = send(
+        &console,
+        &signed(command("restart", "all", json!({"timeout_s": 1}))),
+    )
+    .await;
+    let last = final_receipt(&receipts);
+    assert_eq!(last.status.to_string(), "success", "{}", error_of(last));
+    assert_eq!(starts_since(&docker, &web.name, since).await, 1 + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_command_is_not_executed_again_and_gets_its_stored_receipt() {
     let (docker, web) = setup().await;
     let since = time::OffsetDateTime::now_utc().unix_timestamp() - 1;

@@ -509,3 +509,59 @@ cooldown_s = 10
     let params: &Map<String, Value> = &plan.decision.proposed_action.unwrap().parameters;
     assert_eq!(params["incident_id"], "web");
 }
+
+#[test]
+fn a_target_that_is_not_canonical_is_refused_at_every_level_before_limits() {
+    for level in ["N1", "N2", "N3"] {
+        let policy = policy(level, true);
+        for (incident_type, name) in [("service_outage", "all"), ("metric_anomaly", "web ")] {
+            let mut incident = incident(incident_type, "open");
+            incident
+                .tags
+                .insert("service_name".into(), name.to_string());
+            let plan = run(&policy, &incident, None, now());
+            let text = reasoning(&plan);
+            assert_eq!(kind(&plan), "NO_ACTION", "{level} {name:?}: {text}");
+            assert!(plan.action.is_none() && plan.request.is_none());
+            assert!(plan.change.is_none(), "a refusal records nothing");
+            assert!(plan.decision.proposed_action.is_none(), "nothing suggested");
+            assert!(
+                text.contains(&format!("target {name:?} is not a canonical name")),
+                "{text}"
+            );
+            assert!(text.contains("parameters.service_name"), "{text}");
+            assert!(text.contains("policy rule `"), "{text}");
+        }
+    }
+}
+
+#[test]
+fn a_target_the_policy_does_not_list_is_refused_saying_where_the_list_is() {
+    let text = r#"
+autonomy_level = "N2"
+targets = ["web"]
+[[rules]]
+name = "restart"
+incident_types = ["service_outage"]
+action = "restart_service"
+safety = "SAFE"
+parameters = { service_name = "${tags.service_name}" }
+cooldown_s = 300
+"#;
+    let policy = Policy::parse(text, "t").unwrap();
+    let mut incident = incident("service_outage", "open");
+    incident
+        .tags
+        .insert("service_name".into(), "billing".to_string());
+    let plan = run(&policy, &incident, None, now());
+    let text = reasoning(&plan);
+    assert_eq!(kind(&plan), "NO_ACTION", "{text}");
+    assert!(plan.action.is_none() && plan.change.is_none());
+    assert!(
+        text.contains(
+            r#"target "billing" is not one the policy allows here (`targets` at line 3: web)"#
+        ),
+        "{text}"
+    );
+    assert!(text.contains("add it to that `targets` list"), "{text}");
+}

@@ -6,13 +6,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use contracts::approval_signature::AdminKeyring;
 use contracts::generated::action_v1::ActionActionType;
 use contracts::generated::incident_v1::{IncidentIncidentType, IncidentSeverity};
+use contracts::target::CanonicalTarget;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use toml::Spanned;
 
 use super::{
-    BreakerConfig, Level, Limits, Param, Policy, Problem, RateLimit, Rule, Safety,
+    AllowedTargets, BreakerConfig, Level, Limits, Param, Policy, Problem, RateLimit, Rule, Safety,
     DEFAULT_APPROVAL_TIMEOUT_S, MAX_APPROVAL_TIMEOUT_S, MAX_RATE_MAX, MAX_RATE_WINDOW_S,
+    TARGET_PARAMETERS,
 };
 use crate::template::Template;
 
@@ -36,6 +38,8 @@ pub(super) struct RawPolicy {
     autonomy_level: Spanned<String>,
     #[serde(default)]
     approval_timeout_s: Option<Spanned<i64>>,
+    #[serde(default)]
+    targets: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     admins: Vec<Spanned<RawAdmin>>,
     #[serde(default)]
@@ -62,6 +66,8 @@ struct RawRule {
     safety: Spanned<String>,
     #[serde(default)]
     parameters: BTreeMap<String, Spanned<toml::Value>>,
+    #[serde(default)]
+    targets: Option<Spanned<Vec<Spanned<String>>>>,
     cooldown_s: Spanned<i64>,
     #[serde(default)]
     rate_limit: Option<Spanned<RawRateLimit>>,
@@ -75,6 +81,8 @@ struct RawFallback {
     action: Spanned<String>,
     #[serde(default)]
     parameters: BTreeMap<String, Spanned<toml::Value>>,
+    #[serde(default)]
+    targets: Option<Spanned<Vec<Spanned<String>>>>,
     cooldown_s: Spanned<i64>,
     #[serde(default)]
     rate_limit: Option<Spanned<RawRateLimit>>,
@@ -211,6 +219,8 @@ impl Checker<'_> {
             );
         }
 
+        let policy_targets = self.targets("targets", raw.targets.as_ref());
+
         let mut names = BTreeSet::new();
         let mut rules = Vec::new();
         for (number, raw_rule) in raw.rules.into_iter().enumerate() {
@@ -291,8 +301,11 @@ impl Checker<'_> {
                 raw_rule.rate_limit.as_ref(),
                 raw_rule.circuit_breaker.as_ref(),
             );
+            let targets = self
+                .targets(&format!("{label}: targets"), raw_rule.targets.as_ref())
+                .or_else(|| policy_targets.clone());
             if let Some((action, parameters, cooldown_s, rate_limit, circuit_breaker)) = core {
-                rules.push(Rule {
+                let rule = Rule {
                     name,
                     line: self.line(rule_at),
                     incident_types,
@@ -305,13 +318,19 @@ impl Checker<'_> {
                         rate_limit,
                         circuit_breaker,
                     },
-                });
+                    targets,
+                };
+                self.literal_targets(&label, &raw_rule.parameters, &rule);
+                rules.push(rule);
             }
         }
 
         let fallback = raw.fallback.and_then(|raw_fallback| {
             let at = raw_fallback.span().start;
             let raw_fallback = raw_fallback.into_inner();
+            let targets = self
+                .targets("fallback: targets", raw_fallback.targets.as_ref())
+                .or_else(|| policy_targets.clone());
             let (action, parameters, cooldown_s, rate_limit, circuit_breaker) = self.core(
                 "fallback",
                 &raw_fallback.action,
@@ -320,7 +339,7 @@ impl Checker<'_> {
                 raw_fallback.rate_limit.as_ref(),
                 raw_fallback.circuit_breaker.as_ref(),
             )?;
-            Some(Rule {
+            let fallback = Rule {
                 name: "fallback".to_string(),
                 line: self.line(at),
                 incident_types: Vec::new(),
@@ -333,7 +352,10 @@ impl Checker<'_> {
                     rate_limit,
                     circuit_breaker,
                 },
-            })
+                targets,
+            };
+            self.literal_targets("fallback", &raw_fallback.parameters, &fallback);
+            Some(fallback)
         });
 
         Policy {
@@ -457,6 +479,72 @@ impl Checker<'_> {
             }
         };
         Some((action_type?, params, cooldown.max(1) as u64, rate, breaker))
+    }
+
+    /// A `targets` list; `label` says where it is. `None` when absent (or unusable: the
+    /// problems are recorded, so the policy is refused anyway).
+    fn targets(
+        &mut self,
+        label: &str,
+        raw: Option<&Spanned<Vec<Spanned<String>>>>,
+    ) -> Option<AllowedTargets> {
+        let raw = raw?;
+        if raw.get_ref().is_empty() {
+            self.at(
+                raw.span().start,
+                format!("{label} is empty: it would refuse every target; leave it out to allow any canonical name"),
+            );
+            return None;
+        }
+        let mut names: Vec<CanonicalTarget> = Vec::new();
+        for entry in raw.get_ref() {
+            match CanonicalTarget::parse(entry.get_ref()) {
+                Ok(name) if names.contains(&name) => self.at(
+                    entry.span().start,
+                    format!("{label}: {:?} is listed twice", entry.get_ref()),
+                ),
+                Ok(name) => names.push(name),
+                Err(e) => self.at(entry.span().start, format!("{label}: {e}")),
+            }
+        }
+        Some(AllowedTargets {
+            names,
+            line: self.line(raw.span().start),
+        })
+    }
+
+    /// A target the policy writes out (no template) must be one brain would accept from an
+    /// incident: otherwise the rule could never act, and that is better said at load.
+    fn literal_targets(
+        &mut self,
+        label: &str,
+        raw: &BTreeMap<String, Spanned<toml::Value>>,
+        rule: &Rule,
+    ) {
+        for (key, param) in &rule.parameters {
+            let Param::Literal(Value::String(text)) = param else {
+                continue;
+            };
+            if !TARGET_PARAMETERS.contains(&key.as_str()) {
+                continue;
+            }
+            let at = raw[key].span().start;
+            match CanonicalTarget::parse(text) {
+                Err(e) => self.at(at, format!("{label}: parameters.{key}: {e}")),
+                Ok(name) => {
+                    if let Some(allowed) = rule.targets.as_ref().filter(|a| !a.allows(&name)) {
+                        self.at(
+                            at,
+                            format!(
+                                "{label}: parameters.{key}: {text:?} is not in `targets` (line {}: {})",
+                                allowed.line,
+                                allowed.list()
+                            ),
+                        );
+                    }
+                }
+            }
+        }
     }
 
     fn param(&mut self, label: &str, key: &str, value: &Spanned<toml::Value>) -> Option<Param> {

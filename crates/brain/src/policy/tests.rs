@@ -1,4 +1,5 @@
 use super::*;
+use contracts::target::TargetProblem;
 
 const KEY: &str = "7zWRtRe5IQL9oM3LHBLcU8JmLoqmwNe225WAXZpO/rI=";
 
@@ -43,11 +44,12 @@ fn the_shipped_example_is_valid_and_covers_what_it_says() {
     assert_eq!(policy.autonomy_level, Level::N3);
     assert_eq!(policy.approval_timeout_s, 300);
     assert_eq!(policy.admins, vec!["ops-lead@example".to_string()]);
-    let rule_for =
-        |t: &str, s: &str, tags: &[(&str, &str)]| match policy.evaluate(&incident(t, s, tags)) {
-            Evaluation::Proposal(p) => (p.rule.action.to_string(), p.safety(), p.target.clone()),
-            other => panic!("{t}/{s}: {other:?}"),
-        };
+    let rule_for = |t: &str, s: &str, tags: &[(&str, &str)]| match policy
+        .evaluate(&incident(t, s, tags))
+    {
+        Evaluation::Proposal(p) => (p.rule.action.to_string(), p.safety(), p.target.to_string()),
+        other => panic!("{t}/{s}: {other:?}"),
+    };
     assert_eq!(
         rule_for("service_outage", "high", &[("service_name", "web")]),
         ("restart_service".into(), Safety::Safe, "web".into())
@@ -149,6 +151,79 @@ cooldown_s = 60
     }
     match policy.evaluate(&incident("metric_anomaly", "high", &[])) {
         Evaluation::NoRule { near_misses } => assert!(near_misses.is_empty()),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_rendered_target_must_be_canonical_and_a_refusal_ends_the_evaluation() {
+    let text = r#"
+autonomy_level = "N2"
+[[rules]]
+name = "restart"
+incident_types = ["service_outage"]
+action = "restart_service"
+safety = "SAFE"
+parameters = { service_name = "${tags.service_name}" }
+cooldown_s = 60
+[[rules]]
+name = "notify"
+incident_types = ["service_outage"]
+action = "send_notification"
+safety = "SAFE"
+parameters = { message = "outage" }
+cooldown_s = 60
+[[rules]]
+name = "device"
+incident_types = ["edge_device_failure"]
+action = "restart_edge_device"
+safety = "SAFE"
+parameters = { device_id = "${tags.device_id}" }
+cooldown_s = 60
+"#;
+    let policy = Policy::parse(text, "t").unwrap();
+    let cases = [
+        ("service_outage", "service_name", "", TargetProblem::Empty),
+        (
+            "service_outage",
+            "service_name",
+            "all",
+            TargetProblem::ReservedAll,
+        ),
+        (
+            "service_outage",
+            "service_name",
+            "web ",
+            TargetProblem::SurroundingWhitespace,
+        ),
+        (
+            "edge_device_failure",
+            "device_id",
+            "GW-7",
+            TargetProblem::Uppercase('G'),
+        ),
+    ];
+    for (incident_type, tag, value, problem) in cases {
+        match policy.evaluate(&incident(incident_type, "high", &[(tag, value)])) {
+            Evaluation::TargetRefused { rule, refusal } => {
+                assert_ne!(rule.name, "notify", "later rules are not tried");
+                assert_eq!(refusal.parameter(), tag);
+                match refusal {
+                    TargetRefusal::NotCanonical { error, .. } => {
+                        assert_eq!((error.target.as_str(), error.problem), (value, problem))
+                    }
+                    other => panic!("{value:?}: {other:?}"),
+                }
+            }
+            other => panic!("{value:?}: {other:?}"),
+        }
+    }
+    // Without a service or device the incident id is the target (for the limits).
+    match policy.evaluate(&incident("service_outage", "high", &[])) {
+        Evaluation::Proposal(p) => {
+            assert_eq!(p.rule.name, "notify");
+            assert_eq!(p.target, "e725c20a-d5ea-4984-9043-b8e2be93a27c");
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -399,6 +474,114 @@ fn more_semantic_errors() {
         "autonomy_level = \"N2\"\n[fallback]\naction = \"send_notification\"\nsafety = \"SAFE\"\nparameters = {message = \"x\"}\ncooldown_s = 5\n",
     );
     assert_eq!(line, 4, "{message}");
+}
+
+#[test]
+fn target_lists_and_literal_targets_are_checked_at_load_with_their_line() {
+    // Lines: 1 autonomy_level, 2 targets, then RULE: 4 [[rules]] … 9 parameters, 10 cooldown_s.
+    let with =
+        |targets: &str, rule: &str| format!("autonomy_level = \"N2\"\ntargets = {targets}\n{rule}");
+    let own = |targets: &str| {
+        RULE.replace(
+            "cooldown_s = 10",
+            &format!("cooldown_s = 10\ntargets = {targets}"),
+        )
+    };
+    let cases = [
+        (
+            with(r#"["web", "Web"]"#, RULE),
+            2,
+            r#"targets: target "Web" is not a canonical name: it contains the uppercase letter 'W'"#,
+        ),
+        (with(r#"["web", "all"]"#, RULE), 2, "`all` is reserved"),
+        (with(r#"["web", "web "]"#, RULE), 2, "leading or trailing whitespace"),
+        (with(r#"["web", "web"]"#, RULE), 2, r#"targets: "web" is listed twice"#),
+        (with("[]", RULE), 2, "targets is empty: it would refuse every target"),
+        (
+            with(r#"["api"]"#, RULE),
+            9,
+            r#"rule `r`: parameters.service_name: "web" is not in `targets` (line 2: api)"#,
+        ),
+        (
+            with(r#"["web"]"#, &own(r#"["web", "API"]"#)),
+            11,
+            r#"rule `r`: targets: target "API" is not a canonical name"#,
+        ),
+        (
+            format!("autonomy_level = \"N2\"\n{RULE}").replace("\"web\"", "\"all\""),
+            8,
+            r#"rule `r`: parameters.service_name: target "all" is not a canonical name: `all` is reserved"#,
+        ),
+        (
+            "autonomy_level = \"N2\"\n[fallback]\naction = \"restart_service\"\nparameters = { service_name = \"Web\" }\ncooldown_s = 5\n".to_string(),
+            4,
+            r#"fallback: parameters.service_name: target "Web" is not a canonical name"#,
+        ),
+    ];
+    for (text, line, needle) in cases {
+        let (found_line, message) = problem(&text);
+        assert_eq!(found_line, line, "{text}\n{message}");
+        assert!(message.contains(needle), "{message}");
+    }
+    // A rule's own list replaces the policy's.
+    let policy = Policy::parse(&with(r#"["api"]"#, &own(r#"["web"]"#)), "t").unwrap();
+    assert_eq!(policy.rules[0].targets.as_ref().unwrap().line, 11);
+    assert!(
+        policy.summary().contains("only on web"),
+        "{}",
+        policy.summary()
+    );
+}
+
+#[test]
+fn a_target_outside_the_rules_list_is_refused() {
+    let text = r#"
+autonomy_level = "N2"
+targets = ["web", "gw-7"]
+[[rules]]
+name = "restart"
+incident_types = ["service_outage"]
+action = "restart_service"
+safety = "SAFE"
+parameters = { service_name = "${tags.service_name}" }
+cooldown_s = 60
+[[rules]]
+name = "notify"
+incident_types = ["repeated_failures"]
+action = "send_notification"
+safety = "SAFE"
+parameters = { message = "again" }
+cooldown_s = 60
+"#;
+    let policy = Policy::parse(text, "t").unwrap();
+    match policy.evaluate(&incident(
+        "service_outage",
+        "high",
+        &[("service_name", "api")],
+    )) {
+        Evaluation::TargetRefused {
+            refusal:
+                TargetRefusal::NotAllowed {
+                    target,
+                    allowed,
+                    parameter,
+                },
+            ..
+        } => {
+            assert_eq!((target.as_str(), parameter), ("api", "service_name"));
+            assert_eq!((allowed.list(), allowed.line), ("web, gw-7".to_string(), 3));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        policy.evaluate(&incident("service_outage", "high", &[("service_name", "web")])),
+        Evaluation::Proposal(p) if p.target == "web"
+    ));
+    // The incident id names no service: no list applies to it.
+    assert!(matches!(
+        policy.evaluate(&incident("repeated_failures", "high", &[])),
+        Evaluation::Proposal(_)
+    ));
 }
 
 #[test]

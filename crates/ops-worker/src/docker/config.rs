@@ -4,6 +4,8 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use contracts::target::{CanonicalTarget, TargetProblem};
+
 /// Services the worker must never be allowed to act on, whatever the configuration says: the
 /// message broker and the worker itself (SPEC §5).
 pub const FORBIDDEN_SERVICES: [&str; 3] = ["nats", "nats-server", "ops-worker"];
@@ -12,7 +14,7 @@ pub const FORBIDDEN_SERVICES: [&str; 3] = ["nats", "nats-server", "ops-worker"];
 pub const COMPOSE_SERVICE_LABEL: &str = "com.docker.compose.service";
 
 /// The reserved target that means "every allowlisted service".
-pub const ALL_TARGET: &str = "all";
+pub const ALL_TARGET: &str = contracts::target::ALL;
 
 /// How the worker reaches the Docker engine and what it may do there.
 ///
@@ -27,7 +29,8 @@ pub struct DockerConfig {
     /// Label whose value names a container's service (default
     /// [`COMPOSE_SERVICE_LABEL`], `com.docker.compose.service`).
     pub service_label: String,
-    /// Services the worker may act on. `all` means every entry of this set.
+    /// Services the worker may act on, each a canonical name ([`CanonicalTarget`]). `all`
+    /// means every entry of this set.
     pub allowlist: BTreeSet<String>,
     /// Upper bound for a single engine call (default 30 s). Calls that legitimately take longer
     /// (stopping with a grace period) get that period added on top.
@@ -86,14 +89,14 @@ pub enum ConfigError {
         /// The refused entry.
         entry: String,
     },
-    /// An allowlist entry is empty, contains whitespace or is the reserved word `all`.
-    #[error(
-        "docker allowlist entry `{entry}` is not a service name (empty, contains whitespace, or \
-         is the reserved target `all`)"
-    )]
+    /// An allowlist entry is not a canonical name (this includes the reserved word `all`):
+    /// commands could never name it, since targets are not trimmed or case-folded.
+    #[error("docker allowlist entry {entry:?} is not a service name: {problem}")]
     InvalidEntry {
         /// The refused entry.
         entry: String,
+        /// The rule it breaks.
+        problem: TargetProblem,
     },
     /// The service label is empty or contains `=`.
     #[error("docker service label `{label}` is invalid: it must be non-empty and contain no `=`")]
@@ -120,8 +123,8 @@ pub enum ConfigError {
 impl DockerConfig {
     /// A validated configuration with defaults for everything but the allowlist.
     ///
-    /// Fails if an entry is `nats`, `nats-server` or `ops-worker` (in any letter case), empty,
-    /// contains whitespace, or is `all`.
+    /// Fails if an entry is `nats`, `nats-server` or `ops-worker` (in any letter case), or is
+    /// not a canonical name (see [`contracts::target`]; `all` is not one).
     pub fn new<I, S>(allowlist: I) -> Result<Self, ConfigError>
     where
         I: IntoIterator<Item = S>,
@@ -148,9 +151,10 @@ impl DockerConfig {
                     entry: entry.clone(),
                 });
             }
-            if entry.is_empty() || entry.chars().any(char::is_whitespace) || entry == ALL_TARGET {
+            if let Err(e) = CanonicalTarget::parse(entry) {
                 return Err(ConfigError::InvalidEntry {
                     entry: entry.clone(),
+                    problem: e.problem,
                 });
             }
         }

@@ -5,6 +5,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use contracts::target::TargetError;
+
 use super::config::ConfigError;
 use super::model::Replacement;
 
@@ -97,6 +99,9 @@ pub enum DockerError {
         /// The allowlist, comma separated.
         allowlist: String,
     },
+    /// The target is spelled in a way no service is named: it is refused, never repaired.
+    #[error("{0}; name an allowlisted service exactly, or `all`")]
+    InvalidTarget(#[from] TargetError),
     /// The target is not an allowlisted service.
     #[error("service `{target}` is not in the ops allowlist (allowlist: {allowlist})")]
     NotAllowlisted {

@@ -3,7 +3,8 @@
 //!
 //! A *service* is the set of containers whose [`DockerConfig::service_label`] (compose's
 //! `com.docker.compose.service` by default) has the service's name as value. The layer only
-//! acts on services of the configured allowlist, and never on a container that is protected
+//! acts on services of the configured allowlist, named exactly (canonical names of
+//! [`contracts::target`]; nothing is trimmed), and never on a container that is protected
 //! (see [`guard::refusal`]): one labelled `orion.protected=true`, one whose name or image
 //! contains `nats`, or the worker's own container. A refusal stops the whole command before
 //! anything is done.
@@ -34,6 +35,7 @@ use bollard::query_parameters::{
     RestartContainerOptions, StartContainerOptions, StopContainerOptions,
 };
 use bollard::Docker;
+use contracts::target::{CanonicalTarget, OpsTarget};
 use futures::TryStreamExt;
 
 pub use config::{
@@ -131,20 +133,22 @@ impl Engine {
     }
 
     /// Expands a command target into the services to act on: `all` gives every allowlisted
-    /// service (sorted), an allowlisted name gives itself, anything else is an error that
-    /// names the allowlist.
+    /// service (sorted), an allowlisted name gives itself. A name that is not canonical
+    /// (`"web "`, `"Web"`, …) is refused as it is, not trimmed or case-folded into a service;
+    /// anything else is an error that names the allowlist.
     pub fn allowlisted(&self, target: &str) -> Result<Vec<String>, DockerError> {
-        let target = target.trim();
         if target.is_empty() {
             return Err(DockerError::EmptyTarget {
                 allowlist: self.allowlist_text(),
             });
         }
-        if target == ALL_TARGET {
-            return Ok(self.config.allowlist.iter().cloned().collect());
+        match OpsTarget::parse(target)? {
+            OpsTarget::All => Ok(self.config.allowlist.iter().cloned().collect()),
+            OpsTarget::One(service) => {
+                self.check_service(service.as_str())?;
+                Ok(vec![service.to_string()])
+            }
         }
-        self.check_service(target)?;
-        Ok(vec![target.to_owned()])
     }
 
     /// The containers of `service` in every state, sorted by name. An allowlisted service with
@@ -271,8 +275,10 @@ impl Engine {
         }
     }
 
-    /// Refuses a service that is not in the allowlist (or is `all`).
+    /// Refuses a service that is not a canonical name (`all` is not one) or not in the
+    /// allowlist.
     fn check_service(&self, service: &str) -> Result<(), DockerError> {
+        CanonicalTarget::parse(service)?;
         if self.config.allowlist.contains(service) {
             Ok(())
         } else {
