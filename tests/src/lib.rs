@@ -5,6 +5,7 @@
 //!
 //! Not for production: it starts loopback servers and throw-away containers.
 
+pub mod attacker;
 pub mod images;
 pub mod probe;
 pub mod stack;

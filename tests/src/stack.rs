@@ -325,8 +325,6 @@ fn base64_encode(bytes: &[u8]) -> String {
 }
 
 fn write_private(path: &Path, text: &str) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, text)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(())
+    contracts::runtime::write_private_file(path, text)
+        .with_context(|| format!("writing {}", path.display()))
 }

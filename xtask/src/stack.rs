@@ -61,8 +61,7 @@ pub fn up(layout: &Layout) -> Result<()> {
     if !status.success() {
         bail!("orion-bus up failed");
     }
-    let mut env = read_env(&dir.join("credentials.env"))?;
-    env.push(("OPS_SECRET".into(), ops_secret(&dir)?));
+    let secret = ops_secret(&dir)?;
     for (name, args) in SERVICES {
         let pid_file = dir.join(format!("{name}.pid"));
         if let Some(pid) = running(&pid_file) {
@@ -72,7 +71,8 @@ pub fn up(layout: &Layout) -> Result<()> {
         let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
         let child = Command::new(bin.join(name))
             .args(*args)
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env_clear()
+            .envs(service_env(&dir, name, &secret)?)
             .current_dir(&layout.root)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -133,6 +133,25 @@ fn running(pid_file: &Path) -> Option<u32> {
     alive.then_some(pid)
 }
 
+/// Only what `service` needs: its own NATS credentials (never another identity's, nor the
+/// admin's), the HMAC key if it signs or verifies ops commands, and the operator's logging and
+/// environment settings.
+fn service_env(dir: &Path, service: &str, ops_secret: &str) -> Result<Vec<(String, String)>> {
+    let mut env = read_env(&dir.join("credentials").join(format!("{service}.env")))?;
+    if SIGNS_OPS_COMMANDS.contains(&service) {
+        env.push(("OPS_SECRET".into(), ops_secret.to_string()));
+    }
+    for inherited in ["PATH", "HOME", "RUST_LOG", "ORION_LOG_FORMAT", "ORION_ENV"] {
+        if let Ok(value) = std::env::var(inherited) {
+            env.push((inherited.to_string(), value));
+        }
+    }
+    Ok(env)
+}
+
+/// The services that hold the ops HMAC key.
+const SIGNS_OPS_COMMANDS: &[&str] = &["ops-worker", "commander"];
+
 /// `KEY=VALUE` lines (comments skipped).
 fn read_env(path: &Path) -> Result<Vec<(String, String)>> {
     let text =
@@ -147,14 +166,20 @@ fn read_env(path: &Path) -> Result<Vec<(String, String)>> {
 
 /// The local stack's HMAC key for ops commands, created on first use (mode 0600).
 fn ops_secret(dir: &Path) -> Result<String> {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join("ops-secret");
     if let Ok(secret) = std::fs::read_to_string(&path) {
         return Ok(secret.trim().to_string());
     }
     let bytes = random_hex(32)?;
-    std::fs::write(&path, &bytes)?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    // Readable by its owner only from the first byte on.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut file| std::io::Write::write_all(&mut file, bytes.as_bytes()))
+        .with_context(|| format!("creating {}", path.display()))?;
     Ok(bytes)
 }
 

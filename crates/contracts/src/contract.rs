@@ -91,6 +91,22 @@ pub struct ConsumerInfo {
     pub max_ack_pending: i64,
 }
 
+/// A service identity from the inventory, as data (the [`Service`] impls carry the same facts
+/// as types): what its NATS user is granted.
+#[derive(Debug)]
+pub struct IdentityInfo {
+    pub name: &'static str,
+    pub external: bool,
+    /// Subjects it publishes.
+    pub produces: &'static [&'static str],
+    /// Subjects it consumes with its own durables.
+    pub consumes: &'static [&'static str],
+    /// Subjects it reads with ordered readers.
+    pub reads: &'static [&'static str],
+    /// Prefix of its reply subjects.
+    pub inbox_prefix: &'static str,
+}
+
 /// JetStream retention policy of a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Retention {

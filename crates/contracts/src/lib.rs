@@ -45,7 +45,8 @@ pub mod approval_signature;
 
 pub use codec::{decode, decode_value, encode, to_value};
 pub use contract::{
-    nats_password_var, BucketInfo, ConsumerInfo, Consumes, Contract, ContractInfo, Produces, Reads,
+    nats_password_var, BucketInfo, ConsumerInfo, Consumes, Contract, ContractInfo, IdentityInfo, Produces,
+    Reads,
     Retention, Service, SignatureSpec, StreamInfo,
 };
 pub use error::{ContractError, Violation};

@@ -455,6 +455,52 @@ fn consumers_table(out: &mut String, set: &ContractSet) {
     writeln!(out, "];\n").unwrap();
 }
 
+/// What each identity may publish, consume and read, by subject.
+fn subjects_of<'a>(
+    contracts: &[(&'a ContractEntry, &SchemaFile)],
+    pick: impl Fn(&ContractEntry) -> bool,
+) -> BTreeSet<&'a str> {
+    contracts
+        .iter()
+        .filter(|(c, _)| pick(c))
+        .map(|(c, _)| c.subject.as_str())
+        .collect()
+}
+
+fn quoted_list(subjects: &BTreeSet<&str>) -> String {
+    subjects
+        .iter()
+        .map(|x| format!("{x:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn identities_table(
+    out: &mut String,
+    set: &ContractSet,
+    contracts: &[(&ContractEntry, &SchemaFile)],
+) {
+    writeln!(
+        out,
+        "/// Every service identity with what the inventory grants it (tests derive attack cases from this)."
+    )
+    .unwrap();
+    writeln!(out, "pub static IDENTITIES: &[crate::IdentityInfo] = &[").unwrap();
+    for (name, service) in &set.inventory.services {
+        writeln!(
+            out,
+            "    crate::IdentityInfo {{ name: {name:?}, external: {}, produces: &[{}], consumes: &[{}], reads: &[{}], inbox_prefix: {:?} }},",
+            service.external,
+            quoted_list(&subjects_of(contracts, |c| c.producers.contains(name))),
+            quoted_list(&subjects_of(contracts, |c| c.consumers.contains(name))),
+            quoted_list(&subjects_of(contracts, |c| c.readers.contains(name))),
+            super::nats_auth::inbox_prefix(name),
+        )
+        .unwrap();
+    }
+    writeln!(out, "];\n").unwrap();
+}
+
 fn services_module(
     out: &mut String,
     set: &ContractSet,
@@ -483,6 +529,7 @@ fn services_module(
         names.join(", ")
     )
     .unwrap();
+    identities_table(out, set, contracts);
     writeln!(out, "pub mod services {{").unwrap();
     for (name, service) in &set.inventory.services {
         let type_name = pascal_case(name);

@@ -257,7 +257,9 @@ fn running_pid(dir: &Path) -> Option<u32> {
     alive.then_some(pid)
 }
 
-/// Reads the stack's credentials, creating them (mode 0600) on first use.
+/// Reads the stack's credentials, creating them on first use: every password in
+/// `credentials.env` (for orion-bus itself), and one file per identity under `credentials/`,
+/// which is all a process of that identity is given. Every file is created with mode 0600.
 fn credentials(dir: &Path, url: &str) -> Result<BTreeMap<String, String>> {
     let path = dir.join(CREDENTIALS_FILE);
     let users: Vec<&str> = std::iter::once(ADMIN_USER)
@@ -275,21 +277,49 @@ fn credentials(dir: &Path, url: &str) -> Result<BTreeMap<String, String>> {
             })
             .collect();
         if passwords.len() == users.len() {
+            write_identity_files(dir, url, &passwords)?;
             return Ok(passwords);
         }
     }
     let passwords = random_passwords();
     let mut text = format!(
         "# Local development credentials written by `orion-bus up` (not secrets of any real system).\n\
-         # `set -a; . {}; set +a` gives each service its own password.\nORION_NATS_URL={url}\n",
-        path.display()
+         # Every identity's password, admin included: give a process only its own file in\n\
+         # {}/credentials/.\nORION_NATS_URL={url}\n",
+        dir.display()
     );
     for (user, password) in &passwords {
         text.push_str(&format!("{}={password}\n", nats_password_var(user)));
     }
-    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    write_private(&path, &text)?;
+    write_identity_files(dir, url, &passwords)?;
     Ok(passwords)
+}
+
+/// `credentials/<identity>.env`: the URL, the user and that identity's password only.
+fn write_identity_files(
+    dir: &Path,
+    url: &str,
+    passwords: &BTreeMap<String, String>,
+) -> Result<()> {
+    let identities = dir.join("credentials");
+    std::fs::create_dir_all(&identities)?;
+    std::fs::set_permissions(&identities, std::fs::Permissions::from_mode(0o700))?;
+    for (user, password) in passwords {
+        write_private(
+            &identities.join(format!("{user}.env")),
+            &format!(
+                "# `{user}`'s NATS credentials for the local stack (orion-bus up).\n\
+                 ORION_NATS_URL={url}\nORION_NATS_USER={user}\nORION_NATS_PASSWORD={password}\n"
+            ),
+        )?;
+    }
+    Ok(())
+}
+
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    contracts::runtime::write_private_file(path, text)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 async fn up(dir: &Path, port: u16) -> Result<()> {

@@ -683,6 +683,111 @@ pub static SERVICES: &[&str] = &[
     "ops-console",
     "ops-worker",
 ];
+/// Every service identity with what the inventory grants it (tests derive attack cases from this).
+pub static IDENTITIES: &[crate::IdentityInfo] = &[
+    crate::IdentityInfo {
+        name: "approval-cli",
+        external: false,
+        produces: &[
+            "orion.approval_decision.v1",
+            "orion.incident_acknowledgement.v1",
+            "platform.dead_letter.v1",
+        ],
+        consumes: &[],
+        reads: &[
+            "orion.action.v1",
+            "orion.approval.v1",
+            "orion.approval_decision.v1",
+            "orion.approval_request.v1",
+            "orion.decision.v1",
+            "orion.event.v1",
+            "orion.incident.v1",
+            "orion.incident_acknowledgement.v1",
+            "orion.notification.v1",
+            "orion.outcome.v1",
+            "platform.dead_letter.v1",
+            "titan.ops.command.v1",
+            "titan.ops.receipt.v1",
+        ],
+        inbox_prefix: "_INBOX_approval-cli",
+    },
+    crate::IdentityInfo {
+        name: "approval-telegram",
+        external: true,
+        produces: &[
+            "orion.action.v1",
+            "orion.approval.v1",
+            "orion.approval_decision.v1",
+        ],
+        consumes: &["orion.approval_request.v1"],
+        reads: &[],
+        inbox_prefix: "_INBOX_approval-telegram",
+    },
+    crate::IdentityInfo {
+        name: "brain",
+        external: false,
+        produces: &[
+            "orion.action.v1",
+            "orion.approval_request.v1",
+            "orion.decision.v1",
+            "platform.dead_letter.v1",
+        ],
+        consumes: &[
+            "orion.approval.v1",
+            "orion.approval_decision.v1",
+            "orion.incident.v1",
+            "orion.outcome.v1",
+        ],
+        reads: &[],
+        inbox_prefix: "_INBOX_brain",
+    },
+    crate::IdentityInfo {
+        name: "commander",
+        external: false,
+        produces: &[
+            "orion.incident_acknowledgement.v1",
+            "orion.notification.v1",
+            "orion.outcome.v1",
+            "platform.dead_letter.v1",
+            "titan.ops.command.v1",
+        ],
+        consumes: &["orion.action.v1"],
+        reads: &["titan.ops.receipt.v1"],
+        inbox_prefix: "_INBOX_commander",
+    },
+    crate::IdentityInfo {
+        name: "event-source",
+        external: true,
+        produces: &["orion.event.v1"],
+        consumes: &[],
+        reads: &[],
+        inbox_prefix: "_INBOX_event-source",
+    },
+    crate::IdentityInfo {
+        name: "guardian",
+        external: false,
+        produces: &["orion.incident.v1", "platform.dead_letter.v1"],
+        consumes: &["orion.event.v1", "orion.incident_acknowledgement.v1"],
+        reads: &[],
+        inbox_prefix: "_INBOX_guardian",
+    },
+    crate::IdentityInfo {
+        name: "ops-console",
+        external: true,
+        produces: &["titan.ops.command.v1"],
+        consumes: &[],
+        reads: &["titan.ops.receipt.v1"],
+        inbox_prefix: "_INBOX_ops-console",
+    },
+    crate::IdentityInfo {
+        name: "ops-worker",
+        external: false,
+        produces: &["platform.dead_letter.v1", "titan.ops.receipt.v1"],
+        consumes: &["titan.ops.command.v1"],
+        reads: &["titan.ops.receipt.v1"],
+        inbox_prefix: "_INBOX_ops-worker",
+    },
+];
 pub mod services {
     /// Operators approve or deny risky actions and read the audit trail.
     #[derive(Debug, Clone, Copy, Default)]
