@@ -107,8 +107,7 @@ impl Stack {
         let admin = admin_client(&server).await?;
         contracts::bus::provision_all(&async_nats::jetstream::new(admin), 1).await?;
 
-        let (key, pkcs8) =
-            contracts::approval_signature::AdminKey::generate(&options.admin_identity);
+        let (key, pkcs8) = contracts::signing::SigningKey::generate(&options.admin_identity);
         let admin_key_file = options.dir.join("admin.key");
         write_private(&admin_key_file, &base64_encode(&pkcs8))?;
         let policy = format!(

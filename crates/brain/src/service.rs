@@ -10,10 +10,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use contracts::approval_signature::SIGNATURE_HEADER;
 use contracts::bus::{Bus, BusError, Delivery, Either, SubscribeOptions};
 use contracts::generated::dead_letter_v1::DeadLetterReasonCode;
 use contracts::services;
+use contracts::signing::{APPROVAL_SIGNER_FIELD, SIGNATURE_HEADER};
 use contracts::{Approval, ApprovalDecision, ContractError, Incident, Outcome, Timestamp};
 use serde_json::Value;
 use uuid::Uuid;
@@ -306,13 +306,16 @@ impl Brain {
             .map(|v| v.as_str());
         let request = self.store.request(approval.approval_request_id).await?;
         let Some(record) = &request.value else {
-            let signed = self.policy.keyring.verify(&raw, signature);
+            let signed = self
+                .policy
+                .keyring
+                .verify_claimed(&raw, APPROVAL_SIGNER_FIELD, signature);
             let (code, why) = match signed {
                 Err(e) => (
                     DeadLetterReasonCode::BadSignature,
                     format!("approval decision {} answers request {}, which brain never issued, and its signature does not verify ({e}): ignored", approval.approval_id, approval.approval_request_id),
                 ),
-                Ok(()) => (
+                Ok(_) => (
                     DeadLetterReasonCode::UnknownReference,
                     format!("approval decision {} by {} answers request {}, which brain never issued (or forgot after {} days): ignored", approval.approval_id, approval.admin_identity, approval.approval_request_id, RETENTION.as_secs() / 86400),
                 ),

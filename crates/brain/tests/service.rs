@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use brain::interlock::Armed;
 use brain::Level;
-use contracts::approval_signature::AdminKey;
+use contracts::signing::SigningKey;
 use serde_json::json;
 use support::*;
 
@@ -19,7 +19,7 @@ fn kind(decision: &contracts::Decision) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn safe_at_n3_executes_once_and_re_emitted_versions_are_held_by_the_cooldown() {
     let server = provisioned_server().await;
-    let (alice, _) = AdminKey::generate("alice");
+    let (alice, _) = SigningKey::generate("alice");
     let brain = RunningBrain::start(&server, &policy("N3", &[&alice], 300, "")).await;
     let mut seen = Observer::new(&server).await;
 
@@ -70,7 +70,7 @@ async fn safe_at_n3_executes_once_and_re_emitted_versions_are_held_by_the_cooldo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn risky_at_n3_asks_and_a_signed_approval_runs_it_even_across_a_restart() {
     let server = provisioned_server().await;
-    let (alice, _) = AdminKey::generate("alice");
+    let (alice, _) = SigningKey::generate("alice");
     let text = policy("N3", &[&alice], 300, "");
     let brain = RunningBrain::start(&server, &text).await;
     let mut seen = Observer::new(&server).await;
@@ -137,8 +137,8 @@ async fn risky_at_n3_asks_and_a_signed_approval_runs_it_even_across_a_restart() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deny_forgery_expiry_and_legacy_approvals_never_run_anything() {
     let server = provisioned_server().await;
-    let (alice, _) = AdminKey::generate("alice");
-    let (mallory, _) = AdminKey::generate("alice");
+    let (alice, _) = SigningKey::generate("alice");
+    let (mallory, _) = SigningKey::generate("alice");
     let brain = RunningBrain::start(&server, &policy("N3", &[&alice], 2, "")).await;
     let mut seen = Observer::new(&server).await;
 
@@ -219,7 +219,7 @@ async fn deny_forgery_expiry_and_legacy_approvals_never_run_anything() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ops_interlock_changes_brain_without_a_restart() {
     let server = provisioned_server().await;
-    let (alice, _) = AdminKey::generate("alice");
+    let (alice, _) = SigningKey::generate("alice");
     let mut brain = RunningBrain::start(&server, &policy("N3", &[&alice], 300, "")).await;
     let mut seen = Observer::new(&server).await;
 
@@ -398,7 +398,7 @@ async fn a_policy_ceiling_of_n2_blocks_risky_and_uncovered_incidents_are_explain
 async fn a_redelivered_incident_replays_the_stored_effects_with_the_same_ids() {
     use brain::state::{outbox_key, Effect, Outbox};
     let server = provisioned_server().await;
-    let (alice, _) = AdminKey::generate("alice");
+    let (alice, _) = SigningKey::generate("alice");
     let outage = incident("service_outage", "high", &[("service_name", "web")]);
     // The incident is message 1 of ORION_INCIDENTS.
     publish_incident(&server, &outage).await;
@@ -464,7 +464,7 @@ async fn a_redelivered_incident_replays_the_stored_effects_with_the_same_ids() {
 async fn an_answer_to_a_request_brain_never_made_is_dead_lettered() {
     use contracts::bus::SubscribeOptions;
     let server = provisioned_server().await;
-    let (alice, _) = AdminKey::generate("alice");
+    let (alice, _) = SigningKey::generate("alice");
     let brain = RunningBrain::start(&server, &policy("N3", &[&alice], 300, "")).await;
     let mut seen = Observer::new(&server).await;
     let invented: contracts::ApprovalRequest = contracts::decode_value(json!({

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use brain::interlock::InterlockState;
 use brain::{Brain, Policy, Settings};
-use contracts::approval_signature::{AdminKey, SIGNATURE_HEADER};
 use contracts::bus::{Bus, Delivery, SubscribeOptions, Subscription};
 use contracts::local_server::NatsServer;
 use contracts::services::{self, ApprovalCli, ApprovalTelegram, Commander, Guardian};
+use contracts::signing::{SigningKey, SIGNATURE_HEADER};
 use contracts::*;
 use serde_json::{json, Value};
 use tokio::sync::{oneshot, watch};
@@ -236,7 +236,7 @@ pub fn approval(request: &ApprovalRequest, verdict: &str, admin: &str) -> Approv
 }
 
 /// Publishes `decision` as approval-cli, signed by `key`.
-pub async fn publish_signed(server: &NatsServer, decision: &ApprovalDecision, key: &AdminKey) {
+pub async fn publish_signed(server: &NatsServer, decision: &ApprovalDecision, key: &SigningKey) {
     let value = contracts::to_value(decision).unwrap();
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(SIGNATURE_HEADER, key.sign(&value).as_str());
@@ -300,7 +300,7 @@ pub async fn write_interlock(server: &NatsServer, key: &str, value: Value) {
 
 /// A policy at `level` with the given admins; rules: restart_service SAFE on service_outage,
 /// scale_service RISKY on metric_anomaly; `extra` is appended.
-pub fn policy(level: &str, admins: &[&AdminKey], timeout_s: u64, extra: &str) -> String {
+pub fn policy(level: &str, admins: &[&SigningKey], timeout_s: u64, extra: &str) -> String {
     let mut text = format!("autonomy_level = \"{level}\"\napproval_timeout_s = {timeout_s}\n");
     for admin in admins {
         text.push_str(&format!(
