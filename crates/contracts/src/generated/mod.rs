@@ -32,7 +32,7 @@ pub use dead_letter_v1::DeadLetter;
 /// Semantic version of the contract set (`schemas/contract-set.toml`).
 pub const CONTRACT_SET_VERSION: &str = "1.1.0";
 /// sha256 over the canonical form of the schemas and the inventory.
-pub const CONTRACT_SET_SHA256: &str = "16da67d7e3a7603a555885d05d1d03f5f2f5095aa650f1ae894255c3580d0fb7";
+pub const CONTRACT_SET_SHA256: &str = "470cb5280e4ab6c37115b46c994bdcbee69802de40093d7c7aac6032386ca2b4";
 impl crate::Contract for Event {
     const INFO: &'static crate::ContractInfo = &crate::ContractInfo {
         name: "event",
@@ -109,7 +109,10 @@ impl crate::Contract for Action {
         idempotency_key: &["action_id"],
         stream: "ORION_DECISIONS",
         owner: "brain",
-        signature: None,
+        signature: Some(crate::SignatureSpec {
+            algorithm: "ed25519",
+            carrier: "header:Orion-Signature",
+        }),
         deprecated: None,
     };
     fn validator() -> &'static crate::Validator {
@@ -641,13 +644,11 @@ pub mod services {
         const NAME: &'static str = "approval-telegram";
         const EXTERNAL: bool = true;
         const PRODUCES: &'static [&'static str] = &[
-            "orion.action.v1",
             "orion.approval.v1",
             "orion.approval_decision.v1",
         ];
         const CONSUMES: &'static [&'static str] = &["orion.approval_request.v1"];
     }
-    impl crate::Produces<super::Action> for ApprovalTelegram {}
     impl crate::Consumes<super::ApprovalRequest> for ApprovalTelegram {}
     impl crate::Produces<super::ApprovalDecision> for ApprovalTelegram {}
     impl crate::Produces<super::Approval> for ApprovalTelegram {}
