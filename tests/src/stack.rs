@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use async_nats::jetstream::consumer::pull;
 use contracts::bus::Bus;
 use contracts::local_server::{NatsServer, ServerOptions, ADMIN_USER};
+use contracts::signing::{SigningKey, BRAIN_SIGNER};
 use contracts::{Contract, Service};
 use futures::StreamExt;
 
@@ -71,6 +72,9 @@ pub struct Stack {
     pub dir: PathBuf,
     pub admin_identity: String,
     pub admin_key_file: PathBuf,
+    /// brain's signing key (a TEST KEY, generated per stack) and its public half.
+    pub brain_key_file: PathBuf,
+    pub brain_public_key: String,
     pub ops_secret: String,
     pub services: Vec<ServiceProcess>,
 }
@@ -117,6 +121,8 @@ impl Stack {
             key.public_key_base64()
         );
         std::fs::write(options.dir.join("policy.toml"), policy)?;
+        let brain_key_file = options.dir.join("brain.key");
+        let brain_key = SigningKey::write_new(BRAIN_SIGNER, &brain_key_file)?;
         std::fs::write(options.dir.join("guardian.toml"), &options.guardian_config)?;
         std::fs::write(
             options.dir.join("commander.toml"),
@@ -127,6 +133,8 @@ impl Stack {
             dir: options.dir.clone(),
             admin_identity: options.admin_identity.clone(),
             admin_key_file,
+            brain_key_file,
+            brain_public_key: brain_key.public_key_base64(),
             ops_secret: random_secret(),
             services: Vec::new(),
         };
@@ -144,7 +152,13 @@ impl Stack {
         )?;
         stack.spawn(
             "brain",
-            &["run", "--policy", path_str(&dir.join("policy.toml"))],
+            &[
+                "run",
+                "--policy",
+                path_str(&dir.join("policy.toml")),
+                "--signing-key",
+                path_str(&dir.join("brain.key")),
+            ],
             &[],
         )?;
         stack.spawn(

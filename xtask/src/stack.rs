@@ -1,6 +1,7 @@
 //! `cargo xtask up` / `down`: the local stack — nats-server (through the `orion-bus` command of
 //! the contracts crate) and every service binary, detached, with data, logs, credentials and
-//! process ids under `target/orion-stack/`.
+//! process ids under `target/orion-stack/`. brain's signing key (`brain.key`, made by
+//! `brain keygen` on first use) is kept there too.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -63,6 +64,11 @@ pub fn up(layout: &Layout) -> Result<()> {
     }
     let mut env = read_env(&dir.join("credentials.env"))?;
     env.push(("OPS_SECRET".into(), ops_secret(&dir)?));
+    let brain_key = brain_key(&bin, &dir)?;
+    env.push((
+        "ORION_BRAIN_SIGNING_KEY_FILE".into(),
+        brain_key.display().to_string(),
+    ));
     for (name, args) in SERVICES {
         let pid_file = dir.join(format!("{name}.pid"));
         if let Some(pid) = running(&pid_file) {
@@ -156,6 +162,25 @@ fn ops_secret(dir: &Path) -> Result<String> {
     std::fs::write(&path, &bytes)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     Ok(bytes)
+}
+
+/// The local stack's signing key for brain, created on first use with `brain keygen` (mode
+/// 0600, kept across `up`s so actions already signed stay verifiable).
+fn brain_key(bin: &Path, dir: &Path) -> Result<PathBuf> {
+    let path = dir.join("brain.key");
+    if !path.exists() {
+        let output = Command::new(bin.join("brain"))
+            .args(["keygen", "--out"])
+            .arg(&path)
+            .output()?;
+        if !output.status.success() {
+            bail!(
+                "brain keygen failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+    }
+    Ok(path)
 }
 
 fn random_hex(len: usize) -> Result<String> {

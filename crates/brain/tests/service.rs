@@ -500,3 +500,79 @@ async fn an_answer_to_a_request_brain_never_made_is_dead_lettered() {
     seen.quiet().await;
     brain.stop().await;
 }
+
+/// Every `orion.action.v1` message so far, with its headers (read as admin).
+async fn stored_actions(
+    server: &contracts::local_server::NatsServer,
+) -> Vec<async_nats::jetstream::Message> {
+    use async_nats::jetstream::consumer::pull;
+    use futures::StreamExt;
+    let consumer = admin_jetstream(server)
+        .await
+        .get_stream("ORION_DECISIONS")
+        .await
+        .unwrap()
+        .create_consumer(pull::OrderedConfig {
+            filter_subject: "orion.action.v1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let mut out = Vec::new();
+    while let Ok(Some(Ok(message))) =
+        tokio::time::timeout(Duration::from_millis(300), messages.next()).await
+    {
+        out.push(message);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_action_brain_publishes_carries_its_signature() {
+    let server = provisioned_server().await;
+    let (alice, _) = SigningKey::generate("alice");
+    let brain = RunningBrain::start(&server, &policy("N3", &[&alice], 300, "")).await;
+    let mut seen = Observer::new(&server).await;
+
+    // A SAFE action, emitted on the incident.
+    publish_incident(
+        &server,
+        &incident("service_outage", "high", &[("service_name", "web")]),
+    )
+    .await;
+    let safe = seen.action().await;
+    // A RISKY action, emitted on a signed approval.
+    publish_incident(
+        &server,
+        &incident("metric_anomaly", "high", &[("service_name", "api")]),
+    )
+    .await;
+    let request = seen.request().await;
+    publish_signed(&server, &approval(&request, "approve", "alice"), &alice).await;
+    let risky = seen.action().await;
+
+    let verifier = brain.verifier();
+    let stored = stored_actions(&server).await;
+    assert_eq!(stored.len(), 2);
+    for (message, action) in stored.iter().zip([&safe, &risky]) {
+        let header = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(contracts::signing::SIGNATURE_HEADER))
+            .map(|v| v.as_str());
+        assert!(
+            header.is_some_and(|h| h.starts_with("ed25519:")),
+            "action {} ({}) carries no Orion-Signature header",
+            action.action_id,
+            action.action_type
+        );
+        assert_eq!(
+            verifier.verify_payload(contracts::signing::BRAIN_SIGNER, &message.payload, header),
+            Ok(()),
+            "action {} does not verify with brain's key",
+            action.action_id
+        );
+    }
+    brain.stop().await;
+}

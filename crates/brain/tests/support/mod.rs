@@ -10,7 +10,7 @@ use brain::{Brain, Policy, Settings};
 use contracts::bus::{Bus, Delivery, SubscribeOptions, Subscription};
 use contracts::local_server::NatsServer;
 use contracts::services::{self, ApprovalCli, ApprovalTelegram, Commander, Guardian};
-use contracts::signing::{SigningKey, SIGNATURE_HEADER};
+use contracts::signing::{SigningKey, Verifier, BRAIN_SIGNER, SIGNATURE_HEADER};
 use contracts::*;
 use serde_json::{json, Value};
 use tokio::sync::{oneshot, watch};
@@ -64,6 +64,8 @@ pub struct RunningBrain {
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
     pub interlock: watch::Receiver<InterlockState>,
+    /// The public half of the test key this brain signs its actions with (generated per start).
+    pub public_key: String,
 }
 
 impl RunningBrain {
@@ -73,7 +75,9 @@ impl RunningBrain {
         bus.provision()
             .await
             .expect("brain provisions what it uses");
-        let brain = Brain::start(bus.clone(), policy, settings())
+        let (signer, _) = SigningKey::generate(BRAIN_SIGNER);
+        let public_key = signer.public_key_base64();
+        let brain = Brain::start(bus.clone(), policy, signer, settings())
             .await
             .expect("brain starts");
         let interlock = brain.interlock().subscribe();
@@ -91,7 +95,13 @@ impl RunningBrain {
             stop: Some(stop),
             task: Some(task),
             interlock,
+            public_key,
         }
+    }
+
+    /// What commander would be configured with to trust this brain.
+    pub fn verifier(&self) -> Verifier {
+        Verifier::for_signer(BRAIN_SIGNER, [self.public_key.as_str()]).unwrap()
     }
 
     pub async fn stop(mut self) {
