@@ -1,5 +1,8 @@
 //! The platform as processes: a nats-server with the generated permissions, then ops-worker,
-//! guardian, brain and commander, each as its own binary with its own NATS identity.
+//! guardian, brain and commander, each as its own binary with its own NATS identity. Keys are
+//! generated per stack (TEST KEYS): the administrator's (trusted by brain's policy), brain's
+//! signing key (`--signing-key`; its public half in commander's `brain_public_keys`) and the
+//! ops HMAC key.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -126,7 +129,11 @@ impl Stack {
         std::fs::write(options.dir.join("guardian.toml"), &options.guardian_config)?;
         std::fs::write(
             options.dir.join("commander.toml"),
-            format!("receipt_timeout_s = {}\n", options.receipt_timeout_s),
+            format!(
+                "receipt_timeout_s = {}\n# brain's public key: commander executes only actions it signed.\nbrain_public_keys = [{:?}]\n",
+                options.receipt_timeout_s,
+                brain_key.public_key_base64()
+            ),
         )?;
         let mut stack = Self {
             server,

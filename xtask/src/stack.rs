@@ -1,7 +1,9 @@
 //! `cargo xtask up` / `down`: the local stack — nats-server (through the `orion-bus` command of
 //! the contracts crate) and every service binary, detached, with data, logs, credentials and
 //! process ids under `target/orion-stack/`. brain's signing key (`brain.key`, made by
-//! `brain keygen` on first use) is kept there too.
+//! `brain keygen` on first use) is kept there too; brain reads it through
+//! `ORION_BRAIN_SIGNING_KEY_FILE`, commander trusts its public half through
+//! `ORION_BRAIN_PUBLIC_KEYS` (from `brain public-key`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -65,6 +67,10 @@ pub fn up(layout: &Layout) -> Result<()> {
     let mut env = read_env(&dir.join("credentials.env"))?;
     env.push(("OPS_SECRET".into(), ops_secret(&dir)?));
     let brain_key = brain_key(&bin, &dir)?;
+    env.push((
+        "ORION_BRAIN_PUBLIC_KEYS".into(),
+        brain_public_key(&bin, &brain_key)?,
+    ));
     env.push((
         "ORION_BRAIN_SIGNING_KEY_FILE".into(),
         brain_key.display().to_string(),
@@ -181,6 +187,21 @@ fn brain_key(bin: &Path, dir: &Path) -> Result<PathBuf> {
         }
     }
     Ok(path)
+}
+
+/// What commander trusts: the public half of `key`, printed by `brain public-key`.
+fn brain_public_key(bin: &Path, key: &Path) -> Result<String> {
+    let output = Command::new(bin.join("brain"))
+        .args(["public-key", "--signing-key"])
+        .arg(key)
+        .output()?;
+    if !output.status.success() {
+        bail!(
+            "brain public-key failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8(output.stdout)?.trim().to_string())
 }
 
 fn random_hex(len: usize) -> Result<String> {
