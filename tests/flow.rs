@@ -286,7 +286,7 @@ async fn denied_forged_and_expired_approvals_lead_to_no_action() {
     );
 
     // A decision signed by a key brain does not know, published straight on the bus.
-    let (forger, _) = contracts::approval_signature::AdminKey::generate("e2e-operator");
+    let (forger, _) = contracts::signing::SigningKey::generate("e2e-operator");
     let now = Timestamp::now();
     let forged: ApprovalDecision = contracts::decode_value(json!({
         "version": "1.0", "approval_id": uuid::Uuid::new_v4(), "timestamp": now, "source": "orion-approval-cli",
@@ -298,7 +298,7 @@ async fn denied_forged_and_expired_approvals_lead_to_no_action() {
     let value = contracts::to_value(&forged).unwrap();
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(
-        contracts::approval_signature::SIGNATURE_HEADER,
+        contracts::signing::SIGNATURE_HEADER,
         forger.sign(&value).as_str(),
     );
     stack

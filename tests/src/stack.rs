@@ -1,5 +1,8 @@
 //! The platform as processes: a nats-server with the generated permissions, then ops-worker,
-//! guardian, brain and commander, each as its own binary with its own NATS identity.
+//! guardian, brain and commander, each as its own binary with its own NATS identity. Keys are
+//! generated per stack (TEST KEYS): the administrator's (trusted by brain's policy), brain's
+//! signing key (`--signing-key`; its public half in commander's `brain_public_keys`) and the
+//! ops HMAC key.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -9,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use async_nats::jetstream::consumer::pull;
 use contracts::bus::Bus;
 use contracts::local_server::{NatsServer, ServerOptions, ADMIN_USER};
+use contracts::signing::{SigningKey, BRAIN_SIGNER};
 use contracts::{Contract, Service};
 use futures::StreamExt;
 
@@ -71,6 +75,9 @@ pub struct Stack {
     pub dir: PathBuf,
     pub admin_identity: String,
     pub admin_key_file: PathBuf,
+    /// brain's signing key (a TEST KEY, generated per stack) and its public half.
+    pub brain_key_file: PathBuf,
+    pub brain_public_key: String,
     pub ops_secret: String,
     pub services: Vec<ServiceProcess>,
 }
@@ -107,8 +114,7 @@ impl Stack {
         let admin = admin_client(&server).await?;
         contracts::bus::provision_all(&async_nats::jetstream::new(admin), 1).await?;
 
-        let (key, pkcs8) =
-            contracts::approval_signature::AdminKey::generate(&options.admin_identity);
+        let (key, pkcs8) = contracts::signing::SigningKey::generate(&options.admin_identity);
         let admin_key_file = options.dir.join("admin.key");
         write_private(&admin_key_file, &base64_encode(&pkcs8))?;
         let policy = format!(
@@ -118,16 +124,24 @@ impl Stack {
             key.public_key_base64()
         );
         std::fs::write(options.dir.join("policy.toml"), policy)?;
+        let brain_key_file = options.dir.join("brain.key");
+        let brain_key = SigningKey::write_new(BRAIN_SIGNER, &brain_key_file)?;
         std::fs::write(options.dir.join("guardian.toml"), &options.guardian_config)?;
         std::fs::write(
             options.dir.join("commander.toml"),
-            format!("receipt_timeout_s = {}\n", options.receipt_timeout_s),
+            format!(
+                "receipt_timeout_s = {}\n# brain's public key: commander executes only actions it signed.\nbrain_public_keys = [{:?}]\n",
+                options.receipt_timeout_s,
+                brain_key.public_key_base64()
+            ),
         )?;
         let mut stack = Self {
             server,
             dir: options.dir.clone(),
             admin_identity: options.admin_identity.clone(),
             admin_key_file,
+            brain_key_file,
+            brain_public_key: brain_key.public_key_base64(),
             ops_secret: random_secret(),
             services: Vec::new(),
         };
@@ -145,7 +159,13 @@ impl Stack {
         )?;
         stack.spawn(
             "brain",
-            &["run", "--policy", path_str(&dir.join("policy.toml"))],
+            &[
+                "run",
+                "--policy",
+                path_str(&dir.join("policy.toml")),
+                "--signing-key",
+                path_str(&dir.join("brain.key")),
+            ],
             &[],
         )?;
         stack.spawn(

@@ -1,6 +1,9 @@
 //! `cargo xtask up` / `down`: the local stack — nats-server (through the `orion-bus` command of
 //! the contracts crate) and every service binary, detached, with data, logs, credentials and
-//! process ids under `target/orion-stack/`.
+//! process ids under `target/orion-stack/`. brain's signing key (`brain.key`, made by
+//! `brain keygen` on first use) is kept there too; brain reads it through
+//! `ORION_BRAIN_SIGNING_KEY_FILE`, commander trusts its public half through
+//! `ORION_BRAIN_PUBLIC_KEYS` (from `brain public-key`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -61,7 +64,12 @@ pub fn up(layout: &Layout) -> Result<()> {
     if !status.success() {
         bail!("orion-bus up failed");
     }
-    let secret = ops_secret(&dir)?;
+    let brain_key = brain_key(&bin, &dir)?;
+    let keys = StackKeys {
+        ops_secret: ops_secret(&dir)?,
+        brain_public_key: brain_public_key(&bin, &brain_key)?,
+        brain_key,
+    };
     for (name, args) in SERVICES {
         let pid_file = dir.join(format!("{name}.pid"));
         if let Some(pid) = running(&pid_file) {
@@ -72,7 +80,7 @@ pub fn up(layout: &Layout) -> Result<()> {
         let child = Command::new(bin.join(name))
             .args(*args)
             .env_clear()
-            .envs(service_env(&dir, name, &secret)?)
+            .envs(service_env(&dir, name, &keys)?)
             .current_dir(&layout.root)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -133,13 +141,35 @@ fn running(pid_file: &Path) -> Option<u32> {
     alive.then_some(pid)
 }
 
+/// The local stack's secrets, each handed only to the services that use it.
+struct StackKeys {
+    /// The HMAC key of ops commands (ops-worker and commander).
+    ops_secret: String,
+    /// brain's signing key file (brain only).
+    brain_key: PathBuf,
+    /// Its public half (commander trusts it).
+    brain_public_key: String,
+}
+
 /// Only what `service` needs: its own NATS credentials (never another identity's, nor the
-/// admin's), the HMAC key if it signs or verifies ops commands, and the operator's logging and
-/// environment settings.
-fn service_env(dir: &Path, service: &str, ops_secret: &str) -> Result<Vec<(String, String)>> {
+/// admin's), the keys it signs or verifies with, and the operator's logging and environment
+/// settings.
+fn service_env(dir: &Path, service: &str, keys: &StackKeys) -> Result<Vec<(String, String)>> {
     let mut env = read_env(&dir.join("credentials").join(format!("{service}.env")))?;
-    if SIGNS_OPS_COMMANDS.contains(&service) {
-        env.push(("OPS_SECRET".into(), ops_secret.to_string()));
+    if ["ops-worker", "commander"].contains(&service) {
+        env.push(("OPS_SECRET".into(), keys.ops_secret.clone()));
+    }
+    if service == "brain" {
+        env.push((
+            "ORION_BRAIN_SIGNING_KEY_FILE".into(),
+            keys.brain_key.display().to_string(),
+        ));
+    }
+    if service == "commander" {
+        env.push((
+            "ORION_BRAIN_PUBLIC_KEYS".into(),
+            keys.brain_public_key.clone(),
+        ));
     }
     for inherited in ["PATH", "HOME", "RUST_LOG", "ORION_LOG_FORMAT", "ORION_ENV"] {
         if let Ok(value) = std::env::var(inherited) {
@@ -148,9 +178,6 @@ fn service_env(dir: &Path, service: &str, ops_secret: &str) -> Result<Vec<(Strin
     }
     Ok(env)
 }
-
-/// The services that hold the ops HMAC key.
-const SIGNS_OPS_COMMANDS: &[&str] = &["ops-worker", "commander"];
 
 /// `KEY=VALUE` lines (comments skipped).
 fn read_env(path: &Path) -> Result<Vec<(String, String)>> {
@@ -181,6 +208,40 @@ fn ops_secret(dir: &Path) -> Result<String> {
         .and_then(|mut file| std::io::Write::write_all(&mut file, bytes.as_bytes()))
         .with_context(|| format!("creating {}", path.display()))?;
     Ok(bytes)
+}
+
+/// The local stack's signing key for brain, created on first use with `brain keygen` (mode
+/// 0600, kept across `up`s so actions already signed stay verifiable).
+fn brain_key(bin: &Path, dir: &Path) -> Result<PathBuf> {
+    let path = dir.join("brain.key");
+    if !path.exists() {
+        let output = Command::new(bin.join("brain"))
+            .args(["keygen", "--out"])
+            .arg(&path)
+            .output()?;
+        if !output.status.success() {
+            bail!(
+                "brain keygen failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+    }
+    Ok(path)
+}
+
+/// What commander trusts: the public half of `key`, printed by `brain public-key`.
+fn brain_public_key(bin: &Path, key: &Path) -> Result<String> {
+    let output = Command::new(bin.join("brain"))
+        .args(["public-key", "--signing-key"])
+        .arg(key)
+        .output()?;
+    if !output.status.success() {
+        bail!(
+            "brain public-key failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8(output.stdout)?.trim().to_string())
 }
 
 fn random_hex(len: usize) -> Result<String> {

@@ -4,9 +4,9 @@ use std::collections::HashSet;
 
 use async_nats::HeaderMap;
 use contracts::approval_decision_v1::ApprovalDecisionDecision;
-use contracts::approval_signature::SIGNATURE_HEADER;
 use contracts::bus::{Bus, BusConfig, BusError};
 use contracts::services::ApprovalCli;
+use contracts::signing::SIGNATURE_HEADER;
 use contracts::{
     ApprovalDecision, Contract, DeadLetter, Event, Incident, IncidentAcknowledgement, Message,
     Notification, OpsCommand, Outcome, Timestamp,

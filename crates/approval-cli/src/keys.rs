@@ -1,105 +1,24 @@
-//! Administrator keys on disk: an Ed25519 PKCS#8 document, base64, in a file only its owner
-//! can read.
+//! Administrator keys on disk (the key files of `contracts::signing`: an Ed25519 PKCS#8
+//! document, base64, in a file only its owner can read) and brain's `[[admins]]` snippet.
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-use base64::Engine;
-use contracts::approval_signature::AdminKey;
-
-/// Why a key file could not be written or read.
-#[derive(Debug, thiserror::Error)]
-pub enum KeyFileError {
-    #[error(
-        "{0} already exists; refusing to overwrite a key (move it away or choose another --out)"
-    )]
-    Exists(String),
-    #[error("writing {path}: {source}")]
-    Write {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("reading key file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("key file {path} is not a base64 PKCS#8 Ed25519 key: {reason}")]
-    Invalid { path: String, reason: String },
-}
+use contracts::signing::SigningKey;
+pub use contracts::signing::{KeyFileError, LoadedKey};
 
 /// Generates a key for `identity` and writes it to `path` (mode 0600, never over an existing
 /// file). Returns the key (for its public half).
-pub fn generate_to(identity: &str, path: &Path) -> Result<AdminKey, KeyFileError> {
-    let shown = path.display().to_string();
-    let (key, pkcs8) = AdminKey::generate(identity);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|source| match source.kind() {
-            std::io::ErrorKind::AlreadyExists => KeyFileError::Exists(shown.clone()),
-            _ => KeyFileError::Write {
-                path: shown.clone(),
-                source,
-            },
-        })?;
-    let write = |file: &mut std::fs::File| -> std::io::Result<()> {
-        // The umask may only have removed bits; make the mode exact.
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        let encoded = base64::engine::general_purpose::STANDARD.encode(&pkcs8);
-        file.write_all(encoded.as_bytes())?;
-        file.write_all(b"\n")?;
-        file.sync_all()
-    };
-    write(&mut file).map_err(|source| {
-        let _ = std::fs::remove_file(path);
-        KeyFileError::Write {
-            path: shown.clone(),
-            source,
-        }
-    })?;
-    Ok(key)
-}
-
-/// What loading a key found.
-pub struct LoadedKey {
-    pub key: AdminKey,
-    /// Set when the file can be read by others than its owner.
-    pub warning: Option<String>,
+pub fn generate_to(identity: &str, path: &Path) -> Result<SigningKey, KeyFileError> {
+    SigningKey::write_new(identity, path)
 }
 
 /// Reads the key in `path` for `identity`.
 pub fn load(identity: &str, path: &Path) -> Result<LoadedKey, KeyFileError> {
-    let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| KeyFileError::Read {
-        path: shown.clone(),
-        source,
-    })?;
-    let pkcs8 = base64::engine::general_purpose::STANDARD
-        .decode(text.trim())
-        .map_err(|e| KeyFileError::Invalid {
-            path: shown.clone(),
-            reason: e.to_string(),
-        })?;
-    let key = AdminKey::from_pkcs8(identity, &pkcs8).map_err(|e| KeyFileError::Invalid {
-        path: shown.clone(),
-        reason: e.to_string(),
-    })?;
-    let warning = std::fs::metadata(path)
-        .ok()
-        .map(|m| m.permissions().mode() & 0o777)
-        .filter(|mode| mode & 0o077 != 0)
-        .map(|mode| {
-            format!("key file {shown} has mode {mode:04o}: others can read it; `chmod 600 {shown}`")
-        });
-    Ok(LoadedKey { key, warning })
+    SigningKey::load(identity, path)
 }
 
 /// The `[[admins]]` entry for brain's policy file that lets `key` sign approval decisions.
-pub fn policy_snippet(key: &AdminKey) -> String {
+pub fn policy_snippet(key: &SigningKey) -> String {
     let quote = |s: &str| toml::Value::String(s.to_string()).to_string();
     format!(
         "[[admins]]\nidentity = {}\npublic_key = {}\n",
@@ -111,6 +30,7 @@ pub fn policy_snippet(key: &AdminKey) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn written_keys_are_private_reload_and_are_never_overwritten() {
@@ -140,7 +60,7 @@ mod tests {
 
     #[test]
     fn the_policy_snippet_is_valid_toml() {
-        let (key, _) = AdminKey::generate("o\"brien");
+        let (key, _) = SigningKey::generate("o\"brien");
         let snippet = policy_snippet(&key);
         let parsed: toml::Table = snippet.parse().unwrap();
         let admin = &parsed["admins"].as_array().unwrap()[0];

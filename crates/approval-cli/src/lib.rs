@@ -31,7 +31,8 @@
 //! - The signature covers the RFC 8785 canonical form of the approval decision exactly as
 //!   published (`contracts::to_value`, which includes `override_cooldown` and
 //!   `override_circuit_breaker` even when false): verify it against the received payload parsed
-//!   as JSON, with the `AdminKeyring` entry of its `admin_identity`.
+//!   as JSON, with the key of its `admin_identity`
+//!   (`contracts::signing::Verifier::verify_claimed`).
 //! - An approval decision's `expires_at` is `issued_at` + `--valid-for` (default 300 s); the
 //!   tool refuses to answer an expired request and, unless `--again`, one already answered.
 //! - The audit trail links messages by ids: requests by `incident_id` or `decision_id`, actions

@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use crate::records::RawRecord;
 
 /// The header carrying an approval decision's signature.
-pub use contracts::approval_signature::SIGNATURE_HEADER;
+pub use contracts::signing::SIGNATURE_HEADER;
 
 /// How long a read may wait for the next message of a stream it knows is not finished.
 const NEXT_MESSAGE_TIMEOUT: Duration = Duration::from_secs(15);

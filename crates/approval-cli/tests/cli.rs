@@ -10,10 +10,10 @@ use approval_cli::records::{decode_all, Record};
 use approval_cli::render::format_time;
 use async_nats::jetstream;
 use base64::Engine;
-use contracts::approval_signature::{AdminKey, AdminKeyring, ApprovalSignatureError};
 use contracts::bus::Bus;
 use contracts::local_server::NatsServer;
 use contracts::services::*;
+use contracts::signing::{SignatureError, SigningKey, Verifier, APPROVAL_SIGNER_FIELD};
 use contracts::*;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
@@ -349,7 +349,7 @@ fn pending_request(expires_in: time::Duration) -> (Uuid, Uuid, Vec<Message>) {
     )
 }
 
-async fn keygen(platform: &Platform, dir: &Path, identity: &str) -> (PathBuf, AdminKey) {
+async fn keygen(platform: &Platform, dir: &Path, identity: &str) -> (PathBuf, SigningKey) {
     let path = dir.join(format!("{identity}.key"));
     platform
         .run(&[
@@ -367,12 +367,12 @@ async fn keygen(platform: &Platform, dir: &Path, identity: &str) -> (PathBuf, Ad
         .unwrap();
     (
         path.clone(),
-        AdminKey::from_pkcs8(identity, &pkcs8).unwrap(),
+        SigningKey::from_pkcs8(identity, &pkcs8).unwrap(),
     )
 }
 
-fn keyring(identity: &str, key: &AdminKey) -> AdminKeyring {
-    let mut ring = AdminKeyring::default();
+fn keyring(identity: &str, key: &SigningKey) -> Verifier {
+    let mut ring = Verifier::default();
     ring.add(identity, &key.public_key_base64()).unwrap();
     ring
 }
@@ -409,7 +409,7 @@ async fn keygen_writes_a_private_key_prints_the_policy_entry_and_never_overwrite
     let pkcs8 = base64::engine::general_purpose::STANDARD
         .decode(std::fs::read_to_string(&path).unwrap().trim())
         .unwrap();
-    let key = AdminKey::from_pkcs8("alice", &pkcs8).unwrap();
+    let key = SigningKey::from_pkcs8("alice", &pkcs8).unwrap();
     let public = key.public_key_base64();
     assert!(first.stdout.contains(&public), "{}", first.stdout);
     let snippet = format!("[[admins]]\nidentity = \"alice\"\npublic_key = \"{public}\"\n");
@@ -606,7 +606,7 @@ async fn approve_requires_a_reason_and_a_key_before_anything_else() {
     // With arguments in order it gets as far as connecting, and there is nothing to reach.
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("k");
-    let (_, pkcs8) = AdminKey::generate("test-operator");
+    let (_, pkcs8) = SigningKey::generate("test-operator");
     std::fs::write(
         &key,
         base64::engine::general_purpose::STANDARD.encode(pkcs8),
@@ -675,15 +675,20 @@ async fn approve_publishes_a_decision_signed_by_the_admin_key() {
     // The signature travels in the header and verifies against alice's public key only.
     let header = record.signature.as_deref();
     assert_eq!(header, printed["signature"].as_str());
-    assert_eq!(keyring("alice", &key).verify(&record.raw, header), Ok(()));
-    let (other, _) = AdminKey::generate("alice");
     assert_eq!(
-        keyring("alice", &other).verify(&record.raw, header),
-        Err(ApprovalSignatureError::Mismatch("alice".into()))
+        keyring("alice", &key).verify_claimed(&record.raw, APPROVAL_SIGNER_FIELD, header),
+        Ok("alice")
+    );
+    let (other, _) = SigningKey::generate("alice");
+    assert_eq!(
+        keyring("alice", &other).verify_claimed(&record.raw, APPROVAL_SIGNER_FIELD, header),
+        Err(SignatureError::Mismatch("alice".into()))
     );
     let mut altered = record.raw.clone();
     altered["decision"] = json!("force");
-    assert!(keyring("alice", &key).verify(&altered, header).is_err());
+    assert!(keyring("alice", &key)
+        .verify_claimed(&altered, APPROVAL_SIGNER_FIELD, header)
+        .is_err());
 
     // Answered now: a second answer is refused unless asked for.
     let again = platform
@@ -733,8 +738,12 @@ async fn approve_publishes_a_decision_signed_by_the_admin_key() {
     let (record, sent) = approval_of(&stored, request_id);
     assert_eq!(sent.admin_identity, "alice", "identity defaults to $USER");
     assert_eq!(
-        keyring("alice", &key).verify(&record.raw, record.signature.as_deref()),
-        Ok(())
+        keyring("alice", &key).verify_claimed(
+            &record.raw,
+            APPROVAL_SIGNER_FIELD,
+            record.signature.as_deref()
+        ),
+        Ok("alice")
     );
 }
 
@@ -791,8 +800,12 @@ async fn deny_and_force_set_their_decision_validity_and_override_flags() {
     let ring = keyring("bob", &key);
     for record in &stored {
         assert_eq!(
-            ring.verify(&record.raw, record.signature.as_deref()),
-            Ok(())
+            ring.verify_claimed(
+                &record.raw,
+                APPROVAL_SIGNER_FIELD,
+                record.signature.as_deref()
+            ),
+            Ok("bob")
         );
     }
 

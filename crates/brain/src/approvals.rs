@@ -17,9 +17,9 @@
 //! settles the request and starts the cooldown. The legacy unsigned `Approval` is always
 //! refused: approvals must be signed.
 
-use contracts::approval_signature::{AdminKeyring, ApprovalSignatureError};
 use contracts::generated::approval_decision_v1::ApprovalDecisionDecision;
 use contracts::generated::outcome_v1::OutcomeStatus;
+use contracts::signing::{SignatureError, Verifier, APPROVAL_SIGNER_FIELD};
 use contracts::{Action, Approval, ApprovalDecision, ContractError, Decision, Outcome, Timestamp};
 use serde_json::Value;
 
@@ -56,29 +56,30 @@ pub struct ApprovalCheck<'a> {
     /// The `Orion-Signature` header, if any.
     pub signature: Option<&'a str>,
     pub record: &'a RequestRecord,
-    pub keyring: &'a AdminKeyring,
+    pub keyring: &'a Verifier,
     /// The limits state of the request's action + target.
     pub limits: Option<&'a LimitState>,
     pub autonomy: &'a Autonomy,
     pub now: Timestamp,
 }
 
-fn signature_problem(e: &ApprovalSignatureError, admin: &str) -> String {
+fn signature_problem(e: &SignatureError, admin: &str) -> String {
     match e {
-        ApprovalSignatureError::Missing => format!(
+        SignatureError::Missing => format!(
             "it claims administrator `{admin}` but carries no Orion-Signature header: unsigned approvals are refused"
         ),
-        ApprovalSignatureError::Malformed => {
+        SignatureError::Malformed => {
             "its Orion-Signature header is not `ed25519:<base64>`: refused".to_string()
         }
-        ApprovalSignatureError::UnknownAdmin(who) => format!(
+        SignatureError::UnknownSigner(who) => format!(
             "`{who}` is not an administrator of this policy ([[admins]]): refused"
         ),
-        ApprovalSignatureError::Mismatch(who) => format!(
+        SignatureError::Mismatch(who) => format!(
             "its Orion-Signature does not verify against `{who}`'s public key: forged or altered, refused"
         ),
-        ApprovalSignatureError::NoIdentity => "it names no admin_identity: refused".to_string(),
-        ApprovalSignatureError::BadKey(why) => format!("the administrator's key is unusable ({why}): refused"),
+        SignatureError::NoIdentity(_) => "it names no admin_identity: refused".to_string(),
+        SignatureError::NotJson(why) => format!("its payload is not JSON ({why}): refused"),
+        SignatureError::BadKey(why) => format!("the administrator's key is unusable ({why}): refused"),
     }
 }
 
@@ -117,7 +118,10 @@ pub fn judge(check: &ApprovalCheck<'_>) -> Result<Judgement, ContractError> {
         })
     };
 
-    if let Err(e) = check.keyring.verify(check.raw, check.signature) {
+    if let Err(e) = check
+        .keyring
+        .verify_claimed(check.raw, APPROVAL_SIGNER_FIELD, check.signature)
+    {
         return refuse(signature_problem(&e, &a.admin_identity));
     }
     if let Some(settlement) = &record.settlement {

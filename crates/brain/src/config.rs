@@ -8,6 +8,8 @@
 //!
 //! [brain]
 //! policy = "policy.toml"          # relative to this file; ORION_BRAIN_POLICY, --policy override
+//! signing_key = "brain.key"       # brain's Ed25519 key (relative to this file; required);
+//!                                 # ORION_BRAIN_SIGNING_KEY_FILE, --signing-key override
 //! expiry_check_s = 5              # how often waiting approval requests are checked for expiry
 //! rescan_s = 60                   # how often waiting requests are re-read from brain_state
 //! ```
@@ -40,6 +42,9 @@ pub struct NatsSection {
 #[serde(deny_unknown_fields, default)]
 pub struct BrainSection {
     pub policy: Option<PathBuf>,
+    /// brain's private key (a file `brain keygen` writes); every action brain publishes is
+    /// signed with it, and commander executes only actions that verify.
+    pub signing_key: Option<PathBuf>,
     pub expiry_check_s: u64,
     pub rescan_s: u64,
 }
@@ -66,10 +71,18 @@ impl Default for BrainSection {
     fn default() -> Self {
         Self {
             policy: None,
+            signing_key: None,
             expiry_check_s: 5,
             rescan_s: 60,
         }
     }
+}
+
+/// What the command line says (each overrides the environment and the file).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Flags<'a> {
+    pub policy: Option<&'a Path>,
+    pub signing_key: Option<&'a Path>,
 }
 
 /// Everything brain runs with.
@@ -78,6 +91,8 @@ pub struct Config {
     pub nats_url: String,
     pub nats_replicas: usize,
     pub policy: PathBuf,
+    /// The key file brain signs its actions with.
+    pub signing_key: PathBuf,
     pub settings: Settings,
 }
 
@@ -87,16 +102,18 @@ pub enum ConfigError {
     File(#[from] contracts::runtime::ConfigError),
     #[error("no policy file: pass --policy FILE, set ORION_BRAIN_POLICY, or set [brain] policy in the config file")]
     NoPolicy,
+    #[error("no signing key: brain signs every action it publishes and commander executes nothing else; pass --signing-key FILE, set ORION_BRAIN_SIGNING_KEY_FILE, or set [brain] signing_key in the config file (create one with `brain keygen --out FILE`)")]
+    NoSigningKey,
     #[error("{0}")]
     Invalid(String),
 }
 
 impl Config {
-    /// Loads `path` (+ the overlay of `ORION_ENV`), applies `ORION_NATS_URL` and
-    /// `ORION_BRAIN_POLICY`, then `policy_flag`.
+    /// Loads `path` (+ the overlay of `ORION_ENV`), applies `ORION_NATS_URL`,
+    /// `ORION_BRAIN_POLICY` and `ORION_BRAIN_SIGNING_KEY_FILE`, then the flags.
     pub fn load(
         path: Option<&Path>,
-        policy_flag: Option<&Path>,
+        flags: Flags<'_>,
         var: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
         let environment = var("ORION_ENV").unwrap_or_else(|| "base".into());
@@ -105,13 +122,25 @@ impl Config {
             .and_then(Path::parent)
             .map(Path::to_path_buf)
             .unwrap_or_default();
-        let policy = match (policy_flag, var("ORION_BRAIN_POLICY"), &file.brain.policy) {
-            (Some(flag), _, _) => flag.to_path_buf(),
-            (None, Some(env), _) => PathBuf::from(env),
-            (None, None, Some(file_policy)) if file_policy.is_relative() => base.join(file_policy),
-            (None, None, Some(file_policy)) => file_policy.clone(),
-            (None, None, None) => return Err(ConfigError::NoPolicy),
+        let pick = |flag: Option<&Path>, env: &str, in_file: &Option<PathBuf>| match (
+            flag,
+            var(env),
+            in_file,
+        ) {
+            (Some(flag), _, _) => Some(flag.to_path_buf()),
+            (None, Some(env), _) => Some(PathBuf::from(env)),
+            (None, None, Some(in_file)) if in_file.is_relative() => Some(base.join(in_file)),
+            (None, None, Some(in_file)) => Some(in_file.clone()),
+            (None, None, None) => None,
         };
+        let policy = pick(flags.policy, "ORION_BRAIN_POLICY", &file.brain.policy)
+            .ok_or(ConfigError::NoPolicy)?;
+        let signing_key = pick(
+            flags.signing_key,
+            "ORION_BRAIN_SIGNING_KEY_FILE",
+            &file.brain.signing_key,
+        )
+        .ok_or(ConfigError::NoSigningKey)?;
         let b = &file.brain;
         for (name, value) in [
             ("expiry_check_s", b.expiry_check_s),
@@ -127,6 +156,7 @@ impl Config {
             nats_url: var("ORION_NATS_URL").unwrap_or(file.nats.url),
             nats_replicas: file.nats.replicas.max(1),
             policy,
+            signing_key,
             settings: Settings {
                 expiry_check: Duration::from_secs(b.expiry_check_s),
                 rescan: Duration::from_secs(b.rescan_s),
@@ -144,34 +174,52 @@ mod tests {
     fn flag_beats_environment_beats_file_and_file_paths_are_relative_to_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("brain.toml");
-        std::fs::write(&path, "[nats]\nurl = \"nats://file:4222\"\n[brain]\npolicy = \"p.toml\"\nexpiry_check_s = 2\n").unwrap();
+        std::fs::write(&path, "[nats]\nurl = \"nats://file:4222\"\n[brain]\npolicy = \"p.toml\"\nsigning_key = \"brain.key\"\nexpiry_check_s = 2\n").unwrap();
         let none = |_: &str| None;
-        let config = Config::load(Some(&path), None, none).unwrap();
+        let no_flags = Flags::default();
+        let config = Config::load(Some(&path), no_flags, none).unwrap();
         assert_eq!(config.policy, dir.path().join("p.toml"));
+        assert_eq!(config.signing_key, dir.path().join("brain.key"));
         assert_eq!(config.nats_url, "nats://file:4222");
         assert_eq!(config.settings.expiry_check, Duration::from_secs(2));
         let env = |k: &str| match k {
             "ORION_BRAIN_POLICY" => Some("/etc/env.toml".to_string()),
+            "ORION_BRAIN_SIGNING_KEY_FILE" => Some("/etc/brain.key".to_string()),
             "ORION_NATS_URL" => Some("nats://env:4222".to_string()),
             _ => None,
         };
-        let config = Config::load(Some(&path), None, env).unwrap();
+        let config = Config::load(Some(&path), no_flags, env).unwrap();
         assert_eq!(config.policy, PathBuf::from("/etc/env.toml"));
+        assert_eq!(config.signing_key, PathBuf::from("/etc/brain.key"));
         assert_eq!(config.nats_url, "nats://env:4222");
-        let config = Config::load(Some(&path), Some(Path::new("flag.toml")), env).unwrap();
+        let flags = Flags {
+            policy: Some(Path::new("flag.toml")),
+            signing_key: Some(Path::new("flag.key")),
+        };
+        let config = Config::load(Some(&path), flags, env).unwrap();
         assert_eq!(config.policy, PathBuf::from("flag.toml"));
+        assert_eq!(config.signing_key, PathBuf::from("flag.key"));
         assert!(matches!(
-            Config::load(None, None, none),
+            Config::load(None, no_flags, none),
             Err(ConfigError::NoPolicy)
         ));
+        // No key anywhere: refused (fail closed), with how to make one.
+        let policy_only = Flags {
+            policy: Some(Path::new("p.toml")),
+            signing_key: None,
+        };
+        let refused = Config::load(None, policy_only, none).unwrap_err();
+        assert!(matches!(refused, ConfigError::NoSigningKey));
+        assert!(refused.to_string().contains("brain keygen"), "{refused}");
         let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("brain.toml");
-        let config = Config::load(Some(&shipped), None, none).unwrap();
+        let key_env = |k: &str| (k == "ORION_BRAIN_SIGNING_KEY_FILE").then(|| "k".to_string());
+        let config = Config::load(Some(&shipped), no_flags, key_env).unwrap();
         assert_eq!(
             config.policy,
             Path::new(env!("CARGO_MANIFEST_DIR")).join("policy.toml")
         );
         assert_eq!(config.settings.expiry_check, Duration::from_secs(5));
         std::fs::write(&path, "[brain]\nunknown = 1\n").unwrap();
-        assert!(Config::load(Some(&path), None, none).is_err());
+        assert!(Config::load(Some(&path), no_flags, none).is_err());
     }
 }

@@ -17,7 +17,11 @@
 //!   administrator over the raw JSON, a pending request brain issued, in time; expiring
 //!   unanswered requests; refusing the unsigned legacy `orion.approval.v1`;
 //! - keeping all of that across restarts in the key-value bucket `brain_state` ([`state`]),
-//!   with an outbox per message so nothing is lost or done twice.
+//!   with an outbox per message so nothing is lost or done twice;
+//! - signing every action it publishes with its own Ed25519 key ([`service`]; header
+//!   `Orion-Signature`, the scheme of `contracts::signing`), so that commander executes what
+//!   brain decided and nothing else: a message on `orion.action.v1` without brain's signature
+//!   never runs. The key comes from a file (`brain keygen`), and brain refuses to start without it.
 //!
 //! What it is not for: executing actions (commander), correlating events (guardian), or asking
 //! operators (approval-cli).

@@ -1,15 +1,17 @@
-//! `brain`: the ORION decision service (`run`) and a policy checker (`check`).
+//! `brain`: the ORION decision service (`run`), a policy checker (`check`), and its signing key
+//! (`keygen`, `public-key`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use brain::config::Config;
+use brain::config::{Config, Flags};
 use brain::{Brain, Policy};
 use clap::{Parser, Subcommand};
 use contracts::bus::{Bus, BusConfig};
 use contracts::runtime::{init_tracing, shutdown_signal, LogFormat};
 use contracts::services;
+use contracts::signing::{SigningKey, BRAIN_SIGNER};
 
 /// Exit code: a bad policy or configuration, or brain failed.
 const EXIT_FAILURE: u8 = 1;
@@ -33,6 +35,12 @@ Decides how to respond to ORION incidents. Consumes orion.incident.v1, orion.app
 (and the deprecated orion.approval.v1, always refused: approvals must be signed) and
 orion.outcome.v1 (for the circuit breaker); publishes orion.decision.v1, orion.action.v1 (state
 pending) and orion.approval_request.v1. Every decision says why, in words an operator can act on.
+
+Every action is signed with brain's own Ed25519 key (header Orion-Signature: ed25519:<base64>
+over the RFC 8785 canonical JSON of the action as published); commander executes only actions
+whose signature verifies against brain's public key(s). `brain keygen --out FILE` creates the
+key and prints the line commander needs; `brain public-key --signing-key FILE` prints it again.
+Without a readable key `brain run` exits 1 before connecting.
 
 Autonomy levels (policy `autonomy_level`, capped live by the ops interlock):
   N0  observe: NO_ACTION
@@ -68,21 +76,25 @@ Policy file (TOML, --policy; checked at start, errors give the line; `brain chec
   does a name missing from the rule's targets (its own, else the policy's; none: any name).
   See crates/brain/policy.toml for a documented example.
 
-Config file (TOML, --config; optional): [nats] url, replicas; [brain] policy (relative to the
-file), expiry_check_s, rescan_s, ack_wait_s, max_deliver. An overlay <name>.<ORION_ENV>.toml next
-to it overrides keys; environment variables override both; --policy overrides everything.
+Config file (TOML, --config; optional): [nats] url, replicas; [brain] policy, signing_key (both
+relative to the file), expiry_check_s, rescan_s, ack_wait_s, max_deliver. An overlay
+<name>.<ORION_ENV>.toml next to it overrides keys; environment variables override both;
+--policy and --signing-key override everything.
 
 Environment:
   ORION_NATS_URL        NATS URL(s), comma-separated (default nats://localhost:4222)
   ORION_NATS_USER       NATS user (default brain)
   ORION_NATS_PASSWORD   NATS password (or ORION_NATS_PASSWORD_FILE, or ORION_NATS_PASSWORD_BRAIN)
   ORION_BRAIN_POLICY    policy file (instead of [brain] policy)
+  ORION_BRAIN_SIGNING_KEY_FILE
+                        brain's private key file (instead of [brain] signing_key); required
   ORION_ENV             base, dev, ci or prod: which overlay of the config file to apply
   ORION_LOG_FORMAT      text or json; RUST_LOG filters (default info)
 
 State: key-value bucket brain_state (pending approval requests, cooldowns, rate windows,
 breakers), so a restart loses nothing. Exit codes: 0 stopped by SIGTERM/SIGINT, 1 bad policy,
-configuration or connection (reported before connecting when it is the policy), 2 bad arguments.";
+signing key, configuration or connection (reported before connecting when it is the policy or
+the key), 2 bad arguments.";
 
 #[derive(Subcommand)]
 enum Cmd {
@@ -94,6 +106,24 @@ enum Cmd {
         /// Policy file (TOML); overrides ORION_BRAIN_POLICY and [brain] policy.
         #[arg(long, short)]
         policy: Option<PathBuf>,
+        /// brain's private key file (from `brain keygen`); overrides
+        /// ORION_BRAIN_SIGNING_KEY_FILE and [brain] signing_key.
+        #[arg(long, value_name = "FILE")]
+        signing_key: Option<PathBuf>,
+    },
+    /// Create brain's Ed25519 signing key in FILE (mode 0600, never over an existing file) and
+    /// print the public key commander must trust.
+    Keygen {
+        /// Where to write the private key.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Print the public key (base64) of a signing key file: the value of commander's
+    /// brain_public_keys / ORION_BRAIN_PUBLIC_KEYS.
+    PublicKey {
+        /// brain's private key file.
+        #[arg(long, value_name = "FILE", env = "ORION_BRAIN_SIGNING_KEY_FILE")]
+        signing_key: PathBuf,
     },
     /// Check a policy file and print what it says; exit 1 with line-numbered errors if invalid.
     Check {
@@ -123,8 +153,45 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_FAILURE)
             }
         },
-        Cmd::Run { config, policy } => {
-            let config = match Config::load(config.as_deref(), policy.as_deref(), |k| {
+        Cmd::Keygen { out } => match SigningKey::write_new(BRAIN_SIGNER, &out) {
+            Ok(key) => {
+                println!(
+                    "Wrote brain's signing key to {} (mode 0600: keep it secret; brain reads it with --signing-key or ORION_BRAIN_SIGNING_KEY_FILE).",
+                    out.display()
+                );
+                println!("Give commander its public key (commander.toml, or ORION_BRAIN_PUBLIC_KEYS=<key>):");
+                println!();
+                println!("brain_public_keys = [\"{}\"]", key.public_key_base64());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("brain: {e}");
+                ExitCode::from(EXIT_FAILURE)
+            }
+        },
+        Cmd::PublicKey { signing_key } => match SigningKey::load(BRAIN_SIGNER, &signing_key) {
+            Ok(loaded) => {
+                if let Some(warning) = loaded.warning {
+                    eprintln!("brain: warning: {warning}");
+                }
+                println!("{}", loaded.key.public_key_base64());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("brain: {e}");
+                ExitCode::from(EXIT_FAILURE)
+            }
+        },
+        Cmd::Run {
+            config,
+            policy,
+            signing_key,
+        } => {
+            let flags = Flags {
+                policy: policy.as_deref(),
+                signing_key: signing_key.as_deref(),
+            };
+            let config = match Config::load(config.as_deref(), flags, |k| {
                 std::env::var(k).ok().filter(|v| !v.is_empty())
             }) {
                 Ok(config) => config,
@@ -141,11 +208,24 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_FAILURE);
                 }
             };
+            // So is the signing key: without it brain could not publish an action commander runs.
+            let signer = match SigningKey::load(BRAIN_SIGNER, &config.signing_key) {
+                Ok(loaded) => {
+                    if let Some(warning) = &loaded.warning {
+                        tracing::warn!(%warning, "brain's signing key is readable by others");
+                    }
+                    loaded.key
+                }
+                Err(e) => {
+                    eprintln!("brain: signing key refused: {e}");
+                    return ExitCode::from(EXIT_FAILURE);
+                }
+            };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .expect("tokio runtime");
-            match runtime.block_on(run(config, policy)) {
+            match runtime.block_on(run(config, policy, signer)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("brain: {e:#}");
@@ -156,7 +236,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config: Config, policy: Policy) -> Result<()> {
+async fn run(config: Config, policy: Policy, signer: SigningKey) -> Result<()> {
     let mut bus_config =
         BusConfig::from_env::<services::Brain>().context("reading the NATS settings")?;
     bus_config.url = config.nats_url.clone();
@@ -167,6 +247,8 @@ async fn run(config: Config, policy: Policy) -> Result<()> {
         rules = policy.rules.len(),
         fallback = policy.fallback.is_some(),
         admins = ?policy.admins,
+        signing_key = %config.signing_key.display(),
+        public_key = %signer.public_key_base64(),
         "brain starting"
     );
     let bus = Bus::<services::Brain>::connect(bus_config)
@@ -175,7 +257,7 @@ async fn run(config: Config, policy: Policy) -> Result<()> {
     bus.verify_provisioned()
         .await
         .context("checking brain's streams, consumers and buckets")?;
-    let brain = Brain::start(bus.clone(), policy, config.settings)
+    let brain = Brain::start(bus.clone(), policy, signer, config.settings)
         .await
         .context("opening brain's state")?;
     brain.run(shutdown_signal()).await?;

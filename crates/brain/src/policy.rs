@@ -33,11 +33,11 @@
 
 use std::path::Path;
 
-use contracts::approval_signature::AdminKeyring;
 use contracts::generated::action_v1::ActionActionType;
 use contracts::generated::decision_v1::DecisionAutonomyLevel;
 use contracts::generated::incident_v1::{IncidentIncidentType, IncidentSeverity};
 use contracts::target::{CanonicalTarget, TargetError};
+use contracts::signing::Verifier;
 use contracts::Incident;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -306,7 +306,7 @@ pub struct Policy {
     /// The configured administrators' identities, in file order.
     pub admins: Vec<String>,
     /// Their public keys, to verify approval decisions.
-    pub keyring: AdminKeyring,
+    pub keyring: Verifier,
     pub rules: Vec<Rule>,
     /// What to propose when no rule covers an incident (classified UNKNOWN).
     pub fallback: Option<Rule>,

@@ -5,16 +5,20 @@
 //! applied to the state, published, and only then is the message acknowledged. A failure on the
 //! way (the bucket or the stream unreachable) naks the message with a delay; its redelivery
 //! replays the stored effects with the same ids.
+//!
+//! Actions are published signed with brain's key (`Orion-Signature` over the canonical JSON of
+//! the action as published); the signature is made when the effect is published, so a replayed
+//! outbox signs the same bytes again and gets the same header.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use contracts::approval_signature::SIGNATURE_HEADER;
 use contracts::bus::{Bus, BusError, Delivery, Either, SubscribeOptions};
 use contracts::generated::dead_letter_v1::DeadLetterReasonCode;
 use contracts::services;
-use contracts::{Approval, ApprovalDecision, ContractError, Incident, Outcome, Timestamp};
+use contracts::signing::{SigningKey, APPROVAL_SIGNER_FIELD, SIGNATURE_HEADER};
+use contracts::{Action, Approval, ApprovalDecision, ContractError, Incident, Outcome, Timestamp};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -96,6 +100,8 @@ impl From<BusError> for Failure {
 pub struct Brain {
     bus: Bus<services::Brain>,
     policy: Arc<Policy>,
+    /// Signs every action brain publishes (commander executes nothing else).
+    signer: SigningKey,
     store: StateStore,
     interlock: Interlock,
     settings: Settings,
@@ -105,16 +111,18 @@ pub struct Brain {
 }
 
 impl Brain {
-    /// Opens the state bucket and starts watching the ops interlock.
+    /// Opens the state bucket and starts watching the ops interlock. `signer` signs every
+    /// action brain publishes.
     pub async fn start(
         bus: Bus<services::Brain>,
         policy: Policy,
+        signer: SigningKey,
         settings: Settings,
     ) -> Result<Self, BrainError> {
         let store = StateStore::open(bus.jetstream()).await?;
         let interlock = Interlock::watch(bus.jetstream().clone()).await;
         Ok(Self::with_interlock(
-            bus, policy, settings, store, interlock,
+            bus, policy, signer, settings, store, interlock,
         ))
     }
 
@@ -122,6 +130,7 @@ impl Brain {
     pub fn with_interlock(
         bus: Bus<services::Brain>,
         policy: Policy,
+        signer: SigningKey,
         settings: Settings,
         store: StateStore,
         interlock: Interlock,
@@ -129,6 +138,7 @@ impl Brain {
         Self {
             bus,
             policy: Arc::new(policy),
+            signer,
             store,
             interlock,
             settings,
@@ -294,13 +304,16 @@ impl Brain {
             .map(|v| v.as_str());
         let request = self.store.request(approval.approval_request_id).await?;
         let Some(record) = &request.value else {
-            let signed = self.policy.keyring.verify(&raw, signature);
+            let signed = self
+                .policy
+                .keyring
+                .verify_claimed(&raw, APPROVAL_SIGNER_FIELD, signature);
             let (code, why) = match signed {
                 Err(e) => (
                     DeadLetterReasonCode::BadSignature,
                     format!("approval decision {} answers request {}, which brain never issued, and its signature does not verify ({e}): ignored", approval.approval_id, approval.approval_request_id),
                 ),
-                Ok(()) => (
+                Ok(_) => (
                     DeadLetterReasonCode::UnknownReference,
                     format!("approval decision {} by {} answers request {}, which brain never issued (or forgot after {} days): ignored", approval.approval_id, approval.admin_identity, approval.approval_request_id, RETENTION.as_secs() / 86400),
                 ),
@@ -632,13 +645,23 @@ impl Brain {
         for effect in &outbox.effects {
             let published = match effect {
                 Effect::Decision(d) => self.bus.publish(d.as_ref()).await,
-                Effect::Action(a) => self.bus.publish(a.as_ref()).await,
+                Effect::Action(a) => self.publish_signed(a).await,
                 Effect::ApprovalRequest(r) => self.bus.publish(r.as_ref()).await,
             };
             published
                 .map_err(|e| Failure::Retry(format!("publishing {}: {e}", effect.describe())))?;
         }
         Ok(())
+    }
+
+    /// Publishes `action` with brain's signature over it, exactly as published, in the
+    /// `Orion-Signature` header. Ed25519 is deterministic: a replayed outbox sends the same
+    /// header, and the server drops the copy as a duplicate of its action id anyway.
+    async fn publish_signed(&self, action: &Action) -> Result<contracts::bus::Published, BusError> {
+        let value = contracts::to_value(action)?;
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(SIGNATURE_HEADER, self.signer.sign(&value).as_str());
+        self.bus.publish_with_headers(action, headers).await
     }
 
     /// Logs what an outbox did and keeps the waiting requests current.

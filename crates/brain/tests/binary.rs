@@ -1,5 +1,6 @@
-//! The `brain` binary: refuses a bad policy before connecting, checks policies, runs against a
-//! real nats-server and stops gracefully on SIGTERM.
+//! The `brain` binary: refuses a bad policy or a missing signing key before connecting, checks
+//! policies, makes signing keys, runs against a real nats-server (its actions signed) and stops
+//! gracefully on SIGTERM.
 
 mod support;
 
@@ -12,6 +13,28 @@ const BRAIN: &str = env!("CARGO_BIN_EXE_brain");
 
 fn example_policy() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policy.toml")
+}
+
+/// A TEST KEY made with `brain keygen` in `dir`; returns its file and the public key printed.
+fn keygen(dir: &std::path::Path) -> (std::path::PathBuf, String) {
+    let path = dir.join("brain.key");
+    let output = Command::new(BRAIN)
+        .args(["keygen", "--out", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let public = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("brain_public_keys = [\""))
+        .and_then(|l| l.strip_suffix("\"]"))
+        .unwrap_or_else(|| panic!("keygen prints commander's line: {stdout}"))
+        .to_string();
+    (path, public)
 }
 
 #[test]
@@ -32,9 +55,11 @@ cooldown_s = 60
 "#,
     )
     .unwrap();
+    let (key, _) = keygen(dir.path());
     let started = Instant::now();
     let output = Command::new(BRAIN)
         .args(["run", "--policy", path.to_str().unwrap()])
+        .env("ORION_BRAIN_SIGNING_KEY_FILE", &key)
         // Nothing listens there: brain must not get as far as trying.
         .env("ORION_NATS_URL", "nats://127.0.0.1:1")
         .output()
@@ -54,6 +79,7 @@ cooldown_s = 60
     std::fs::write(&path, "autonomy_level = \"N2\"\n[[rules]\n").unwrap();
     let output = Command::new(BRAIN)
         .args(["run", "--policy", path.to_str().unwrap()])
+        .env("ORION_BRAIN_SIGNING_KEY_FILE", &key)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -105,6 +131,9 @@ fn check_prints_the_policy_and_help_explains_the_keys() {
         "${tags.<key>}",
         "ORION_NATS_URL",
         "ORION_NATS_PASSWORD_BRAIN",
+        "ORION_BRAIN_SIGNING_KEY_FILE",
+        "brain keygen --out FILE",
+        "Orion-Signature",
         "ORION_ENV",
         "ORION_LOG_FORMAT",
     ] {
@@ -114,10 +143,67 @@ fn check_prints_the_policy_and_help_explains_the_keys() {
     assert_eq!(output.status.code(), Some(2));
 }
 
+#[test]
+fn without_a_readable_signing_key_brain_exits_1_before_connecting() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |key: Option<&std::path::Path>| {
+        let mut command = Command::new(BRAIN);
+        command
+            .args(["run", "--policy", example_policy().to_str().unwrap()])
+            .env_remove("ORION_BRAIN_SIGNING_KEY_FILE")
+            // Nothing listens there: brain must not get as far as trying.
+            .env("ORION_NATS_URL", "nats://127.0.0.1:1");
+        if let Some(key) = key {
+            command.arg("--signing-key").arg(key);
+        }
+        let started = Instant::now();
+        let output = command.output().unwrap();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(!stderr.to_lowercase().contains("connect"), "{stderr}");
+        stderr
+    };
+    let none = run(None);
+    assert!(
+        none.contains("no signing key") && none.contains("brain keygen --out FILE"),
+        "{none}"
+    );
+    let missing = dir.path().join("missing.key");
+    let stderr = run(Some(&missing));
+    assert!(
+        stderr.contains("signing key refused: reading key file") && stderr.contains("missing.key"),
+        "{stderr}"
+    );
+    let garbage = dir.path().join("garbage.key");
+    std::fs::write(&garbage, "not a key\n").unwrap();
+    let stderr = run(Some(&garbage));
+    assert!(
+        stderr.contains("is not a base64 PKCS#8 Ed25519 key"),
+        "{stderr}"
+    );
+
+    // keygen never overwrites a key; public-key prints the key keygen printed.
+    let (key, public) = keygen(dir.path());
+    let again = Command::new(BRAIN)
+        .args(["keygen", "--out", key.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    let printed = Command::new(BRAIN)
+        .args(["public-key", "--signing-key", key.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(printed.status.success());
+    assert_eq!(String::from_utf8_lossy(&printed.stdout).trim(), public);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_decides_and_stops_gracefully_on_sigterm() {
     let server = provisioned_server().await;
     let dir = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(dir.path());
     let log = dir.path().join("brain.log");
     let file = std::fs::File::create(&log).unwrap();
     let mut child = Command::new(BRAIN)
@@ -129,6 +215,7 @@ async fn the_binary_decides_and_stops_gracefully_on_sigterm() {
             "ORION_NATS_PASSWORD_BRAIN",
             server.password("brain").unwrap(),
         )
+        .env("ORION_BRAIN_SIGNING_KEY_FILE", &key)
         .env("ORION_LOG_FORMAT", "json")
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
@@ -154,9 +241,18 @@ async fn the_binary_decides_and_stops_gracefully_on_sigterm() {
         .unwrap()
         .0;
     assert_eq!(decision.decision_type.to_string(), "EXECUTE_SAFE_ACTION");
+    let (action, raw) = tokio::time::timeout(WAIT, seen.actions.next())
+        .await
+        .expect("an action")
+        .unwrap()
+        .unwrap();
+    assert_eq!(action.action_type.to_string(), "restart_service");
+    // Signed with the key from the file, verifiable with the public key keygen printed.
+    let verifier = contracts::signing::Verifier::for_signer("brain", [public.as_str()]).unwrap();
+    let header = raw.header(contracts::signing::SIGNATURE_HEADER);
     assert_eq!(
-        seen.action().await.action_type.to_string(),
-        "restart_service"
+        verifier.verify_payload("brain", &raw.payload, header),
+        Ok(())
     );
 
     let status = Command::new("kill")

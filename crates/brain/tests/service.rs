@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use brain::interlock::Armed;
 use brain::Level;
-use contracts::approval_signature::AdminKey;
+use contracts::signing::SigningKey;
 use serde_json::json;
 use support::*;
 
@@ -19,7 +19,7 @@ fn kind(decision: &contracts::Decision) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn safe_at_n3_executes_once_and_re_emitted_versions_are_held_by_the_cooldown() {
     let server = provisioned_server().await;
-    let (alice, _) = AdminKey::generate("alice");
+    let (alice, _) = SigningKey::generate("alice");
     let brain = RunningBrain::start(&server, &policy("N3", &[&alice], 300, "")).await;
     let mut seen = Observer::new(&server).await;
 
@@ -70,7 +70,7 @@ async fn safe_at_n3_executes_once_and_re_emitted_versions_are_held_by_the_cooldo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn risky_at_n3_asks_and_a_signed_approval_runs_it_even_across_a_restart() {
     let server = provisioned_server().await;
-    let (alice, _) = AdminKey::generate("alice");
+    let (alice, _) = SigningKey::generate("alice");
     let text = policy("N3", &[&alice], 300, "");
     let brain = RunningBrain::start(&server, &text).await;
     let mut seen = Observer::new(&server).await;
@@ -137,8 +137,8 @@ async fn risky_at_n3_asks_and_a_signed_approval_runs_it_even_across_a_restart() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deny_forgery_expiry_and_legacy_approvals_never_run_anything() {
     let server = provisioned_server().await;
-    let (alice, _) = AdminKey::generate("alice");
-    let (mallory, _) = AdminKey::generate("alice");
+    let (alice, _) = SigningKey::generate("alice");
+    let (mallory, _) = SigningKey::generate("alice");
     let brain = RunningBrain::start(&server, &policy("N3", &[&alice], 2, "")).await;
     let mut seen = Observer::new(&server).await;
 
@@ -219,7 +219,7 @@ async fn deny_forgery_expiry_and_legacy_approvals_never_run_anything() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ops_interlock_changes_brain_without_a_restart() {
     let server = provisioned_server().await;
-    let (alice, _) = AdminKey::generate("alice");
+    let (alice, _) = SigningKey::generate("alice");
     let mut brain = RunningBrain::start(&server, &policy("N3", &[&alice], 300, "")).await;
     let mut seen = Observer::new(&server).await;
 
@@ -398,7 +398,7 @@ async fn a_policy_ceiling_of_n2_blocks_risky_and_uncovered_incidents_are_explain
 async fn a_redelivered_incident_replays_the_stored_effects_with_the_same_ids() {
     use brain::state::{outbox_key, Effect, Outbox};
     let server = provisioned_server().await;
-    let (alice, _) = AdminKey::generate("alice");
+    let (alice, _) = SigningKey::generate("alice");
     let outage = incident("service_outage", "high", &[("service_name", "web")]);
     // The incident is message 1 of ORION_INCIDENTS.
     publish_incident(&server, &outage).await;
@@ -463,7 +463,7 @@ async fn a_redelivered_incident_replays_the_stored_effects_with_the_same_ids() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_to_a_request_brain_never_made_is_dead_lettered() {
     let server = provisioned_server().await;
-    let (alice, _) = AdminKey::generate("alice");
+    let (alice, _) = SigningKey::generate("alice");
     let brain = RunningBrain::start(&server, &policy("N3", &[&alice], 300, "")).await;
     let mut seen = Observer::new(&server).await;
     let invented: contracts::ApprovalRequest = contracts::decode_value(json!({
@@ -586,5 +586,81 @@ async fn service_names_from_incidents_must_be_canonical_and_web_acts_once_howeve
         ["limits.restart_service.web"],
         "one key for web, none for its variants"
     );
+    brain.stop().await;
+}
+
+/// Every `orion.action.v1` message so far, with its headers (read as admin).
+async fn stored_actions(
+    server: &contracts::local_server::NatsServer,
+) -> Vec<async_nats::jetstream::Message> {
+    use async_nats::jetstream::consumer::pull;
+    use futures::StreamExt;
+    let consumer = admin_jetstream(server)
+        .await
+        .get_stream("ORION_DECISIONS")
+        .await
+        .unwrap()
+        .create_consumer(pull::OrderedConfig {
+            filter_subject: "orion.action.v1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let mut out = Vec::new();
+    while let Ok(Some(Ok(message))) =
+        tokio::time::timeout(Duration::from_millis(300), messages.next()).await
+    {
+        out.push(message);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_action_brain_publishes_carries_its_signature() {
+    let server = provisioned_server().await;
+    let (alice, _) = SigningKey::generate("alice");
+    let brain = RunningBrain::start(&server, &policy("N3", &[&alice], 300, "")).await;
+    let mut seen = Observer::new(&server).await;
+
+    // A SAFE action, emitted on the incident.
+    publish_incident(
+        &server,
+        &incident("service_outage", "high", &[("service_name", "web")]),
+    )
+    .await;
+    let safe = seen.action().await;
+    // A RISKY action, emitted on a signed approval.
+    publish_incident(
+        &server,
+        &incident("metric_anomaly", "high", &[("service_name", "api")]),
+    )
+    .await;
+    let request = seen.request().await;
+    publish_signed(&server, &approval(&request, "approve", "alice"), &alice).await;
+    let risky = seen.action().await;
+
+    let verifier = brain.verifier();
+    let stored = stored_actions(&server).await;
+    assert_eq!(stored.len(), 2);
+    for (message, action) in stored.iter().zip([&safe, &risky]) {
+        let header = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(contracts::signing::SIGNATURE_HEADER))
+            .map(|v| v.as_str());
+        assert!(
+            header.is_some_and(|h| h.starts_with("ed25519:")),
+            "action {} ({}) carries no Orion-Signature header",
+            action.action_id,
+            action.action_type
+        );
+        assert_eq!(
+            verifier.verify_payload(contracts::signing::BRAIN_SIGNER, &message.payload, header),
+            Ok(()),
+            "action {} does not verify with brain's key",
+            action.action_id
+        );
+    }
     brain.stop().await;
 }

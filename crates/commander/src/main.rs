@@ -30,10 +30,21 @@ Executes ORION actions (orion.action.v1) and reports exactly one outcome per act
 `deploy` with `replicas`; stop_edge_device → ops `halt`; run_diagnostic → ops `export_evidence`
 (each a signed command to ops-worker, waiting for its final receipt); acknowledge_incident → an
 incident acknowledgement to guardian; send_notification → a notification operators see in
-`approval-cli watch`. An action id is executed at most once, even across a crash.
+`approval-cli watch`. An action id is executed at most once, even across a crash or a replay.
+
+Only actions brain signed run: each must carry brain's Ed25519 signature (header
+Orion-Signature: ed25519:<base64>, over the RFC 8785 canonical JSON of the action as received),
+verified against brain's trusted public keys before it is claimed or planned. An unsigned,
+forged or altered action is dead-lettered (platform.dead_letter.v1, reason bad_signature, with
+why), logged, and never reaches ops-worker; it gets no outcome. Without a trusted brain key
+commander refuses to start.
 
 Environment:
   OPS_SECRET            the HMAC key shared with ops-worker (or OPS_SECRET_FILE); required
+  ORION_BRAIN_PUBLIC_KEYS
+                        brain's public key(s), base64, comma-separated (instead of
+                        brain_public_keys); `brain keygen` / `brain public-key` print one;
+                        required (one of the two)
   ORION_NATS_URL        NATS URL (default nats://localhost:4222)
   ORION_NATS_USER       NATS user (default commander)
   ORION_NATS_PASSWORD   NATS password (or ORION_NATS_PASSWORD_FILE / ORION_NATS_PASSWORD_COMMANDER)
@@ -41,7 +52,8 @@ Environment:
   ORION_LOG_FORMAT      text or json; RUST_LOG filters (default info)
 
 Config file (TOML, --config): nats_url, receipt_timeout_s (120), max_in_flight (16),
-ack_wait_s (30); <name>.<ORION_ENV>.toml next to it overrides keys.";
+ack_wait_s (30), brain_public_keys = [\"<base64>\", ..] (several while brain's key rotates);
+<name>.<ORION_ENV>.toml next to it overrides keys.";
 
 #[derive(Subcommand)]
 enum Cmd {
@@ -104,12 +116,16 @@ async fn run(command: Cmd) -> Result<u8> {
     let log = ClaimLog::open(bus.jetstream(), ACTIONS_BUCKET).await?;
     tracing::info!(
         receipt_timeout_s = config.receipt_timeout.as_secs(),
+        trusted_brain_keys = config
+            .brain_keys
+            .key_count(contracts::signing::BRAIN_SIGNER),
         "commander starting"
     );
     CommanderService::new(
         bus.clone(),
         log,
         keys,
+        config.brain_keys,
         config.receipt_timeout,
         config.ack_wait,
         config.file.max_in_flight,

@@ -1,6 +1,9 @@
-//! The commander loop: each pending action is executed at most once and gets exactly one
-//! outcome. The life of an action, chosen so that a crash never runs it twice:
-//! claim its id in `commander_actions`, execute the plan, record the outcome, publish it, ack.
+//! The commander loop: each pending action brain signed is executed at most once and gets
+//! exactly one outcome. The life of an action, chosen so that a crash never runs it twice:
+//! verify brain's signature over the raw payload ([`crate::authority`]; refused → dead letter
+//! `bad_signature`, no claim, no outcome), claim its id in `commander_actions`, execute the
+//! plan, record the outcome, publish it, ack. The claim also makes a replayed copy of a signed
+//! action harmless: it only re-publishes the stored outcome.
 //! A redelivered action whose claim has no outcome was interrupted: it gets a `failed` outcome
 //! saying so and is not run again.
 
@@ -8,7 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use contracts::bus::{Bus, BusError, Claim, ClaimLog, ClaimRecord, Delivery, SubscribeOptions};
+use contracts::generated::dead_letter_v1::DeadLetterReasonCode;
 use contracts::services::Commander;
+use contracts::signing::{Verifier, SIGNATURE_HEADER};
 use contracts::{Action, Outcome, Timestamp};
 use serde_json::{json, Map, Value};
 use tokio_util::task::TaskTracker;
@@ -58,6 +63,7 @@ struct Shared {
     bus: Bus<Commander>,
     log: ClaimLog,
     keys: SigningKeys,
+    brain_keys: Verifier,
     receipt_timeout: Duration,
     ack_wait: Duration,
     worker_id: String,
@@ -70,10 +76,13 @@ pub struct CommanderService {
 }
 
 impl CommanderService {
+    /// `keys` sign the ops commands; `brain_keys` are brain's trusted public keys, which every
+    /// action's signature must verify against.
     pub fn new(
         bus: Bus<Commander>,
         log: ClaimLog,
         keys: SigningKeys,
+        brain_keys: Verifier,
         receipt_timeout: Duration,
         ack_wait: Duration,
         max_in_flight: usize,
@@ -84,6 +93,7 @@ impl CommanderService {
                 bus,
                 log,
                 keys,
+                brain_keys,
                 receipt_timeout,
                 ack_wait,
                 worker_id,
@@ -153,6 +163,23 @@ impl Shared {
     async fn handle(&self, delivery: Delivery<Action>) {
         let action = delivery.message().clone();
         let started = Instant::now();
+        // First of all: did brain ask for exactly this? Nothing else is looked at before.
+        let header = delivery
+            .headers()
+            .and_then(|h| h.get(SIGNATURE_HEADER))
+            .map(|v| v.as_str());
+        if let Some(why) =
+            crate::authority::refusal(&action, delivery.payload(), header, &self.brain_keys)
+        {
+            tracing::warn!(action_id = %action.action_id, action_type = %action.action_type, safety = %action.safety_classification, %why, "refused an action brain did not sign: dead-lettered, not executed");
+            if let Err(e) = delivery
+                .reject(DeadLetterReasonCode::BadSignature, why)
+                .await
+            {
+                tracing::warn!(action_id = %action.action_id, error = %e, "could not dead-letter a refused action; it will be redelivered and refused again");
+            }
+            return;
+        }
         if action.state.to_string() != "pending" {
             tracing::info!(action_id = %action.action_id, state = %action.state, "not a pending action; nothing to execute");
             let _ = delivery.ack().await;

@@ -1,5 +1,7 @@
-//! commander in process against a real nats-server: the actions that do not need Docker, the
-//! at-most-once guarantee, and an ops command nobody answers. (Actions executed by a real
+//! commander in process against a real nats-server: only actions brain signed run (unsigned,
+//! forged and altered ones are dead-lettered before any ops command), the actions that do not
+//! need Docker, the at-most-once guarantee (also for a replayed signed action), and an ops
+//! command nobody answers. (Actions executed by a real
 //! ops-worker on Docker are covered end to end in the workspace's tests/.)
 
 use std::time::Duration;
@@ -8,10 +10,26 @@ use commander::service::{CommanderService, ACTIONS_BUCKET};
 use contracts::bus::{Bus, ClaimLog, ReadFrom, SubscribeOptions, TypedReader};
 use contracts::local_server::NatsServer;
 use contracts::services::{ApprovalCli, Brain, Commander, Guardian};
+use contracts::signing::{SigningKey, Verifier, BRAIN_SIGNER, SIGNATURE_HEADER};
 use contracts::*;
 use serde_json::{json, Value};
 
 const TEST_SECRET: &str = "test-ops-secret-32chars!!!!!!!!";
+
+/// brain's signing key in these tests: a TEST KEY, generated at run time.
+fn brain_key() -> &'static SigningKey {
+    static KEY: std::sync::LazyLock<SigningKey> =
+        std::sync::LazyLock::new(|| SigningKey::generate(BRAIN_SIGNER).0);
+    &KEY
+}
+
+/// Publishes `action` with brain's identity and signature, as brain does.
+async fn publish_signed(bus: &Bus<Brain>, action: &Action) {
+    let header = brain_key().sign(&to_value(action).unwrap());
+    bus.publish_with_headers(action, signature_headers(&header))
+        .await
+        .unwrap();
+}
 
 async fn start_server() -> NatsServer {
     let server = NatsServer::start_with_auth().expect("nats-server");
@@ -50,8 +68,17 @@ async fn spawn_commander(
         .await
         .unwrap();
     let keys = ops_worker::signing::SigningKeys::new(&[TEST_SECRET.to_string()]).unwrap();
-    let service =
-        CommanderService::new(bus, log, keys, receipt_timeout, Duration::from_secs(30), 8);
+    let trusted =
+        Verifier::for_signer(BRAIN_SIGNER, [brain_key().public_key_base64().as_str()]).unwrap();
+    let service = CommanderService::new(
+        bus,
+        log,
+        keys,
+        trusted,
+        receipt_timeout,
+        Duration::from_secs(30),
+        8,
+    );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         service
@@ -122,7 +149,7 @@ async fn acknowledge_and_notify_do_real_work_and_report_succeeded() {
         "acknowledge_incident",
         json!({"incident_id": incident.to_string()}),
     );
-    brain.publish(&ack).await.unwrap();
+    publish_signed(&brain, &ack).await;
     let acknowledgement = tokio::time::timeout(Duration::from_secs(10), acks.next())
         .await
         .unwrap()
@@ -142,7 +169,7 @@ async fn acknowledge_and_notify_do_real_work_and_report_succeeded() {
         "send_notification",
         json!({"message": "payments restarted", "severity": "warning", "incident_id": incident.to_string()}),
     );
-    brain.publish(&notify).await.unwrap();
+    publish_signed(&brain, &notify).await;
     let notification = tokio::time::timeout(Duration::from_secs(10), notifications.next())
         .await
         .unwrap()
@@ -174,12 +201,12 @@ async fn an_action_is_executed_once_and_gets_exactly_one_outcome() {
     let mut notifications = cli.read::<Notification>(ReadFrom::Start).await.unwrap();
     let mut outcomes = outcomes(server).await;
     let notify = action("send_notification", json!({"message": "once"}));
-    brain.publish(&notify).await.unwrap();
+    publish_signed(&brain, &notify).await;
     let first = next_outcome(&mut outcomes, Duration::from_secs(10))
         .await
         .expect("an outcome");
-    // The same action stored again (a replay, or a producer retry past the dedup window),
-    // delivered to a restarted commander.
+    // The same signed action stored again (a replay of the exact message with its valid
+    // signature, or a producer retry past the dedup window), delivered to a restarted commander.
     stop_commander(running).await;
     let restarted = spawn_commander(server, Duration::from_secs(5)).await;
     let js = async_nats::jetstream::new(
@@ -189,12 +216,18 @@ async fn an_action_is_executed_once_and_gets_exactly_one_outcome() {
             .await
             .unwrap(),
     );
-    // Raw publish without Nats-Msg-Id: the server stores it again, as a replay would.
-    js.publish("orion.action.v1", encode(&notify).unwrap().into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    // Raw publish without Nats-Msg-Id: the server stores it again, as a replay would. Its
+    // signature is valid: only the claim log stops it from running twice.
+    let header = brain_key().sign(&to_value(&notify).unwrap());
+    js.publish_with_headers(
+        "orion.action.v1",
+        signature_headers(&header),
+        encode(&notify).unwrap().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
     let again = next_outcome(&mut outcomes, Duration::from_secs(10)).await;
     if let Some(again) = &again {
         assert_eq!(
@@ -219,6 +252,12 @@ async fn an_action_is_executed_once_and_gets_exactly_one_outcome() {
             .is_err(),
         "the action ran twice: a second notification"
     );
+    // The replay was recognised by its action id, not refused: its signature is valid.
+    assert_eq!(
+        dead_letters_for(server, &notify).await,
+        Vec::<DeadLetter>::new(),
+        "the signed replay was dead-lettered"
+    );
     stop_commander(restarted).await;
 }
 
@@ -232,7 +271,7 @@ async fn bad_parameters_dry_runs_and_an_unanswered_ops_command_end_in_one_outcom
     let mut outcomes = outcomes(server).await;
 
     let bad = action("restart_service", json!({}));
-    brain.publish(&bad).await.unwrap();
+    publish_signed(&brain, &bad).await;
     let outcome = next_outcome(&mut outcomes, Duration::from_secs(10))
         .await
         .unwrap();
@@ -246,7 +285,7 @@ async fn bad_parameters_dry_runs_and_an_unanswered_ops_command_end_in_one_outcom
         json!({"service_name": "web", "replicas": 3}),
     );
     dry.dry_run = true;
-    brain.publish(&dry).await.unwrap();
+    publish_signed(&brain, &dry).await;
     let outcome = next_outcome(&mut outcomes, Duration::from_secs(10))
         .await
         .unwrap();
@@ -255,7 +294,7 @@ async fn bad_parameters_dry_runs_and_an_unanswered_ops_command_end_in_one_outcom
 
     // No ops-worker runs: the command is sent, signed, and nobody answers.
     let restart = action("restart_service", json!({"service_name": "web"}));
-    brain.publish(&restart).await.unwrap();
+    publish_signed(&brain, &restart).await;
     let outcome = next_outcome(&mut outcomes, Duration::from_secs(20))
         .await
         .unwrap();
@@ -285,6 +324,212 @@ async fn bad_parameters_dry_runs_and_an_unanswered_ops_command_end_in_one_outcom
         keys.verify(&raw)
             .expect("commander's ops command verifies with the shared key"),
         0
+    );
+    stop_commander(running).await;
+}
+
+// ---- only actions brain signed reach ops-worker ---------------------------------------------
+
+/// Every message of `subject` in `stream` so far, oldest first, with its headers (read as admin).
+async fn stored(
+    server: &NatsServer,
+    stream: &str,
+    subject: &str,
+) -> Vec<async_nats::jetstream::Message> {
+    use async_nats::jetstream::consumer::pull;
+    use futures::StreamExt;
+    let js = admin_jetstream(server).await;
+    let consumer = js
+        .get_stream(stream)
+        .await
+        .unwrap()
+        .create_consumer(pull::OrderedConfig {
+            filter_subject: subject.to_string(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let mut out = Vec::new();
+    while let Ok(Some(Ok(message))) =
+        tokio::time::timeout(Duration::from_millis(300), messages.next()).await
+    {
+        out.push(message);
+    }
+    out
+}
+
+async fn admin_jetstream(server: &NatsServer) -> async_nats::jetstream::Context {
+    async_nats::jetstream::new(
+        async_nats::ConnectOptions::new()
+            .user_and_password("admin".into(), server.password("admin").unwrap().into())
+            .connect(server.url())
+            .await
+            .unwrap(),
+    )
+}
+
+/// The ops commands commander sent for `action` (found by the action id in `meta.reason`).
+async fn ops_commands_for(server: &NatsServer, action: &Action) -> Vec<OpsCommand> {
+    stored(server, "TITAN_OPS", "titan.ops.command.v1")
+        .await
+        .iter()
+        .map(|m| decode::<OpsCommand>(&m.payload).unwrap())
+        .filter(|c| c.meta.reason.contains(&action.action_id.to_string()))
+        .collect()
+}
+
+/// The dead letters whose raw payload is `action`.
+async fn dead_letters_for(server: &NatsServer, action: &Action) -> Vec<DeadLetter> {
+    use base64::Engine;
+    stored(server, "PLATFORM_DEAD_LETTERS", "platform.dead_letter.v1")
+        .await
+        .iter()
+        .map(|m| decode::<DeadLetter>(&m.payload).unwrap())
+        .filter(|d| {
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(d.payload_base64.as_str())
+                .unwrap_or_default();
+            serde_json::from_slice::<Action>(&raw).is_ok_and(|a| a.action_id == action.action_id)
+        })
+        .collect()
+}
+
+fn risky_scale(replicas: u64) -> Action {
+    let mut scale = action(
+        "scale_service",
+        json!({"service_name": "payments", "replicas": replicas}),
+    );
+    scale.safety_classification = "RISKY".parse().unwrap();
+    scale
+}
+
+fn signature_headers(header: &str) -> async_nats::HeaderMap {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(SIGNATURE_HEADER, header);
+    headers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsigned_forged_and_altered_actions_are_dead_lettered_and_never_reach_ops_worker() {
+    let server = &start_server().await;
+    let brain_key = brain_key();
+    let running = spawn_commander(server, Duration::from_secs(2)).await;
+    // Brain's NATS identity (credentials alone must not be enough) publishes every variant.
+    let bus = Bus::<Brain>::connect(server.bus_config::<Brain>())
+        .await
+        .unwrap();
+    let mut outcomes = outcomes(server).await;
+
+    let unsigned = risky_scale(12);
+    bus.publish(&unsigned).await.unwrap();
+
+    let forged = risky_scale(13);
+    let (stranger, _) = SigningKey::generate(BRAIN_SIGNER);
+    let header = stranger.sign(&to_value(&forged).unwrap());
+    bus.publish_with_headers(&forged, signature_headers(&header))
+        .await
+        .unwrap();
+
+    // Signed by brain as replicas = 2, then changed to 20 on the way.
+    let mut altered = risky_scale(2);
+    let header = brain_key.sign(&to_value(&altered).unwrap());
+    altered.parameters.replicas = Some(20);
+    bus.publish_with_headers(&altered, signature_headers(&header))
+        .await
+        .unwrap();
+
+    // A brain-signed action is executed: its ops deploy goes out (nobody answers it here).
+    let genuine = risky_scale(3);
+    let header = brain_key.sign(&to_value(&genuine).unwrap());
+    bus.publish_with_headers(&genuine, signature_headers(&header))
+        .await
+        .unwrap();
+    let mut others = Vec::new();
+    let outcome = loop {
+        let outcome = next_outcome(&mut outcomes, Duration::from_secs(20))
+            .await
+            .expect("an outcome for the signed action");
+        if outcome.action_id == genuine.action_id {
+            break outcome;
+        }
+        others.push(outcome);
+    };
+    assert_eq!(outcome.error.as_ref().unwrap().code.as_str(), "ops_timeout");
+    let sent = ops_commands_for(server, &genuine).await;
+    assert_eq!(sent.len(), 1, "the signed action's ops deploy");
+    assert_eq!(sent[0].type_.to_string(), "deploy");
+
+    for (what, refused, why) in [
+        ("unsigned", &unsigned, "no Orion-Signature header"),
+        ("forged", &forged, "does not verify"),
+        ("altered", &altered, "does not verify"),
+    ] {
+        assert_eq!(
+            ops_commands_for(server, refused).await,
+            Vec::<OpsCommand>::new(),
+            "commander sent an ops command for the {what} action"
+        );
+        let mut letters = Vec::new();
+        for _ in 0..50 {
+            letters = dead_letters_for(server, refused).await;
+            if !letters.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(letters.len(), 1, "one dead letter for the {what} action");
+        let letter = &letters[0];
+        assert_eq!(letter.service.as_str(), "commander");
+        assert_eq!(letter.subject.as_str(), "orion.action.v1");
+        assert_eq!(letter.reason.code.to_string(), "bad_signature", "{what}");
+        assert!(
+            letter.reason.message.contains(why),
+            "the {what} action's dead letter says why: {}",
+            letter.reason.message.as_str()
+        );
+    }
+    // No outcome for a refused action: brain's circuit breaker must not count what brain never
+    // asked for.
+    others.extend(next_outcome(&mut outcomes, Duration::from_millis(700)).await);
+    assert_eq!(others, Vec::new(), "outcomes of refused actions");
+    stop_commander(running).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deprecated_telegram_identity_cannot_have_an_action_executed() {
+    // The attack: approval-telegram publishes a RISKY, unapproved scale_service action.
+    let server = &start_server().await;
+    let running = spawn_commander(server, Duration::from_secs(2)).await;
+    let telegram = async_nats::jetstream::context::ContextBuilder::new()
+        .timeout(Duration::from_secs(2))
+        .build(
+            async_nats::ConnectOptions::new()
+                .user_and_password(
+                    "approval-telegram".into(),
+                    server.password("approval-telegram").unwrap().into(),
+                )
+                .connect(server.url())
+                .await
+                .unwrap(),
+        );
+    let attack = risky_scale(50);
+    let stored_ack = match telegram
+        .publish("orion.action.v1", encode(&attack).unwrap().into())
+        .await
+    {
+        Ok(ack) => ack.await.is_ok(),
+        Err(_) => false,
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        ops_commands_for(server, &attack).await,
+        Vec::<OpsCommand>::new(),
+        "commander sent the ops deploy approval-telegram asked for"
+    );
+    assert!(
+        !stored_ack,
+        "the server stored an action published by approval-telegram"
     );
     stop_commander(running).await;
 }

@@ -41,7 +41,7 @@ pub mod local_server;
 pub mod runtime;
 
 #[cfg(feature = "service")]
-pub mod approval_signature;
+pub mod signing;
 
 pub use codec::{decode, decode_value, encode, to_value};
 pub use contract::{

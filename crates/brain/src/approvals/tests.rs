@@ -2,7 +2,7 @@ use super::*;
 use crate::decide::{autonomy, decide, LimitChange};
 use crate::interlock::InterlockState;
 use crate::policy::Policy;
-use contracts::approval_signature::AdminKey;
+use contracts::signing::SigningKey;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -15,13 +15,13 @@ fn at(s: i64) -> Timestamp {
 }
 
 struct Setup {
-    alice: AdminKey,
+    alice: SigningKey,
     policy: Policy,
     record: RequestRecord,
 }
 
 fn setup() -> Setup {
-    let (alice, _) = AdminKey::generate("alice");
+    let (alice, _) = SigningKey::generate("alice");
     let text = format!(
         r#"
 autonomy_level = "N3"
@@ -93,7 +93,7 @@ fn approval(record: &RequestRecord, verdict: &str, admin: &str, issued: i64) -> 
 struct Case<'a> {
     setup: &'a Setup,
     approval: ApprovalDecision,
-    signer: Option<&'a AdminKey>,
+    signer: Option<&'a SigningKey>,
     limits: Option<LimitState>,
     interlock: InterlockState,
     now: Timestamp,
@@ -174,7 +174,7 @@ fn a_signed_approval_in_time_emits_the_action() {
 #[test]
 fn forged_unsigned_and_unknown_admin_decisions_never_run() {
     let s = setup();
-    let (mallory, _) = AdminKey::generate("alice");
+    let (mallory, _) = SigningKey::generate("alice");
     let mut case = Case::new(&s, approval(&s.record, "approve", "alice", 20));
     case.signer = Some(&mallory);
     let text = refused(case.judge());
@@ -187,7 +187,7 @@ fn forged_unsigned_and_unknown_admin_decisions_never_run() {
     case.signer = None;
     assert!(refused(case.judge()).contains("carries no Orion-Signature header"));
 
-    let (bob, _) = AdminKey::generate("bob");
+    let (bob, _) = SigningKey::generate("bob");
     let mut case = Case::new(&s, approval(&s.record, "approve", "bob", 20));
     case.signer = Some(&bob);
     assert!(refused(case.judge()).contains("`bob` is not an administrator of this policy"));

@@ -3,10 +3,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use contracts::approval_signature::AdminKeyring;
 use contracts::generated::action_v1::ActionActionType;
 use contracts::generated::incident_v1::{IncidentIncidentType, IncidentSeverity};
 use contracts::target::CanonicalTarget;
+use contracts::signing::Verifier;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use toml::Spanned;
@@ -189,7 +189,7 @@ impl Checker<'_> {
             }
         };
 
-        let mut keyring = AdminKeyring::default();
+        let mut keyring = Verifier::default();
         let mut admins = Vec::new();
         for admin in &raw.admins {
             let identity = admin.get_ref().identity.get_ref().trim().to_string();

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use brain::interlock::InterlockState;
 use brain::{Brain, Policy, Settings};
-use contracts::approval_signature::{AdminKey, SIGNATURE_HEADER};
 use contracts::bus::{Bus, ReadFrom, TypedReader};
 use contracts::local_server::NatsServer;
 use contracts::services::{self, ApprovalCli, ApprovalTelegram, Commander, Guardian};
+use contracts::signing::{SigningKey, Verifier, BRAIN_SIGNER, SIGNATURE_HEADER};
 use contracts::*;
 use serde_json::{json, Value};
 use tokio::sync::{oneshot, watch};
@@ -62,6 +62,8 @@ pub struct RunningBrain {
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
     pub interlock: watch::Receiver<InterlockState>,
+    /// The public half of the test key this brain signs its actions with (generated per start).
+    pub public_key: String,
 }
 
 impl RunningBrain {
@@ -71,7 +73,9 @@ impl RunningBrain {
         bus.verify_provisioned()
             .await
             .expect("what brain uses is provisioned");
-        let brain = Brain::start(bus.clone(), policy, settings())
+        let (signer, _) = SigningKey::generate(BRAIN_SIGNER);
+        let public_key = signer.public_key_base64();
+        let brain = Brain::start(bus.clone(), policy, signer, settings())
             .await
             .expect("brain starts");
         let interlock = brain.interlock().subscribe();
@@ -89,7 +93,13 @@ impl RunningBrain {
             stop: Some(stop),
             task: Some(task),
             interlock,
+            public_key,
         }
+    }
+
+    /// What commander would be configured with to trust this brain.
+    pub fn verifier(&self) -> Verifier {
+        Verifier::for_signer(BRAIN_SIGNER, [self.public_key.as_str()]).unwrap()
     }
 
     pub async fn stop(mut self) {
@@ -229,7 +239,7 @@ pub fn approval(request: &ApprovalRequest, verdict: &str, admin: &str) -> Approv
 }
 
 /// Publishes `decision` as approval-cli, signed by `key`.
-pub async fn publish_signed(server: &NatsServer, decision: &ApprovalDecision, key: &AdminKey) {
+pub async fn publish_signed(server: &NatsServer, decision: &ApprovalDecision, key: &SigningKey) {
     let value = contracts::to_value(decision).unwrap();
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(SIGNATURE_HEADER, key.sign(&value).as_str());
@@ -293,7 +303,7 @@ pub async fn write_interlock(server: &NatsServer, key: &str, value: Value) {
 
 /// A policy at `level` with the given admins; rules: restart_service SAFE on service_outage,
 /// scale_service RISKY on metric_anomaly; `extra` is appended.
-pub fn policy(level: &str, admins: &[&AdminKey], timeout_s: u64, extra: &str) -> String {
+pub fn policy(level: &str, admins: &[&SigningKey], timeout_s: u64, extra: &str) -> String {
     let mut text = format!("autonomy_level = \"{level}\"\napproval_timeout_s = {timeout_s}\n");
     for admin in admins {
         text.push_str(&format!(

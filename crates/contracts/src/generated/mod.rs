@@ -32,7 +32,7 @@ pub use dead_letter_v1::DeadLetter;
 /// Semantic version of the contract set (`schemas/contract-set.toml`).
 pub const CONTRACT_SET_VERSION: &str = "1.1.0";
 /// sha256 over the canonical form of the schemas and the inventory.
-pub const CONTRACT_SET_SHA256: &str = "43fc6c118fce4e726154eff4bf7f278a4c22ea25636a213d180a64d3d176ec71";
+pub const CONTRACT_SET_SHA256: &str = "9093996f17e9d8368a322359502ee24af92632ad2ee9ea9f62eecdfe74d12788";
 impl crate::Contract for Event {
     const INFO: &'static crate::ContractInfo = &crate::ContractInfo {
         name: "event",
@@ -109,7 +109,10 @@ impl crate::Contract for Action {
         idempotency_key: &["action_id"],
         stream: "ORION_DECISIONS",
         owner: "brain",
-        signature: None,
+        signature: Some(crate::SignatureSpec {
+            algorithm: "ed25519",
+            carrier: "header:Orion-Signature",
+        }),
         deprecated: None,
     };
     fn validator() -> &'static crate::Validator {
@@ -714,11 +717,7 @@ pub static IDENTITIES: &[crate::IdentityInfo] = &[
     crate::IdentityInfo {
         name: "approval-telegram",
         external: true,
-        produces: &[
-            "orion.action.v1",
-            "orion.approval.v1",
-            "orion.approval_decision.v1",
-        ],
+        produces: &["orion.approval.v1", "orion.approval_decision.v1"],
         consumes: &["orion.approval_request.v1"],
         reads: &[],
         inbox_prefix: "_INBOX_approval-telegram",
@@ -841,7 +840,6 @@ pub mod services {
         const NAME: &'static str = "approval-telegram";
         const EXTERNAL: bool = true;
         const PRODUCES: &'static [&'static str] = &[
-            "orion.action.v1",
             "orion.approval.v1",
             "orion.approval_decision.v1",
         ];
@@ -849,7 +847,6 @@ pub mod services {
         const READS: &'static [&'static str] = &[];
         const INBOX_PREFIX: &'static str = "_INBOX_approval-telegram";
     }
-    impl crate::Produces<super::Action> for ApprovalTelegram {}
     impl crate::Consumes<super::ApprovalRequest> for ApprovalTelegram {}
     impl crate::Produces<super::ApprovalDecision> for ApprovalTelegram {}
     impl crate::Produces<super::Approval> for ApprovalTelegram {}
