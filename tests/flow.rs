@@ -8,60 +8,11 @@ use std::time::Duration;
 use contracts::services::ApprovalCli;
 use contracts::*;
 use e2e::probe::Probe;
-use e2e::stack::{Stack, StackOptions};
+use e2e::testing::{docker, stack, unique};
 use e2e::workload::Workload;
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(90);
-
-async fn docker() -> bollard::Docker {
-    let docker = bollard::Docker::connect_with_socket_defaults().expect("a Docker engine socket");
-    docker
-        .negotiate_version()
-        .await
-        .expect("the Docker engine answers (`cargo xtask test` starts it)")
-}
-
-async fn stack(
-    name: &str,
-    allowlist: &[&str],
-    approval_timeout_s: u64,
-) -> (Stack, tempfile::TempDir) {
-    let dir = tempfile::Builder::new()
-        .prefix(&format!("orion-e2e-{name}-"))
-        .tempdir()
-        .unwrap();
-    let policy =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/policy.toml"))
-            .unwrap()
-            .replace(
-                "approval_timeout_s = 300",
-                &format!("approval_timeout_s = {approval_timeout_s}"),
-            );
-    let options = StackOptions {
-        dir: dir.path().to_path_buf(),
-        allowlist: allowlist.iter().map(|s| s.to_string()).collect(),
-        guardian_config: std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../crates/guardian/guardian.toml"
-        ))
-        .unwrap(),
-        brain_policy: policy,
-        admin_identity: "e2e-operator".into(),
-        receipt_timeout_s: 60,
-    };
-    match Stack::start(options).await {
-        Ok(stack) => (stack, dir),
-        Err(e) => panic!("the stack did not start: {e:#}"),
-    }
-}
-
-fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..6]
-    )
-}
 
 fn tags_of(incident: &Incident, key: &str) -> Option<String> {
     incident.tags.get(key).cloned()
@@ -132,6 +83,11 @@ async fn a_safe_action_runs_without_a_person_and_a_burst_of_duplicates_makes_one
             .filter(|r| r.status.to_string() != "pending")
             .count(),
         1
+    );
+    assert_eq!(
+        stack.refusals(),
+        Vec::<String>::new(),
+        "a service did something its identity is not granted"
     );
 }
 
@@ -229,6 +185,11 @@ async fn a_risky_action_waits_for_approval_and_runs_once_approved() {
             "the trail lacks {subject}: {text}"
         );
     }
+    assert_eq!(
+        stack.refusals(),
+        Vec::<String>::new(),
+        "a service did something its identity is not granted"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -328,6 +289,11 @@ async fn denied_forged_and_expired_approvals_lead_to_no_action() {
         "an action was emitted for a denied, forged or expired approval\n{}",
         stack.logs()
     );
+    assert_eq!(
+        stack.refusals(),
+        Vec::<String>::new(),
+        "a service did something its identity is not granted"
+    );
 }
 
 fn request_incident(request: &ApprovalRequest) -> uuid::Uuid {
@@ -383,5 +349,10 @@ async fn nothing_runs_while_the_platform_is_disarmed() {
         workload.running().await,
         0,
         "something restarted the service while disarmed"
+    );
+    assert_eq!(
+        stack.refusals(),
+        Vec::<String>::new(),
+        "a service did something its identity is not granted"
     );
 }

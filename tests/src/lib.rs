@@ -9,4 +9,5 @@ pub mod attacker;
 pub mod images;
 pub mod probe;
 pub mod stack;
+pub mod testing;
 pub mod workload;

@@ -315,6 +315,17 @@ impl Stack {
         }
     }
 
+    /// The permission violations the server logged: none while only the platform's own
+    /// services run, since each does exactly what its identity is granted.
+    pub fn refusals(&self) -> Vec<String> {
+        self.server
+            .log()
+            .lines()
+            .filter(|l| l.contains("Publish Violation") || l.contains("Subscription Violation"))
+            .map(str::to_string)
+            .collect()
+    }
+
     /// Every service's log, for a failure message.
     pub fn logs(&self) -> String {
         self.services

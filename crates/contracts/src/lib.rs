@@ -45,9 +45,8 @@ pub mod signing;
 
 pub use codec::{decode, decode_value, encode, to_value};
 pub use contract::{
-    nats_password_var, BucketInfo, ConsumerInfo, Consumes, Contract, ContractInfo, IdentityInfo, Produces,
-    Reads,
-    Retention, Service, SignatureSpec, StreamInfo,
+    nats_password_var, BucketInfo, ConsumerInfo, Consumes, Contract, ContractInfo, IdentityInfo,
+    Produces, Reads, Retention, Service, SignatureSpec, StreamInfo,
 };
 pub use error::{ContractError, Violation};
 pub use generated::*;

@@ -1,0 +1,56 @@
+//! What the end-to-end tests share: the Docker engine, a stack with the test policy and the
+//! example guardian rules, unique names.
+
+use crate::stack::{Stack, StackOptions};
+
+/// The Docker engine, or a clear failure (the tests never skip without it).
+pub async fn docker() -> bollard::Docker {
+    let docker = bollard::Docker::connect_with_socket_defaults().expect("a Docker engine socket");
+    docker
+        .negotiate_version()
+        .await
+        .expect("the Docker engine answers (`cargo xtask test` starts it)")
+}
+
+/// A stack named `name` whose ops-worker may act on `allowlist`, with the e2e policy.
+pub async fn stack(
+    name: &str,
+    allowlist: &[&str],
+    approval_timeout_s: u64,
+) -> (Stack, tempfile::TempDir) {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("orion-e2e-{name}-"))
+        .tempdir()
+        .unwrap();
+    let policy =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/policy.toml"))
+            .unwrap()
+            .replace(
+                "approval_timeout_s = 300",
+                &format!("approval_timeout_s = {approval_timeout_s}"),
+            );
+    let options = StackOptions {
+        dir: dir.path().to_path_buf(),
+        allowlist: allowlist.iter().map(|s| s.to_string()).collect(),
+        guardian_config: std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../crates/guardian/guardian.toml"
+        ))
+        .unwrap(),
+        brain_policy: policy,
+        admin_identity: "e2e-operator".into(),
+        receipt_timeout_s: 60,
+    };
+    match Stack::start(options).await {
+        Ok(stack) => (stack, dir),
+        Err(e) => panic!("the stack did not start: {e:#}"),
+    }
+}
+
+/// `prefix` with a short random suffix, so tests share no container or service name.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..6]
+    )
+}
