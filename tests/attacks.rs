@@ -32,15 +32,7 @@ fn identity(name: &str) -> &'static IdentityInfo {
 }
 
 async fn admin_jetstream(stack: &Stack) -> async_nats::jetstream::Context {
-    let admin = async_nats::ConnectOptions::new()
-        .user_and_password(
-            "admin".into(),
-            stack.server.password("admin").unwrap().into(),
-        )
-        .connect(stack.server.url())
-        .await
-        .unwrap();
-    async_nats::jetstream::new(admin)
+    stack.server.admin_jetstream().await.unwrap()
 }
 
 /// A service goes down and the platform restarts it: the flow that must survive each attack.

@@ -593,27 +593,7 @@ async fn service_names_from_incidents_must_be_canonical_and_web_acts_once_howeve
 async fn stored_actions(
     server: &contracts::local_server::NatsServer,
 ) -> Vec<async_nats::jetstream::Message> {
-    use async_nats::jetstream::consumer::pull;
-    use futures::StreamExt;
-    let consumer = admin_jetstream(server)
-        .await
-        .get_stream("ORION_DECISIONS")
-        .await
-        .unwrap()
-        .create_consumer(pull::OrderedConfig {
-            filter_subject: "orion.action.v1".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let mut messages = consumer.messages().await.unwrap();
-    let mut out = Vec::new();
-    while let Ok(Some(Ok(message))) =
-        tokio::time::timeout(Duration::from_millis(300), messages.next()).await
-    {
-        out.push(message);
-    }
-    out
+    server.stored_messages("orion.action.v1").await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

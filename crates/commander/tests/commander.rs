@@ -330,48 +330,14 @@ async fn bad_parameters_dry_runs_and_an_unanswered_ops_command_end_in_one_outcom
 
 // ---- only actions brain signed reach ops-worker ---------------------------------------------
 
-/// Every message of `subject` in `stream` so far, oldest first, with its headers (read as admin).
-async fn stored(
-    server: &NatsServer,
-    stream: &str,
-    subject: &str,
-) -> Vec<async_nats::jetstream::Message> {
-    use async_nats::jetstream::consumer::pull;
-    use futures::StreamExt;
-    let js = admin_jetstream(server).await;
-    let consumer = js
-        .get_stream(stream)
-        .await
-        .unwrap()
-        .create_consumer(pull::OrderedConfig {
-            filter_subject: subject.to_string(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let mut messages = consumer.messages().await.unwrap();
-    let mut out = Vec::new();
-    while let Ok(Some(Ok(message))) =
-        tokio::time::timeout(Duration::from_millis(300), messages.next()).await
-    {
-        out.push(message);
-    }
-    out
-}
-
-async fn admin_jetstream(server: &NatsServer) -> async_nats::jetstream::Context {
-    async_nats::jetstream::new(
-        async_nats::ConnectOptions::new()
-            .user_and_password("admin".into(), server.password("admin").unwrap().into())
-            .connect(server.url())
-            .await
-            .unwrap(),
-    )
+/// Every message of `subject` so far, oldest first, with its headers (read as admin).
+async fn stored(server: &NatsServer, subject: &str) -> Vec<async_nats::jetstream::Message> {
+    server.stored_messages(subject).await.unwrap()
 }
 
 /// The ops commands commander sent for `action` (found by the action id in `meta.reason`).
 async fn ops_commands_for(server: &NatsServer, action: &Action) -> Vec<OpsCommand> {
-    stored(server, "TITAN_OPS", "titan.ops.command.v1")
+    stored(server, "titan.ops.command.v1")
         .await
         .iter()
         .map(|m| decode::<OpsCommand>(&m.payload).unwrap())
@@ -382,7 +348,7 @@ async fn ops_commands_for(server: &NatsServer, action: &Action) -> Vec<OpsComman
 /// The dead letters whose raw payload is `action`.
 async fn dead_letters_for(server: &NatsServer, action: &Action) -> Vec<DeadLetter> {
     use base64::Engine;
-    stored(server, "PLATFORM_DEAD_LETTERS", "platform.dead_letter.v1")
+    stored(server, "platform.dead_letter.v1")
         .await
         .iter()
         .map(|m| decode::<DeadLetter>(&m.payload).unwrap())

@@ -390,6 +390,65 @@ impl NatsServer {
         }
     }
 
+    /// A JetStream context logged in as the admin (provisioning, and tests that inspect what
+    /// the platform stored).
+    pub async fn admin_jetstream(
+        &self,
+    ) -> Result<async_nats::jetstream::Context, crate::bus::BusError> {
+        let config = self.admin_config();
+        let mut options = async_nats::ConnectOptions::new();
+        if let (Some(user), Some(password)) = (config.user, config.password) {
+            options = options.user_and_password(user, password);
+        }
+        let client =
+            options
+                .connect(self.url())
+                .await
+                .map_err(|e| crate::bus::BusError::Connect {
+                    url: self.url(),
+                    user: ADMIN_USER.to_string(),
+                    reason: e.to_string(),
+                })?;
+        Ok(async_nats::jetstream::new(client))
+    }
+
+    /// Every message stored on `subject` so far, oldest first, with its headers, read as the
+    /// admin; stops when nothing more arrives for 300 ms.
+    pub async fn stored_messages(
+        &self,
+        subject: &str,
+    ) -> Result<Vec<async_nats::jetstream::Message>, crate::bus::BusError> {
+        use futures::StreamExt;
+        let failed = |e: &dyn std::fmt::Display| crate::bus::BusError::JetStream {
+            what: format!("reading `{subject}`"),
+            reason: e.to_string(),
+        };
+        let info = crate::CONTRACTS
+            .iter()
+            .find(|c| c.subject == subject)
+            .ok_or_else(|| crate::bus::BusError::Config(format!("no contract on `{subject}`")))?;
+        let consumer = self
+            .admin_jetstream()
+            .await?
+            .get_stream(info.stream)
+            .await
+            .map_err(|e| failed(&e))?
+            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+                filter_subject: subject.to_string(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| failed(&e))?;
+        let mut messages = consumer.messages().await.map_err(|e| failed(&e))?;
+        let mut out = Vec::new();
+        while let Ok(Some(message)) =
+            tokio::time::timeout(Duration::from_millis(300), messages.next()).await
+        {
+            out.push(message.map_err(|e| failed(&e))?);
+        }
+        Ok(out)
+    }
+
     /// Connection settings for the admin user (or anonymous without auth).
     pub fn admin_config(&self) -> crate::bus::BusConfig {
         let config = crate::bus::BusConfig::new(self.url());

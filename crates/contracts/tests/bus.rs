@@ -36,12 +36,7 @@ async fn provision(server: &NatsServer) {
 }
 
 async fn admin_jetstream(server: &NatsServer) -> async_nats::jetstream::Context {
-    let admin = async_nats::ConnectOptions::new()
-        .user_and_password("admin".into(), server.password("admin").unwrap().into())
-        .connect(server.url())
-        .await
-        .unwrap();
-    async_nats::jetstream::new(admin)
+    server.admin_jetstream().await.expect("admin connects")
 }
 
 fn fixture<T: Contract>(name: &str) -> T {

@@ -26,12 +26,7 @@ pub fn server() -> NatsServer {
 }
 
 pub async fn admin_jetstream(server: &NatsServer) -> async_nats::jetstream::Context {
-    let admin = async_nats::ConnectOptions::new()
-        .user_and_password("admin".into(), server.password("admin").unwrap().into())
-        .connect(server.url())
-        .await
-        .unwrap();
-    async_nats::jetstream::new(admin)
+    server.admin_jetstream().await.expect("admin connects")
 }
 
 /// A server with every stream and bucket of the inventory (as `cargo xtask up` provisions).
