@@ -727,3 +727,76 @@ async fn a_checked_subscription_hands_invalid_payloads_to_the_caller() {
     assert_eq!(letter.reason.code, DeadLetterReasonCode::NotJson);
     assert!(read_within(&mut letters, QUIET).await.is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_creates_nothing_and_refuses_to_run_on_what_is_not_provisioned() {
+    let server = server();
+    let guardian = connect::<Guardian>(&server).await;
+    // Nothing provisioned: it says what is missing and who provisions it.
+    let missing = guardian.verify_provisioned().await.unwrap_err();
+    let text = missing.to_string();
+    assert!(
+        matches!(missing, BusError::NotProvisioned { .. }),
+        "{missing:?}"
+    );
+    assert!(text.contains("stream `ORION_EVENTS`"), "{text}");
+    assert!(text.contains("cargo xtask provision"), "{text}");
+    // Nor can it provision for itself: the server refuses a service's stream create.
+    let js = async_nats::jetstream::new(
+        async_nats::ConnectOptions::new()
+            .user_and_password(
+                "guardian".into(),
+                server.password("guardian").unwrap().into(),
+            )
+            .custom_inbox_prefix("_INBOX_guardian")
+            .request_timeout(Some(Duration::from_secs(2)))
+            .connect(server.url())
+            .await
+            .unwrap(),
+    );
+    let own_stream = contracts::STREAMS
+        .iter()
+        .find(|s| s.name == "ORION_INCIDENTS")
+        .unwrap();
+    assert!(
+        contracts::bus::provision_all(&js, 1).await.is_err(),
+        "guardian created streams itself"
+    );
+    assert!(admin_jetstream(&server)
+        .await
+        .get_stream(own_stream.name)
+        .await
+        .is_err());
+
+    // Provisioned, but its durable delivers more than its contract: refused, named.
+    provision(&server).await;
+    guardian.verify_provisioned().await.unwrap();
+    let js = admin_jetstream(&server).await;
+    js.get_stream("ORION_EVENTS")
+        .await
+        .unwrap()
+        .delete_consumer("guardian-event-v1")
+        .await
+        .unwrap();
+    js.get_stream("ORION_EVENTS")
+        .await
+        .unwrap()
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            durable_name: Some("guardian-event-v1".into()),
+            filter_subject: "orion.>".into(),
+            ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let wrong = guardian
+        .subscribe::<Event>(SubscribeOptions::default())
+        .await
+        .err()
+        .expect("a durable with the wrong filter is refused");
+    let text = wrong.to_string();
+    assert!(
+        text.contains("consumer `guardian-event-v1`") && text.contains("orion.>"),
+        "{text}"
+    );
+}

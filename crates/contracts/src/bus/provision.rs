@@ -239,18 +239,34 @@ async fn verify_stream(js: &jetstream::Context, info: &StreamInfo) -> Result<(),
         .get_stream(info.name)
         .await
         .map_err(|e| missing(what(), e))?;
-    let subjects = &stream.cached_info().config.subjects;
-    if let Some(absent) = info
+    let config = &stream.cached_info().config;
+    let subjects = &config.subjects;
+    let problem = if let Some(absent) = info
         .subjects
         .iter()
         .find(|s| !subjects.iter().any(|have| have == *s))
     {
-        return Err(BusError::NotProvisioned {
+        Some(format!("does not hold `{absent}` (it holds {subjects:?})"))
+    } else if config.storage != stream::StorageType::File {
+        Some(format!(
+            "keeps its messages in {:?}, the inventory says file storage",
+            config.storage
+        ))
+    } else if config.retention != stream_config(info, 1).retention {
+        Some(format!(
+            "has retention {:?}, the inventory says {:?}",
+            config.retention, info.retention
+        ))
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(BusError::NotProvisioned {
             what: what(),
-            problem: format!("does not hold `{absent}` (it holds {subjects:?})"),
-        });
+            problem,
+        }),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// The durable exists, delivers exactly its contract's subject and needs explicit acks.
