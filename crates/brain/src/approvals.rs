@@ -5,7 +5,9 @@
 //!    its `admin_identity` from the policy's `[[admins]]` (forged, altered, unsigned or
 //!    unknown-admin decisions never run anything);
 //! 2. its request is one brain issued and has not been settled yet (each request is settled
-//!    once: approved, denied or expired), and its `decision_id` is the request's;
+//!    once: approved, denied or expired), its `decision_id` is the request's, and brain has not
+//!    refused this same decision before (a signed decision is answered once: replaying a refused
+//!    one after a re-arm, a raised ceiling or an expired cooldown changes nothing);
 //! 3. it was issued at or before the request's `expires_at`, and it has not itself expired;
 //! 4. for approve/force: the effective level is still N3 (a disarm or a lower risk ceiling since
 //!    the request stops it), and the action + target's cooldown, rate limit and circuit breaker
@@ -44,8 +46,13 @@ pub enum Judgement {
         settlement: Settlement,
         denial: DenialMark,
     },
-    /// Refused: emit the decision; the request stays as it was.
-    Refuse { decision: Box<Decision> },
+    /// Refused: emit the decision; the request stays as it was. `authentic` when the decision
+    /// was signed by an administrator: brain records the refusal, so the same decision never
+    /// counts later.
+    Refuse {
+        decision: Box<Decision>,
+        authentic: bool,
+    },
 }
 
 /// Everything the check needs.
@@ -56,6 +63,8 @@ pub struct ApprovalCheck<'a> {
     /// The `Orion-Signature` header, if any.
     pub signature: Option<&'a str>,
     pub record: &'a RequestRecord,
+    /// The stream message it arrived in (a redelivery of the same message is not a replay).
+    pub stream_sequence: u64,
     pub keyring: &'a Verifier,
     /// The limits state of the request's action + target.
     pub limits: Option<&'a LimitState>,
@@ -105,7 +114,7 @@ pub fn judge(check: &ApprovalCheck<'_>) -> Result<Judgement, ContractError> {
         request.approval_request_id,
         record.what()
     );
-    let refuse = |why: String| -> Result<Judgement, ContractError> {
+    let refusal = |why: String, authentic: bool| -> Result<Judgement, ContractError> {
         let decision = settlement_decision(
             record,
             check.autonomy,
@@ -115,6 +124,7 @@ pub fn judge(check: &ApprovalCheck<'_>) -> Result<Judgement, ContractError> {
         )?;
         Ok(Judgement::Refuse {
             decision: Box::new(decision),
+            authentic,
         })
     };
 
@@ -122,7 +132,17 @@ pub fn judge(check: &ApprovalCheck<'_>) -> Result<Judgement, ContractError> {
         .keyring
         .verify_claimed(check.raw, APPROVAL_SIGNER_FIELD, check.signature)
     {
-        return refuse(signature_problem(&e, &a.admin_identity));
+        return refusal(signature_problem(&e, &a.admin_identity), false);
+    }
+    let refuse = |why: String| refusal(why, true);
+    if let Some(before) = record
+        .refusal_of(a.approval_id)
+        .filter(|r| r.stream_sequence != check.stream_sequence)
+    {
+        return refuse(format!(
+            "brain refused this same decision at {} (stream message {}); a decision is answered once, so a replay changes nothing, even after a re-arm, a raised ceiling or an expired cooldown: send a new decision",
+            before.at, before.stream_sequence
+        ));
     }
     if let Some(settlement) = &record.settlement {
         return refuse(format!(

@@ -435,6 +435,7 @@ pub fn decide(
                     limit_key: key.clone(),
                     limits: rule.limits,
                     settlement: None,
+                    refused: Vec::new(),
                 };
                 Ok(IncidentPlan {
                     decision,

@@ -23,11 +23,29 @@ pub struct RequestRecord {
     /// `None` while the request waits for an answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settlement: Option<Settlement>,
+    /// Authentic (signed) decisions brain refused for this request: each is answered once, so
+    /// a replay of one never counts later, after a re-arm, a raised ceiling or a cooldown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<RefusedAnswer>,
+}
+
+/// A signed approval decision brain refused, and where it was stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedAnswer {
+    pub approval_id: Uuid,
+    /// The stream message it arrived in (a redelivery of that message is not a replay).
+    pub stream_sequence: u64,
+    pub at: Timestamp,
 }
 
 impl RequestRecord {
     pub fn id(&self) -> Uuid {
         self.request.approval_request_id
+    }
+
+    /// How brain answered `approval_id` before, if it refused it.
+    pub fn refusal_of(&self, approval_id: Uuid) -> Option<&RefusedAnswer> {
+        self.refused.iter().find(|r| r.approval_id == approval_id)
     }
 
     pub fn incident_id(&self) -> Uuid {

@@ -26,7 +26,7 @@ use crate::approvals::{self, ApprovalCheck, Judgement};
 use crate::decide::{self, autonomy, Autonomy, LimitChange};
 use crate::interlock::Interlock;
 use crate::policy::{Evaluation, Policy};
-use crate::records::RequestRecord;
+use crate::records::{RefusedAnswer, RequestRecord};
 use crate::state::{
     outbox_key, request_key, Effect, Expect, Mutation, Outbox, OutcomeEffect, StateError,
     StateStore, Versioned, RETENTION,
@@ -328,6 +328,7 @@ impl Brain {
             raw: &raw,
             signature,
             record,
+            stream_sequence: delivery.stream_sequence(),
             keyring: &self.policy.keyring,
             limits: limits.value.as_ref(),
             autonomy: &autonomy,
@@ -372,7 +373,23 @@ impl Brain {
                 }],
                 vec![Effect::Decision(decision)],
             ),
-            Judgement::Refuse { decision } => (Vec::new(), vec![Effect::Decision(decision)]),
+            Judgement::Refuse {
+                decision,
+                authentic,
+            } => {
+                let remember = authentic.then(|| Mutation::RecordRefusal {
+                    request_id,
+                    refusal: RefusedAnswer {
+                        approval_id: approval.approval_id,
+                        stream_sequence: delivery.stream_sequence(),
+                        at: now,
+                    },
+                });
+                (
+                    remember.into_iter().collect(),
+                    vec![Effect::Decision(decision)],
+                )
+            }
         };
         self.carry_out(
             key,

@@ -120,6 +120,11 @@ pub enum Mutation {
         record: Box<RequestRecord>,
         expect: Expect,
     },
+    /// A signed decision for a request was refused: remember it, so a replay never counts.
+    RecordRefusal {
+        request_id: Uuid,
+        refusal: crate::records::RefusedAnswer,
+    },
     /// A request was settled (`expect` is the request record's revision).
     SettleRequest {
         request_id: Uuid,
@@ -425,6 +430,24 @@ impl StateStore {
                     Ok(_) | Err(StateError::Conflict { .. }) => Ok(()),
                     Err(e) => Err(e),
                 }
+            }
+            Mutation::RecordRefusal {
+                request_id,
+                refusal,
+            } => {
+                self.modify(
+                    &request_key(*request_id),
+                    Expect::Any,
+                    |record: &mut Option<RequestRecord>| match record {
+                        Some(record) if record.refusal_of(refusal.approval_id).is_none() => {
+                            record.refused.push(refusal.clone());
+                            true
+                        }
+                        // Recorded already (a redelivery), or pruned: nothing to add.
+                        _ => false,
+                    },
+                )
+                .await
             }
             Mutation::SettleRequest {
                 request_id,

@@ -644,3 +644,70 @@ async fn every_action_brain_publishes_carries_its_signature() {
     }
     brain.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_approval_replayed_after_a_re_arm_runs_nothing() {
+    let server = provisioned_server().await;
+    let (alice, _) = SigningKey::generate("alice");
+    let mut brain = RunningBrain::start(&server, &policy("N3", &[&alice], 300, "")).await;
+    let mut seen = Observer::new(&server).await;
+    publish_incident(
+        &server,
+        &incident("metric_anomaly", "high", &[("service_name", "api")]),
+    )
+    .await;
+    seen.decision().await;
+    let request = seen.request().await;
+
+    // An administrator approves while the platform is disarmed: refused.
+    write_interlock(
+        &server,
+        "armed",
+        json!({"armed": false, "command_id": "cmd-disarm", "at": "2026-02-14T12:00:00Z"}),
+    )
+    .await;
+    brain
+        .wait_interlock(|s| matches!(s.armed, Armed::Disarmed { .. }))
+        .await;
+    let approve = approval(&request, "approve", "alice");
+    let payload = contracts::encode(&approve).unwrap();
+    let signature = alice.sign(&contracts::to_value(&approve).unwrap());
+    publish_signed(&server, &approve, &alice).await;
+    let refused = seen.decision().await;
+    assert_eq!(kind(&refused), "NO_ACTION", "{}", reasoning(&refused));
+
+    // Re-armed; whoever copied the signed message publishes it again (a new stream message,
+    // past the dedup window: no message id).
+    write_interlock(
+        &server,
+        "armed",
+        json!({"armed": true, "command_id": "cmd-arm", "at": "2026-02-14T12:01:00Z"}),
+    )
+    .await;
+    brain
+        .wait_interlock(|s| matches!(s.armed, Armed::Armed { .. }))
+        .await;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(contracts::signing::SIGNATURE_HEADER, signature.as_str());
+    admin_jetstream(&server)
+        .await
+        .publish_with_headers("orion.approval_decision.v1", headers, payload.into())
+        .await
+        .unwrap()
+        .await
+        .expect("stored");
+    let replay = seen.decision().await;
+    assert_eq!(kind(&replay), "NO_ACTION", "{}", reasoning(&replay));
+    assert!(
+        reasoning(&replay).contains("refused this same decision"),
+        "{}",
+        reasoning(&replay)
+    );
+    seen.no_action().await;
+
+    // The request itself can still be answered, by a new decision.
+    let fresh = approval(&request, "approve", "alice");
+    publish_signed(&server, &fresh, &alice).await;
+    assert_eq!(seen.action().await.approval_id, Some(fresh.approval_id));
+    brain.stop().await;
+}

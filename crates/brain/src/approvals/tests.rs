@@ -98,6 +98,7 @@ struct Case<'a> {
     interlock: InterlockState,
     now: Timestamp,
     record: Option<RequestRecord>,
+    stream_sequence: u64,
 }
 
 impl<'a> Case<'a> {
@@ -110,6 +111,7 @@ impl<'a> Case<'a> {
             interlock: InterlockState::armed(),
             now: at(30),
             record: None,
+            stream_sequence: 1,
         }
     }
 
@@ -123,6 +125,7 @@ impl<'a> Case<'a> {
             raw: &raw,
             signature: signature.as_deref(),
             record,
+            stream_sequence: self.stream_sequence,
             keyring: &self.setup.policy.keyring,
             limits: self.limits.as_ref(),
             autonomy: &autonomy,
@@ -134,7 +137,7 @@ impl<'a> Case<'a> {
 
 fn refused(j: Judgement) -> String {
     match j {
-        Judgement::Refuse { decision } => {
+        Judgement::Refuse { decision, .. } => {
             assert_eq!(decision.decision_type.to_string(), "NO_ACTION");
             assert_eq!(decision.tags["approval_request_id"].len(), 36);
             assert!(decision.tags.contains_key("approval_id"));
@@ -208,6 +211,7 @@ fn a_decision_altered_after_signing_is_refused() {
         raw: &raw_forced,
         signature: Some(&signature),
         record: &s.record,
+        stream_sequence: 1,
         keyring: &s.policy.keyring,
         limits: None,
         autonomy: &autonomy,
@@ -430,4 +434,46 @@ fn failed_and_rolled_back_outcomes_count_for_the_breaker() {
         (mark.status.as_str(), mark.action_id, mark.at),
         ("rolled_back", Uuid::from_u128(7), at(5))
     );
+}
+
+#[test]
+fn a_refused_decision_is_answered_once_and_its_replay_never_counts() {
+    let s = setup();
+    let a = approval(&s.record, "approve", "alice", 20);
+    let mut case = Case::new(&s, a.clone());
+    // Refused while disarmed; signed, so brain remembers the refusal.
+    case.interlock = InterlockState::disarmed("ops command cmd-1");
+    assert!(matches!(
+        case.judge(),
+        Judgement::Refuse {
+            authentic: true,
+            ..
+        }
+    ));
+    let mut record = s.record.clone();
+    record.refused.push(crate::records::RefusedAnswer {
+        approval_id: a.approval_id,
+        stream_sequence: 1,
+        at: at(25),
+    });
+    // Re-armed: the same decision replayed in another stream message still runs nothing.
+    case.interlock = InterlockState::armed();
+    case.record = Some(record);
+    case.stream_sequence = 7;
+    let text = refused(case.judge());
+    assert!(text.contains("refused this same decision"), "{text}");
+    assert!(text.contains("a replay changes nothing"), "{text}");
+    // A redelivery of the message it was refused in is judged again (it changed nothing yet).
+    case.stream_sequence = 1;
+    assert!(matches!(case.judge(), Judgement::Execute { .. }));
+    // A forged decision is not remembered (it proves nothing about the administrator).
+    let (mallory, _) = SigningKey::generate("alice");
+    case.signer = Some(&mallory);
+    assert!(matches!(
+        case.judge(),
+        Judgement::Refuse {
+            authentic: false,
+            ..
+        }
+    ));
 }
