@@ -27,6 +27,16 @@ pub fn receipt_id(command_id: &uuid::Uuid, kind: &str) -> uuid::Uuid {
     )
 }
 
+/// The id of the failure receipt refusing the command message `payload` (exactly as received)
+/// with id `command_id`: derived from both, so the sender of that very message can tell it is
+/// the answer to what it sent, while a refusal of a forged or stale copy under the same id is
+/// not (and never collides with the real command's final receipt).
+pub fn refusal_id(command_id: &uuid::Uuid, payload: &[u8]) -> uuid::Uuid {
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(payload));
+    receipt_id(command_id, &format!("refused:{digest}"))
+}
+
 /// Builds a valid receipt for the command `command_id` of type `command_type` that arrived at
 /// `arrived`.
 pub fn receipt(

@@ -456,7 +456,15 @@ impl Shared {
     ) {
         let command_id = delivery.message().id;
         tracing::warn!(%command_id, reason = %why, "command refused");
-        match refusal(&command_id, command_type, why, &self.executor_id, arrived) {
+        let payload = delivery.payload().to_vec();
+        match refusal(
+            &command_id,
+            &payload,
+            command_type,
+            why,
+            &self.executor_id,
+            arrived,
+        ) {
             Ok(receipt) => self.publish_receipt(&receipt).await,
             Err(e) => tracing::error!(%command_id, error = %e, "built an invalid refusal receipt"),
         }
@@ -515,6 +523,7 @@ impl Shared {
         let receipt = match (id, command_type) {
             (Some(id), Some(command_type)) => refusal(
                 &id,
+                invalid.payload(),
                 &command_type,
                 format!("invalid command: {}", invalid.error()),
                 &self.executor_id,
@@ -561,10 +570,12 @@ impl Shared {
     }
 }
 
-/// A failure receipt for a command that did not run. Its id is random: it must not collide
-/// with the final receipt of the real command with the same id.
+/// A failure receipt for a command message that did not run. Its id is derived from the
+/// message's bytes (`receipts::refusal_id`): it never collides with the final receipt of the
+/// real command with the same id, and only the sender of those bytes takes it as its answer.
 fn refusal(
     command_id: &uuid::Uuid,
+    payload: &[u8],
     command_type: &str,
     why: String,
     executor_id: &str,
@@ -577,7 +588,7 @@ fn refusal(
         executor_id,
         arrived,
     )?;
-    receipt.id = uuid::Uuid::new_v4();
+    receipt.id = receipts::refusal_id(command_id, payload);
     Ok(receipt)
 }
 
