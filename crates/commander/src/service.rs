@@ -199,7 +199,15 @@ impl Shared {
             }) => {
                 tracing::info!(action_id = %action.action_id, "action seen before: re-publishing its outcome, not executing it again");
                 if let Ok(outcome) = contracts::decode_value::<Outcome>(result) {
-                    self.publish_outcome(&outcome).await;
+                    if !self.publish_outcome(&outcome).await {
+                        let _ = delivery
+                            .nak(
+                                Some(Duration::from_secs(2)),
+                                "the stored outcome could not be published",
+                            )
+                            .await;
+                        return;
+                    }
                 }
                 let _ = delivery.ack().await;
                 return;
@@ -455,16 +463,31 @@ impl Shared {
                 .await;
             return;
         }
-        self.publish_outcome(&outcome).await;
+        if !self.publish_outcome(&outcome).await {
+            // Recorded but not published: not acknowledged, so the redelivery publishes the
+            // stored outcome (the action is not run again).
+            let _ = delivery
+                .nak(
+                    Some(Duration::from_secs(2)),
+                    "the outcome is recorded but could not be published",
+                )
+                .await;
+            return;
+        }
         tracing::info!(action_id = %action.action_id, action_type = %action.action_type, status = %outcome.status, "action finished");
         if let Err(e) = delivery.ack().await {
             tracing::warn!(action_id = %action.action_id, error = %e, "could not acknowledge; a redelivery re-publishes the stored outcome");
         }
     }
 
-    async fn publish_outcome(&self, outcome: &Outcome) {
-        if let Err(e) = self.bus.publish_retrying(outcome, 3).await {
-            tracing::error!(outcome_id = %outcome.outcome_id, error = %e, "gave up publishing an outcome");
+    /// Publishes `outcome` (a few tries); whether the server stored it.
+    async fn publish_outcome(&self, outcome: &Outcome) -> bool {
+        match self.bus.publish_retrying(outcome, 3).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::error!(outcome_id = %outcome.outcome_id, error = %e, "gave up publishing an outcome; the action is handed back");
+                false
+            }
         }
     }
 }

@@ -34,6 +34,8 @@ use crate::receipts::{self, Status};
 use crate::signing::SigningKeys;
 use contracts::bus::{Claim, ClaimLog, ClaimRecord};
 
+/// How long a command whose receipt could not be published waits before it is redelivered.
+const RETRY_PUBLISH: Duration = Duration::from_secs(2);
 /// Command types that publish `pending` before they run.
 const LONG_COMMANDS: &[&str] = &["restart", "deploy", "halt", "export_evidence"];
 /// Command types that wait for their target's lane (one at a time per target).
@@ -438,7 +440,17 @@ impl Shared {
                 .await;
             return;
         }
-        self.publish_receipt(&receipt).await;
+        if !self.publish_receipt(&receipt).await {
+            // Recorded but not published: not acknowledged, so the redelivery publishes the
+            // stored receipt (the command is not run again).
+            let _ = delivery
+                .nak(
+                    Some(RETRY_PUBLISH),
+                    "the final receipt is recorded but could not be published",
+                )
+                .await;
+            return;
+        }
         log_final(&command, &receipt);
         if let Err(e) = delivery.ack().await {
             tracing::warn!(command_id = %command.id, error = %e, "could not acknowledge; a redelivery will re-publish the stored receipt");
@@ -465,7 +477,14 @@ impl Shared {
             &self.executor_id,
             arrived,
         ) {
-            Ok(receipt) => self.publish_receipt(&receipt).await,
+            Ok(receipt) => {
+                if !self.publish_receipt(&receipt).await {
+                    let _ = delivery
+                        .nak(Some(RETRY_PUBLISH), "the refusal could not be published")
+                        .await;
+                    return;
+                }
+            }
             Err(e) => tracing::error!(%command_id, error = %e, "built an invalid refusal receipt"),
         }
         if let Err(e) = delivery.ack().await {
@@ -486,7 +505,17 @@ impl Shared {
             ClaimRecord::Finished { result: receipt } => {
                 tracing::info!(command_id = %command.id, "command seen before: re-publishing its receipt, not executing it again");
                 match contracts::decode_value::<OpsReceipt>(receipt) {
-                    Ok(receipt) => self.publish_receipt(&receipt).await,
+                    Ok(receipt) => {
+                        if !self.publish_receipt(&receipt).await {
+                            let _ = delivery
+                                .nak(
+                                    Some(RETRY_PUBLISH),
+                                    "the stored receipt could not be published",
+                                )
+                                .await;
+                            return;
+                        }
+                    }
                     Err(e) => {
                         tracing::error!(command_id = %command.id, error = %e, "the stored receipt is invalid")
                     }
@@ -535,7 +564,10 @@ impl Shared {
         let settled = match receipt {
             Some(receipt) => {
                 tracing::warn!(command_id = %receipt.command_id, error = %invalid.error(), "invalid command answered with a failure receipt");
-                self.publish_receipt(&receipt).await;
+                if !self.publish_receipt(&receipt).await {
+                    // Left unsettled: the server delivers it again after the ack wait.
+                    return;
+                }
                 invalid.settle().await
             }
             None => {
@@ -556,16 +588,24 @@ impl Shared {
             &self.executor_id,
             arrived,
         ) {
-            Ok(receipt) => self.publish_receipt(&receipt).await,
+            Ok(receipt) => {
+                // A pending receipt that is lost only means the final one comes unannounced.
+                self.publish_receipt(&receipt).await;
+            }
             Err(e) => {
                 tracing::error!(command_id = %command.id, error = %e, "built an invalid receipt")
             }
         }
     }
 
-    async fn publish_receipt(&self, receipt: &OpsReceipt) {
-        if let Err(e) = self.bus.publish_retrying(receipt, 3).await {
-            tracing::error!(receipt_id = %receipt.id, command_id = %receipt.command_id, error = %e, "gave up publishing a receipt");
+    /// Publishes `receipt` (a few tries); whether the server stored it.
+    async fn publish_receipt(&self, receipt: &OpsReceipt) -> bool {
+        match self.bus.publish_retrying(receipt, 3).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::error!(receipt_id = %receipt.id, command_id = %receipt.command_id, error = %e, "gave up publishing a receipt; the command is handed back");
+                false
+            }
         }
     }
 }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bollard::query_parameters::EventsOptions;
+use contracts::OpsReceipt;
 use futures::StreamExt;
 use serde_json::{json, Value};
 use support::engine::docker;
@@ -838,5 +839,70 @@ async fn a_worker_killed_mid_stream_leaves_every_command_with_one_final_receipt_
     assert!(
         successes >= COMMANDS - 1,
         "only {successes} of {COMMANDS} succeeded"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_that_could_not_be_published_is_published_by_the_redelivery_and_nothing_runs_twice(
+) {
+    let (docker, web) = setup().await;
+    let since = time::OffsetDateTime::now_utc().unix_timestamp() - 1;
+    web.run(busybox()).await;
+    let server = provisioned_server().await;
+    let js = server.admin_jetstream().await.unwrap();
+    let console = console(&server).await;
+    let worker = WorkerProcess::start(&server, &[&web.name], &[]).await;
+
+    // The ops stream stops taking receipts: ops-worker can run the command and record its
+    // receipt, but not publish it.
+    let mut stream = js.get_stream("TITAN_OPS").await.unwrap();
+    let mut config = stream.info().await.unwrap().config.clone();
+    let subjects = config.subjects.clone();
+    config.subjects = vec!["titan.ops.command.v1".into()];
+    js.update_stream(&config).await.unwrap();
+    let command = signed(command("restart", &web.name, json!({"timeout_s": 1})));
+    console.publish(&command).await.unwrap();
+    let final_id = ops_worker::receipts::receipt_id(&command.id, "final").to_string();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !worker
+        .log_text()
+        .lines()
+        .any(|l| l.contains("gave up publishing a receipt") && l.contains(&final_id))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the receipt never failed to publish:\n{}",
+            worker.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        starts_since(&docker, &web.name, since).await,
+        2,
+        "first start + the restart"
+    );
+
+    // Receipts are stored again: the redelivered command publishes the recorded receipt.
+    config.subjects = subjects;
+    js.update_stream(&config).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let finals = loop {
+        let finals: Vec<OpsReceipt> = all_receipts(&server)
+            .await
+            .into_iter()
+            .filter(|r| r.command_id == command.id && r.status.to_string() != "pending")
+            .collect();
+        if !finals.is_empty() || tokio::time::Instant::now() >= deadline {
+            break finals;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(finals.len(), 1, "{finals:?}\n{}", worker.log_text());
+    assert_eq!(finals[0].status.to_string(), "success");
+    assert_eq!(finals[0].id.to_string(), final_id);
+    assert_eq!(
+        starts_since(&docker, &web.name, since).await,
+        2,
+        "the redelivery ran the restart again"
     );
 }
