@@ -104,15 +104,19 @@ fn stream_cases(identity: &IdentityInfo, cases: &mut Vec<Try>) {
                 )));
             }
         }
-        if stream.subjects.iter().any(|s| {
-            seen.contains(s) || identity.produces.contains(s)
-        }) {
+        if stream
+            .subjects
+            .iter()
+            .any(|s| seen.contains(s) || identity.produces.contains(s))
+        {
             cases.push(Try::Answered(format!("$JS.API.STREAM.INFO.{name}")));
         } else {
             cases.push(refused_publish(format!("$JS.API.STREAM.INFO.{name}")));
         }
         for listing in ["NAMES", "LIST"] {
-            cases.push(refused_publish(format!("$JS.API.CONSUMER.{listing}.{name}")));
+            cases.push(refused_publish(format!(
+                "$JS.API.CONSUMER.{listing}.{name}"
+            )));
         }
     }
 }
@@ -296,8 +300,5 @@ async fn every_identity_is_refused_everything_outside_its_declaration() {
         checked > 100 * IDENTITIES.len(),
         "only {checked} cases: the generator lost some"
     );
-    eprintln!(
-        "{checked} cases held for {} identities",
-        IDENTITIES.len()
-    );
+    eprintln!("{checked} cases held for {} identities", IDENTITIES.len());
 }

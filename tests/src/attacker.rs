@@ -109,10 +109,7 @@ impl Attacker {
 
     /// Subscribes to `subject` and reports whether the server refused it. A subscription the
     /// server accepted is returned, so a test can check what it would have received.
-    pub async fn subscribe_refused(
-        &self,
-        subject: &str,
-    ) -> Result<(bool, async_nats::Subscriber)> {
+    pub async fn subscribe_refused(&self, subject: &str) -> Result<(bool, async_nats::Subscriber)> {
         let mark = self.errors.mark();
         let subscriber = self
             .client
@@ -137,7 +134,10 @@ impl Attacker {
         {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(e)) => bail!("{} asked `{subject}`: {e}", self.identity),
-            Err(_) => bail!("{} asked `{subject}`: no answer in {ANSWER_WAIT:?}", self.identity),
+            Err(_) => bail!(
+                "{} asked `{subject}`: no answer in {ANSWER_WAIT:?}",
+                self.identity
+            ),
         }
     }
 }

@@ -23,6 +23,7 @@
 mod codec;
 mod contract;
 mod error;
+mod key_values;
 mod timestamp;
 mod validation;
 
@@ -45,9 +46,9 @@ pub mod signing;
 
 pub use codec::{decode, decode_value, encode, to_value};
 pub use contract::{
-    nats_password_var, BucketInfo, ConsumerInfo, Consumes, Contract, ContractInfo, IdentityInfo, Produces,
-    Reads,
-    Retention, Service, SignatureSpec, StreamInfo,
+    nats_password_var, Bucket, BucketInfo, BucketKind, ConsumerInfo, Consumes, Contract,
+    ContractInfo, IdentityInfo, KeyInfo, KeyValue, KeyValueBucket, ObjectStoreBucket, Produces,
+    Reads, ReadsBucket, Retention, Service, SignatureSpec, StreamInfo, WritesBucket,
 };
 pub use error::{ContractError, Violation};
 pub use generated::*;

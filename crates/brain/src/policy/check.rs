@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use contracts::generated::action_v1::ActionActionType;
 use contracts::generated::incident_v1::{IncidentIncidentType, IncidentSeverity};
-use contracts::target::CanonicalTarget;
 use contracts::signing::Verifier;
+use contracts::target::CanonicalTarget;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use toml::Spanned;

@@ -297,11 +297,7 @@ fn credentials(dir: &Path, url: &str) -> Result<BTreeMap<String, String>> {
 }
 
 /// `credentials/<identity>.env`: the URL, the user and that identity's password only.
-fn write_identity_files(
-    dir: &Path,
-    url: &str,
-    passwords: &BTreeMap<String, String>,
-) -> Result<()> {
+fn write_identity_files(dir: &Path, url: &str, passwords: &BTreeMap<String, String>) -> Result<()> {
     let identities = dir.join("credentials");
     std::fs::create_dir_all(&identities)?;
     std::fs::set_permissions(&identities, std::fs::Permissions::from_mode(0o700))?;

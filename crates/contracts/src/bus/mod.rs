@@ -22,6 +22,7 @@
 //!
 //! Not here: business logic, retries of a handler's own work (the caller naks with a delay).
 
+mod bucket;
 mod claims;
 mod config;
 mod connection;
@@ -33,12 +34,15 @@ mod reader;
 mod stats;
 mod subscribe;
 
+pub use bucket::{BucketError, BucketErrorKind, BucketHandle, KeyChange};
 pub use claims::{Claim, ClaimLog, ClaimRecord};
 pub use config::{BusConfig, DEFAULT_NATS_URL};
 pub use connection::{Bus, MICRO_PREFIX};
 pub use dead_letter::Rejection;
 pub use error::BusError;
-pub use provision::{provision_all, provision_consumer, verify_provisioned, ConsumerSettings};
+pub use provision::{
+    provision_all, provision_consumer, seed_interlock, verify_provisioned, ConsumerSettings,
+};
 pub use publish::{idempotency_key, Published};
 pub use reader::{reader_name, ReadFrom, ReadMessage, Reader, TypedReader};
 pub use stats::{ConsumerStats, StatsSnapshot};
