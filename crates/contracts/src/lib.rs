@@ -10,6 +10,12 @@
 //!   ([`Contract`]), and each service identity with what it may produce and consume
 //!   ([`Service`], [`Produces`], [`Consumes`]), so a publish the inventory does not allow does
 //!   not compile;
+//! - the key-value values another service reads (the ops interlock's `InterlockArmed` and
+//!   `InterlockRiskCeiling`), generated from their schemas like messages and validated by the
+//!   same [`encode`]/[`decode`], but kept out of the message tables ([`KEY_VALUES`],
+//!   [`KeyValueRecord`]); and every bucket as a type ([`buckets`]) with its key bindings
+//!   ([`KeyValue`]) and who may read and write it ([`ReadsBucket`], [`WritesBucket`]), which the
+//!   bus's typed bucket handles (`bus::BucketHandle`) are built on;
 //! - [`target`]: the one definition of a canonical target name, which brain counts its limits
 //!   per and ops-worker acts on.
 //!

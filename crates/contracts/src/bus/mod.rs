@@ -12,6 +12,9 @@
 //!   parse or validate goes to `platform.dead_letter.v1` with the reason and the raw bytes, is
 //!   terminated, and the consumer goes on.
 //! - The service registers as a NATS micro service (ping, info, stats per consumer).
+//! - [`Bus::bucket`] opens a key-value bucket the service reads or writes as a typed
+//!   [`BucketHandle`]: values are the generated types bound to the bucket's keys, validated on
+//!   get and put, and only the bucket's writers have `put` (see `bucket.rs`).
 //!
 //! ```compile_fail
 //! # async fn f(bus: contracts::bus::Bus<contracts::services::Guardian>, d: contracts::Decision) {
