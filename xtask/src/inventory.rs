@@ -141,6 +141,75 @@ pub struct Bucket {
     pub history: Option<u8>,
     /// 0 keeps entries forever.
     pub max_age_s: u64,
+    /// The key layout: fixed keys and patterns of computed keys.
+    #[serde(default)]
+    pub keys: Vec<BucketKey>,
+}
+
+impl Bucket {
+    /// Services that read the bucket without writing it.
+    pub fn outside_readers(&self) -> impl Iterator<Item = &String> {
+        self.readers.iter().filter(|r| !self.writers.contains(r))
+    }
+}
+
+/// One key (or family of computed keys) of a bucket, and what its value is.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BucketKey {
+    /// A fixed key.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Computed keys, in words (`request.<approval_request_id>`).
+    #[serde(default)]
+    pub pattern: Option<String>,
+    /// Schema of the value, relative to `schemas/`: required for a value others read.
+    #[serde(default)]
+    pub schema: Option<String>,
+    pub description: String,
+}
+
+/// A key-value value governed by a schema: a fixed key of a bucket.
+#[derive(Debug, Clone)]
+pub struct KeyValueEntry<'a> {
+    pub bucket: &'a str,
+    pub spec: &'a Bucket,
+    pub key: &'a str,
+    pub description: &'a str,
+    /// The schema file's stem without the version (`interlock_armed`).
+    pub name: String,
+    pub schema: &'a SchemaFile,
+}
+
+impl KeyValueEntry<'_> {
+    /// `$KV.<bucket>.<key>`: the subject its values are stored on.
+    pub fn subject(&self) -> String {
+        format!("$KV.{}.{}", self.bucket, self.key)
+    }
+
+    /// `KV_<bucket>`: the stream behind the bucket.
+    pub fn stream(&self) -> String {
+        format!("KV_{}", self.bucket)
+    }
+
+    /// `<name>_v<major>`: the generated module.
+    pub fn module(&self) -> String {
+        format!(
+            "{}_v{}",
+            self.name,
+            self.schema.major_version().unwrap_or(0)
+        )
+    }
+}
+
+/// `titan/interlock_armed.v1.schema.json` → `interlock_armed`.
+pub fn schema_stem_name(rel_path: &str) -> String {
+    let file = rel_path.rsplit('/').next().unwrap_or(rel_path);
+    let stem = file.strip_suffix(".schema.json").unwrap_or(file);
+    match stem.rsplit_once('.') {
+        Some((name, version)) if version.starts_with('v') => name.to_string(),
+        _ => stem.to_string(),
+    }
 }
 
 /// A service identity: one NATS user with its own permissions.
@@ -291,6 +360,41 @@ impl ContractSet {
 
     pub fn schema(&self, rel_path: &str) -> Option<&SchemaFile> {
         self.schemas.iter().find(|s| s.rel_path == rel_path)
+    }
+
+    /// Key-value values with a schema, by bucket and key; keys whose schema file is missing
+    /// are skipped (the inventory check reports them).
+    pub fn key_values(&self) -> Vec<KeyValueEntry<'_>> {
+        let mut out = Vec::new();
+        for (bucket, spec) in &self.inventory.key_value {
+            for key in &spec.keys {
+                let (Some(name), Some(rel)) = (&key.key, &key.schema) else {
+                    continue;
+                };
+                let Some(schema) = self.schema(rel) else {
+                    continue;
+                };
+                out.push(KeyValueEntry {
+                    bucket,
+                    spec,
+                    key: name,
+                    description: &key.description,
+                    name: schema_stem_name(rel),
+                    schema,
+                });
+            }
+        }
+        out
+    }
+
+    /// Whether a bucket key (of a key-value bucket or an object store) points at `rel_path`.
+    pub fn is_bucket_schema(&self, rel_path: &str) -> bool {
+        self.inventory
+            .key_value
+            .values()
+            .chain(self.inventory.object_stores.values())
+            .flat_map(|b| &b.keys)
+            .any(|k| k.schema.as_deref() == Some(rel_path))
     }
 
     /// Inventory entries paired with their schema files; entries without a file are skipped

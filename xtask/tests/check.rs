@@ -333,6 +333,71 @@ fn adding_an_optional_field_is_additive_with_a_warning() {
     );
 }
 
+const INTERLOCK_ARMED: &str = "titan/interlock_armed.v1.schema.json";
+
+#[test]
+fn a_breaking_change_to_a_key_value_schema_is_breaking() {
+    let checkout = Checkout::new();
+    checkout.edit_schema(INTERLOCK_ARMED, |s| {
+        s["properties"]["set_by"]["enum"] = json!(["ops_command"]);
+        s["required"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!("command_id"));
+    });
+    checkout.bump(|v| v.minor += 1);
+    checkout.codegen();
+    let found = assert_error(&checkout.check(), "SCHEMA_BREAKING_CHANGE");
+    let paths: Vec<&str> = found.iter().map(|f| f.path.as_str()).collect();
+    assert!(
+        paths.contains(&"schemas/titan/interlock_armed.v1.schema.json#/properties/set_by/enum"),
+        "{paths:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|f| f.message.contains("field `command_id` became required")),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn a_bucket_that_others_read_declares_a_schema_for_every_key() {
+    // A value brain reads loses its schema.
+    let checkout = Checkout::new();
+    edit_inventory(
+        &checkout,
+        "key = \"risk_ceiling\"\nschema = \"titan/interlock_risk_ceiling.v1.schema.json\"\n",
+        "key = \"risk_ceiling\"\n",
+    );
+    let found = assert_error(&checkout.check(), "INVENTORY_BUCKET_SCHEMA_MISSING");
+    assert_eq!(
+        found[0].path,
+        "schemas/inventory.toml#key_value.ops_interlock"
+    );
+    assert!(found[0].message.contains("`brain`"), "{}", found[0].message);
+    assert!(
+        found[0].message.contains("`risk_ceiling`"),
+        "{}",
+        found[0].message
+    );
+
+    // A private bucket gains an outside reader: its computed keys have no schema.
+    let checkout = Checkout::new();
+    edit_inventory(
+        &checkout,
+        "writers = [\"guardian\"]\nreaders = []",
+        "writers = [\"guardian\"]\nreaders = [\"approval-cli\"]",
+    );
+    let found = assert_error(&checkout.check(), "INVENTORY_BUCKET_SCHEMA_MISSING");
+    assert!(
+        found
+            .iter()
+            .any(|f| f.message.contains("`group.<uuid v5>`")),
+        "{found:?}"
+    );
+}
+
 fn add_event_v2(checkout: &Checkout) {
     let mut v2: Value = serde_json::from_str(&checkout.read(&format!("schemas/{EVENT}"))).unwrap();
     v2["title"] = json!("EventV2");
@@ -562,6 +627,23 @@ fn every_remaining_code_is_triggered_by_its_edit() {
                 .read("schemas/inventory.toml")
                 .replace("ops_evidence", "OpsEvidence");
             c.write("schemas/inventory.toml", &text);
+        }),
+        ("INVENTORY_BUCKET_KEYS_MISSING", |c| {
+            let text = c.read("schemas/inventory.toml");
+            let block = "[[key_value.commander_actions.keys]]";
+            let start = text.find(block).unwrap();
+            let end = start + text[start..].find("\n\n").unwrap() + 2;
+            c.write(
+                "schemas/inventory.toml",
+                &(text[..start].to_string() + &text[end..]),
+            );
+        }),
+        ("INVENTORY_BUCKET_KEY_INVALID", |c| {
+            edit_inventory(
+                c,
+                "pattern = \"<action id>\"",
+                "pattern = \"<action id>\"\nkey = \"also-fixed\"",
+            )
         }),
         ("INVENTORY_READER_UNDECLARED", |c| {
             edit_inventory(

@@ -54,6 +54,15 @@ pub fn autonomy(configured: Level, interlock: &InterlockState) -> Autonomy {
                 ),
             }
         }
+        Armed::Missing => {
+            return Autonomy {
+                configured,
+                effective: Level::N0,
+                why: format!(
+                    "Level N0 (observe only) is in force: the ops interlock has no `armed` record in bucket `ops_interlock`, and a missing record means disarmed (fail closed); the policy's {configured} applies after an ops `arm` writes it"
+                ),
+            }
+        }
         Armed::Unreadable { why } => {
             return Autonomy {
                 configured,

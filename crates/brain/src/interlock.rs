@@ -1,27 +1,31 @@
-//! The ops interlock, read live from the key-value bucket `ops_interlock` (written by
-//! ops-worker's `disarm`/`arm`/`halt`/`set_risk`; brain only reads it).
+//! The ops interlock, read live from the key-value bucket `ops_interlock` through the typed
+//! bucket handle of `contracts::buckets::OpsInterlock` (brain is a reader: it cannot write it;
+//! ops-worker's `disarm`/`arm`/`halt`/`set_risk` and provisioning do). The values are
+//! contracts generated from `schemas/titan/`:
 //!
-//! - `armed` → `{"armed": bool, "command_id": …, "at": …}`: disarmed means observe only
-//!   (effective level N0). A missing key means armed (as ops-worker reads it).
-//! - `risk_ceiling` → `{"level": "N0".."N3", …}`: caps the policy's level. Missing: no cap.
+//! - `armed` → [`InterlockArmed`]: disarmed means observe only (effective level N0).
+//! - `risk_ceiling` → [`InterlockRiskCeiling`]: caps the policy's level. Missing: no cap.
 //!
-//! Fail closed: a value brain cannot read, or a bucket it cannot reach, counts as disarmed
-//! (or, for the ceiling, N0) until it can. Changes arrive through a key-value watch, so they
-//! take effect without a restart.
+//! Fail closed: a missing `armed` record (never written, or deleted), a value that breaks its
+//! schema, or a bucket brain cannot reach all count as disarmed (and an unreadable ceiling as
+//! N0) until it can read an `armed: true` record. Changes arrive through a key-value watch, so
+//! they take effect without a restart.
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, kv};
+use contracts::buckets::OpsInterlock;
+use contracts::bus::{BucketHandle, Bus};
+use contracts::services;
+use contracts::{InterlockArmed, InterlockRiskCeiling, KeyValue};
 use futures::StreamExt;
-use serde::Deserialize;
 use tokio::sync::watch;
 
 use crate::policy::Level;
 
-/// Bucket of the interlock (see `schemas/inventory.toml`).
-pub const BUCKET: &str = "ops_interlock";
-pub const ARMED_KEY: &str = "armed";
-pub const RISK_CEILING_KEY: &str = "risk_ceiling";
+/// Key of the armed record (from the inventory, through the generated binding).
+pub const ARMED_KEY: &str = <InterlockArmed as KeyValue<OpsInterlock>>::KEY;
+/// Key of the autonomy ceiling.
+pub const RISK_CEILING_KEY: &str = <InterlockRiskCeiling as KeyValue<OpsInterlock>>::KEY;
 
 /// Armed or not, and why brain thinks so.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +36,9 @@ pub enum Armed {
     Disarmed {
         detail: String,
     },
+    /// There is no `armed` record (never written, or deleted): brain observes only until
+    /// ops-worker writes one.
+    Missing,
     /// The interlock cannot be read: brain observes only until it can.
     Unreadable {
         why: String,
@@ -53,7 +60,7 @@ pub struct InterlockState {
 }
 
 impl InterlockState {
-    /// Armed, no ceiling (what an empty bucket means).
+    /// Armed, no ceiling (an `armed: true` record and no `risk_ceiling`).
     pub fn armed() -> Self {
         Self {
             armed: Armed::Armed { detail: None },
@@ -66,6 +73,14 @@ impl InterlockState {
             armed: Armed::Disarmed {
                 detail: detail.to_string(),
             },
+            ceiling: None,
+        }
+    }
+
+    /// No `armed` record and no ceiling: what an empty bucket means (disarmed, fail closed).
+    pub fn missing() -> Self {
+        Self {
+            armed: Armed::Missing,
             ceiling: None,
         }
     }
@@ -88,47 +103,37 @@ impl InterlockState {
     /// Applies one key's new value (`None`: deleted or purged).
     pub fn apply(&mut self, key: &str, value: Option<&[u8]>) {
         match key {
-            ARMED_KEY => self.armed = parse_armed(value),
-            RISK_CEILING_KEY => self.ceiling = value.map(parse_ceiling),
+            ARMED_KEY => {
+                self.armed = armed_from(value.map(|b| decode_raw::<InterlockArmed>(key, b)))
+            }
+            RISK_CEILING_KEY => {
+                self.ceiling =
+                    value.map(|b| ceiling_from(decode_raw::<InterlockRiskCeiling>(key, b)))
+            }
             _ => {}
         }
     }
 }
 
-#[derive(Deserialize)]
-struct ArmedValue {
-    armed: bool,
-    #[serde(default)]
-    command_id: Option<String>,
-    #[serde(default)]
-    at: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct CeilingValue {
-    level: String,
-    #[serde(default)]
-    command_id: Option<String>,
-    #[serde(default)]
-    at: Option<String>,
-}
-
-fn provenance(command_id: Option<&str>, at: Option<&str>) -> String {
-    match (command_id, at) {
-        (Some(id), Some(at)) => format!("ops command {id} at {at}"),
-        (Some(id), None) => format!("ops command {id}"),
-        (None, Some(at)) => format!("an ops command at {at}"),
-        (None, None) => "an ops command".to_string(),
+fn provenance(
+    set_by: &str,
+    command_id: Option<uuid::Uuid>,
+    set_at: &contracts::Timestamp,
+) -> String {
+    match command_id {
+        Some(id) => format!("ops command {id} at {set_at}"),
+        None if set_by == "provisioning" => format!("provisioning at {set_at}"),
+        None => format!("{set_by} at {set_at}"),
     }
 }
 
-fn parse_armed(value: Option<&[u8]>) -> Armed {
-    let Some(bytes) = value else {
-        return Armed::Armed { detail: None };
-    };
-    match serde_json::from_slice::<ArmedValue>(bytes) {
-        Ok(v) => {
-            let by = provenance(v.command_id.as_deref(), v.at.as_deref());
+/// The armed state from a read of `armed`: `None` absent, `Some(Err(why))` unreadable.
+fn armed_from(read: Option<Result<InterlockArmed, String>>) -> Armed {
+    match read {
+        None => Armed::Missing,
+        Some(Err(why)) => Armed::Unreadable { why },
+        Some(Ok(v)) => {
+            let by = provenance(&v.set_by.to_string(), v.command_id, &v.set_at);
             if v.armed {
                 Armed::Armed {
                     detail: Some(format!("armed by {by}")),
@@ -139,41 +144,44 @@ fn parse_armed(value: Option<&[u8]>) -> Armed {
                 }
             }
         }
-        Err(e) => Armed::Unreadable {
-            why: format!(
-                "`{ARMED_KEY}` holds {:?}, not {{\"armed\": true|false}}: {e}",
-                String::from_utf8_lossy(bytes)
-            ),
-        },
     }
 }
 
-fn parse_ceiling(bytes: &[u8]) -> Ceiling {
-    match serde_json::from_slice::<CeilingValue>(bytes) {
-        Ok(v) => match Level::parse(&v.level) {
+/// The ceiling from a read of `risk_ceiling` that found a value (`Err(why)`: unreadable).
+fn ceiling_from(read: Result<InterlockRiskCeiling, String>) -> Ceiling {
+    match read {
+        Ok(v) => match Level::parse(&v.level.to_string()) {
             Some(level) => Ceiling {
                 level,
                 detail: format!(
                     "set by {}",
-                    provenance(v.command_id.as_deref(), v.at.as_deref())
+                    provenance(&v.set_by.to_string(), v.command_id, &v.set_at)
                 ),
             },
             None => Ceiling {
                 level: Level::N0,
                 detail: format!(
-                    "`{RISK_CEILING_KEY}` names level {:?}, not N0..N3: read as N0 (fail closed)",
+                    "`{RISK_CEILING_KEY}` names level {}, which brain does not know: read as N0 (fail closed)",
                     v.level
                 ),
             },
         },
-        Err(e) => Ceiling {
+        Err(why) => Ceiling {
             level: Level::N0,
-            detail: format!(
-                "`{RISK_CEILING_KEY}` holds {:?}, not {{\"level\": \"N0\"..\"N3\"}} ({e}): read as N0 (fail closed)",
-                String::from_utf8_lossy(bytes)
-            ),
+            detail: format!("{why}: read as N0 (fail closed)"),
         },
     }
+}
+
+/// Decodes raw bytes of a key (from the watch) with the value's schema.
+fn decode_raw<T: contracts::Contract>(key: &str, bytes: &[u8]) -> Result<T, String> {
+    contracts::decode::<T>(bytes).map_err(|e| {
+        format!(
+            "`{key}` holds {:?}, not a valid `schemas/{}` record: {e}",
+            String::from_utf8_lossy(bytes),
+            T::INFO.schema_path,
+        )
+    })
 }
 
 /// The live interlock: a watch task keeps it current. Dropping it stops the task.
@@ -201,17 +209,20 @@ impl Interlock {
 
     /// Reads the bucket once, then watches it. If the bucket cannot be read, the state is
     /// [`Armed::Unreadable`] (observe only) and the task keeps trying.
-    pub async fn watch(js: jetstream::Context) -> Self {
-        let initial = match read_once(&js).await {
+    pub async fn watch(bus: Bus<services::Brain>) -> Self {
+        let initial = match read_once(&bus).await {
             Ok(state) => state,
             Err(why) => {
                 tracing::warn!(%why, "the ops interlock cannot be read: observing only until it can");
                 InterlockState::unreadable(why)
             }
         };
+        if initial.armed == Armed::Missing {
+            tracing::warn!("the ops interlock has no `armed` record: observing only until ops-worker writes one (`arm`)");
+        }
         tracing::info!(state = ?initial, "ops interlock");
         let (sender, receiver) = watch::channel(initial);
-        let task = tokio::spawn(watch_loop(js, sender));
+        let task = tokio::spawn(watch_loop(bus, sender));
         Self { receiver, task }
     }
 
@@ -226,29 +237,40 @@ impl Interlock {
     }
 }
 
-async fn open(js: &jetstream::Context) -> Result<kv::Store, String> {
-    js.get_key_value(BUCKET)
+type Handle = BucketHandle<services::Brain, OpsInterlock>;
+
+async fn open(bus: &Bus<services::Brain>) -> Result<Handle, String> {
+    bus.bucket::<OpsInterlock>()
         .await
-        .map_err(|e| format!("bucket `{BUCKET}` cannot be opened (is it provisioned?): {e}"))
+        .map_err(|e| e.to_string())
 }
 
-async fn read_once(js: &jetstream::Context) -> Result<InterlockState, String> {
-    let store = open(js).await?;
-    let mut state = InterlockState::armed();
-    for key in [ARMED_KEY, RISK_CEILING_KEY] {
-        let value = store
-            .get(key)
-            .await
-            .map_err(|e| format!("reading `{key}` of `{BUCKET}`: {e}"))?;
-        state.apply(key, value.as_deref());
-    }
+/// Reads both keys. A value that breaks its schema is not an error here: it becomes the
+/// fail-closed state of its key. An error is a bucket brain cannot read at all.
+async fn read_state(bucket: &Handle) -> Result<InterlockState, String> {
+    use contracts::bus::BucketErrorKind::Unreadable;
+    let mut state = InterlockState::missing();
+    state.armed = match bucket.get::<InterlockArmed>().await {
+        Ok(value) => armed_from(value.map(Ok)),
+        Err(e) if e.kind() == Unreadable => armed_from(Some(Err(e.to_string()))),
+        Err(e) => return Err(e.to_string()),
+    };
+    state.ceiling = match bucket.get::<InterlockRiskCeiling>().await {
+        Ok(value) => value.map(|v| ceiling_from(Ok(v))),
+        Err(e) if e.kind() == Unreadable => Some(ceiling_from(Err(e.to_string()))),
+        Err(e) => return Err(e.to_string()),
+    };
     Ok(state)
 }
 
-async fn watch_loop(js: jetstream::Context, sender: watch::Sender<InterlockState>) {
+async fn read_once(bus: &Bus<services::Brain>) -> Result<InterlockState, String> {
+    read_state(&open(bus).await?).await
+}
+
+async fn watch_loop(bus: Bus<services::Brain>, sender: watch::Sender<InterlockState>) {
     let mut delay = Duration::from_millis(500);
     loop {
-        match watch_once(&js, &sender).await {
+        match watch_once(&bus, &sender).await {
             Ok(()) => tracing::warn!("the ops interlock watch ended; watching again"),
             Err(why) => {
                 tracing::warn!(%why, "the ops interlock cannot be watched; observing only until it can");
@@ -265,34 +287,27 @@ async fn watch_loop(js: jetstream::Context, sender: watch::Sender<InterlockState
 
 /// Watches until the stream ends or fails; every entry updates the state.
 async fn watch_once(
-    js: &jetstream::Context,
+    bus: &Bus<services::Brain>,
     sender: &watch::Sender<InterlockState>,
 ) -> Result<(), String> {
-    let store = open(js).await?;
+    let bucket = open(bus).await?;
     // Latest value of every key first, then every change.
-    let mut entries = store
-        .watch_with_history(">")
-        .await
-        .map_err(|e| format!("watching `{BUCKET}`: {e}"))?;
+    let mut changes = bucket.watch().await.map_err(|e| e.to_string())?;
     // Start from a clean read: the watch re-delivers the current values, and a key that was
     // deleted before the watch started does not show up at all.
-    let fresh = read_once(js).await?;
+    let fresh = read_state(&bucket).await?;
     sender.send_if_modified(|s| {
         let changed = *s != fresh;
         *s = fresh;
         changed
     });
-    while let Some(entry) = entries.next().await {
-        let entry = entry.map_err(|e| format!("watching `{BUCKET}`: {e}"))?;
-        let value = match entry.operation {
-            kv::Operation::Put => Some(entry.value.as_ref()),
-            kv::Operation::Delete | kv::Operation::Purge => None,
-        };
+    while let Some(change) = changes.next().await {
+        let change = change.map_err(|e| e.to_string())?;
         sender.send_if_modified(|s| {
             let before = s.clone();
-            s.apply(&entry.key, value);
+            s.apply(&change.key, change.value.as_deref());
             if *s != before {
-                tracing::info!(key = %entry.key, state = ?s, "ops interlock changed");
+                tracing::info!(key = %change.key, state = ?s, "ops interlock changed");
                 true
             } else {
                 false
@@ -306,32 +321,52 @@ async fn watch_once(
 mod tests {
     use super::*;
 
+    const C1: &str = "7d3f2b1e-5c4a-4e8f-9b2d-1a6c8e0f3b51";
+
     #[test]
     fn values_written_by_ops_worker_are_read() {
-        let mut s = InterlockState::armed();
-        s.apply(
-            ARMED_KEY,
-            Some(br#"{"armed":false,"command_id":"c1","at":"2026-02-14T12:00:00Z"}"#),
-        );
-        assert_eq!(
-            s.armed,
-            Armed::Disarmed {
-                detail: "disarmed by ops command c1 at 2026-02-14T12:00:00Z".into()
-            }
+        let mut s = InterlockState::missing();
+        let disarmed =
+            contracts::encode(&InterlockArmed::by_command(false, C1.parse().unwrap())).unwrap();
+        s.apply(ARMED_KEY, Some(&disarmed));
+        let Armed::Disarmed { detail } = &s.armed else {
+            panic!("{:?}", s.armed)
+        };
+        assert!(
+            detail.starts_with(&format!("disarmed by ops command {C1} at ")),
+            "{detail}"
         );
         s.apply(
             RISK_CEILING_KEY,
-            Some(br#"{"level":"N1","command_id":"c2","at":"t"}"#),
+            Some(
+                format!(r#"{{"v":1,"level":"N1","set_by":"ops_command","command_id":"{C1}","set_at":"2026-02-14T12:00:00Z"}}"#)
+                    .as_bytes(),
+            ),
         );
         assert_eq!(s.ceiling.as_ref().unwrap().level, Level::N1);
-        s.apply(ARMED_KEY, Some(br#"{"armed":true}"#));
-        assert!(matches!(s.armed, Armed::Armed { .. }));
+        s.apply(
+            ARMED_KEY,
+            Some(&contracts::encode(&InterlockArmed::provisioned()).unwrap()),
+        );
+        let Armed::Armed { detail } = &s.armed else {
+            panic!("{:?}", s.armed)
+        };
+        assert!(detail
+            .as_deref()
+            .unwrap()
+            .starts_with("armed by provisioning at "));
         s.apply(RISK_CEILING_KEY, None);
         assert_eq!(s.ceiling, None);
-        s.apply(ARMED_KEY, None);
-        assert_eq!(s.armed, Armed::Armed { detail: None });
         s.apply("something_else", Some(b"x"));
-        assert_eq!(s, InterlockState::armed());
+        assert!(matches!(s.armed, Armed::Armed { .. }));
+    }
+
+    #[test]
+    fn a_missing_armed_record_is_disarmed() {
+        let mut s = InterlockState::armed();
+        s.apply(ARMED_KEY, None);
+        assert_eq!(s.armed, Armed::Missing);
+        assert_eq!(InterlockState::missing().armed, Armed::Missing);
     }
 
     #[test]
@@ -339,6 +374,15 @@ mod tests {
         let mut s = InterlockState::armed();
         s.apply(ARMED_KEY, Some(b"yes"));
         assert!(matches!(s.armed, Armed::Unreadable { .. }));
+        // A record of the layout before contract set 1.1 (no `v`) said armed: unreadable now.
+        s.apply(
+            ARMED_KEY,
+            Some(br#"{"armed":true,"command_id":"c1","at":"2026-02-14T12:00:00Z"}"#),
+        );
+        let Armed::Unreadable { why } = &s.armed else {
+            panic!("{:?}", s.armed)
+        };
+        assert!(why.contains("interlock_armed.v1.schema.json"), "{why}");
         s.apply(RISK_CEILING_KEY, Some(br#"{"level":"N9"}"#));
         assert_eq!(s.ceiling.as_ref().unwrap().level, Level::N0);
         s.apply(RISK_CEILING_KEY, Some(b"[]"));

@@ -11,8 +11,9 @@
 //!   suggest, N2 execute SAFE, N3 execute SAFE and request approval for RISKY — within the
 //!   cooldowns, rate limits and circuit breakers of each action and target ([`limits`]), and
 //!   saying why in every decision;
-//! - honouring the ops interlock live ([`interlock`]: disarmed → observe only; `set_risk` caps
-//!   the level);
+//! - honouring the ops interlock live ([`interlock`], read through the typed bucket handle of
+//!   `contracts::buckets::OpsInterlock`: disarmed, or no readable `armed` record → observe
+//!   only; `set_risk` caps the level);
 //! - checking approval decisions ([`approvals`], pure): Ed25519 signature of a configured
 //!   administrator over the raw JSON, a pending request brain issued, in time; expiring
 //!   unanswered requests; refusing the unsigned legacy `orion.approval.v1`;

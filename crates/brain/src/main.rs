@@ -49,7 +49,8 @@ Autonomy levels (policy `autonomy_level`, capped live by the ops interlock):
   N3  SAFE → EXECUTE_SAFE_ACTION + Action; RISKY/UNKNOWN → REQUEST_APPROVAL + ApprovalRequest,
       then the Action once an administrator's signed approve/force arrives in time
 Ops interlock (key-value bucket ops_interlock, written by ops-worker): `disarm`/`halt` → observe
-only (N0) until `arm`; `set_risk` caps the level. Changes apply without a restart.
+only (N0) until `arm`; `set_risk` caps the level. A missing or unreadable `armed` record also
+means observe only (fail closed). Changes apply without a restart.
 
 Policy file (TOML, --policy; checked at start, errors give the line; `brain check` checks one):
   autonomy_level = \"N0\".. \"N3\"

@@ -120,7 +120,7 @@ impl Brain {
         settings: Settings,
     ) -> Result<Self, BrainError> {
         let store = StateStore::open(bus.jetstream()).await?;
-        let interlock = Interlock::watch(bus.jetstream().clone()).await;
+        let interlock = Interlock::watch(bus.clone()).await;
         Ok(Self::with_interlock(
             bus, policy, signer, settings, store, interlock,
         ))

@@ -1,5 +1,5 @@
-//! brain's durable state in the key-value bucket `brain_state` (brain is its only writer;
-//! approval-cli may read it). Keys:
+//! brain's durable state in the key-value bucket `brain_state` (brain is its only writer and
+//! reader; the layout below is also declared in `schemas/inventory.toml`). Keys:
 //!
 //! | key | value |
 //! | --- | --- |

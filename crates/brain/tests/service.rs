@@ -216,6 +216,43 @@ async fn deny_forgery_expiry_and_legacy_approvals_never_run_anything() {
     brain.stop().await;
 }
 
+const DISARM_ID: &str = "0f6a3c2e-9d41-4b7a-8e25-6c1d3b9a7f01";
+const ARM_ID: &str = "0f6a3c2e-9d41-4b7a-8e25-6c1d3b9a7f02";
+const RISK_ID: &str = "0f6a3c2e-9d41-4b7a-8e25-6c1d3b9a7f03";
+
+/// Fail closed: provisioning armed the platform; once the `armed` record is deleted brain
+/// observes only, and says why in the decision's reasoning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brain_observes_only_when_the_armed_record_is_missing() {
+    let server = provisioned_server().await;
+    let (alice, _) = SigningKey::generate("alice");
+    let mut brain = RunningBrain::start(&server, &policy("N3", &[&alice], 300, "")).await;
+    let mut seen = Observer::new(&server).await;
+    brain
+        .wait_interlock(|s| matches!(s.armed, Armed::Armed { .. }))
+        .await;
+
+    delete_interlock(&server, "armed").await;
+    brain
+        .wait_interlock(|s| !matches!(s.armed, Armed::Armed { .. }))
+        .await;
+    publish_incident(
+        &server,
+        &incident("service_outage", "high", &[("service_name", "one")]),
+    )
+    .await;
+    let decision = seen.decision().await;
+    assert_eq!(kind(&decision), "NO_ACTION", "{}", reasoning(&decision));
+    assert_eq!(decision.autonomy_level.unwrap().to_string(), "N0");
+    assert!(
+        reasoning(&decision).contains("no `armed` record"),
+        "{}",
+        reasoning(&decision)
+    );
+    seen.no_action().await;
+    brain.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ops_interlock_changes_brain_without_a_restart() {
     let server = provisioned_server().await;
@@ -226,7 +263,7 @@ async fn the_ops_interlock_changes_brain_without_a_restart() {
     write_interlock(
         &server,
         "armed",
-        json!({"armed": false, "command_id": "cmd-disarm", "at": "2026-02-14T12:00:00Z"}),
+        json!({"v": 1, "armed": false, "set_by": "ops_command", "command_id": DISARM_ID, "set_at": "2026-02-14T12:00:00Z"}),
     )
     .await;
     brain
@@ -241,8 +278,9 @@ async fn the_ops_interlock_changes_brain_without_a_restart() {
     assert_eq!(kind(&decision), "NO_ACTION", "{}", reasoning(&decision));
     assert_eq!(decision.autonomy_level.unwrap().to_string(), "N0");
     assert!(
-        reasoning(&decision)
-            .contains("the ops interlock is disarmed (disarmed by ops command cmd-disarm"),
+        reasoning(&decision).contains(&format!(
+            "the ops interlock is disarmed (disarmed by ops command {DISARM_ID}"
+        )),
         "{}",
         reasoning(&decision)
     );
@@ -252,13 +290,13 @@ async fn the_ops_interlock_changes_brain_without_a_restart() {
     write_interlock(
         &server,
         "armed",
-        json!({"armed": true, "command_id": "cmd-arm", "at": "t"}),
+        json!({"v": 1, "armed": true, "set_by": "ops_command", "command_id": ARM_ID, "set_at": "2026-02-14T12:01:00Z"}),
     )
     .await;
     write_interlock(
         &server,
         "risk_ceiling",
-        json!({"level": "N1", "command_id": "cmd-risk", "at": "t"}),
+        json!({"v": 1, "level": "N1", "set_by": "ops_command", "command_id": RISK_ID, "set_at": "2026-02-14T12:02:00Z"}),
     )
     .await;
     brain
@@ -288,7 +326,12 @@ async fn the_ops_interlock_changes_brain_without_a_restart() {
     seen.no_action().await;
 
     // Ceiling lifted: the policy's N3 again, and the SAFE action runs.
-    write_interlock(&server, "risk_ceiling", json!({"level": "N3"})).await;
+    write_interlock(
+        &server,
+        "risk_ceiling",
+        json!({"v": 1, "level": "N3", "set_by": "ops_command", "command_id": RISK_ID, "set_at": "2026-02-14T12:03:00Z"}),
+    )
+    .await;
     brain
         .wait_interlock(|s| s.ceiling.as_ref().is_some_and(|c| c.level == Level::N3))
         .await;

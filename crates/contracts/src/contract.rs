@@ -61,6 +61,8 @@ pub struct StreamInfo {
 #[derive(Debug)]
 pub struct BucketInfo {
     pub name: &'static str,
+    /// Key-value bucket or object store.
+    pub kind: BucketKind,
     pub description: &'static str,
     /// Services allowed to write.
     pub writers: &'static [&'static str],
@@ -70,6 +72,38 @@ pub struct BucketInfo {
     pub history: u8,
     /// Entry age limit in seconds; 0 keeps entries forever.
     pub max_age_s: u64,
+    /// The key layout the inventory declares.
+    pub keys: &'static [KeyInfo],
+}
+
+impl BucketInfo {
+    /// The stream behind it: `KV_<name>` or `OBJ_<name>`.
+    pub fn stream(&self) -> String {
+        match self.kind {
+            BucketKind::KeyValue => format!("KV_{}", self.name),
+            BucketKind::ObjectStore => format!("OBJ_{}", self.name),
+        }
+    }
+}
+
+/// What a bucket is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BucketKind {
+    KeyValue,
+    ObjectStore,
+}
+
+/// One declared key of a bucket (or family of computed keys).
+#[derive(Debug)]
+pub struct KeyInfo {
+    /// A fixed key.
+    pub key: Option<&'static str>,
+    /// Computed keys, in words (`request.<approval_request_id>`).
+    pub pattern: Option<&'static str>,
+    /// The value's schema below `schemas/`, when it has one (then a generated type implements
+    /// [`KeyValue`] for the bucket with this key).
+    pub schema_path: Option<&'static str>,
+    pub description: &'static str,
 }
 
 /// A durable consumer from the inventory: created by provisioning, bound by its service.
@@ -179,6 +213,57 @@ pub trait Consumes<T: Contract>: Service {}
 /// may_read::<_, contracts::Event>(contracts::services::Commander);
 /// ```
 pub trait Reads<T: Contract>: Service {}
+
+/// A key-value bucket or object store from the inventory: the generated marker types in
+/// [`crate::generated::buckets`] implement it. Do not implement it by hand.
+pub trait Bucket: Send + Sync + 'static {
+    const INFO: &'static BucketInfo;
+}
+
+/// A JetStream key-value bucket (as opposed to an object store).
+pub trait KeyValueBucket: Bucket {}
+
+/// A JetStream object store.
+pub trait ObjectStoreBucket: Bucket {}
+
+/// A value with a schema stored under the fixed key [`KEY`](KeyValue::KEY) of bucket `B`. Its
+/// [`Contract`] metadata names `$KV.<bucket>.<key>` as subject and `KV_<bucket>` as stream,
+/// so `encode` and `decode` validate it like a message; it is not a message (not in
+/// [`CONTRACTS`](crate::CONTRACTS), never [`Produces`]).
+pub trait KeyValue<B: KeyValueBucket>: Contract {
+    const KEY: &'static str;
+}
+
+/// `S: ReadsBucket<B>` holds exactly when the inventory lists `S` among the readers or writers
+/// of bucket `B`.
+///
+/// brain reads the interlock; guardian does not:
+///
+/// ```
+/// fn may_read<S: contracts::ReadsBucket<B>, B: contracts::Bucket>(_: S, _: B) {}
+/// may_read(contracts::services::Brain, contracts::buckets::OpsInterlock);
+/// ```
+///
+/// ```compile_fail
+/// fn may_read<S: contracts::ReadsBucket<B>, B: contracts::Bucket>(_: S, _: B) {}
+/// may_read(contracts::services::Guardian, contracts::buckets::OpsInterlock);
+/// ```
+pub trait ReadsBucket<B: Bucket>: Service {}
+
+/// `S: WritesBucket<B>` holds exactly when the inventory lists `S` among the writers of `B`.
+///
+/// ops-worker writes the interlock; brain only reads it:
+///
+/// ```
+/// fn may_write<S: contracts::WritesBucket<B>, B: contracts::Bucket>(_: S, _: B) {}
+/// may_write(contracts::services::OpsWorker, contracts::buckets::OpsInterlock);
+/// ```
+///
+/// ```compile_fail
+/// fn may_write<S: contracts::WritesBucket<B>, B: contracts::Bucket>(_: S, _: B) {}
+/// may_write(contracts::services::Brain, contracts::buckets::OpsInterlock);
+/// ```
+pub trait WritesBucket<B: Bucket>: ReadsBucket<B> {}
 
 /// The environment variable holding `user`'s NATS password (`guardian` →
 /// `ORION_NATS_PASSWORD_GUARDIAN`): the generated server config reads it, and

@@ -10,6 +10,12 @@
 //!   ([`Contract`]), and each service identity with what it may produce and consume
 //!   ([`Service`], [`Produces`], [`Consumes`]), so a publish the inventory does not allow does
 //!   not compile;
+//! - the key-value values another service reads (the ops interlock's `InterlockArmed` and
+//!   `InterlockRiskCeiling`), generated from their schemas like messages and validated by the
+//!   same [`encode`]/[`decode`], but kept out of the message tables ([`KEY_VALUES`],
+//!   [`KeyValueRecord`]); and every bucket as a type ([`buckets`]) with its key bindings
+//!   ([`KeyValue`]) and who may read and write it ([`ReadsBucket`], [`WritesBucket`]), which the
+//!   bus's typed bucket handles (`bus::BucketHandle`) are built on;
 //! - [`target`]: the one definition of a canonical target name, which brain counts its limits
 //!   per and ops-worker acts on.
 //!
@@ -23,6 +29,7 @@
 mod codec;
 mod contract;
 mod error;
+mod key_values;
 mod timestamp;
 mod validation;
 
@@ -45,8 +52,9 @@ pub mod signing;
 
 pub use codec::{decode, decode_value, encode, to_value};
 pub use contract::{
-    nats_password_var, BucketInfo, ConsumerInfo, Consumes, Contract, ContractInfo, IdentityInfo,
-    Produces, Reads, Retention, Service, SignatureSpec, StreamInfo,
+    nats_password_var, Bucket, BucketInfo, BucketKind, ConsumerInfo, Consumes, Contract,
+    ContractInfo, IdentityInfo, KeyInfo, KeyValue, KeyValueBucket, ObjectStoreBucket, Produces,
+    Reads, ReadsBucket, Retention, Service, SignatureSpec, StreamInfo, WritesBucket,
 };
 pub use error::{ContractError, Violation};
 pub use generated::*;

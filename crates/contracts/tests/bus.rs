@@ -800,3 +800,101 @@ async fn a_service_creates_nothing_and_refuses_to_run_on_what_is_not_provisioned
         "{text}"
     );
 }
+
+// --- typed buckets and the interlock's initial record ---
+
+async fn interlock_armed(server: &NatsServer) -> Option<InterlockArmed> {
+    let bus = connect::<OpsWorker>(server).await;
+    let bucket = bus.bucket::<buckets::OpsInterlock>().await.unwrap();
+    bucket.get::<InterlockArmed>().await.unwrap()
+}
+
+/// Provisioning writes `armed` (set by provisioning) into a bucket that never held it, and
+/// leaves whatever is there alone afterwards: a disarm stays a disarm, and a deleted key stays
+/// deleted (disarmed, fail closed) until an operator's signed `arm` writes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provisioning_writes_the_interlock_only_when_it_was_never_written() {
+    let server = server();
+    provision(&server).await;
+    let initial = interlock_armed(&server)
+        .await
+        .expect("provisioning wrote `armed`");
+    assert!(initial.armed);
+    assert_eq!(initial.set_by.to_string(), "provisioning");
+    assert_eq!(initial.command_id, None);
+
+    let worker = connect::<OpsWorker>(&server).await;
+    let bucket = worker.bucket::<buckets::OpsInterlock>().await.unwrap();
+    let disarm = InterlockArmed::by_command(false, uuid::Uuid::from_u128(7));
+    bucket.put(&disarm).await.unwrap();
+    provision(&server).await;
+    assert_eq!(
+        interlock_armed(&server).await,
+        Some(disarm),
+        "re-provisioning overwrote a disarm"
+    );
+    assert!(
+        !contracts::bus::seed_interlock(&admin_jetstream(&server).await)
+            .await
+            .unwrap()
+    );
+
+    let kv = admin_jetstream(&server)
+        .await
+        .get_key_value("ops_interlock")
+        .await
+        .unwrap();
+    kv.delete("armed").await.unwrap();
+    provision(&server).await;
+    assert_eq!(
+        interlock_armed(&server).await,
+        None,
+        "re-provisioning re-armed a deleted record"
+    );
+}
+
+/// The handle validates what it reads: a record in the layout before contract set 1.1 is
+/// `Unreadable` (with the schema violation as its source), a valid one decodes, and a reader
+/// (brain) sees what the writer (ops-worker) put.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bucket_handles_validate_values_and_serve_readers() {
+    let server = server();
+    provision(&server).await;
+    let kv = admin_jetstream(&server)
+        .await
+        .get_key_value("ops_interlock")
+        .await
+        .unwrap();
+    kv.put(
+        "armed",
+        br#"{"armed":true,"command_id":"c1","at":"2026-02-14T12:00:00Z"}"#
+            .to_vec()
+            .into(),
+    )
+    .await
+    .unwrap();
+    let brain = connect::<Brain>(&server).await;
+    let bucket = brain.bucket::<buckets::OpsInterlock>().await.unwrap();
+    let err = bucket.get::<InterlockArmed>().await.unwrap_err();
+    assert_eq!(err.kind(), contracts::bus::BucketErrorKind::Unreadable);
+    assert_eq!(err.bucket(), "ops_interlock");
+    assert!(std::error::Error::source(&err).is_some());
+    assert!(err.to_string().contains("`armed`"), "{err}");
+
+    let worker = connect::<OpsWorker>(&server).await;
+    let ceiling = InterlockRiskCeiling::by_command(
+        contracts::generated::interlock_risk_ceiling_v1::InterlockRiskCeilingLevel::N2,
+        uuid::Uuid::from_u128(9),
+    );
+    worker
+        .bucket::<buckets::OpsInterlock>()
+        .await
+        .unwrap()
+        .put(&ceiling)
+        .await
+        .unwrap();
+    assert_eq!(
+        bucket.get::<InterlockRiskCeiling>().await.unwrap(),
+        Some(ceiling)
+    );
+}

@@ -22,7 +22,7 @@ use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use contracts::{ContractError, ContractInfo, Message, CONTRACTS};
+use contracts::{ContractError, ContractInfo, KeyValueRecord, Message, CONTRACTS, KEY_VALUES};
 use serde_json::{json, Map, Value};
 
 /// The folder next to the contract folders that holds the ops signing vector.
@@ -95,10 +95,47 @@ fn json_files(dir: &Path, problems: &mut Vec<String>) -> Vec<Fixture> {
     out
 }
 
+/// Every contract with fixtures: the messages, then the key-value values with a schema
+/// (`fixtures/interlock_armed/`, …), which are checked exactly like messages.
+fn all_contracts() -> impl Iterator<Item = &'static ContractInfo> {
+    CONTRACTS.iter().chain(KEY_VALUES.iter()).copied()
+}
+
+/// A decoded message or key-value value.
+#[derive(Debug, PartialEq)]
+#[allow(clippy::large_enum_variant)]
+enum Decoded {
+    Message(Message),
+    Value(KeyValueRecord),
+}
+
+impl Decoded {
+    fn info(&self) -> &'static ContractInfo {
+        match self {
+            Decoded::Message(m) => m.info(),
+            Decoded::Value(v) => v.info(),
+        }
+    }
+
+    fn encode(&self) -> Result<Vec<u8>, ContractError> {
+        match self {
+            Decoded::Message(m) => m.encode(),
+            Decoded::Value(v) => v.encode(),
+        }
+    }
+}
+
+/// Decodes what arrived on `subject`: a message, or the value of a key (`$KV.<bucket>.<key>`).
+fn decode_on(subject: &str, bytes: &[u8]) -> Result<Decoded, ContractError> {
+    if subject.starts_with("$KV.") {
+        KeyValueRecord::decode(subject, bytes).map(Decoded::Value)
+    } else {
+        Message::decode(subject, bytes).map(Decoded::Message)
+    }
+}
+
 fn contract(name: &str) -> &'static ContractInfo {
-    CONTRACTS
-        .iter()
-        .copied()
+    all_contracts()
         .find(|c| c.name == name)
         .unwrap_or_else(|| panic!("no contract `{name}` in CONTRACTS"))
 }
@@ -247,7 +284,7 @@ fn invalid_fixtures_parsed(info: &ContractInfo) -> Vec<InvalidFixture> {
 fn fixture_tree_matches_the_inventory() {
     assert!(!CONTRACTS.is_empty(), "CONTRACTS is empty");
     let root = fixtures_root();
-    let names: BTreeSet<&str> = CONTRACTS.iter().map(|c| c.name).collect();
+    let names: BTreeSet<&str> = all_contracts().map(|c| c.name).collect();
     let mut problems = Vec::new();
 
     for path in sorted_entries(&root) {
@@ -281,7 +318,7 @@ fn fixture_tree_matches_the_inventory() {
         }
     }
 
-    for info in CONTRACTS {
+    for info in all_contracts() {
         let dir = root.join(info.name);
         for kind in ["valid", "invalid"] {
             let files = json_files(&dir.join(kind), &mut problems);
@@ -304,7 +341,7 @@ fn fixture_tree_matches_the_inventory() {
 fn valid_fixtures_decode_and_round_trip() {
     let mut failures = Vec::new();
     let mut seen = 0usize;
-    for info in CONTRACTS {
+    for info in all_contracts() {
         let fixtures = valid_fixtures(info);
         assert!(
             !fixtures.is_empty(),
@@ -326,7 +363,7 @@ fn valid_fixtures_decode_and_round_trip() {
                     continue;
                 }
             }
-            let message = match Message::decode(info.subject, &fixture.bytes) {
+            let message = match decode_on(info.subject, &fixture.bytes) {
                 Ok(message) => message,
                 Err(e) => {
                     failures.push(format!("{name}: rejected on {}: {e}", info.subject));
@@ -347,7 +384,7 @@ fn valid_fixtures_decode_and_round_trip() {
                     continue;
                 }
             };
-            match Message::decode(info.subject, &encoded) {
+            match decode_on(info.subject, &encoded) {
                 Ok(again) if again == message => {}
                 Ok(again) => failures.push(format!(
                     "{name}: re-encoded message decodes to a different value\n    first:  {message:?}\n    second: {again:?}"
@@ -444,7 +481,7 @@ fn check_rejection(
 fn invalid_fixtures_are_rejected_for_the_stated_reason() {
     let mut failures = Vec::new();
     let mut seen = 0usize;
-    for info in CONTRACTS {
+    for info in all_contracts() {
         let fixtures = invalid_fixtures_parsed(info);
         assert!(
             !fixtures.is_empty(),
@@ -459,7 +496,7 @@ fn invalid_fixtures_are_rejected_for_the_stated_reason() {
                 failures.push(format!("{name}: same message as {previous}"));
             }
             let bytes = serde_json::to_vec(&fixture.message).expect("a JSON value serializes");
-            match Message::decode(info.subject, &bytes) {
+            match decode_on(info.subject, &bytes) {
                 Ok(_) => failures.push(format!(
                     "{name}: accepted, but should break {}",
                     fixture.breaks
@@ -604,7 +641,7 @@ fn every_schema_rule_has_an_invalid_fixture() {
     let mut missing = Vec::new();
     let mut problems = Vec::new();
     let mut total_targets = 0usize;
-    for info in CONTRACTS {
+    for info in all_contracts() {
         let mut walker = RuleWalker {
             info,
             targets: BTreeSet::new(),
@@ -743,7 +780,7 @@ fn valid_fixtures_use_every_property_and_enum_value() {
 
     let mut missing = Vec::new();
     let mut checked = 0usize;
-    for info in CONTRACTS {
+    for info in all_contracts() {
         let mut props = BTreeSet::new();
         let mut enums = BTreeSet::new();
         walk(

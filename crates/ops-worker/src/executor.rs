@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::docker::Engine;
 use crate::evidence;
-use crate::state::Interlock;
+use crate::state::{ArmedRecord, Interlock};
 
 /// How a failure receipt of a deploy that was rolled back starts.
 pub const ROLLED_BACK_PREFIX: &str = "rolled back: ";
@@ -72,7 +72,7 @@ impl Executor {
     /// Executes `command`; `cancel` stops long work between steps.
     pub async fn execute(&self, command: &OpsCommand, cancel: &CancellationToken) -> Outcome {
         let params = Params(&command.params);
-        let id = command.id.to_string();
+        let id = command.id;
         match command.type_.to_string().as_str() {
             "restart" => {
                 self.require_armed("restart").await?;
@@ -135,7 +135,7 @@ impl Executor {
                 let timeout = params.seconds("timeout_s", self.stop_timeout)?;
                 // Disarm first: nothing automated may start while containers are stopping.
                 self.interlock
-                    .set_armed(false, &id)
+                    .set_armed(false, id)
                     .await
                     .map_err(|e| e.to_string())?;
                 let mut stopped = Vec::new();
@@ -151,14 +151,14 @@ impl Executor {
             }
             "disarm" => {
                 self.interlock
-                    .set_armed(false, &id)
+                    .set_armed(false, id)
                     .await
                     .map_err(|e| e.to_string())?;
                 Ok(object(json!({ "armed": false })))
             }
             "arm" => {
                 self.interlock
-                    .set_armed(true, &id)
+                    .set_armed(true, id)
                     .await
                     .map_err(|e| e.to_string())?;
                 Ok(object(json!({ "armed": true })))
@@ -167,13 +167,17 @@ impl Executor {
                 let level = params
                     .string("level")?
                     .ok_or("set_risk needs params.level: one of N0, N1, N2, N3")?;
-                if !RISK_LEVELS.contains(&level) {
+                let parsed = match RISK_LEVELS.contains(&level) {
+                    true => level.parse().ok(),
+                    false => None,
+                };
+                let Some(parsed) = parsed else {
                     return Err(format!(
                         "params.level {level:?} is not one of N0, N1, N2, N3"
                     ));
-                }
+                };
                 self.interlock
-                    .set_risk_ceiling(level, &id)
+                    .set_risk_ceiling(parsed, id)
                     .await
                     .map_err(|e| e.to_string())?;
                 Ok(object(json!({ "risk_ceiling": level })))
@@ -199,12 +203,15 @@ impl Executor {
 
     async fn require_armed(&self, what: &str) -> Result<(), String> {
         match self.interlock.armed().await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(format!(
+            ArmedRecord::Armed(_) => Ok(()),
+            ArmedRecord::Disarmed(_) => Err(format!(
                 "refused: the platform is disarmed, so `{what}` does not run; send `arm` first"
             )),
-            Err(e) => Err(format!(
-                "refused: cannot read the interlock ({e}); failing closed"
+            ArmedRecord::Missing => Err(format!(
+                "refused: the interlock record `armed` is missing from key-value bucket `ops_interlock`, so the platform counts as disarmed (fail closed) and `{what}` does not run; send a signed `arm` to write it (provisioning writes it only into a bucket that never held one)"
+            )),
+            ArmedRecord::Unreadable(e) => Err(format!(
+                "refused: the interlock record cannot be read ({e}), so the platform counts as disarmed (fail closed) and `{what}` does not run; send a signed `arm` to write a valid record"
             )),
         }
     }

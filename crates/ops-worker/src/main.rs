@@ -13,7 +13,7 @@ use ops_worker::client::{self, CommandRequest};
 use ops_worker::config::{self, ProcessEnvironment, WorkerConfig};
 use ops_worker::docker::Engine;
 use ops_worker::executor::Executor;
-use ops_worker::state::{command_log, Interlock};
+use ops_worker::state::{command_log, ArmedRecord, Interlock};
 use ops_worker::worker::{Worker, WorkerSettings};
 use serde_json::{Map, Value};
 
@@ -195,9 +195,16 @@ async fn run(config_path: Option<PathBuf>, drain: Duration) -> Result<u8> {
     let engine = Engine::connect(config.docker.clone())
         .await
         .context("connecting to the Docker engine")?;
+    let interlock = Interlock::open(&bus).await?;
+    match interlock.armed().await {
+        ArmedRecord::Armed(_) => tracing::info!("the interlock is armed"),
+        ArmedRecord::Disarmed(record) => tracing::warn!(?record, "the interlock is disarmed: mutating commands are refused until `arm`"),
+        ArmedRecord::Missing => tracing::warn!("the interlock record `armed` is missing from `ops_interlock`: disarmed (fail closed) until a signed `arm` writes it"),
+        ArmedRecord::Unreadable(e) => tracing::warn!(error = %e, "the interlock record `armed` cannot be read: disarmed (fail closed) until a signed `arm` writes a valid one"),
+    }
     let executor = Executor {
         engine,
-        interlock: Interlock::open(&js).await?,
+        interlock,
         jetstream: js.clone(),
         stop_timeout: config.stop_timeout,
         deploy_ready_timeout: config.deploy_ready_timeout,

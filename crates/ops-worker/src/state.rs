@@ -1,18 +1,23 @@
-//! The worker's durable state in JetStream key-value buckets: the safety interlock, and the
-//! record of every command id (a `contracts::bus::ClaimLog`), so that a command is never
-//! executed twice — not even across a restart or a crash.
+//! The worker's durable state in JetStream key-value buckets: the safety interlock (through
+//! the typed handle of `contracts::buckets::OpsInterlock`; its values are the contracts
+//! `InterlockArmed` and `InterlockRiskCeiling`, which brain reads), and the record of every
+//! command id (a `contracts::bus::ClaimLog`), so that a command is never executed twice — not
+//! even across a restart or a crash.
+//!
+//! The interlock fails closed: only an `armed` record that says `armed: true` lets restart and
+//! deploy run. A missing key (never written, or deleted) or a value that breaks its schema (a
+//! record from before contract set 1.1, or garbage) is disarmed.
 
-use async_nats::jetstream::{self, kv};
-use serde::{Deserialize, Serialize};
+use async_nats::jetstream;
+use contracts::buckets::OpsInterlock;
+use contracts::bus::{BucketError, BucketHandle, Bus};
+use contracts::generated::interlock_risk_ceiling_v1::InterlockRiskCeilingLevel;
+use contracts::services::OpsWorker;
+use contracts::{InterlockArmed, InterlockRiskCeiling};
+use uuid::Uuid;
 
-/// Bucket of the interlock (see `schemas/inventory.toml`).
-pub const INTERLOCK_BUCKET: &str = "ops_interlock";
-/// Bucket of the command records.
+/// Bucket of the command records (private to ops-worker; see `schemas/inventory.toml`).
 pub const COMMANDS_BUCKET: &str = "ops_commands";
-/// Key of the armed/disarmed flag.
-pub const ARMED_KEY: &str = "armed";
-/// Key of the autonomy ceiling set by `set_risk`.
-pub const RISK_CEILING_KEY: &str = "risk_ceiling";
 
 #[derive(Debug, thiserror::Error)]
 #[error("JetStream key-value `{bucket}`: {what}: {reason}")]
@@ -34,95 +39,62 @@ fn state_error(
     }
 }
 
-/// The value stored under `armed`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ArmedState {
-    pub armed: bool,
-    /// The command that set it.
-    pub command_id: String,
-    pub at: String,
+/// What the `armed` record says. Anything but [`ArmedRecord::Armed`] means disarmed.
+#[derive(Debug)]
+pub enum ArmedRecord {
+    Armed(InterlockArmed),
+    Disarmed(InterlockArmed),
+    /// The key holds nothing (never written, or deleted): disarmed (fail closed).
+    Missing,
+    /// The key cannot be read or breaks its schema: disarmed (fail closed).
+    Unreadable(BucketError),
 }
 
-/// The value stored under `risk_ceiling`: the highest autonomy level brain may use.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RiskCeiling {
-    pub level: String,
-    pub command_id: String,
-    pub at: String,
-}
-
-/// The platform-wide safety interlock: armed or disarmed, and the autonomy ceiling.
+/// The platform-wide safety interlock (bucket `ops_interlock`, keys `armed` and
+/// `risk_ceiling`, values [`InterlockArmed`] / [`InterlockRiskCeiling`]), through the typed
+/// bucket handle: ops-worker is its only writer, brain reads it.
 #[derive(Clone)]
 pub struct Interlock {
-    store: kv::Store,
+    bucket: BucketHandle<OpsWorker, OpsInterlock>,
 }
 
 impl Interlock {
-    pub async fn open(js: &jetstream::Context) -> Result<Self, StateError> {
-        let store = js.get_key_value(INTERLOCK_BUCKET).await.map_err(|e| {
-            state_error(
-                INTERLOCK_BUCKET,
-                "opening the bucket (is it provisioned?)",
-                e,
-            )
-        })?;
-        Ok(Self { store })
+    pub async fn open(bus: &Bus<OpsWorker>) -> Result<Self, BucketError> {
+        Ok(Self {
+            bucket: bus.bucket::<OpsInterlock>().await?,
+        })
     }
 
-    /// Armed unless a `disarm` or `halt` said otherwise.
-    pub async fn armed(&self) -> Result<bool, StateError> {
-        let value = self
-            .store
-            .get(ARMED_KEY)
-            .await
-            .map_err(|e| state_error(INTERLOCK_BUCKET, "reading `armed`", e))?;
-        match value {
-            None => Ok(true),
-            Some(bytes) => serde_json::from_slice::<ArmedState>(&bytes)
-                .map(|s| s.armed)
-                .map_err(|e| state_error(INTERLOCK_BUCKET, "decoding `armed`", e)),
+    /// Armed only if the `armed` record says so: a missing or unreadable record is disarmed.
+    pub async fn armed(&self) -> ArmedRecord {
+        match self.bucket.get::<InterlockArmed>().await {
+            Ok(Some(record)) if record.armed => ArmedRecord::Armed(record),
+            Ok(Some(record)) => ArmedRecord::Disarmed(record),
+            Ok(None) => ArmedRecord::Missing,
+            Err(e) => ArmedRecord::Unreadable(e),
         }
     }
 
-    pub async fn set_armed(&self, armed: bool, command_id: &str) -> Result<(), StateError> {
-        let value = ArmedState {
-            armed,
-            command_id: command_id.to_string(),
-            at: contracts::Timestamp::now().to_string(),
-        };
-        self.put(ARMED_KEY, &value).await
-    }
-
-    pub async fn risk_ceiling(&self) -> Result<Option<RiskCeiling>, StateError> {
-        let value = self
-            .store
-            .get(RISK_CEILING_KEY)
-            .await
-            .map_err(|e| state_error(INTERLOCK_BUCKET, "reading `risk_ceiling`", e))?;
-        value
-            .map(|bytes| {
-                serde_json::from_slice(&bytes)
-                    .map_err(|e| state_error(INTERLOCK_BUCKET, "decoding `risk_ceiling`", e))
-            })
-            .transpose()
-    }
-
-    pub async fn set_risk_ceiling(&self, level: &str, command_id: &str) -> Result<(), StateError> {
-        let value = RiskCeiling {
-            level: level.to_string(),
-            command_id: command_id.to_string(),
-            at: contracts::Timestamp::now().to_string(),
-        };
-        self.put(RISK_CEILING_KEY, &value).await
-    }
-
-    async fn put<T: Serialize>(&self, key: &str, value: &T) -> Result<(), StateError> {
-        let bytes = serde_json::to_vec(value).expect("state values serialize");
-        self.store
-            .put(key, bytes.into())
+    pub async fn set_armed(&self, armed: bool, command_id: Uuid) -> Result<(), BucketError> {
+        self.bucket
+            .put(&InterlockArmed::by_command(armed, command_id))
             .await
             .map(|_| ())
-            .map_err(|e| state_error(INTERLOCK_BUCKET, format!("writing `{key}`"), e))
+    }
+
+    pub async fn risk_ceiling(&self) -> Result<Option<InterlockRiskCeiling>, BucketError> {
+        self.bucket.get::<InterlockRiskCeiling>().await
+    }
+
+    pub async fn set_risk_ceiling(
+        &self,
+        level: InterlockRiskCeilingLevel,
+        command_id: Uuid,
+    ) -> Result<(), BucketError> {
+        self.bucket
+            .put(&InterlockRiskCeiling::by_command(level, command_id))
+            .await
+            .map(|_| ())
     }
 }
 

@@ -220,6 +220,86 @@ async fn the_interlock_refuses_mutating_commands_while_disarmed() {
     );
 }
 
+/// The interlock fails closed: with the `armed` key deleted, or holding a record that breaks
+/// its schema (here one in the pre-1.1 layout, which said armed), a restart is refused with a
+/// receipt that says what is wrong and how to fix it, and no container is touched; an
+/// operator's `arm` writes the record again and re-arms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_or_unreadable_armed_record_refuses_mutating_commands() {
+    let (docker, web) = setup().await;
+    let since = time::OffsetDateTime::now_utc().unix_timestamp() - 1;
+    web.run(busybox()).await;
+    let server = provisioned_server().await;
+    let _worker = WorkerProcess::start(&server, &[&web.name], &[]).await;
+    let console = console(&server).await;
+    let js = async_nats::jetstream::new(admin(&server).await);
+    let kv = js.get_key_value("ops_interlock").await.unwrap();
+    let before = web.containers().await;
+
+    kv.delete("armed").await.unwrap();
+    let refused = send(
+        &console,
+        &signed(command("restart", &web.name, json!({"timeout_s": 1}))),
+    )
+    .await;
+    let last = final_receipt(&refused);
+    assert_eq!(last.status.to_string(), "failure", "{}", error_of(last));
+    let error = error_of(last);
+    assert!(error.contains("`armed` is missing"), "{error}");
+    assert!(error.contains("`arm`"), "{error}");
+
+    let legacy = json!({"armed": true, "command_id": "c1", "at": "2026-02-14T12:00:00Z"});
+    kv.put("armed", serde_json::to_vec(&legacy).unwrap().into())
+        .await
+        .unwrap();
+    let refused = send(
+        &console,
+        &signed(command("restart", &web.name, json!({"timeout_s": 1}))),
+    )
+    .await;
+    let last = final_receipt(&refused);
+    assert_eq!(last.status.to_string(), "failure", "{}", error_of(last));
+    let error = error_of(last);
+    assert!(error.contains("cannot be read"), "{error}");
+    assert!(error.contains("fail closed"), "{error}");
+
+    let after = web.containers().await;
+    assert_eq!(
+        (
+            after.iter().map(|c| c.id.clone()).collect::<Vec<_>>(),
+            started_at(&after)
+        ),
+        (
+            before.iter().map(|c| c.id.clone()).collect::<Vec<_>>(),
+            started_at(&before)
+        ),
+        "a container was touched while the interlock record was missing or unreadable"
+    );
+    assert!(after.iter().all(running));
+    assert_eq!(
+        starts_since(&docker, &web.name, since).await,
+        1,
+        "only the first start"
+    );
+
+    let arm = send(&console, &signed(command("arm", "", Value::Null))).await;
+    assert_eq!(final_receipt(&arm).status.to_string(), "success");
+    let stored: contracts::InterlockArmed =
+        contracts::decode(&kv.get("armed").await.unwrap().unwrap()).unwrap();
+    assert!(stored.armed);
+    let allowed = send(
+        &console,
+        &signed(command("restart", &web.name, json!({"timeout_s": 1}))),
+    )
+    .await;
+    assert_eq!(
+        final_receipt(&allowed).status.to_string(),
+        "success",
+        "{}",
+        error_of(final_receipt(&allowed))
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_stale_and_malformed_commands_are_refused_and_nothing_runs() {
     let (_docker, web) = setup().await;

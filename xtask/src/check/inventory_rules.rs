@@ -20,12 +20,13 @@ pub fn check(cx: &Context, report: &mut Report) {
             .contracts
             .iter()
             .any(|c| c.schema == schema.rel_path)
+            && !cx.set.is_bucket_schema(&schema.rel_path)
         {
             report.error(
                 "SCHEMA_NOT_IN_INVENTORY",
                 format!("schemas/{}", schema.rel_path),
                 "has no entry in the inventory, so no service may send or receive it",
-                "add a [[contracts]] entry for it to schemas/inventory.toml, or delete the schema",
+                "add a [[contracts]] entry (or a bucket key) for it to schemas/inventory.toml, or delete the schema",
             );
         }
     }
@@ -215,6 +216,7 @@ pub fn check(cx: &Context, report: &mut Report) {
                     "rename the bucket, e.g. `ops_interlock`",
                 );
             }
+            check_bucket_keys(cx, kind, name, bucket, &at, report);
         }
     }
 
@@ -241,6 +243,92 @@ pub fn check(cx: &Context, report: &mut Report) {
             );
         }
     }
+}
+
+/// A bucket's key layout: declared, each entry a fixed key or a pattern, and every value that
+/// another service reads a fixed key with a schema.
+fn check_bucket_keys(
+    cx: &Context,
+    kind: &str,
+    name: &str,
+    bucket: &crate::inventory::Bucket,
+    at: &str,
+    report: &mut Report,
+) {
+    if bucket.keys.is_empty() {
+        report.error(
+            "INVENTORY_BUCKET_KEYS_MISSING",
+            at,
+            "declares no keys, so nobody can tell what it holds",
+            format!("add `[[{kind}.{name}.keys]]` entries: a fixed `key` or a `pattern` of computed keys, with a `description`"),
+        );
+    }
+    let mut fixed = BTreeSet::new();
+    for key in &bucket.keys {
+        let problem = match (&key.key, &key.pattern) {
+            (Some(_), Some(_)) => Some("has both `key` and `pattern`".to_string()),
+            (None, None) => Some("has neither `key` nor `pattern`".to_string()),
+            (Some(k), None) if !is_bucket_key(k) => Some(format!(
+                "key `{k}` is not a valid key (letters, digits, `-`, `_`, `=`, `/`, and `.` between tokens)"
+            )),
+            (Some(k), None) if !fixed.insert(k.as_str()) => Some(format!("key `{k}` is declared twice")),
+            (None, Some(_)) if key.schema.is_some() => Some(
+                "gives a `schema` to a pattern; only fixed keys are bound to a value type".to_string(),
+            ),
+            _ if kind == "object_stores" && key.schema.is_some() => {
+                Some("object store entries carry files, not JSON values: no `schema`".to_string())
+            }
+            _ => None,
+        };
+        if let Some(problem) = problem {
+            report.error(
+                "INVENTORY_BUCKET_KEY_INVALID",
+                at,
+                problem,
+                "each key entry has exactly one of `key` (fixed) or `pattern` (computed keys, in words), a `description`, and a `schema` only on a fixed key-value key",
+            );
+        }
+        if let Some(schema) = &key.schema {
+            if cx.set.schema(schema).is_none() {
+                report.error(
+                    "INVENTORY_SCHEMA_MISSING",
+                    at,
+                    format!("schema `schemas/{schema}` does not exist"),
+                    "fix the `schema` path (relative to schemas/) or add the schema file",
+                );
+            }
+        }
+    }
+    let outside: Vec<&String> = bucket.outside_readers().collect();
+    if kind != "key_value" || outside.is_empty() {
+        return;
+    }
+    let readers = outside
+        .iter()
+        .map(|s| format!("`{s}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    for key in &bucket.keys {
+        if key.key.is_none() || key.schema.is_none() {
+            let shown = key.key.as_deref().or(key.pattern.as_deref()).unwrap_or("?");
+            report.error(
+                "INVENTORY_BUCKET_SCHEMA_MISSING",
+                at,
+                format!("{readers} read this bucket, but its key `{shown}` has no schema"),
+                "a value another service reads is a contract: give it a fixed `key` and a `schema` (schemas/<family>/<name>.v1.schema.json), or drop the readers that do not read it",
+            );
+        }
+    }
+}
+
+fn is_bucket_key(key: &str) -> bool {
+    !key.is_empty()
+        && !key.starts_with('.')
+        && !key.ends_with('.')
+        && !key.contains("..")
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_=/.".contains(c))
 }
 
 /// Durable consumer settings name real durables and make sense; every declared ordered reader

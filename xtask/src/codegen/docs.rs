@@ -34,6 +34,7 @@ pub fn generate(set: &ContractSet, recorded: &ContractSetFile) -> String {
     buckets_table(&mut out, "Object Stores", &set.inventory.object_stores);
 
     writeln!(out, "## Schema Details\n").unwrap();
+    let values = set.key_values();
     for (entry, schema) in set.contracts() {
         let title = schema.title().unwrap_or(&entry.name);
         writeln!(out, "### {title} (`{}`)\n", entry.subject).unwrap();
@@ -46,6 +47,31 @@ pub fn generate(set: &ContractSet, recorded: &ContractSetFile) -> String {
             "Schema: `schemas/{}` (`{}`).\n",
             schema.rel_path,
             schema.id().unwrap_or_default()
+        )
+        .unwrap();
+        writeln!(out, "| Field | Type | Required | Validation | Meaning |").unwrap();
+        writeln!(out, "|-------|------|----------|------------|---------|").unwrap();
+        field_rows(&mut out, "", &schema.json);
+        conditional_rules(&mut out, schema);
+        writeln!(out).unwrap();
+    }
+    for value in &values {
+        let schema = value.schema;
+        let title = schema.title().unwrap_or(&value.name);
+        writeln!(
+            out,
+            "### {title} (key `{}` of bucket `{}`)\n",
+            value.key, value.bucket
+        )
+        .unwrap();
+        writeln!(out, "{}\n", schema.description()).unwrap();
+        writeln!(
+            out,
+            "Schema: `schemas/{}` (`{}`). Written by {}; read by {}.\n",
+            schema.rel_path,
+            schema.id().unwrap_or_default(),
+            value.spec.writers.join(", "),
+            value.spec.readers.join(", ")
         )
         .unwrap();
         writeln!(out, "| Field | Type | Required | Validation | Meaning |").unwrap();
@@ -255,14 +281,41 @@ fn buckets_table(
         } else {
             format!("{} s", bucket.max_age_s)
         };
+        let readers = if bucket.readers.is_empty() {
+            "— (writers only)".to_string()
+        } else {
+            bucket.readers.join(", ")
+        };
         writeln!(
             out,
-            "| `{name}` | {} | {} | {age} | {} |",
+            "| `{name}` | {} | {readers} | {age} | {} |",
             bucket.writers.join(", "),
-            bucket.readers.join(", "),
             bucket.description
         )
         .unwrap();
+    }
+    writeln!(out).unwrap();
+    writeln!(out, "Keys:\n").unwrap();
+    writeln!(out, "| Bucket | Key | Value schema | Meaning |").unwrap();
+    writeln!(out, "|--------|-----|--------------|---------|").unwrap();
+    for (name, bucket) in buckets {
+        for key in &bucket.keys {
+            let shown = match (&key.key, &key.pattern) {
+                (Some(k), _) => format!("`{k}`"),
+                (None, Some(p)) => format!("`{p}` (computed)"),
+                (None, None) => "?".to_string(),
+            };
+            let schema = match &key.schema {
+                Some(s) => format!("`schemas/{s}`"),
+                None => "— (private to its writers)".to_string(),
+            };
+            writeln!(
+                out,
+                "| `{name}` | {shown} | {schema} | {} |",
+                key.description
+            )
+            .unwrap();
+        }
     }
     writeln!(out).unwrap();
 }

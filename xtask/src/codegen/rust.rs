@@ -10,7 +10,7 @@ use typify::{TypeSpace, TypeSpaceImpl, TypeSpaceSettings};
 
 use super::{header_lines, GeneratedFile, GENERATED_RUST_DIR};
 use crate::contract_set_file::ContractSetFile;
-use crate::inventory::{ContractEntry, ContractSet, SchemaFile};
+use crate::inventory::{Bucket, ContractEntry, ContractSet, KeyValueEntry, SchemaFile};
 use crate::naming::{module_name, pascal_case, screaming_snake};
 
 pub fn generate(set: &ContractSet, recorded: &ContractSetFile) -> Result<Vec<GeneratedFile>> {
@@ -21,6 +21,14 @@ pub fn generate(set: &ContractSet, recorded: &ContractSetFile) -> Result<Vec<Gen
             .with_context(|| format!("typify failed on schemas/{}", schema.rel_path))?;
         files.push(GeneratedFile {
             path: format!("{GENERATED_RUST_DIR}/{module}.rs"),
+            contents: code,
+        });
+    }
+    for value in set.key_values() {
+        let code = typify_module(value.schema)
+            .with_context(|| format!("typify failed on schemas/{}", value.schema.rel_path))?;
+        files.push(GeneratedFile {
+            path: format!("{GENERATED_RUST_DIR}/{}.rs", value.module()),
             contents: code,
         });
     }
@@ -149,14 +157,22 @@ fn registry_module(set: &ContractSet, recorded: &ContractSetFile) -> Result<Stri
          //! produce and consume.\n\n",
     );
     let contracts: Vec<_> = set.contracts().collect();
+    let values = set.key_values();
 
     for (entry, schema) in &contracts {
         writeln!(out, "pub mod {};", module_name(entry, schema)).unwrap();
+    }
+    for value in &values {
+        writeln!(out, "pub mod {};", value.module()).unwrap();
     }
     writeln!(out).unwrap();
     for (entry, schema) in &contracts {
         let title = root_type(schema)?;
         writeln!(out, "pub use {}::{title};", module_name(entry, schema)).unwrap();
+    }
+    for value in &values {
+        let title = root_type(value.schema)?;
+        writeln!(out, "pub use {}::{title};", value.module()).unwrap();
     }
 
     writeln!(
@@ -183,24 +199,17 @@ fn registry_module(set: &ContractSet, recorded: &ContractSetFile) -> Result<Stri
     .unwrap();
 
     for (entry, schema) in &contracts {
-        contract_impl(out, entry, schema)?;
+        contract_impl(out, &ImplSpec::of_contract(entry), schema)?;
+    }
+    for value in &values {
+        contract_impl(out, &ImplSpec::of_key_value(value), value.schema)?;
     }
     contract_table(out, &contracts)?;
     message_enum(out, &contracts)?;
     subjects_module(out, &contracts);
     streams_table(out, set);
-    buckets_table(
-        out,
-        "KEY_VALUE_BUCKETS",
-        "key-value bucket",
-        &set.inventory.key_value,
-    );
-    buckets_table(
-        out,
-        "OBJECT_STORES",
-        "object store",
-        &set.inventory.object_stores,
-    );
+    buckets_module(out, set, &values)?;
+    key_value_table(out, &values)?;
     consumers_table(out, set);
     services_module(out, set, &contracts)?;
     let file: syn::File = syn::parse_str(&body).context("the generated registry does not parse")?;
@@ -214,7 +223,47 @@ fn root_type(schema: &SchemaFile) -> Result<String> {
         .ok_or_else(|| anyhow!("schemas/{} has no title", schema.rel_path))
 }
 
-fn contract_impl(out: &mut String, entry: &ContractEntry, schema: &SchemaFile) -> Result<()> {
+/// What a `Contract` impl says besides the schema: a message contract's inventory entry, or a
+/// key-value value's bucket and key.
+struct ImplSpec {
+    name: String,
+    subject: String,
+    stream: String,
+    owner: String,
+    idempotency_key: Vec<String>,
+    signature: Option<crate::inventory::Signature>,
+    deprecated: Option<String>,
+}
+
+impl ImplSpec {
+    fn of_contract(entry: &ContractEntry) -> Self {
+        Self {
+            name: entry.name.clone(),
+            subject: entry.subject.clone(),
+            stream: entry.stream.clone(),
+            owner: entry.owner.clone(),
+            idempotency_key: entry.idempotency_key.clone(),
+            signature: entry.signature.clone(),
+            deprecated: entry.deprecated.clone(),
+        }
+    }
+
+    /// A value is stored on `$KV.<bucket>.<key>` in `KV_<bucket>`, owned by the bucket's
+    /// writers, and has no idempotency key (a put replaces the value).
+    fn of_key_value(value: &KeyValueEntry) -> Self {
+        Self {
+            name: value.name.clone(),
+            subject: value.subject(),
+            stream: value.stream(),
+            owner: value.spec.writers.join(", "),
+            idempotency_key: Vec::new(),
+            signature: None,
+            deprecated: None,
+        }
+    }
+}
+
+fn contract_impl(out: &mut String, entry: &ImplSpec, schema: &SchemaFile) -> Result<()> {
     let title = root_type(schema)?;
     let (version_field, version_value) = schema
         .version_constant()
@@ -403,33 +452,195 @@ fn streams_table(out: &mut String, set: &ContractSet) {
     writeln!(out, "];\n").unwrap();
 }
 
-fn buckets_table(
-    out: &mut String,
-    name: &str,
-    kind: &str,
-    buckets: &std::collections::BTreeMap<String, crate::inventory::Bucket>,
-) {
+fn bucket_info(bucket: &str, spec: &Bucket, kind: &str) -> String {
     let list = |s: &[String]| {
         s.iter()
             .map(|x| format!("{x:?}"))
             .collect::<Vec<_>>()
             .join(", ")
     };
-    writeln!(out, "/// Every JetStream {kind} in the inventory.").unwrap();
-    writeln!(out, "pub static {name}: &[crate::BucketInfo] = &[").unwrap();
-    for (bucket, spec) in buckets {
+    let option = |s: &Option<String>| match s {
+        Some(s) => format!("Some({s:?})"),
+        None => "None".to_string(),
+    };
+    let keys: Vec<String> = spec
+        .keys
+        .iter()
+        .map(|k| {
+            format!(
+                "crate::KeyInfo {{ key: {}, pattern: {}, schema_path: {}, description: {:?} }}",
+                option(&k.key),
+                option(&k.pattern),
+                option(&k.schema),
+                k.description
+            )
+        })
+        .collect();
+    format!(
+        "crate::BucketInfo {{ name: {bucket:?}, kind: crate::BucketKind::{kind}, description: {:?}, writers: &[{}], readers: &[{}], history: {}, max_age_s: {}, keys: &[{}] }}",
+        spec.description,
+        list(&spec.writers),
+        list(&spec.readers),
+        spec.history.unwrap_or(1),
+        spec.max_age_s,
+        keys.join(", "),
+    )
+}
+
+/// The marker type of every bucket and object store (with its metadata), the tables of both,
+/// and the key bindings of the values with a schema.
+fn buckets_module(out: &mut String, set: &ContractSet, values: &[KeyValueEntry]) -> Result<()> {
+    let kinds = [
+        ("KeyValue", "KeyValueBucket", &set.inventory.key_value),
+        (
+            "ObjectStore",
+            "ObjectStoreBucket",
+            &set.inventory.object_stores,
+        ),
+    ];
+    writeln!(
+        out,
+        "/// One marker type per key-value bucket and object store. `S: ReadsBucket<B>` and\n\
+         /// `S: WritesBucket<B>` hold exactly for the readers and writers the inventory lists, and\n\
+         /// each value with a schema is bound to its key (`KeyValue<B>`), so `Bus::bucket` hands\n\
+         /// out typed handles and a service cannot write a bucket it does not own."
+    )
+    .unwrap();
+    writeln!(out, "pub mod buckets {{").unwrap();
+    for (kind, marker, buckets) in kinds {
+        for (name, spec) in buckets {
+            let ty = pascal_case(name);
+            let info = screaming_snake(name);
+            writeln!(out, "    /// {}", spec.description).unwrap();
+            writeln!(
+                out,
+                "    pub const {info}: crate::BucketInfo = {};\n",
+                bucket_info(name, spec, kind)
+            )
+            .unwrap();
+            writeln!(out, "    /// {}", spec.description).unwrap();
+            writeln!(out, "    #[derive(Debug, Clone, Copy, Default)]").unwrap();
+            writeln!(out, "    pub struct {ty};\n").unwrap();
+            writeln!(out, "    impl crate::Bucket for {ty} {{").unwrap();
+            writeln!(
+                out,
+                "        const INFO: &'static crate::BucketInfo = &{info};"
+            )
+            .unwrap();
+            writeln!(out, "    }}\n").unwrap();
+            writeln!(out, "    impl crate::{marker} for {ty} {{}}\n").unwrap();
+        }
+    }
+    for value in values {
+        let ty = root_type(value.schema)?;
         writeln!(
             out,
-            "    crate::BucketInfo {{ name: {bucket:?}, description: {:?}, writers: &[{}], readers: &[{}], history: {}, max_age_s: {} }},",
-            spec.description,
-            list(&spec.writers),
-            list(&spec.readers),
-            spec.history.unwrap_or(1),
-            spec.max_age_s,
+            "    impl crate::KeyValue<{}> for super::{ty} {{\n        const KEY: &'static str = {:?};\n    }}\n",
+            pascal_case(value.bucket),
+            value.key
         )
         .unwrap();
     }
+    writeln!(out, "}}\n").unwrap();
+    for (table, kind, buckets) in [
+        (
+            "KEY_VALUE_BUCKETS",
+            "key-value bucket",
+            &set.inventory.key_value,
+        ),
+        (
+            "OBJECT_STORES",
+            "object store",
+            &set.inventory.object_stores,
+        ),
+    ] {
+        writeln!(out, "/// Every JetStream {kind} in the inventory.").unwrap();
+        writeln!(out, "pub static {table}: &[crate::BucketInfo] = &[").unwrap();
+        for name in buckets.keys() {
+            writeln!(out, "    buckets::{},", screaming_snake(name)).unwrap();
+        }
+        writeln!(out, "];\n").unwrap();
+    }
+    Ok(())
+}
+
+/// The values with a schema: their table and an enum like [`Message`]'s, kept apart from the
+/// message tables (they are never published on a message subject).
+fn key_value_table(out: &mut String, values: &[KeyValueEntry]) -> Result<()> {
+    let types: Vec<String> = values
+        .iter()
+        .map(|v| root_type(v.schema))
+        .collect::<Result<_>>()?;
+    writeln!(
+        out,
+        "/// Every key-value value with a schema (not messages: they are not in `CONTRACTS`)."
+    )
+    .unwrap();
+    writeln!(out, "pub static KEY_VALUES: &[&crate::ContractInfo] = &[").unwrap();
+    for ty in &types {
+        writeln!(out, "    <{ty} as crate::Contract>::INFO,").unwrap();
+    }
     writeln!(out, "];\n").unwrap();
+    writeln!(
+        out,
+        "/// Any key-value value with a schema, for tools that read every bucket."
+    )
+    .unwrap();
+    writeln!(out, "#[derive(Debug, Clone, PartialEq)]").unwrap();
+    writeln!(out, "pub enum KeyValueRecord {{").unwrap();
+    for ty in &types {
+        writeln!(out, "    {ty}({ty}),").unwrap();
+    }
+    writeln!(out, "}}\n").unwrap();
+    writeln!(out, "impl KeyValueRecord {{").unwrap();
+    writeln!(
+        out,
+        "    /// Decodes (parse + validate + deserialize) the value stored on `subject` (`$KV.<bucket>.<key>`)."
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "    pub fn decode(subject: &str, bytes: &[u8]) -> Result<Self, crate::ContractError> {{"
+    )
+    .unwrap();
+    writeln!(out, "        match subject {{").unwrap();
+    for (value, ty) in values.iter().zip(&types) {
+        writeln!(
+            out,
+            "            {:?} => crate::decode::<{ty}>(bytes).map(Self::{ty}),",
+            value.subject()
+        )
+        .unwrap();
+    }
+    writeln!(out, "            _ => Err(crate::ContractError::UnknownSubject {{ subject: subject.to_string() }}),").unwrap();
+    writeln!(out, "        }}\n    }}\n").unwrap();
+    writeln!(out, "    /// The contract of this value.").unwrap();
+    writeln!(
+        out,
+        "    pub fn info(&self) -> &'static crate::ContractInfo {{"
+    )
+    .unwrap();
+    writeln!(out, "        match self {{").unwrap();
+    for ty in &types {
+        writeln!(
+            out,
+            "            Self::{ty}(_) => <{ty} as crate::Contract>::INFO,"
+        )
+        .unwrap();
+    }
+    writeln!(out, "        }}\n    }}\n").unwrap();
+    writeln!(out, "    /// Serializes and validates the value.").unwrap();
+    writeln!(
+        out,
+        "    pub fn encode(&self) -> Result<Vec<u8>, crate::ContractError> {{"
+    )
+    .unwrap();
+    writeln!(out, "        match self {{").unwrap();
+    for ty in &types {
+        writeln!(out, "            Self::{ty}(m) => crate::encode(m),").unwrap();
+    }
+    writeln!(out, "        }}\n    }}\n}}\n").unwrap();
+    Ok(())
 }
 
 fn consumers_table(out: &mut String, set: &ContractSet) {
@@ -605,6 +816,29 @@ fn services_module(
                 writeln!(
                     out,
                     "    impl crate::Reads<super::{ty}> for {type_name} {{}}"
+                )
+                .unwrap();
+            }
+        }
+        for (bucket, spec) in set
+            .inventory
+            .key_value
+            .iter()
+            .chain(&set.inventory.object_stores)
+        {
+            let marker = pascal_case(bucket);
+            let writes = spec.writers.contains(name);
+            if writes || spec.readers.contains(name) {
+                writeln!(
+                    out,
+                    "    impl crate::ReadsBucket<super::buckets::{marker}> for {type_name} {{}}"
+                )
+                .unwrap();
+            }
+            if writes {
+                writeln!(
+                    out,
+                    "    impl crate::WritesBucket<super::buckets::{marker}> for {type_name} {{}}"
                 )
                 .unwrap();
             }

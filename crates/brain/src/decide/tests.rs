@@ -482,6 +482,16 @@ fn the_interlock_lowers_the_level_live() {
     let high_ceiling = decide_with(&InterlockState::armed().with_ceiling(Level::N3, "x"));
     assert_eq!(kind(&high_ceiling), "EXECUTE_SAFE_ACTION");
 
+    let missing = decide_with(&InterlockState::missing());
+    assert_eq!(kind(&missing), "NO_ACTION");
+    assert_eq!(missing.decision.autonomy_level.unwrap().to_string(), "N0");
+    assert!(
+        reasoning(&missing).contains("no `armed` record")
+            && reasoning(&missing).contains("fail closed"),
+        "{}",
+        reasoning(&missing)
+    );
+
     let unreadable = decide_with(&InterlockState::unreadable("bucket missing"));
     assert_eq!(kind(&unreadable), "NO_ACTION");
     assert!(reasoning(&unreadable).contains("cannot be read (bucket missing)"));

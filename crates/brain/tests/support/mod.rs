@@ -296,6 +296,16 @@ pub async fn write_interlock(server: &NatsServer, key: &str, value: Value) {
         .unwrap();
 }
 
+/// Deletes an interlock key as an operator (or an attacker with admin rights) could.
+pub async fn delete_interlock(server: &NatsServer, key: &str) {
+    let kv = admin_jetstream(server)
+        .await
+        .get_key_value("ops_interlock")
+        .await
+        .unwrap();
+    kv.delete(key).await.unwrap();
+}
+
 /// A policy at `level` with the given admins; rules: restart_service SAFE on service_outage,
 /// scale_service RISKY on metric_anomaly; `extra` is appended.
 pub fn policy(level: &str, admins: &[&SigningKey], timeout_s: u64, extra: &str) -> String {
@@ -330,7 +340,7 @@ cooldown_s = 300
     text
 }
 
-/// brain's record of a request in `brain_state` (read as admin, as approval-cli may).
+/// brain's record of a request in `brain_state` (read as admin).
 pub async fn stored_request(server: &NatsServer, id: Uuid) -> Option<Value> {
     let kv = admin_jetstream(server)
         .await

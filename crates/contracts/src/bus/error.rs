@@ -43,6 +43,9 @@ pub enum BusError {
         stream_sequence: u64,
         reason: String,
     },
+    /// A key-value bucket operation failed.
+    #[error(transparent)]
+    Bucket(#[from] super::BucketError),
     /// The consumer's message stream failed.
     #[error("consuming `{subject}` failed: {reason}")]
     Consume { subject: String, reason: String },

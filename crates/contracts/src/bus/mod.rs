@@ -12,6 +12,9 @@
 //!   parse or validate goes to `platform.dead_letter.v1` with the reason and the raw bytes, is
 //!   terminated, and the consumer goes on.
 //! - The service registers as a NATS micro service (ping, info, stats per consumer).
+//! - [`Bus::bucket`] opens a key-value bucket the service reads or writes as a typed
+//!   [`BucketHandle`]: values are the generated types bound to the bucket's keys, validated on
+//!   get and put, and only the bucket's writers have `put` (see `bucket.rs`).
 //!
 //! ```compile_fail
 //! # async fn f(bus: contracts::bus::Bus<contracts::services::Guardian>, d: contracts::Decision) {
@@ -22,6 +25,7 @@
 //!
 //! Not here: business logic, retries of a handler's own work (the caller naks with a delay).
 
+mod bucket;
 mod claims;
 mod config;
 mod connection;
@@ -33,12 +37,15 @@ mod reader;
 mod stats;
 mod subscribe;
 
+pub use bucket::{BucketError, BucketErrorKind, BucketHandle, KeyChange};
 pub use claims::{Claim, ClaimLog, ClaimRecord};
 pub use config::{BusConfig, DEFAULT_NATS_URL};
 pub use connection::{Bus, MICRO_PREFIX};
 pub use dead_letter::Rejection;
 pub use error::BusError;
-pub use provision::{provision_all, provision_consumer, verify_provisioned, ConsumerSettings};
+pub use provision::{
+    provision_all, provision_consumer, seed_interlock, verify_provisioned, ConsumerSettings,
+};
 pub use publish::{idempotency_key, Published};
 pub use reader::{reader_name, ReadFrom, ReadMessage, Reader, TypedReader};
 pub use stats::{ConsumerStats, StatsSnapshot};

@@ -9,9 +9,10 @@ use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use async_nats::jetstream::{self, object_store, stream};
 
 use super::BusError;
+use crate::buckets::OpsInterlock;
 use crate::{
-    BucketInfo, ConsumerInfo, Retention, Service, StreamInfo, DURABLE_CONSUMERS, KEY_VALUE_BUCKETS,
-    OBJECT_STORES, STREAMS,
+    BucketInfo, ConsumerInfo, InterlockArmed, Retention, Service, StreamInfo, DURABLE_CONSUMERS,
+    KEY_VALUE_BUCKETS, OBJECT_STORES, STREAMS,
 };
 
 fn failed(what: String, e: impl std::fmt::Display) -> BusError {
@@ -183,7 +184,22 @@ pub async fn provision_all(js: &jetstream::Context, replicas: usize) -> Result<(
     for consumer in DURABLE_CONSUMERS {
         provision_consumer(js, consumer, consumer.into()).await?;
     }
+    seed_interlock(js).await?;
     Ok(())
+}
+
+/// Writes the initial interlock record (`armed`, set by provisioning) into `ops_interlock`
+/// only if the key was never written. A disarm, an arm, an unreadable old record and a deleted
+/// key all stay as they are: the interlock fails closed, and only an operator's signed `arm`
+/// re-arms a platform that is not armed. Returns whether it wrote the record.
+pub async fn seed_interlock(js: &jetstream::Context) -> Result<bool, BusError> {
+    let store = super::bucket::open_store::<OpsInterlock>(js).await?;
+    let written = super::bucket::create_if_never_written::<OpsInterlock, InterlockArmed>(
+        &store,
+        &InterlockArmed::provisioned(),
+    )
+    .await?;
+    Ok(written.is_some())
 }
 
 /// Why a look-up found nothing or something else.

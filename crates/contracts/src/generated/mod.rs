@@ -16,6 +16,8 @@ pub mod incident_acknowledgement_v1;
 pub mod ops_command_v1;
 pub mod ops_receipt_v1;
 pub mod dead_letter_v1;
+pub mod interlock_armed_v1;
+pub mod interlock_risk_ceiling_v1;
 pub use event_v1::Event;
 pub use incident_v1::Incident;
 pub use decision_v1::Decision;
@@ -29,10 +31,12 @@ pub use incident_acknowledgement_v1::IncidentAcknowledgement;
 pub use ops_command_v1::OpsCommand;
 pub use ops_receipt_v1::OpsReceipt;
 pub use dead_letter_v1::DeadLetter;
+pub use interlock_armed_v1::InterlockArmed;
+pub use interlock_risk_ceiling_v1::InterlockRiskCeiling;
 /// Semantic version of the contract set (`schemas/contract-set.toml`).
 pub const CONTRACT_SET_VERSION: &str = "1.1.0";
 /// sha256 over the canonical form of the schemas and the inventory.
-pub const CONTRACT_SET_SHA256: &str = "9093996f17e9d8368a322359502ee24af92632ad2ee9ea9f62eecdfe74d12788";
+pub const CONTRACT_SET_SHA256: &str = "9384200f79f8b5cfcaa7ca673b8af583b51617c23813edb5fa5575f158153817";
 impl crate::Contract for Event {
     const INFO: &'static crate::ContractInfo = &crate::ContractInfo {
         name: "event",
@@ -323,6 +327,50 @@ impl crate::Contract for DeadLetter {
         VALIDATOR.get_or_init(|| crate::Validator::compile(Self::INFO))
     }
 }
+impl crate::Contract for InterlockArmed {
+    const INFO: &'static crate::ContractInfo = &crate::ContractInfo {
+        name: "interlock_armed",
+        subject: "$KV.ops_interlock.armed",
+        schema_id: "https://titan.internal/schemas/interlock_armed/v1.schema.json",
+        schema_path: "titan/interlock_armed.v1.schema.json",
+        schema: include_str!("../../../../schemas/titan/interlock_armed.v1.schema.json"),
+        major: 1,
+        version_field: "v",
+        version_value: "1",
+        idempotency_key: &[],
+        stream: "KV_ops_interlock",
+        owner: "ops-worker",
+        signature: None,
+        deprecated: None,
+    };
+    fn validator() -> &'static crate::Validator {
+        static VALIDATOR: std::sync::OnceLock<crate::Validator> = std::sync::OnceLock::new();
+        VALIDATOR.get_or_init(|| crate::Validator::compile(Self::INFO))
+    }
+}
+impl crate::Contract for InterlockRiskCeiling {
+    const INFO: &'static crate::ContractInfo = &crate::ContractInfo {
+        name: "interlock_risk_ceiling",
+        subject: "$KV.ops_interlock.risk_ceiling",
+        schema_id: "https://titan.internal/schemas/interlock_risk_ceiling/v1.schema.json",
+        schema_path: "titan/interlock_risk_ceiling.v1.schema.json",
+        schema: include_str!(
+            "../../../../schemas/titan/interlock_risk_ceiling.v1.schema.json"
+        ),
+        major: 1,
+        version_field: "v",
+        version_value: "1",
+        idempotency_key: &[],
+        stream: "KV_ops_interlock",
+        owner: "ops-worker",
+        signature: None,
+        deprecated: None,
+    };
+    fn validator() -> &'static crate::Validator {
+        static VALIDATOR: std::sync::OnceLock<crate::Validator> = std::sync::OnceLock::new();
+        VALIDATOR.get_or_init(|| crate::Validator::compile(Self::INFO))
+    }
+}
 /// Every contract in the inventory, in inventory order.
 pub static CONTRACTS: &[&crate::ContractInfo] = &[
     <Event as crate::Contract>::INFO,
@@ -526,60 +574,260 @@ pub static STREAMS: &[crate::StreamInfo] = &[
         duplicate_window_s: 120,
     },
 ];
-/// Every JetStream key-value bucket in the inventory.
-pub static KEY_VALUE_BUCKETS: &[crate::BucketInfo] = &[
-    crate::BucketInfo {
+/// One marker type per key-value bucket and object store. `S: ReadsBucket<B>` and
+/// `S: WritesBucket<B>` hold exactly for the readers and writers the inventory lists, and
+/// each value with a schema is bound to its key (`KeyValue<B>`), so `Bus::bucket` hands
+/// out typed handles and a service cannot write a bucket it does not own.
+pub mod buckets {
+    /// brain's pending approval requests, cooldowns, rate windows and circuit breakers.
+    pub const BRAIN_STATE: crate::BucketInfo = crate::BucketInfo {
         name: "brain_state",
+        kind: crate::BucketKind::KeyValue,
         description: "brain's pending approval requests, cooldowns, rate windows and circuit breakers.",
         writers: &["brain"],
-        readers: &["approval-cli"],
+        readers: &[],
         history: 1,
         max_age_s: 0,
-    },
-    crate::BucketInfo {
+        keys: &[
+            crate::KeyInfo {
+                key: None,
+                pattern: Some("limits.<action_type>.<target>"),
+                schema_path: None,
+                description: "Cooldown, rate window, circuit breaker, waiting request and last denial of one action type on one target (both escaped: bytes other than letters, digits, `_` and `-` become `=XX`).",
+            },
+            crate::KeyInfo {
+                key: None,
+                pattern: Some("request.<approval_request_id>"),
+                schema_path: None,
+                description: "An approval request as published, its limits, and how it was settled.",
+            },
+            crate::KeyInfo {
+                key: None,
+                pattern: Some("action.<action_id>"),
+                schema_path: None,
+                description: "An action's type and target, until its outcome arrives (the circuit breaker counts it).",
+            },
+            crate::KeyInfo {
+                key: None,
+                pattern: Some("outbox.<scope>.<id>"),
+                schema_path: None,
+                description: "The effects of one handled message, written before anything is published and deleted once they are.",
+            },
+        ],
+    };
+    /// brain's pending approval requests, cooldowns, rate windows and circuit breakers.
+    #[derive(Debug, Clone, Copy, Default)]
+    pub struct BrainState;
+    impl crate::Bucket for BrainState {
+        const INFO: &'static crate::BucketInfo = &BRAIN_STATE;
+    }
+    impl crate::KeyValueBucket for BrainState {}
+    /// One record per action id: claimed, then its outcome, so an action is executed at most once.
+    pub const COMMANDER_ACTIONS: crate::BucketInfo = crate::BucketInfo {
         name: "commander_actions",
+        kind: crate::BucketKind::KeyValue,
         description: "One record per action id: claimed, then its outcome, so an action is executed at most once.",
         writers: &["commander"],
-        readers: &["approval-cli"],
+        readers: &[],
         history: 1,
         max_age_s: 2592000,
-    },
-    crate::BucketInfo {
+        keys: &[
+            crate::KeyInfo {
+                key: None,
+                pattern: Some("<action id>"),
+                schema_path: None,
+                description: "The action's UUID (hyphenated): a `contracts::bus::ClaimRecord`, `claimed` while it runs, then `finished` with its outcome.",
+            },
+        ],
+    };
+    /// One record per action id: claimed, then its outcome, so an action is executed at most once.
+    #[derive(Debug, Clone, Copy, Default)]
+    pub struct CommanderActions;
+    impl crate::Bucket for CommanderActions {
+        const INFO: &'static crate::BucketInfo = &COMMANDER_ACTIONS;
+    }
+    impl crate::KeyValueBucket for CommanderActions {}
+    /// guardian's open incidents and recently seen event ids, so a restart picks up open incidents.
+    pub const GUARDIAN_STATE: crate::BucketInfo = crate::BucketInfo {
         name: "guardian_state",
+        kind: crate::BucketKind::KeyValue,
         description: "guardian's open incidents and recently seen event ids, so a restart picks up open incidents.",
         writers: &["guardian"],
-        readers: &["approval-cli"],
+        readers: &[],
         history: 1,
         max_age_s: 0,
-    },
-    crate::BucketInfo {
+        keys: &[
+            crate::KeyInfo {
+                key: None,
+                pattern: Some("group.<uuid v5>"),
+                schema_path: None,
+                description: "One correlation group (rule + group-by values): the events counted below the threshold, or its open/acknowledged incident. Deleted and purged when the incident resolves or the events leave the window.",
+            },
+            crate::KeyInfo {
+                key: Some("lease"),
+                pattern: None,
+                schema_path: None,
+                description: "Which guardian instance is active, and until when.",
+            },
+            crate::KeyInfo {
+                key: None,
+                pattern: Some("seen.<slot>"),
+                schema_path: None,
+                description: "A fixed ring of chunks of handled event ids that no group holds any more; deleted when the ids outlive their time to live.",
+            },
+        ],
+    };
+    /// guardian's open incidents and recently seen event ids, so a restart picks up open incidents.
+    #[derive(Debug, Clone, Copy, Default)]
+    pub struct GuardianState;
+    impl crate::Bucket for GuardianState {
+        const INFO: &'static crate::BucketInfo = &GUARDIAN_STATE;
+    }
+    impl crate::KeyValueBucket for GuardianState {}
+    /// One record per ops command id: claimed, then its final receipt, so a command is never executed twice.
+    pub const OPS_COMMANDS: crate::BucketInfo = crate::BucketInfo {
         name: "ops_commands",
+        kind: crate::BucketKind::KeyValue,
         description: "One record per ops command id: claimed, then its final receipt, so a command is never executed twice.",
         writers: &["ops-worker"],
-        readers: &["ops-console", "approval-cli"],
+        readers: &[],
         history: 1,
         max_age_s: 2592000,
-    },
-    crate::BucketInfo {
+        keys: &[
+            crate::KeyInfo {
+                key: None,
+                pattern: Some("<command id>"),
+                schema_path: None,
+                description: "The command's UUID (hyphenated): a `contracts::bus::ClaimRecord`, `claimed` (worker, heartbeat time) while it runs, then `finished` with the final receipt as published.",
+            },
+        ],
+    };
+    /// One record per ops command id: claimed, then its final receipt, so a command is never executed twice.
+    #[derive(Debug, Clone, Copy, Default)]
+    pub struct OpsCommands;
+    impl crate::Bucket for OpsCommands {
+        const INFO: &'static crate::BucketInfo = &OPS_COMMANDS;
+    }
+    impl crate::KeyValueBucket for OpsCommands {}
+    /// The platform safety interlock (armed/disarmed) and the autonomy ceiling set by `set_risk`.
+    pub const OPS_INTERLOCK: crate::BucketInfo = crate::BucketInfo {
         name: "ops_interlock",
+        kind: crate::BucketKind::KeyValue,
         description: "The platform safety interlock (armed/disarmed) and the autonomy ceiling set by `set_risk`.",
         writers: &["ops-worker"],
-        readers: &["brain", "commander", "approval-cli", "ops-console"],
+        readers: &["brain"],
         history: 10,
         max_age_s: 0,
-    },
-];
-/// Every JetStream object store in the inventory.
-pub static OBJECT_STORES: &[crate::BucketInfo] = &[
-    crate::BucketInfo {
+        keys: &[
+            crate::KeyInfo {
+                key: Some("armed"),
+                pattern: None,
+                schema_path: Some("titan/interlock_armed.v1.schema.json"),
+                description: "Armed or disarmed, set by `arm` / `disarm` / `halt`. Provisioning writes the initial record (armed) only when the key was never written. Missing or unreadable means disarmed: ops-worker refuses mutating commands and brain observes only.",
+            },
+            crate::KeyInfo {
+                key: Some("risk_ceiling"),
+                pattern: None,
+                schema_path: Some("titan/interlock_risk_ceiling.v1.schema.json"),
+                description: "The highest autonomy level brain may use, set by `set_risk`. Missing: no cap; unreadable: N0.",
+            },
+        ],
+    };
+    /// The platform safety interlock (armed/disarmed) and the autonomy ceiling set by `set_risk`.
+    #[derive(Debug, Clone, Copy, Default)]
+    pub struct OpsInterlock;
+    impl crate::Bucket for OpsInterlock {
+        const INFO: &'static crate::BucketInfo = &OPS_INTERLOCK;
+    }
+    impl crate::KeyValueBucket for OpsInterlock {}
+    /// Evidence bundles (tar.gz with a sha256 manifest) exported by `export_evidence`.
+    pub const OPS_EVIDENCE: crate::BucketInfo = crate::BucketInfo {
         name: "ops_evidence",
+        kind: crate::BucketKind::ObjectStore,
         description: "Evidence bundles (tar.gz with a sha256 manifest) exported by `export_evidence`.",
         writers: &["ops-worker"],
-        readers: &["ops-console", "approval-cli"],
+        readers: &["ops-console"],
         history: 1,
         max_age_s: 2592000,
-    },
+        keys: &[
+            crate::KeyInfo {
+                key: None,
+                pattern: Some("evidence-<command id>.tar.gz"),
+                schema_path: None,
+                description: "One bundle per `export_evidence` command: container inspections, redacted logs, recent receipts and `manifest.json` (sha256 of every file). Its sha256 is in the command's receipt.",
+            },
+        ],
+    };
+    /// Evidence bundles (tar.gz with a sha256 manifest) exported by `export_evidence`.
+    #[derive(Debug, Clone, Copy, Default)]
+    pub struct OpsEvidence;
+    impl crate::Bucket for OpsEvidence {
+        const INFO: &'static crate::BucketInfo = &OPS_EVIDENCE;
+    }
+    impl crate::ObjectStoreBucket for OpsEvidence {}
+    impl crate::KeyValue<OpsInterlock> for super::InterlockArmed {
+        const KEY: &'static str = "armed";
+    }
+    impl crate::KeyValue<OpsInterlock> for super::InterlockRiskCeiling {
+        const KEY: &'static str = "risk_ceiling";
+    }
+}
+/// Every JetStream key-value bucket in the inventory.
+pub static KEY_VALUE_BUCKETS: &[crate::BucketInfo] = &[
+    buckets::BRAIN_STATE,
+    buckets::COMMANDER_ACTIONS,
+    buckets::GUARDIAN_STATE,
+    buckets::OPS_COMMANDS,
+    buckets::OPS_INTERLOCK,
 ];
+/// Every JetStream object store in the inventory.
+pub static OBJECT_STORES: &[crate::BucketInfo] = &[buckets::OPS_EVIDENCE];
+/// Every key-value value with a schema (not messages: they are not in `CONTRACTS`).
+pub static KEY_VALUES: &[&crate::ContractInfo] = &[
+    <InterlockArmed as crate::Contract>::INFO,
+    <InterlockRiskCeiling as crate::Contract>::INFO,
+];
+/// Any key-value value with a schema, for tools that read every bucket.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeyValueRecord {
+    InterlockArmed(InterlockArmed),
+    InterlockRiskCeiling(InterlockRiskCeiling),
+}
+impl KeyValueRecord {
+    /// Decodes (parse + validate + deserialize) the value stored on `subject` (`$KV.<bucket>.<key>`).
+    pub fn decode(subject: &str, bytes: &[u8]) -> Result<Self, crate::ContractError> {
+        match subject {
+            "$KV.ops_interlock.armed" => {
+                crate::decode::<InterlockArmed>(bytes).map(Self::InterlockArmed)
+            }
+            "$KV.ops_interlock.risk_ceiling" => {
+                crate::decode::<InterlockRiskCeiling>(bytes)
+                    .map(Self::InterlockRiskCeiling)
+            }
+            _ => {
+                Err(crate::ContractError::UnknownSubject {
+                    subject: subject.to_string(),
+                })
+            }
+        }
+    }
+    /// The contract of this value.
+    pub fn info(&self) -> &'static crate::ContractInfo {
+        match self {
+            Self::InterlockArmed(_) => <InterlockArmed as crate::Contract>::INFO,
+            Self::InterlockRiskCeiling(_) => {
+                <InterlockRiskCeiling as crate::Contract>::INFO
+            }
+        }
+    }
+    /// Serializes and validates the value.
+    pub fn encode(&self) -> Result<Vec<u8>, crate::ContractError> {
+        match self {
+            Self::InterlockArmed(m) => crate::encode(m),
+            Self::InterlockRiskCeiling(m) => crate::encode(m),
+        }
+    }
+}
 /// Every durable consumer in the inventory (created by provisioning, bound by its service).
 pub static DURABLE_CONSUMERS: &[crate::ConsumerInfo] = &[
     crate::ConsumerInfo {
@@ -879,6 +1127,9 @@ pub mod services {
     impl crate::Consumes<super::Approval> for Brain {}
     impl crate::Consumes<super::Outcome> for Brain {}
     impl crate::Produces<super::DeadLetter> for Brain {}
+    impl crate::ReadsBucket<super::buckets::BrainState> for Brain {}
+    impl crate::WritesBucket<super::buckets::BrainState> for Brain {}
+    impl crate::ReadsBucket<super::buckets::OpsInterlock> for Brain {}
     /// Executes actions through ops-worker and reports outcomes.
     #[derive(Debug, Clone, Copy, Default)]
     pub struct Commander;
@@ -903,6 +1154,8 @@ pub mod services {
     impl crate::Produces<super::OpsCommand> for Commander {}
     impl crate::Reads<super::OpsReceipt> for Commander {}
     impl crate::Produces<super::DeadLetter> for Commander {}
+    impl crate::ReadsBucket<super::buckets::CommanderActions> for Commander {}
+    impl crate::WritesBucket<super::buckets::CommanderActions> for Commander {}
     /// Any producer of observations (monitors, probes, edge gateways, the demo).
     #[derive(Debug, Clone, Copy, Default)]
     pub struct EventSource;
@@ -936,6 +1189,8 @@ pub mod services {
     impl crate::Produces<super::Incident> for Guardian {}
     impl crate::Consumes<super::IncidentAcknowledgement> for Guardian {}
     impl crate::Produces<super::DeadLetter> for Guardian {}
+    impl crate::ReadsBucket<super::buckets::GuardianState> for Guardian {}
+    impl crate::WritesBucket<super::buckets::GuardianState> for Guardian {}
     /// Operators and the TypeScript console sending signed ops commands.
     #[derive(Debug, Clone, Copy, Default)]
     pub struct OpsConsole;
@@ -949,6 +1204,7 @@ pub mod services {
     }
     impl crate::Produces<super::OpsCommand> for OpsConsole {}
     impl crate::Reads<super::OpsReceipt> for OpsConsole {}
+    impl crate::ReadsBucket<super::buckets::OpsEvidence> for OpsConsole {}
     /// Executes HMAC-signed ops commands against the Docker engine.
     #[derive(Debug, Clone, Copy, Default)]
     pub struct OpsWorker;
@@ -967,4 +1223,10 @@ pub mod services {
     impl crate::Produces<super::OpsReceipt> for OpsWorker {}
     impl crate::Reads<super::OpsReceipt> for OpsWorker {}
     impl crate::Produces<super::DeadLetter> for OpsWorker {}
+    impl crate::ReadsBucket<super::buckets::OpsCommands> for OpsWorker {}
+    impl crate::WritesBucket<super::buckets::OpsCommands> for OpsWorker {}
+    impl crate::ReadsBucket<super::buckets::OpsInterlock> for OpsWorker {}
+    impl crate::WritesBucket<super::buckets::OpsInterlock> for OpsWorker {}
+    impl crate::ReadsBucket<super::buckets::OpsEvidence> for OpsWorker {}
+    impl crate::WritesBucket<super::buckets::OpsEvidence> for OpsWorker {}
 }
