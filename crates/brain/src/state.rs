@@ -34,7 +34,7 @@ use crate::policy::LimitKey;
 use crate::records::{RequestRecord, Settlement};
 
 /// The bucket (see `schemas/inventory.toml`).
-pub const BUCKET: &str = "brain_state";
+pub const BUCKET: &str = <contracts::buckets::BrainState as contracts::Bucket>::INFO.name;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {

@@ -706,7 +706,7 @@ async fn a_refused_approval_replayed_after_a_re_arm_runs_nothing() {
     write_interlock(
         &server,
         "armed",
-        json!({"armed": false, "command_id": "cmd-disarm", "at": "2026-02-14T12:00:00Z"}),
+        json!({"v": 1, "armed": false, "set_by": "ops_command", "command_id": DISARM_ID, "set_at": "2026-02-14T12:00:00Z"}),
     )
     .await;
     brain
@@ -724,7 +724,7 @@ async fn a_refused_approval_replayed_after_a_re_arm_runs_nothing() {
     write_interlock(
         &server,
         "armed",
-        json!({"armed": true, "command_id": "cmd-arm", "at": "2026-02-14T12:01:00Z"}),
+        json!({"v": 1, "armed": true, "set_by": "ops_command", "command_id": ARM_ID, "set_at": "2026-02-14T12:01:00Z"}),
     )
     .await;
     brain

@@ -24,7 +24,8 @@ use ops_worker::executor::ROLLED_BACK_PREFIX;
 use ops_worker::signing::SigningKeys;
 
 /// The bucket of action records (see the inventory).
-pub const ACTIONS_BUCKET: &str = "commander_actions";
+pub const ACTIONS_BUCKET: &str =
+    <contracts::buckets::CommanderActions as contracts::Bucket>::INFO.name;
 /// Namespace of the ids commander derives from an action id (outcome, notification,
 /// acknowledgement), so a re-publish after a crash is dropped as a duplicate.
 const COMMANDER_NAMESPACE: uuid::Uuid =

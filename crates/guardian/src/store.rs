@@ -24,7 +24,7 @@ use crate::lease::LEASE_KEY;
 use crate::seen::{SeenChunk, SeenWrite, KEY_PREFIX as SEEN_KEY_PREFIX};
 
 /// The bucket (see `schemas/inventory.toml`).
-pub const BUCKET: &str = "guardian_state";
+pub const BUCKET: &str = <contracts::buckets::GuardianState as contracts::Bucket>::INFO.name;
 /// Version of the stored records.
 const FORMAT: u32 = 1;
 /// Longest wait for the initial load.

@@ -29,7 +29,7 @@ pub use crate::docker::MAX_LOG_BYTES;
 use crate::redact;
 
 /// The object store of evidence bundles.
-pub const EVIDENCE_STORE: &str = "ops_evidence";
+pub const EVIDENCE_STORE: &str = <contracts::buckets::OpsEvidence as contracts::Bucket>::INFO.name;
 /// The manifest inside every bundle: `sha256  path` per file, as `sha256sum` prints it.
 pub const MANIFEST: &str = "MANIFEST.sha256";
 /// The redaction record inside every bundle.

@@ -17,7 +17,7 @@ use contracts::{InterlockArmed, InterlockRiskCeiling};
 use uuid::Uuid;
 
 /// Bucket of the command records (private to ops-worker; see `schemas/inventory.toml`).
-pub const COMMANDS_BUCKET: &str = "ops_commands";
+pub const COMMANDS_BUCKET: &str = <contracts::buckets::OpsCommands as contracts::Bucket>::INFO.name;
 
 #[derive(Debug, thiserror::Error)]
 #[error("JetStream key-value `{bucket}`: {what}: {reason}")]
