@@ -10,7 +10,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use contracts::bus::{Bus, BusError, Claim, ClaimLog, ClaimRecord, Delivery, SubscribeOptions};
+use contracts::bus::{
+    Bus, BusError, Claim, ClaimLog, ClaimRecord, Delivery, Renewal, SubscribeOptions,
+};
 use contracts::generated::dead_letter_v1::DeadLetterReasonCode;
 use contracts::services::Commander;
 use contracts::signing::{Verifier, SIGNATURE_HEADER};
@@ -213,23 +215,39 @@ impl Shared {
                 let _ = delivery.ack().await;
                 return;
             }
-            Ok(Claim::Seen { record, .. })
-                if matches!(record, ClaimRecord::Claimed { .. })
-                    && !record.is_abandoned(self.ack_wait) =>
-            {
-                tracing::info!(action_id = %action.action_id, "another commander is executing this action; checking back later");
-                let _ = delivery
-                    .nak(
-                        Some(self.ack_wait / 2),
-                        "being executed by another commander",
-                    )
-                    .await;
-                return;
-            }
             Ok(Claim::Seen {
                 record: ClaimRecord::Claimed { worker, at },
                 revision,
             }) => {
+                // Alive or not is judged by watching the claim's revision on our own clock.
+                match self
+                    .log
+                    .holder_is_gone(&action.action_id, revision, self.ack_wait, || {
+                        let delivery = &delivery;
+                        async move {
+                            let _ = delivery.in_progress().await;
+                        }
+                    })
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::info!(action_id = %action.action_id, "another commander is executing this action; checking back later");
+                        let _ = delivery
+                            .nak(
+                                Some(self.ack_wait / 2),
+                                "being executed by another commander",
+                            )
+                            .await;
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = delivery
+                            .nak(Some(Duration::from_secs(2)), &e.to_string())
+                            .await;
+                        return;
+                    }
+                }
                 let ending = Ending::Failed {
                     code: "interrupted".into(),
                     message: format!("commander {worker} stopped while executing this action (started {at}); it is not run again — check the target"),
@@ -239,7 +257,7 @@ impl Shared {
             }
             Ok(Claim::New { revision }) => revision,
         };
-        let mut revision = revision;
+        let mut renewal = Renewal::new(revision, self.ack_wait);
         let ending = {
             let work = self.execute(&action);
             tokio::pin!(work);
@@ -250,14 +268,20 @@ impl Shared {
                     ending = &mut work => break ending,
                     _ = heartbeat.tick() => {
                         let _ = delivery.in_progress().await;
-                        match self.log.refresh(&action.action_id, &self.worker_id, revision).await {
-                            Ok(renewed) => revision = renewed,
-                            Err(e) => tracing::warn!(action_id = %action.action_id, error = %e, "could not renew the claim"),
+                        if let Err(fenced) = renewal.renew(&self.log, &action.action_id, &self.worker_id).await {
+                            // Another instance may take the action over: stop waiting on it
+                            // here and record nothing; the redelivery reports it interrupted.
+                            tracing::error!(action_id = %action.action_id, reason = %fenced, "stopping the action: its claim is lost");
+                            let _ = delivery
+                                .nak(Some(self.ack_wait / 2), &format!("claim lost: {fenced}"))
+                                .await;
+                            return;
                         }
                     }
                 }
             }
         };
+        let revision = renewal.revision();
         self.finish(delivery, revision, ending, started).await;
     }
 

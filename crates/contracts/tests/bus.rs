@@ -898,3 +898,80 @@ async fn bucket_handles_validate_values_and_serve_readers() {
         Some(ceiling)
     );
 }
+
+// --- at-most-once claims: liveness without comparing clocks, and fencing ---
+
+/// A claim record written by a host whose clock is `skew` off.
+async fn claim_with_skewed_clock(
+    js: &async_nats::jetstream::Context,
+    id: &uuid::Uuid,
+    skew: time::Duration,
+) -> u64 {
+    let at = (time::OffsetDateTime::now_utc() + skew)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let record = json!({"state": "claimed", "worker": "far-away-host", "at": at});
+    js.get_key_value("commander_actions")
+        .await
+        .unwrap()
+        .create(id.to_string(), serde_json::to_vec(&record).unwrap().into())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claims_holder_is_judged_by_its_renewals_never_by_the_clock_it_wrote() {
+    let server = server();
+    provision(&server).await;
+    let commander = connect::<Commander>(&server).await;
+    let log = contracts::bus::ClaimLog::open(commander.jetstream(), "commander_actions")
+        .await
+        .unwrap();
+    let admin = admin_jetstream(&server).await;
+    let stale_after = Duration::from_millis(900);
+
+    // A claim from a host whose clock runs an hour fast, never renewed: abandoned (before, it
+    // looked fresh for an hour).
+    let fast = uuid::Uuid::new_v4();
+    let revision = claim_with_skewed_clock(&admin, &fast, time::Duration::hours(1)).await;
+    assert!(log
+        .holder_is_gone(&fast, revision, stale_after, || async {})
+        .await
+        .unwrap());
+
+    // A claim from a host whose clock runs an hour slow, renewed by its live holder: alive
+    // (before, it looked abandoned at once).
+    let slow = uuid::Uuid::new_v4();
+    let revision = claim_with_skewed_clock(&admin, &slow, -time::Duration::hours(1)).await;
+    let holder = log.clone();
+    let renewing = tokio::spawn(async move {
+        let mut revision = revision;
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            revision = holder
+                .refresh(&slow, "far-away-host", revision)
+                .await
+                .unwrap();
+        }
+    });
+    assert!(!log
+        .holder_is_gone(&slow, revision, stale_after, || async {})
+        .await
+        .unwrap());
+    renewing.await.unwrap();
+
+    // The holder whose claim was taken over must stop: its renewal says so.
+    let taken = uuid::Uuid::new_v4();
+    let contracts::bus::Claim::New { revision } = log.claim(&taken, "me").await.unwrap() else {
+        panic!("a fresh id is new");
+    };
+    let mut renewal = contracts::bus::Renewal::new(revision, stale_after);
+    renewal.renew(&log, &taken, "me").await.unwrap();
+    log.finish(&taken, &json!({"interrupted": true}), renewal.revision())
+        .await
+        .unwrap();
+    assert!(matches!(
+        renewal.renew(&log, &taken, "me").await,
+        Err(contracts::bus::ClaimFenced::TakenOver)
+    ));
+}

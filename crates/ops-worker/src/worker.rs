@@ -32,7 +32,7 @@ use tokio_util::task::TaskTracker;
 use crate::executor::Executor;
 use crate::receipts::{self, Status};
 use crate::signing::SigningKeys;
-use contracts::bus::{Claim, ClaimLog, ClaimRecord};
+use contracts::bus::{Claim, ClaimLog, ClaimRecord, Renewal};
 
 /// How long a command whose receipt could not be published waits before it is redelivered.
 const RETRY_PUBLISH: Duration = Duration::from_secs(2);
@@ -296,14 +296,34 @@ impl Shared {
         let command_id = delivery.message().id;
         match self.log.claim(&command_id, &self.executor_id).await {
             Ok(Claim::New { revision }) => Some((delivery, revision)),
-            Ok(Claim::Seen { record, .. })
-                if matches!(record, ClaimRecord::Claimed { .. })
-                    && !record.is_abandoned(self.ack_wait) =>
-            {
-                tracing::info!(%command_id, "another worker is executing this command; checking back later");
-                let _ = delivery
-                    .nak(Some(self.ack_wait / 2), "being executed by another worker")
-                    .await;
+            Ok(Claim::Seen {
+                record: record @ ClaimRecord::Claimed { .. },
+                revision,
+            }) => {
+                // Alive or not is judged by watching the claim's revision on our own clock.
+                match self
+                    .log
+                    .holder_is_gone(&command_id, revision, self.ack_wait, || {
+                        let delivery = &delivery;
+                        async move {
+                            let _ = delivery.in_progress().await;
+                        }
+                    })
+                    .await
+                {
+                    Ok(false) => {
+                        tracing::info!(%command_id, "another worker is executing this command; checking back later");
+                        let _ = delivery
+                            .nak(Some(self.ack_wait / 2), "being executed by another worker")
+                            .await;
+                    }
+                    Ok(true) => self.answer_seen(delivery, record, revision, arrived).await,
+                    Err(e) => {
+                        let _ = delivery
+                            .nak(Some(Duration::from_secs(2)), &e.to_string())
+                            .await;
+                    }
+                }
                 None
             }
             Ok(Claim::Seen { record, revision }) => {
@@ -351,9 +371,10 @@ impl Shared {
             }
         };
         // Claimed only now: a crash before this leaves the command to be run by the next worker.
-        let Some((delivery, mut revision)) = self.claim(delivery, arrived).await else {
+        let Some((delivery, revision)) = self.claim(delivery, arrived).await else {
             return;
         };
+        let mut renewal = Renewal::new(revision, self.ack_wait);
         let _turn = match waited {
             Ok(guard) => guard,
             Err(()) => {
@@ -364,7 +385,9 @@ impl Shared {
                     .unwrap_or_default();
                 let status =
                     Status::Failure(format!("cancelled by {by} while waiting for its target"));
-                return self.finish(delivery, revision, status, arrived).await;
+                return self
+                    .finish(delivery, renewal.revision(), status, arrived)
+                    .await;
             }
         };
         if LONG_COMMANDS.contains(&command_type.as_str()) {
@@ -383,9 +406,12 @@ impl Shared {
                         if let Err(e) = delivery.in_progress().await {
                             tracing::warn!(command_id = %command.id, error = %e, "could not report progress");
                         }
-                        match self.log.refresh(&command.id, &self.executor_id, revision).await {
-                            Ok(renewed) => revision = renewed,
-                            Err(e) => tracing::warn!(command_id = %command.id, error = %e, "could not renew the claim"),
+                        if let Err(fenced) = renewal.renew(&self.log, &command.id, &self.executor_id).await {
+                            // Another instance may now take the command over: stop it here.
+                            tracing::error!(command_id = %command.id, reason = %fenced, "stopping the command: its claim is lost");
+                            *cancelled_by.lock().expect("cancel reason poisoned") =
+                                Some(format!("the loss of its claim ({fenced})"));
+                            token.cancel();
                         }
                     }
                 }
@@ -398,7 +424,8 @@ impl Shared {
                 None => Status::Failure(error),
             },
         };
-        self.finish(delivery, revision, status, arrived).await;
+        self.finish(delivery, renewal.revision(), status, arrived)
+            .await;
     }
 
     fn lane(&self, target: &str) -> Arc<tokio::sync::Mutex<()>> {

@@ -2,6 +2,12 @@
 //! before doing the work (`create` fails if the key exists, so only one claim wins) and records
 //! the final result with the claim's revision. A redelivered message finds the record and
 //! re-publishes the result instead of doing the work again.
+//!
+//! Whether a claim's holder is still alive is never judged by comparing clocks across hosts:
+//! the holder renews the claim (a new revision) while it works, and another instance calls a
+//! claim abandoned only after watching its revision stay the same for a whole period on its own
+//! monotonic clock ([`ClaimLog::holder_is_gone`]). A holder that cannot renew its claim stops
+//! the work it covers ([`Renewal`]).
 
 use async_nats::jetstream::{self, kv};
 use serde::{Deserialize, Serialize};
@@ -19,19 +25,64 @@ pub enum ClaimRecord {
     Finished { result: Value },
 }
 
-impl ClaimRecord {
-    /// Whether this is a claim whose last heartbeat is older than `stale_after`: the worker
-    /// that made it is gone (a crash), not still working.
-    pub fn is_abandoned(&self, stale_after: std::time::Duration) -> bool {
-        match self {
-            ClaimRecord::Finished { .. } => false,
-            ClaimRecord::Claimed { at, .. } => match at.parse::<crate::Timestamp>() {
-                Ok(at) => {
-                    let age = time::OffsetDateTime::now_utc() - at.as_offset_date_time();
-                    age > time::Duration::try_from(stale_after).unwrap_or(time::Duration::MAX)
+/// The holder's side of a claim: renewals, and when the work must stop because the claim can no
+/// longer be renewed — taken over by another instance, or not renewed for two thirds of the
+/// period after which another instance may call it abandoned.
+#[derive(Debug)]
+pub struct Renewal {
+    revision: u64,
+    last_renewed: tokio::time::Instant,
+    stale_after: std::time::Duration,
+}
+
+/// Why the holder of a claim must stop the work it covers.
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimFenced {
+    #[error("the claim was changed by someone else (another instance took it over)")]
+    TakenOver,
+    #[error("the claim could not be renewed for {0:?} ({1}); another instance may take it over")]
+    Unrenewed(std::time::Duration, String),
+}
+
+impl Renewal {
+    /// A claim just made (or renewed) at `revision`; another instance calls it abandoned after
+    /// `stale_after` without a renewal.
+    pub fn new(revision: u64, stale_after: std::time::Duration) -> Self {
+        Self {
+            revision,
+            last_renewed: tokio::time::Instant::now(),
+            stale_after,
+        }
+    }
+
+    /// The revision to finish the claim with.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// Renews the claim of `id`; an error means the work must stop.
+    pub async fn renew(
+        &mut self,
+        log: &ClaimLog,
+        id: &uuid::Uuid,
+        worker: &str,
+    ) -> Result<(), ClaimFenced> {
+        match log.refresh(id, worker, self.revision).await {
+            Ok(revision) => {
+                self.revision = revision;
+                self.last_renewed = tokio::time::Instant::now();
+                Ok(())
+            }
+            Err(BusError::ClaimLost { .. }) => Err(ClaimFenced::TakenOver),
+            Err(e) => {
+                let unrenewed = self.last_renewed.elapsed();
+                if unrenewed >= self.stale_after * 2 / 3 {
+                    Err(ClaimFenced::Unrenewed(unrenewed, e.to_string()))
+                } else {
+                    tracing::warn!(%id, error = %e, "could not renew the claim; trying again");
+                    Ok(())
                 }
-                Err(_) => true,
-            },
+            }
         }
     }
 }
@@ -94,8 +145,9 @@ impl ClaimLog {
         }
     }
 
-    /// Renews the claim's time while the work goes on (a heartbeat), so another instance can
-    /// tell a live claim from one left by a crash; returns the new revision.
+    /// Renews the claim while the work goes on (a heartbeat: a new revision), so another instance
+    /// can tell a live claim from one left by a crash; returns the new revision.
+    /// [`BusError::ClaimLost`] when someone else changed the record since `revision`.
     pub async fn refresh(
         &self,
         id: &uuid::Uuid,
@@ -110,7 +162,54 @@ impl ClaimLog {
         self.store
             .update(&key, encode(&record), revision)
             .await
-            .map_err(|e| failed(&self.bucket, &format!("renewing the claim of {key}"), e))
+            .map_err(|e| match e.kind() {
+                kv::UpdateErrorKind::WrongLastRevision => BusError::ClaimLost {
+                    bucket: self.bucket.clone(),
+                    key,
+                },
+                _ => failed(&self.bucket, &format!("renewing the claim of {key}"), e),
+            })
+    }
+
+    /// The record's current revision (`None`: no record).
+    pub async fn revision(&self, id: &uuid::Uuid) -> Result<Option<u64>, BusError> {
+        let key = id.hyphenated().to_string();
+        self.store
+            .entry(&key)
+            .await
+            .map(|entry| entry.map(|e| e.revision))
+            .map_err(|e| failed(&self.bucket, &format!("reading {key}"), e))
+    }
+
+    /// Watches a claim seen at `revision` for `stale_after` on this process's monotonic clock,
+    /// calling `keep_alive` meanwhile (a delivery's in-progress report): `true` when its holder
+    /// never renewed it (a crash), `false` as soon as the record changes (a live holder, or a
+    /// result). The time written in the record plays no part.
+    pub async fn holder_is_gone<F, Alive>(
+        &self,
+        id: &uuid::Uuid,
+        revision: u64,
+        stale_after: std::time::Duration,
+        mut keep_alive: F,
+    ) -> Result<bool, BusError>
+    where
+        F: FnMut() -> Alive,
+        Alive: std::future::Future<Output = ()>,
+    {
+        let deadline = tokio::time::Instant::now() + stale_after;
+        let mut look =
+            tokio::time::interval((stale_after / 4).max(std::time::Duration::from_millis(50)));
+        look.tick().await;
+        loop {
+            if self.revision(id).await? != Some(revision) {
+                return Ok(false);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(true);
+            }
+            look.tick().await;
+            keep_alive().await;
+        }
     }
 
     /// Records the final result; fails if another writer changed the record since `revision`.

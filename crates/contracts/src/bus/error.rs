@@ -36,6 +36,9 @@ pub enum BusError {
     /// A stream, consumer, bucket or object store could not be created or read.
     #[error("JetStream {what}: {reason}")]
     JetStream { what: String, reason: String },
+    /// An at-most-once claim was changed by someone else since this holder's revision.
+    #[error("the claim `{key}` in `{bucket}` was changed by someone else")]
+    ClaimLost { bucket: String, key: String },
     /// Acknowledging a delivery failed.
     #[error("acknowledging message {stream_sequence} on `{subject}` failed: {reason}")]
     Ack {

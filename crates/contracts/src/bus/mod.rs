@@ -38,7 +38,7 @@ mod stats;
 mod subscribe;
 
 pub use bucket::{BucketError, BucketErrorKind, BucketHandle, KeyChange};
-pub use claims::{Claim, ClaimLog, ClaimRecord};
+pub use claims::{Claim, ClaimFenced, ClaimLog, ClaimRecord, Renewal};
 pub use config::{BusConfig, DEFAULT_NATS_URL};
 pub use connection::{Bus, MICRO_PREFIX};
 pub use dead_letter::Rejection;
