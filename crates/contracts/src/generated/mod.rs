@@ -32,7 +32,7 @@ pub use dead_letter_v1::DeadLetter;
 /// Semantic version of the contract set (`schemas/contract-set.toml`).
 pub const CONTRACT_SET_VERSION: &str = "1.1.0";
 /// sha256 over the canonical form of the schemas and the inventory.
-pub const CONTRACT_SET_SHA256: &str = "9093996f17e9d8368a322359502ee24af92632ad2ee9ea9f62eecdfe74d12788";
+pub const CONTRACT_SET_SHA256: &str = "1abb5f4f3d9cb34a15ac1302bfcd998ad7a7678b40e93c9c503aa0deac21ed23";
 impl crate::Contract for Event {
     const INFO: &'static crate::ContractInfo = &crate::ContractInfo {
         name: "event",
