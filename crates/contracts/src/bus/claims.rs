@@ -27,7 +27,7 @@ impl ClaimRecord {
             ClaimRecord::Finished { .. } => false,
             ClaimRecord::Claimed { at, .. } => match at.parse::<crate::Timestamp>() {
                 Ok(at) => {
-                    let age = time::OffsetDateTime::now_utc() - at.as_offset_date_time();
+                    let age = crate::Timestamp::now().since(at);
                     age > time::Duration::try_from(stale_after).unwrap_or(time::Duration::MAX)
                 }
                 Err(_) => true,
