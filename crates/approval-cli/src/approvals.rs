@@ -80,7 +80,7 @@ pub struct RequestView<'a> {
 impl RequestView<'_> {
     /// Time left before the request expires (negative once expired).
     pub fn expires_in(&self, now: OffsetDateTime) -> time::Duration {
-        self.request.expires_at.as_offset_date_time() - now
+        self.request.expires_at.since(Timestamp(now))
     }
 
     /// `4m 12s` while pending, `expired 3m 05s ago` after, `-` once answered.
@@ -290,7 +290,7 @@ pub fn check_answerable(
         return Err(Refusal::Expired {
             id,
             expired_at: format_time(expires_at),
-            ago: format_duration(now - expires_at),
+            ago: format_duration(Timestamp(now).since(Timestamp(expires_at))),
         });
     }
     if !again && !view.status.is_pending() {
@@ -310,7 +310,8 @@ pub fn build_decision(
     approval_id: Uuid,
     now: Timestamp,
 ) -> Result<ApprovalDecision, ContractError> {
-    let expires_at = Timestamp::from(now.as_offset_date_time() + answer.valid_for);
+    // Saturating: a validity past the supported range ends at its end.
+    let expires_at = now.saturating_add(answer.valid_for);
     let mut value = json!({
         "version": "1.0",
         "approval_id": approval_id,

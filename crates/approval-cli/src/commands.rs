@@ -468,7 +468,7 @@ async fn answer(
         decision,
         admin_identity: identity,
         reason,
-        valid_for: time::Duration::seconds(args.valid_for as i64),
+        valid_for: time::Duration::seconds(i64::try_from(args.valid_for).unwrap_or(i64::MAX)),
         override_cooldown,
         override_circuit_breaker,
     };

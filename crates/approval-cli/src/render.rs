@@ -9,7 +9,9 @@ use crate::records::Record;
 
 /// RFC 3339 in UTC with milliseconds: `2026-02-14T12:00:00.042Z`.
 pub fn format_time(time: OffsetDateTime) -> String {
-    let time = time.to_offset(UtcOffset::UTC);
+    // Total: a time UTC cannot hold (only one built by hand; decode refuses them) is shown in
+    // its own offset rather than panicking.
+    let time = time.checked_to_offset(UtcOffset::UTC).unwrap_or(time);
     let format = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
     );

@@ -71,7 +71,7 @@ fn seconds(d: time::Duration) -> i64 {
     // Rounded up: "1s remaining" rather than "0s remaining" for 0.3 s.
     let whole = d.whole_seconds();
     if d.subsec_nanoseconds() > 0 {
-        whole + 1
+        whole.saturating_add(1)
     } else {
         whole
     }
@@ -123,14 +123,14 @@ impl LimitState {
 
     /// Drops history no limit can use any more.
     pub fn prune(&mut self, now: Timestamp) {
-        let horizon = now.0 - secs(MAX_RATE_WINDOW_S);
-        self.actions.retain(|a| a.at.0 > horizon);
+        let horizon = now.saturating_sub(secs(MAX_RATE_WINDOW_S));
+        self.actions.retain(|a| a.at > horizon);
         let keep = MAX_RATE_MAX as usize;
         if self.actions.len() > keep {
             self.actions.drain(..self.actions.len() - keep);
         }
-        let horizon = now.0 - secs(2 * MAX_RATE_WINDOW_S);
-        self.failures.retain(|f| f.at.0 > horizon);
+        let horizon = now.saturating_sub(secs(MAX_RATE_WINDOW_S.saturating_mul(2)));
+        self.failures.retain(|f| f.at > horizon);
         if self.failures.len() > keep {
             self.failures.drain(..self.failures.len() - keep);
         }
@@ -150,17 +150,18 @@ impl LimitState {
                 let count = self
                     .failures
                     .iter()
-                    .filter(|f| f.at.0 <= trip.at.0 && f.at.0 > trip.at.0 - within)
+                    .filter(|f| f.at <= trip.at && f.at > trip.at.saturating_sub(within))
                     .count();
-                (count >= config.failures as usize).then_some((trip.at.0 + open, count))
+                (count >= config.failures as usize)
+                    .then_some((trip.at.saturating_add(open).0, count))
             })
             .filter(|(until, _)| *until > now)
             .max_by_key(|(until, _)| *until)
     }
 
     fn recent_failures(&self, within_s: u64, now: OffsetDateTime) -> usize {
-        let since = now - secs(within_s);
-        self.failures.iter().filter(|f| f.at.0 > since).count()
+        let since = Timestamp(now).saturating_sub(secs(within_s));
+        self.failures.iter().filter(|f| f.at > since).count()
     }
 }
 
@@ -286,11 +287,14 @@ pub fn assess(
         (None, None) => None,
     };
     match cooldown_from {
-        Some((at, cause)) if at.0 + secs(rule.cooldown_s) > now_t => blocks.push(Block::Cooldown {
-            cooldown_s: rule.cooldown_s,
-            remaining_s: seconds(at.0 + secs(rule.cooldown_s) - now_t),
-            cause,
-        }),
+        // Saturating: a cooldown that ends past the supported range never ends.
+        Some((at, cause)) if at.saturating_add(secs(rule.cooldown_s)).0 > now_t => {
+            blocks.push(Block::Cooldown {
+                cooldown_s: rule.cooldown_s,
+                remaining_s: seconds(at.saturating_add(secs(rule.cooldown_s)).since(now)),
+                cause,
+            })
+        }
         Some((at, _)) => summary.push(format!(
             "cooldown {}s clear (last at {at})",
             rule.cooldown_s
@@ -302,14 +306,14 @@ pub fn assess(
     }
 
     if let Some(limit) = rule.rate_limit {
-        let since = now_t - secs(limit.per_s);
-        let in_window: Vec<&ActionMark> = state.actions.iter().filter(|a| a.at.0 > since).collect();
+        let since = now.saturating_sub(secs(limit.per_s));
+        let in_window: Vec<&ActionMark> = state.actions.iter().filter(|a| a.at > since).collect();
         if in_window.len() >= limit.max as usize {
-            let oldest = in_window.first().expect("at least max ≥ 1 actions").at.0;
+            let oldest = in_window.first().expect("at least max ≥ 1 actions").at;
             blocks.push(Block::RateLimit {
                 count: in_window.len(),
                 limit,
-                next_in_s: seconds(oldest + secs(limit.per_s) - now_t).max(1),
+                next_in_s: seconds(oldest.saturating_add(secs(limit.per_s)).since(now)).max(1),
             });
         } else {
             summary.push(format!(
@@ -327,7 +331,7 @@ pub fn assess(
             failures,
             config,
             open_until: Timestamp(until),
-            remaining_s: seconds(until - now_t),
+            remaining_s: seconds(Timestamp(until).since(now)),
         }),
         None => summary.push(format!(
             "circuit breaker closed ({}/{} failures in {}s)",

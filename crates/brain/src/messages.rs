@@ -136,9 +136,10 @@ pub struct RequestDraft<'a> {
 
 impl RequestDraft<'_> {
     pub fn build(&self, now: Timestamp) -> Result<ApprovalRequest, ContractError> {
-        let expires_at = Timestamp(
-            now.0 + time::Duration::seconds(i64::try_from(self.timeout_s).unwrap_or(3600)),
-        );
+        // Saturating: a timeout past the supported range expires at its end.
+        let expires_at = now.saturating_add(time::Duration::seconds(
+            i64::try_from(self.timeout_s).unwrap_or(i64::MAX),
+        ));
         let mut value = json!({
             "version": "1.0",
             "approval_request_id": Uuid::new_v4(),

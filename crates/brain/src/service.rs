@@ -6,6 +6,10 @@
 //! way (the bucket or the stream unreachable) naks the message with a delay; its redelivery
 //! replays the stored effects with the same ids.
 //!
+//! Every message is handled through [`contracts::bus::isolate`]: a handler that panics does not
+//! stop brain; its message is handed back and dead-lettered (`handler_panicked`) after its last
+//! delivery, and its redelivery replays its stored outbox if it had one.
+//!
 //! Actions are published signed with brain's key (`Orion-Signature` over the canonical JSON of
 //! the action as published); the signature is made when the effect is published, so a replayed
 //! outbox signs the same bytes again and gets the same header.
@@ -14,7 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use contracts::bus::{Bus, BusError, Delivery, Either, SubscribeOptions};
+use contracts::bus::{isolate, Bus, BusError, Delivery, Either, SubscribeOptions};
 use contracts::generated::dead_letter_v1::DeadLetterReasonCode;
 use contracts::services;
 use contracts::signing::{SigningKey, APPROVAL_SIGNER_FIELD, SIGNATURE_HEADER};
@@ -177,22 +181,31 @@ impl Brain {
         let mut tick = tokio::time::interval(self.settings.expiry_check);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
+        let retry = self.settings.retry_delay;
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
                 next = incidents.next() => match next {
-                    Some(Ok(delivery)) => self.on_incident(delivery).await,
+                    Some(Ok(delivery)) => {
+                        let _ = isolate(delivery, retry, |d| self.on_incident(d)).await;
+                    }
                     Some(Err(e)) => receive_failed(e).await,
                     None => break,
                 },
                 next = approvals.next() => match next {
-                    Some(Ok(Either::First(legacy))) => self.on_legacy_approval(legacy).await,
-                    Some(Ok(Either::Second(decision))) => self.on_approval(decision).await,
+                    Some(Ok(Either::First(legacy))) => {
+                        let _ = isolate(legacy, retry, |d| self.on_legacy_approval(d)).await;
+                    }
+                    Some(Ok(Either::Second(decision))) => {
+                        let _ = isolate(decision, retry, |d| self.on_approval(d)).await;
+                    }
                     Some(Err(e)) => receive_failed(e).await,
                     None => break,
                 },
                 next = outcomes.next() => match next {
-                    Some(Ok(delivery)) => self.on_outcome(delivery).await,
+                    Some(Ok(delivery)) => {
+                        let _ = isolate(delivery, retry, |d| self.on_outcome(d)).await;
+                    }
                     Some(Err(e)) => receive_failed(e).await,
                     None => break,
                 },
@@ -531,7 +544,7 @@ impl Brain {
                         | crate::records::Settlement::Denied { at, .. }
                         | crate::records::Settlement::Expired { at, .. } => *at,
                     };
-                    if at.0 + retention < now.0 {
+                    if at.saturating_add(retention) < now {
                         self.store.delete(&request_key(id)).await?;
                     }
                 }
@@ -553,7 +566,7 @@ impl Brain {
                         tracing::warn!(%key, %why, "could not replay an expiry")
                     }
                 }
-            } else if outbox.created_at.0 + time::Duration::DAY < now.0 {
+            } else if outbox.created_at.saturating_add(time::Duration::DAY) < now {
                 // Its message was acknowledged before the outbox could be deleted.
                 self.store.delete(&key).await?;
             }

@@ -754,3 +754,97 @@ async fn a_refused_approval_replayed_after_a_re_arm_runs_nothing() {
     assert_eq!(seen.action().await.approval_id, Some(fresh.approval_id));
     brain.stop().await;
 }
+
+/// Poison messages on each of brain's consumers — incidents, approval decisions, outcomes —
+/// with each edge-of-time timestamp: each ends as a dead letter naming the field and the range
+/// rule, brain keeps running, and the valid messages that follow are handled (an incident
+/// decided, an approval turned into an action, an outcome acknowledged).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_at_the_edge_of_time_are_dead_lettered_and_brain_goes_on() {
+    let server = provisioned_server().await;
+    let (alice, _) = SigningKey::generate("alice");
+    let brain = RunningBrain::start(&server, &policy("N3", &[&alice], 300, "")).await;
+    let mut seen = Observer::new(&server).await;
+
+    let anomaly = incident("metric_anomaly", "high", &[("service_name", "api")]);
+    for timestamp in EDGE_OF_TIME {
+        let mut poison = contracts::to_value(&anomaly).unwrap();
+        poison["incident_id"] = json!(uuid::Uuid::new_v4());
+        poison["timestamp"] = json!(timestamp);
+        publish_raw(&server, "orion.incident.v1", &poison).await;
+    }
+    publish_incident(&server, &anomaly).await;
+    let decision = seen.decision().await;
+    assert_eq!(decision.incident_id, anomaly.incident_id);
+    assert_eq!(
+        kind(&decision),
+        "REQUEST_APPROVAL",
+        "{}",
+        reasoning(&decision)
+    );
+    let request = seen.request().await;
+
+    let approve = approval(&request, "approve", "alice");
+    for timestamp in EDGE_OF_TIME {
+        let mut poison = contracts::to_value(&approve).unwrap();
+        poison["approval_id"] = json!(uuid::Uuid::new_v4());
+        poison["expires_at"] = json!(timestamp);
+        publish_raw(&server, "orion.approval_decision.v1", &poison).await;
+    }
+    publish_signed(&server, &approve, &alice).await;
+    let action = seen.action().await;
+    assert_eq!(action.approval_id, Some(approve.approval_id));
+
+    for timestamp in EDGE_OF_TIME {
+        let poison = json!({
+            "version": "1.0",
+            "outcome_id": uuid::Uuid::new_v4(),
+            "timestamp": timestamp,
+            "source": "orion-commander",
+            "action_id": action.action_id,
+            "status": "failed",
+            "execution_time_ms": 40,
+            "error": {"code": "container_exited", "message": "exited with 1"}
+        });
+        publish_raw(&server, "orion.outcome.v1", &poison).await;
+    }
+    publish_outcome(&server, action.action_id, "succeeded").await;
+    wait_consumer_drained(&server, "brain", "orion.outcome.v1").await;
+
+    let letters = dead_letters(&server, 3 * EDGE_OF_TIME.len()).await;
+    let mut per_subject = std::collections::BTreeMap::<String, usize>::new();
+    for letter in &letters {
+        assert_eq!(letter.service.to_string(), "brain");
+        assert_eq!(
+            letter.reason.code,
+            contracts::generated::dead_letter_v1::DeadLetterReasonCode::SchemaViolation,
+            "{letter:#?}"
+        );
+        assert_eq!(
+            letter.reason.rule.as_deref(),
+            Some("date_time_range"),
+            "{letter:#?}"
+        );
+        let path = if letter.subject.as_str() == "orion.approval_decision.v1" {
+            "/expires_at"
+        } else {
+            "/timestamp"
+        };
+        assert_eq!(
+            letter.reason.instance_path.as_deref(),
+            Some(path),
+            "{letter:#?}"
+        );
+        *per_subject.entry(letter.subject.to_string()).or_default() += 1;
+    }
+    assert_eq!(
+        per_subject.into_iter().collect::<Vec<_>>(),
+        vec![
+            ("orion.approval_decision.v1".to_string(), EDGE_OF_TIME.len()),
+            ("orion.incident.v1".to_string(), EDGE_OF_TIME.len()),
+            ("orion.outcome.v1".to_string(), EDGE_OF_TIME.len()),
+        ]
+    );
+    // brain's task is still running and stops cleanly (a panic would fail `stop`).
+    brain.stop().await;
+}

@@ -6,12 +6,16 @@
 //! action harmless: it only re-publishes the stored outcome.
 //! A redelivered action whose claim has no outcome was interrupted: it gets a `failed` outcome
 //! saying so and is not run again.
+//!
+//! Each action's task runs through [`contracts::bus::isolate`]: a panic while handling one action
+//! is caught, the action is handed back (its claim makes the retry report it `interrupted`
+//! rather than run it twice) and, after its last delivery, dead-lettered as `handler_panicked`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use contracts::bus::{
-    Bus, BusError, Claim, ClaimLog, ClaimRecord, Delivery, Renewal, SubscribeOptions,
+    isolate, Bus, BusError, Claim, ClaimLog, ClaimRecord, Delivery, Renewal, SubscribeOptions,
 };
 use contracts::generated::dead_letter_v1::DeadLetterReasonCode;
 use contracts::services::Commander;
@@ -30,6 +34,8 @@ pub const ACTIONS_BUCKET: &str =
     <contracts::buckets::CommanderActions as contracts::Bucket>::INFO.name;
 /// Namespace of the ids commander derives from an action id (outcome, notification,
 /// acknowledgement), so a re-publish after a crash is dropped as a duplicate.
+/// Delay before an action whose handler panicked is delivered again.
+const RETRY_DELAY: Duration = Duration::from_secs(2);
 const COMMANDER_NAMESPACE: uuid::Uuid =
     uuid::Uuid::from_u128(0x636f_6d6d_616e_6465_722d_6964_7321_0001);
 
@@ -140,7 +146,9 @@ impl CommanderService {
                     }
                     Some(Ok(delivery)) => {
                         let shared = self.shared.clone();
-                        tasks.spawn(async move { shared.handle(delivery).await });
+                        tasks.spawn(async move {
+                            let _ = isolate(delivery, RETRY_DELAY, |d| shared.handle(d)).await;
+                        });
                     }
                 }
             }
@@ -261,7 +269,8 @@ impl Shared {
         let ending = {
             let work = self.execute(&action);
             tokio::pin!(work);
-            let mut heartbeat = tokio::time::interval(self.ack_wait / 3);
+            let mut heartbeat =
+                tokio::time::interval((self.ack_wait / 3).max(Duration::from_millis(1)));
             heartbeat.tick().await;
             loop {
                 tokio::select! {

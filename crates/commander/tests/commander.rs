@@ -499,3 +499,84 @@ async fn the_deprecated_telegram_identity_cannot_have_an_action_executed() {
     );
     stop_commander(running).await;
 }
+
+/// Timestamps outside the supported range (after their offset is applied): decode refuses them.
+const EDGE_OF_TIME: &[&str] = &[
+    "9999-12-31T23:59:59-00:01",
+    "0000-01-01T00:00:00+00:01",
+    "1969-12-31T23:59:59Z",
+    "9999-01-01T00:00:00Z",
+    "9999-12-31T23:59:59.999Z",
+];
+
+/// Poison actions (signed by brain, but with an edge-of-time timestamp, stored as the admin):
+/// each ends as a dead letter naming `/timestamp` and the range rule, none reaches ops-worker,
+/// commander keeps running and executes the next valid action.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actions_at_the_edge_of_time_are_dead_lettered_and_commander_goes_on() {
+    let server = &start_server().await;
+    let running = spawn_commander(server, Duration::from_secs(5)).await;
+    let admin = server.admin_jetstream().await.unwrap();
+    for timestamp in EDGE_OF_TIME {
+        let mut poison = to_value(&action(
+            "send_notification",
+            json!({"message": "from the end of time", "severity": "info"}),
+        ))
+        .unwrap();
+        poison["timestamp"] = json!(timestamp);
+        let mut headers = signature_headers(&brain_key().sign(&poison));
+        headers.insert("Nats-Msg-Id", uuid::Uuid::new_v4().to_string().as_str());
+        admin
+            .publish_with_headers(
+                "orion.action.v1",
+                headers,
+                serde_json::to_vec(&poison).unwrap().into(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let brain = Bus::<Brain>::connect(server.bus_config::<Brain>())
+        .await
+        .unwrap();
+    let mut outcomes = outcomes(server).await;
+    let valid = action(
+        "send_notification",
+        json!({"message": "still here", "severity": "info"}),
+    );
+    publish_signed(&brain, &valid).await;
+    let outcome = next_outcome(&mut outcomes, Duration::from_secs(10))
+        .await
+        .expect("the valid action's outcome");
+    assert_eq!(
+        (outcome.action_id, outcome.status.to_string()),
+        (valid.action_id, "succeeded".to_string())
+    );
+    assert!(
+        next_outcome(&mut outcomes, Duration::from_millis(700))
+            .await
+            .is_none(),
+        "no outcome for a poison action"
+    );
+
+    let cli = Bus::<ApprovalCli>::connect(server.bus_config::<ApprovalCli>())
+        .await
+        .unwrap();
+    let mut letters = cli.read::<DeadLetter>(ReadFrom::Start).await.unwrap();
+    for _ in EDGE_OF_TIME {
+        let (letter, _) = tokio::time::timeout(Duration::from_secs(10), letters.next())
+            .await
+            .expect("a dead letter per poison action")
+            .unwrap()
+            .unwrap();
+        assert_eq!(letter.service.as_str(), "commander");
+        assert_eq!(letter.subject.as_str(), "orion.action.v1");
+        assert_eq!(letter.reason.code.to_string(), "schema_violation");
+        assert_eq!(letter.reason.instance_path.as_deref(), Some("/timestamp"));
+        assert_eq!(letter.reason.rule.as_deref(), Some("date_time_range"));
+    }
+    assert!(stored(server, "titan.ops.command.v1").await.is_empty());
+    // commander's task is still running and stops cleanly (a panic would fail the join).
+    stop_commander(running).await;
+}

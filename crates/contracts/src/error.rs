@@ -7,7 +7,9 @@ use std::fmt;
 pub struct Violation {
     /// JSON pointer to the offending value (`""` is the whole message).
     pub instance_path: String,
-    /// The schema keyword that failed (`required`, `format`, `enum`, `pattern`, …).
+    /// The schema keyword that failed (`required`, `format`, `enum`, `pattern`, …), or
+    /// [`DATE_TIME_RANGE_RULE`](crate::DATE_TIME_RANGE_RULE) (`date_time_range`) for a
+    /// well-formed `date-time` outside [`TIMESTAMP_RANGE`](crate::TIMESTAMP_RANGE).
     pub rule: String,
     /// The offending value, as JSON, shortened if long.
     pub value: String,

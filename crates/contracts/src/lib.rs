@@ -16,6 +16,11 @@
 //!   [`KeyValueRecord`]); and every bucket as a type ([`buckets`]) with its key bindings
 //!   ([`KeyValue`]) and who may read and write it ([`ReadsBucket`], [`WritesBucket`]), which the
 //!   bus's typed bucket handles (`bus::BucketHandle`) are built on;
+//! - [`Timestamp`], the type of every `date-time` field, and the range of instants the platform
+//!   accepts ([`TIMESTAMP_RANGE`]: 1970-01-01T00:00:00Z to 9998-12-31T23:59:59.999Z once
+//!   converted to UTC); a value outside it is refused at decode and encode with a violation of
+//!   rule [`DATE_TIME_RANGE_RULE`] naming the field, and timestamp arithmetic is checked
+//!   ([`Timestamp::checked_add`], [`Timestamp::saturating_add`], …) so it never panics;
 //! - [`target`]: the one definition of a canonical target name, which brain counts its limits
 //!   per and ops-worker acts on.
 //!
@@ -58,7 +63,10 @@ pub use contract::{
 };
 pub use error::{ContractError, Violation};
 pub use generated::*;
-pub use timestamp::Timestamp;
+pub use timestamp::{
+    parse_supported as parse_timestamp, Timestamp, TimestampError, DATE_TIME_RANGE_RULE,
+    TIMESTAMP_RANGE,
+};
 pub use validation::Validator;
 
 /// Looks a contract up by the subject it travels on.

@@ -2,6 +2,7 @@
 
 use serde_json::Value;
 
+use crate::timestamp::{parse_supported, TimestampError, DATE_TIME_RANGE_RULE};
 use crate::{ContractError, ContractInfo, Violation};
 
 /// Longest offending value quoted in an error; longer ones are cut.
@@ -21,6 +22,9 @@ impl Validator {
             .unwrap_or_else(|e| panic!("embedded schema {} is not JSON: {e}", info.schema_path));
         let compiled = jsonschema::options()
             .should_validate_formats(true)
+            .with_format("date-time", |text: &str| {
+                crate::timestamp::parse_supported(text).is_ok()
+            })
             .build(&schema)
             .unwrap_or_else(|e| {
                 panic!("embedded schema {} does not compile: {e}", info.schema_path)
@@ -39,11 +43,18 @@ impl Validator {
         let violations = self
             .compiled
             .iter_errors(value)
-            .map(|e| Violation {
-                instance_path: e.instance_path().as_str().to_string(),
-                rule: e.kind().keyword().to_string(),
-                value: quote(e.instance()),
-                message: e.to_string(),
+            .map(|e| {
+                let mut violation = Violation {
+                    instance_path: e.instance_path().as_str().to_string(),
+                    rule: e.kind().keyword().to_string(),
+                    value: quote(e.instance()),
+                    message: e.to_string(),
+                };
+                if let Some(why) = date_time_out_of_range(e.kind(), e.instance()) {
+                    violation.rule = DATE_TIME_RANGE_RULE.to_string();
+                    violation.message = why;
+                }
+                violation
             })
             .collect();
         Err(ContractError::Invalid {
@@ -74,6 +85,27 @@ impl std::fmt::Debug for Validator {
     }
 }
 
+/// For a failed `date-time` format check of a well-formed date-time: why it is refused (it is
+/// outside [`crate::TIMESTAMP_RANGE`]).
+fn date_time_out_of_range(
+    kind: &jsonschema::error::ValidationErrorKind,
+    instance: &Value,
+) -> Option<String> {
+    let jsonschema::error::ValidationErrorKind::Format { format } = kind else {
+        return None;
+    };
+    if format != "date-time" {
+        return None;
+    }
+    match parse_supported(instance.as_str()?) {
+        Err(error @ TimestampError::OutOfRange(_)) => Some(error.to_string()),
+        _ => None,
+    }
+}
+
+/// Every `date-time` value is checked by [`parse_supported`] (RFC 3339, `T` between date and
+/// time, inside [`crate::TIMESTAMP_RANGE`]): the same function [`crate::Timestamp`] parses with,
+/// so a value the schema accepts always fits the type.
 fn quote(value: &Value) -> String {
     let text = value.to_string();
     if text.len() <= MAX_QUOTED_VALUE {

@@ -975,3 +975,107 @@ async fn a_claims_holder_is_judged_by_its_renewals_never_by_the_clock_it_wrote()
         Err(contracts::bus::ClaimFenced::TakenOver)
     ));
 }
+
+/// A handler that panics on one message: the consumer goes on with the next message, the
+/// panicking one is handed back until its deliveries are used up and then dead-lettered as
+/// `handler_panicked` with the panic's words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_that_panics_on_one_message_does_not_stop_the_consumer() {
+    let server = server();
+    provision(&server).await;
+    let durable = contracts::DURABLE_CONSUMERS
+        .iter()
+        .find(|c| c.name == "guardian-event-v1")
+        .unwrap();
+    let settings = contracts::bus::ConsumerSettings {
+        max_deliver: 3,
+        ..durable.into()
+    };
+    contracts::bus::provision_consumer(&admin_jetstream(&server).await, durable, settings)
+        .await
+        .unwrap();
+    let producer = connect::<EventSource>(&server).await;
+    producer.publish(&event(66)).await.unwrap();
+    producer.publish(&event(67)).await.unwrap();
+    let guardian = connect::<Guardian>(&server).await;
+    let mut sub = guardian
+        .subscribe::<Event>(SubscribeOptions::default())
+        .await
+        .unwrap();
+
+    let poison = uuid::Uuid::from_u128(66);
+    let mut handled = Vec::new();
+    let mut panics = Vec::new();
+    while let Some(delivery) = next_within(&mut sub, Duration::from_secs(3)).await {
+        let attempt = delivery.delivery_attempt();
+        let result =
+            contracts::bus::isolate(delivery, Duration::from_millis(50), |delivery| async {
+                if delivery.message().event_id == poison {
+                    panic!("poisoned by event 66");
+                }
+                handled.push(delivery.message().event_id);
+                delivery.ack().await.unwrap();
+            })
+            .await;
+        if let Err(panicked) = result {
+            assert!(panicked.message.contains("poisoned"), "{panicked}");
+            panics.push(attempt);
+        }
+    }
+    assert_eq!(handled, vec![uuid::Uuid::from_u128(67)]);
+    assert_eq!(
+        panics,
+        vec![1, 2, 3],
+        "handed back until its deliveries are used up"
+    );
+
+    let cli = connect::<ApprovalCli>(&server).await;
+    let mut letters = cli.read::<DeadLetter>(ReadFrom::Start).await.unwrap();
+    let letter = read_within(&mut letters, Duration::from_secs(5))
+        .await
+        .expect("the poison message is dead-lettered");
+    assert_eq!(letter.reason.code, DeadLetterReasonCode::HandlerPanicked);
+    assert!(
+        letter.reason.message.contains("poisoned by event 66"),
+        "{:?}",
+        letter.reason.message
+    );
+    assert_eq!(letter.delivery_attempt.map(|n| n.get()), Some(3));
+    let payload = base64::engine::general_purpose::STANDARD
+        .decode(letter.payload_base64.as_str())
+        .unwrap();
+    assert_eq!(decode::<Event>(&payload).unwrap().event_id, poison);
+    assert!(
+        read_within(&mut letters, QUIET).await.is_none(),
+        "one dead letter"
+    );
+}
+
+/// A handler that settled its message and then panicked: nothing is settled twice and no dead
+/// letter is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_that_panics_after_acking_is_not_dead_lettered() {
+    let server = server();
+    provision(&server).await;
+    let producer = connect::<EventSource>(&server).await;
+    producer.publish(&event(70)).await.unwrap();
+    let guardian = connect::<Guardian>(&server).await;
+    let mut sub = guardian
+        .subscribe::<Event>(SubscribeOptions::default())
+        .await
+        .unwrap();
+    let delivery = next_within(&mut sub, Duration::from_secs(5)).await.unwrap();
+    let result = contracts::bus::isolate(delivery, Duration::from_millis(50), |d| async {
+        d.ack().await.unwrap();
+        panic!("after the ack");
+    })
+    .await;
+    assert!(result.is_err());
+    assert!(
+        next_within(&mut sub, QUIET).await.is_none(),
+        "not redelivered"
+    );
+    let cli = connect::<ApprovalCli>(&server).await;
+    let mut letters = cli.read::<DeadLetter>(ReadFrom::Start).await.unwrap();
+    assert!(read_within(&mut letters, QUIET).await.is_none());
+}

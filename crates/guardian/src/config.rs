@@ -226,7 +226,7 @@ impl FileConfig {
             limits: Limits {
                 max_groups: l.max_groups,
                 max_seen_event_ids: l.max_seen_event_ids,
-                seen_ttl: time::Duration::seconds(l.seen_ttl_s as i64),
+                seen_ttl: time::Duration::seconds(i64::try_from(l.seen_ttl_s).unwrap_or(i64::MAX)),
                 max_event_ids_per_incident: l.max_event_ids_per_incident,
             },
             lease_ttl: Duration::from_secs(self.lease.ttl_s),

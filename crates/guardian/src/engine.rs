@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use contracts::incident_v1::IncidentState;
 use contracts::{Event, Incident, IncidentAcknowledgement, Timestamp};
 use serde::{Deserialize, Serialize};
-use time::{OffsetDateTime, UtcOffset};
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::incident::{self, Acknowledged, Observed, Opening, Resolution, Tracked};
@@ -278,14 +278,14 @@ fn unix_ms(t: OffsetDateTime) -> i64 {
 }
 
 fn utc(t: Timestamp) -> Timestamp {
-    Timestamp(t.0.to_offset(UtcOffset::UTC))
+    t.to_utc().clamped()
 }
 
 impl Engine {
     pub fn new(rules: Vec<Rule>, limits: Limits) -> Self {
         let seen = SeenIds::new(
             limits.max_seen_event_ids,
-            limits.seen_ttl.whole_milliseconds() as i64,
+            i64::try_from(limits.seen_ttl.whole_milliseconds()).unwrap_or(i64::MAX),
         );
         Self {
             rules,
@@ -425,7 +425,7 @@ impl Engine {
         observed: Observed,
         now: OffsetDateTime,
     ) -> Change {
-        let last_arrival = Timestamp(now.to_offset(UtcOffset::UTC));
+        let last_arrival = utc(Timestamp(now));
         if let Some(tracked) = existing.and_then(|g| g.incident.as_ref()) {
             let grown = tracked.grow(observed, self.limits.max_event_ids_per_incident);
             let emit = Some(grown.incident.clone());
@@ -447,8 +447,9 @@ impl Engine {
         let mut pending = existing.map(|g| g.pending.clone()).unwrap_or_default();
         let position = pending.partition_point(|e| e.at <= observed.at);
         pending.insert(position, observed);
-        let newest = pending.last().map(|e| e.at.0).expect("just inserted");
-        pending.retain(|e| e.at.0 >= newest - rule.window);
+        let newest = pending.last().map(|e| e.at).expect("just inserted");
+        let oldest_kept = newest.saturating_sub(rule.window);
+        pending.retain(|e| e.at >= oldest_kept);
         if pending.len() < rule.threshold {
             return Change {
                 after: Some(Group {
@@ -542,7 +543,8 @@ impl Engine {
                     let Some(after) = rule.resolve_after else {
                         continue;
                     };
-                    let due = group.last_arrival.0 + after;
+                    // Saturates: a due time past the end of the range is never reached.
+                    let due = group.last_arrival.saturating_add(after).0;
                     if now < due {
                         continue;
                     }
@@ -560,7 +562,7 @@ impl Engine {
                 (Some(_), None) => {}
                 (None, rule) => {
                     let window = rule.map(|r| r.window).unwrap_or(time::Duration::ZERO);
-                    if now >= group.last_arrival.0 + window {
+                    if now >= group.last_arrival.saturating_add(window).0 {
                         changes.push(Change {
                             key: group.key.clone(),
                             after: None,

@@ -14,7 +14,7 @@ use contracts::incident_v1::{
 };
 use contracts::{Incident, Timestamp};
 use serde::{Deserialize, Serialize};
-use time::{OffsetDateTime, UtcOffset};
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::rules::{event_severity_rank, incident_severity};
@@ -71,15 +71,24 @@ pub struct Tracked {
 /// `cause` in UTC, but strictly after the previous version's timestamp: two versions of one
 /// incident never share `incident_id:timestamp:state`, so the bus never drops a real change as
 /// a duplicate.
+///
+/// The end of time is a documented clamp, never a panic: a version never goes past
+/// [`Timestamp::MAX`] (the last instant the contracts accept). An incident whose last version
+/// is at `Timestamp::MAX` gets its next versions at `Timestamp::MAX` too; a change of state
+/// (acknowledged, resolved) still has its own message id, a growth in the same state is stored
+/// but dropped by the server as a duplicate of the previous version.
 pub fn version_timestamp(cause: OffsetDateTime, previous: Option<&Timestamp>) -> Timestamp {
-    let cause = cause.to_offset(UtcOffset::UTC);
-    Timestamp(match previous {
+    let cause = Timestamp(cause).to_utc().clamped();
+    match previous {
         Some(previous) => {
-            let next = previous.0.to_offset(UtcOffset::UTC) + time::Duration::milliseconds(1);
+            let next = previous
+                .to_utc()
+                .checked_add(time::Duration::milliseconds(1))
+                .unwrap_or(Timestamp::MAX);
             cause.max(next)
         }
         None => cause,
-    })
+    }
 }
 
 /// The tags of an incident: each group-by key's last path segment → its value, and `rule`.
@@ -292,6 +301,26 @@ mod tests {
         );
         let later = ts("2026-02-14T10:01:00Z");
         assert_eq!(version_timestamp(later.0, Some(&previous)), later);
+    }
+
+    #[test]
+    fn a_version_after_one_at_the_end_of_time_stays_at_the_end_of_time() {
+        let last = ts("9998-12-31T23:59:59.999Z");
+        assert_eq!(last, Timestamp::MAX);
+        let cause = ts("2026-02-14T12:00:00Z");
+        assert_eq!(version_timestamp(cause.0, Some(&last)), Timestamp::MAX);
+        assert_eq!(version_timestamp(last.0, Some(&last)), Timestamp::MAX);
+        // A value built by hand beyond the range (decode refuses it) is clamped, no panic.
+        let beyond = time::OffsetDateTime::parse(
+            "9999-12-31T23:59:59-00:01",
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
+        assert_eq!(version_timestamp(beyond, None), Timestamp::MAX);
+        assert_eq!(
+            version_timestamp(cause.0, Some(&Timestamp(beyond))),
+            Timestamp::MAX
+        );
     }
 
     #[test]

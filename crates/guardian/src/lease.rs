@@ -89,7 +89,11 @@ impl Lease {
         let fence_after = self.ttl / 2;
         let value = record(&self.holder, self.ttl);
         loop {
-            let fence_at = self.renewal_started + fence_after;
+            // A ttl too long to add to the clock never fences.
+            let fence_at = self
+                .renewal_started
+                .checked_add(fence_after)
+                .unwrap_or_else(|| self.renewal_started + Duration::from_secs(86_400 * 365));
             tokio::select! {
                 () = stop.cancelled() => return (self, Ok(())),
                 () = tokio::time::sleep_until(fence_at) => {

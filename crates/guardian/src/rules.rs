@@ -486,7 +486,7 @@ impl RuleSpec {
                     format!("{s} is out of range: 1 to {MAX_DURATION_S} seconds (leave it out to never resolve by time)"),
                 ))
             }
-            Some(s) => Some(time::Duration::seconds(s as i64)),
+            Some(s) => Some(time::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX))),
         };
         Ok(Rule {
             name,
@@ -495,7 +495,7 @@ impl RuleSpec {
             severities,
             fields,
             group_by,
-            window: time::Duration::seconds(window_s as i64),
+            window: time::Duration::seconds(i64::try_from(window_s).unwrap_or(i64::MAX)),
             threshold: threshold as usize,
             incident_type,
             severity,

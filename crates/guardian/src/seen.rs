@@ -198,7 +198,7 @@ impl SeenIds {
         let mut keys = Vec::new();
         let mut dropped = 0;
         while let Some(front) = self.chunks.front() {
-            if front.newest() >= now_ms - self.ttl_ms {
+            if front.newest() >= now_ms.saturating_sub(self.ttl_ms) {
                 break;
             }
             let front = self.chunks.pop_front().expect("front exists");
@@ -226,7 +226,7 @@ impl SeenIds {
         let mut report = SeenRestore::default();
         let mut current = Vec::new();
         for (key, chunk) in stored {
-            if chunk.ids.is_empty() || chunk.newest() < now_ms - self.ttl_ms {
+            if chunk.ids.is_empty() || chunk.newest() < now_ms.saturating_sub(self.ttl_ms) {
                 report.stale_keys.push(key);
             } else if key != self.key(chunk.seq) {
                 report.reinsert.extend(chunk.ids.iter().copied());

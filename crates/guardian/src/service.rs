@@ -12,6 +12,11 @@
 //! - a group that ends (resolved, cleared, expired): publish the final version, remember the
 //!   group's event ids in the seen set, then delete the group's record.
 //!
+//! Each message is handled through [`contracts::bus::isolate`]: a panic while handling one
+//! message is logged, the message is handed back (and dead-lettered as `handler_panicked` after
+//! its last delivery), and guardian goes on. Nothing of a panicked message is committed to the
+//! engine unless its effects were made durable first, so its redelivery plans it again.
+//!
 //! A group's record is the durable proof that its events were handled; the seen set
 //! (`seen.*`) takes over when the record goes, and also holds relevant events no group keeps
 //! (a resolving event: remembered after its group is deleted). Then the message is
@@ -21,7 +26,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use contracts::bus::{Bus, BusError, Delivery, Either, SubscribeOptions};
+use contracts::bus::{isolate, Bus, BusError, Delivery, Either, SubscribeOptions};
 use contracts::services::Guardian as GuardianIdentity;
 use contracts::{Event, Incident, IncidentAcknowledgement};
 use time::OffsetDateTime;
@@ -140,8 +145,14 @@ impl Guardian {
                         tracing::error!(error = %e, "receiving messages failed; retrying");
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
-                    Some(Ok(Either::First(delivery))) => self.on_event(delivery).await,
-                    Some(Ok(Either::Second(delivery))) => self.on_acknowledgement(delivery).await,
+                    Some(Ok(Either::First(delivery))) => {
+                        let retry = self.settings.retry_delay;
+                        let _ = isolate(delivery, retry, |d| self.on_event(d)).await;
+                    }
+                    Some(Ok(Either::Second(delivery))) => {
+                        let retry = self.settings.retry_delay;
+                        let _ = isolate(delivery, retry, |d| self.on_acknowledgement(d)).await;
+                    }
                 }
             }
         }

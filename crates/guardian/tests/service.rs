@@ -529,3 +529,138 @@ async fn a_transient_failure_hands_the_event_back_until_it_can_be_handled() {
         "{keys:?}"
     );
 }
+
+/// Poison events: each edge-of-time timestamp ends as a dead letter naming `/timestamp` and the
+/// range rule, guardian keeps running, and the next valid event opens its incident. (Before the
+/// range existed, an incident opened at 9999-12-31T23:59:59.999Z panicked guardian on its next
+/// version, and `9999-12-31T23:59:59-00:01` panicked it at once.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_at_the_edge_of_time_are_dead_lettered_and_guardian_goes_on() {
+    let server = provisioned_server().await;
+    let mut guardian = GuardianProcess::start(&server, TEST_CONFIG).await;
+    let mut incidents = Incidents::open(&server).await;
+    let producer = Producer::connect(&server).await;
+
+    for timestamp in EDGE_OF_TIME {
+        // Twice in one group: a second version of the first one's incident, if it had one.
+        for _ in 0..2 {
+            publish_raw(
+                &server,
+                "orion.event.v1",
+                &with_timestamp(&service_down("edge"), timestamp),
+            )
+            .await;
+        }
+    }
+    let valid = service_down("payments");
+    producer.publish(&valid).await;
+    let incident = incidents.next(&guardian).await;
+    assert_eq!(
+        ids(&incident),
+        vec![valid.event_id],
+        "{}",
+        guardian.log_text()
+    );
+    incidents.assert_quiet(QUIET).await;
+    assert_eq!(
+        guardian.exit_within(Duration::from_millis(200)).await,
+        None,
+        "guardian is still running:\n{}",
+        guardian.log_text()
+    );
+
+    let letters = dead_letters(&server, 2 * EDGE_OF_TIME.len()).await;
+    for letter in &letters {
+        assert_out_of_range(letter, "/timestamp");
+        assert_eq!(letter.service.as_str(), "guardian");
+        assert_eq!(letter.subject.as_str(), "orion.event.v1");
+    }
+}
+
+/// An incident opened at the last supported instant grows and is acknowledged without a panic:
+/// its versions stay at the end of the range (the documented clamp).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incident_at_the_end_of_the_range_takes_further_versions_without_a_panic() {
+    let server = provisioned_server().await;
+    let mut guardian = GuardianProcess::start(&server, TEST_CONFIG).await;
+    let mut incidents = Incidents::open(&server).await;
+    let last = "9998-12-31T23:59:59.999Z";
+    publish_raw(
+        &server,
+        "orion.event.v1",
+        &with_timestamp(&service_down("late"), last),
+    )
+    .await;
+    let opened = incidents.next(&guardian).await;
+    assert_eq!(opened.timestamp.to_string(), last);
+    publish_raw(
+        &server,
+        "orion.event.v1",
+        &with_timestamp(&service_down("late"), last),
+    )
+    .await;
+    acknowledge(&server, opened.incident_id).await;
+    let mut acknowledged = None;
+    while let Some(version) = incidents.next_within(Duration::from_secs(10)).await {
+        if version.state == IncidentState::Acknowledged {
+            acknowledged = Some(version);
+            break;
+        }
+    }
+    let acknowledged =
+        acknowledged.unwrap_or_else(|| panic!("no acknowledged version:\n{}", guardian.log_text()));
+    assert_eq!(acknowledged.incident_id, opened.incident_id);
+    assert_eq!(acknowledged.timestamp.to_string(), last);
+    assert_eq!(
+        guardian.exit_within(Duration::from_millis(200)).await,
+        None,
+        "{}",
+        guardian.log_text()
+    );
+}
+
+/// Poison acknowledgements: an edge-of-time acknowledgement is dead-lettered, guardian keeps
+/// running and the next valid acknowledgement acknowledges the incident.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledgements_at_the_edge_of_time_are_dead_lettered_and_guardian_goes_on() {
+    let server = provisioned_server().await;
+    let mut guardian = GuardianProcess::start(&server, TEST_CONFIG).await;
+    let mut incidents = Incidents::open(&server).await;
+    let producer = Producer::connect(&server).await;
+    producer.publish(&service_down("payments")).await;
+    let opened = incidents.next(&guardian).await;
+
+    let template = serde_json::to_value(&contracts::IncidentAcknowledgement {
+        version: contracts::incident_acknowledgement_v1::IncidentAcknowledgementVersion::X10,
+        acknowledgement_id: uuid::Uuid::new_v4(),
+        timestamp: contracts::Timestamp::now(),
+        source:
+            contracts::incident_acknowledgement_v1::IncidentAcknowledgementSource::OrionCommander,
+        incident_id: opened.incident_id,
+        action_id: None,
+        acknowledged_by: "orion-commander".parse().unwrap(),
+        note: None,
+        tags: Default::default(),
+    })
+    .unwrap();
+    for timestamp in EDGE_OF_TIME {
+        let mut poison = template.clone();
+        poison["acknowledgement_id"] = json!(uuid::Uuid::new_v4());
+        poison["timestamp"] = json!(timestamp);
+        publish_raw(&server, "orion.incident_acknowledgement.v1", &poison).await;
+    }
+    acknowledge(&server, opened.incident_id).await;
+    let acknowledged = incidents.next(&guardian).await;
+    assert_eq!(acknowledged.state, IncidentState::Acknowledged);
+    assert_eq!(
+        guardian.exit_within(Duration::from_millis(200)).await,
+        None,
+        "{}",
+        guardian.log_text()
+    );
+    let letters = dead_letters(&server, EDGE_OF_TIME.len()).await;
+    for letter in &letters {
+        assert_out_of_range(letter, "/timestamp");
+        assert_eq!(letter.subject.as_str(), "orion.incident_acknowledgement.v1");
+    }
+}

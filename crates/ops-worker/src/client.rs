@@ -86,7 +86,10 @@ where
 {
     // Read receipts from just before the command's time, so a receipt re-published for a
     // repeated command id (or sent before we subscribed) is seen too.
-    let start = command.ts.as_offset_date_time() - time::Duration::seconds(2);
+    let start = command
+        .ts
+        .saturating_sub(time::Duration::seconds(2))
+        .as_offset_date_time();
     let mut reader = bus
         .read::<OpsReceipt>(ReadFrom::Time(start))
         .await

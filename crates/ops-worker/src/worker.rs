@@ -2,6 +2,10 @@
 //! (signature, replay window, idempotency), runs it on its target's lane, and answers with
 //! receipts on `titan.ops.receipt.v1`.
 //!
+//! Admission, invalid payloads and each command's task run through
+//! [`contracts::bus::isolate`]: a panic on one command is caught, the command is handed back and,
+//! after its last delivery, dead-lettered as `handler_panicked`; the worker goes on.
+//!
 //! Ordering of a command's life, chosen so that a crash at any point neither runs a command
 //! twice nor leaves it without exactly one final receipt:
 //! 1. verify signature, clock skew and target (refusals get a failure receipt; nothing is
@@ -21,7 +25,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use contracts::bus::{Bus, BusError, Delivery, Incoming, InvalidDelivery, SubscribeOptions};
+use contracts::bus::{
+    isolate, Bus, BusError, Delivery, Incoming, InvalidDelivery, SubscribeOptions,
+};
 use contracts::services::OpsWorker;
 use contracts::target::{OpsTarget, TargetError};
 use contracts::{OpsCommand, OpsReceipt, Timestamp};
@@ -37,6 +43,8 @@ use contracts::bus::{Claim, ClaimLog, ClaimRecord, Renewal};
 /// How long a command whose receipt could not be published waits before it is redelivered.
 const RETRY_PUBLISH: Duration = Duration::from_secs(2);
 /// Command types that publish `pending` before they run.
+/// Delay before a command whose handler panicked is delivered again.
+const RETRY_DELAY: Duration = Duration::from_secs(2);
 const LONG_COMMANDS: &[&str] = &["restart", "deploy", "halt", "export_evidence"];
 /// Command types that wait for their target's lane (one at a time per target).
 const LANED_COMMANDS: &[&str] = &["restart", "deploy", "export_evidence"];
@@ -139,8 +147,13 @@ impl Worker {
                         tracing::error!(error = %e, "receiving commands failed; retrying");
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
-                    Some(Ok(Incoming::Invalid(invalid))) => self.shared.answer_invalid(invalid).await,
-                    Some(Ok(Incoming::Valid(delivery))) => self.admit(delivery).await,
+                    Some(Ok(Incoming::Invalid(invalid))) => {
+                        let shared = &self.shared;
+                        let _ = isolate(invalid, RETRY_DELAY, |i| shared.answer_invalid(i)).await;
+                    }
+                    Some(Ok(Incoming::Valid(delivery))) => {
+                        let _ = isolate(delivery, RETRY_DELAY, |d| self.admit(d)).await;
+                    }
                 }
             }
         }
@@ -211,23 +224,28 @@ impl Worker {
         }
         let token = CancellationToken::new();
         let cancelled_by = Arc::new(Mutex::new(None));
-        shared.in_flight.lock().expect("in-flight poisoned").insert(
-            command.id,
-            InFlight {
-                command_type: command_type.clone(),
-                target: command.target.clone(),
-                token: token.clone(),
-                cancelled_by: cancelled_by.clone(),
-            },
-        );
+        shared
+            .in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(
+                command.id,
+                InFlight {
+                    command_type: command_type.clone(),
+                    target: command.target.clone(),
+                    token: token.clone(),
+                    cancelled_by: cancelled_by.clone(),
+                },
+            );
         self.tasks.spawn(async move {
-            shared
-                .run_command(delivery, token, cancelled_by, arrived)
-                .await;
+            let _ = isolate(delivery, RETRY_DELAY, |d| {
+                shared.run_command(d, token, cancelled_by, arrived)
+            })
+            .await;
             shared
                 .in_flight
                 .lock()
-                .expect("in-flight poisoned")
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .remove(&command.id);
         });
     }
@@ -251,17 +269,17 @@ fn overlaps(a: &str, b: &str) -> bool {
 
 impl Shared {
     fn within_skew(&self, ts: &Timestamp) -> Result<(), String> {
-        let now = time::OffsetDateTime::now_utc();
-        let issued = ts.as_offset_date_time();
-        let skew = time::Duration::try_from(self.clock_skew).unwrap_or(time::Duration::MAX);
-        if issued < now - skew {
+        let now = Timestamp::now();
+        let issued = *ts;
+        // Saturating: a window wider than the supported range accepts every supported instant.
+        if issued < now.saturating_sub_std(self.clock_skew) {
             Err(format!(
                 "refused: issued at {ts}, older than the {}s replay window (now {})",
                 self.clock_skew.as_secs(),
-                Timestamp::from(now)
+                now
             ))
-        } else if issued > now + skew {
-            Err(format!("refused: issued at {ts}, more than {}s in the future (now {}); check the sender's clock", self.clock_skew.as_secs(), Timestamp::from(now)))
+        } else if issued > now.saturating_add_std(self.clock_skew) {
+            Err(format!("refused: issued at {ts}, more than {}s in the future (now {}); check the sender's clock", self.clock_skew.as_secs(), now))
         } else {
             Ok(())
         }
@@ -269,7 +287,10 @@ impl Shared {
 
     /// Cancels the commands in flight that `which` selects; returns their ids.
     fn cancel_in_flight(&self, by: &str, which: impl Fn(&InFlight) -> bool) -> Vec<String> {
-        let in_flight = self.in_flight.lock().expect("in-flight poisoned");
+        let in_flight = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut cancelled = Vec::new();
         for (id, flight) in in_flight.iter() {
             if CANCELLABLE.contains(&flight.command_type.as_str())
@@ -349,7 +370,8 @@ impl Shared {
     ) {
         let command = delivery.message().clone();
         let command_type = command.type_.to_string();
-        let mut heartbeat = tokio::time::interval(self.ack_wait / 3);
+        let mut heartbeat =
+            tokio::time::interval((self.ack_wait / 3).max(Duration::from_millis(1)));
         heartbeat.tick().await;
 
         // Wait for the target's lane (reporting progress, so JetStream does not redeliver).

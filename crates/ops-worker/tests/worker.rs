@@ -986,3 +986,94 @@ async fn a_receipt_that_could_not_be_published_is_published_by_the_redelivery_an
         "the redelivery ran the restart again"
     );
 }
+
+/// Timestamps outside the supported range (after their offset is applied): decode refuses them.
+const EDGE_OF_TIME: &[&str] = &[
+    "9999-12-31T23:59:59-00:01",
+    "0000-01-01T00:00:00+00:01",
+    "1969-12-31T23:59:59Z",
+    "9999-01-01T00:00:00Z",
+    "9999-12-31T23:59:59.999Z",
+];
+
+/// Poison commands: an edge-of-time `ts` on a correctly signed command gets a failure receipt
+/// naming `/ts` and the range rule (its id is readable: SPEC §5), one whose id is unreadable too
+/// ends as a dead letter; the worker keeps running and handles the next valid command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_at_the_edge_of_time_are_refused_and_the_worker_goes_on() {
+    let server = provisioned_server().await;
+    let mut worker = WorkerProcess::start(&server, &["web"], &[]).await;
+    let js = async_nats::jetstream::new(admin(&server).await);
+    let keys = test_keys();
+    let mut poisoned = Vec::new();
+    for timestamp in EDGE_OF_TIME {
+        let mut raw = command("arm", "", Value::Null);
+        raw["ts"] = json!(timestamp);
+        raw["meta"]["signature"] = json!("0".repeat(64));
+        let raw = keys.signed(&raw).unwrap();
+        poisoned.push(raw["id"].as_str().unwrap().parse::<uuid::Uuid>().unwrap());
+        js.publish(
+            "titan.ops.command.v1",
+            serde_json::to_vec(&raw).unwrap().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    let mut unreadable = command("arm", "", Value::Null);
+    unreadable["id"] = json!("not-an-id");
+    unreadable["ts"] = json!("9999-12-31T23:59:59-00:01");
+    js.publish(
+        "titan.ops.command.v1",
+        serde_json::to_vec(&unreadable).unwrap().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+
+    let console = console(&server).await;
+    let receipts = send(&console, &signed(command("arm", "", Value::Null))).await;
+    assert_eq!(
+        final_receipt(&receipts).status.to_string(),
+        "success",
+        "{}",
+        worker.log_text()
+    );
+    let all = all_receipts(&server).await;
+    for id in &poisoned {
+        let receipt = all
+            .iter()
+            .find(|r| &r.command_id == id)
+            .unwrap_or_else(|| panic!("no receipt for {id}:\n{}", worker.log_text()));
+        assert_eq!(receipt.status.to_string(), "failure");
+        let error = error_of(receipt);
+        assert!(
+            error.contains("/ts") && error.contains("date_time_range"),
+            "{error}"
+        );
+    }
+    let cli = contracts::bus::Bus::<contracts::services::ApprovalCli>::connect(
+        server.bus_config::<contracts::services::ApprovalCli>(),
+    )
+    .await
+    .unwrap();
+    let mut letters = cli
+        .read::<contracts::DeadLetter>(contracts::bus::ReadFrom::Start)
+        .await
+        .unwrap();
+    let (letter, _) = tokio::time::timeout(Duration::from_secs(10), letters.next())
+        .await
+        .expect("the unreadable command is dead-lettered")
+        .unwrap()
+        .unwrap();
+    assert_eq!(letter.service.as_str(), "ops-worker");
+    assert_eq!(letter.reason.code.to_string(), "schema_violation");
+    assert!(
+        letter.reason.message.contains("date_time_range"),
+        "{:?}",
+        letter.reason
+    );
+    assert_eq!(worker.terminate(), Some(0), "{}", worker.log_text());
+}

@@ -356,3 +356,74 @@ pub async fn stored_request(server: &NatsServer, id: Uuid) -> Option<Value> {
 pub fn reasoning(decision: &Decision) -> String {
     decision.reasoning.to_string()
 }
+
+/// Timestamps outside the supported range (after their offset is applied): decode refuses them.
+pub const EDGE_OF_TIME: &[&str] = &[
+    "9999-12-31T23:59:59-00:01",
+    "0000-01-01T00:00:00+00:01",
+    "1969-12-31T23:59:59Z",
+    "9999-01-01T00:00:00Z",
+    "9999-12-31T23:59:59.999Z",
+];
+
+/// Stores `message` on `subject` as it is, as the admin (bypassing every check of the bus).
+pub async fn publish_raw(server: &NatsServer, subject: &str, message: &Value) {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", Uuid::new_v4().to_string().as_str());
+    admin_jetstream(server)
+        .await
+        .publish_with_headers(
+            subject.to_string(),
+            headers,
+            serde_json::to_vec(message).unwrap().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
+/// The next `count` dead letters, as approval-cli reads them.
+pub async fn dead_letters(server: &NatsServer, count: usize) -> Vec<DeadLetter> {
+    let cli = connect::<ApprovalCli>(server).await;
+    let mut reader = cli.read::<DeadLetter>(ReadFrom::Start).await.unwrap();
+    let mut letters = Vec::new();
+    while letters.len() < count {
+        match next(&mut reader, WAIT).await {
+            Some(letter) => letters.push(letter),
+            None => panic!(
+                "only {} of {count} dead letters: {letters:#?}",
+                letters.len()
+            ),
+        }
+    }
+    letters
+}
+
+/// Waits until the durable consumer of `subject` of `service` has nothing pending or unacked.
+pub async fn wait_consumer_drained(server: &NatsServer, service: &str, subject: &str) {
+    let declared = contracts::DURABLE_CONSUMERS
+        .iter()
+        .find(|c| c.service == service && c.filter_subject == subject)
+        .unwrap();
+    let js = admin_jetstream(server).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
+            .get_consumer_from_stream(declared.name, declared.stream)
+            .await
+            .unwrap();
+        let info = consumer.info().await.unwrap();
+        if info.num_pending == 0 && info.num_ack_pending == 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}: {} pending, {} unacked",
+            declared.name,
+            info.num_pending,
+            info.num_ack_pending
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

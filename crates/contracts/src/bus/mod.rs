@@ -11,6 +11,10 @@
 //!   instances of a service share it (each message goes to one of them). A payload that fails to
 //!   parse or validate goes to `platform.dead_letter.v1` with the reason and the raw bytes, is
 //!   terminated, and the consumer goes on.
+//! - [`isolate`] runs a handler so that a panic in it does not take the service down: the
+//!   message is handed back and, after its last allowed delivery, dead-lettered as
+//!   `handler_panicked`; a handler that keeps failing naks, and its last nak dead-letters the
+//!   message as `delivery_exhausted`. Either way the consumer goes on with the next message.
 //! - The service registers as a NATS micro service (ping, info, stats per consumer).
 //! - [`Bus::bucket`] opens a key-value bucket the service reads or writes as a typed
 //!   [`BucketHandle`]: values are the generated types bound to the bucket's keys, validated on
@@ -31,6 +35,7 @@ mod config;
 mod connection;
 mod dead_letter;
 mod error;
+mod isolate;
 mod provision;
 mod publish;
 mod reader;
@@ -43,6 +48,7 @@ pub use config::{BusConfig, DEFAULT_NATS_URL};
 pub use connection::{Bus, MICRO_PREFIX};
 pub use dead_letter::Rejection;
 pub use error::BusError;
+pub use isolate::{isolate, HandlerPanicked, Settleable};
 pub use provision::{
     provision_all, provision_consumer, seed_interlock, verify_provisioned, ConsumerSettings,
 };

@@ -15,6 +15,7 @@ pub struct ConsumerStats {
     naked: AtomicU64,
     terminated: AtomicU64,
     dead_lettered: AtomicU64,
+    panicked: AtomicU64,
     processing_ns: AtomicU64,
 }
 
@@ -31,6 +32,8 @@ pub struct StatsSnapshot {
     pub terminated: u64,
     /// Messages sent to the dead-letter subject (invalid, or out of deliveries).
     pub dead_lettered: u64,
+    /// Deliveries whose handler panicked (caught by [`isolate`](super::isolate)).
+    pub panicked: u64,
     /// Total handler time of acked messages, in nanoseconds.
     pub processing_ns: u64,
 }
@@ -53,6 +56,9 @@ impl ConsumerStats {
     pub(super) fn dead_lettered(&self) {
         self.dead_lettered.fetch_add(1, Ordering::Relaxed);
     }
+    pub(super) fn panicked(&self) {
+        self.panicked.fetch_add(1, Ordering::Relaxed);
+    }
 
     pub fn snapshot(&self) -> StatsSnapshot {
         StatsSnapshot {
@@ -61,6 +67,7 @@ impl ConsumerStats {
             naked: self.naked.load(Ordering::Relaxed),
             terminated: self.terminated.load(Ordering::Relaxed),
             dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
+            panicked: self.panicked.load(Ordering::Relaxed),
             processing_ns: self.processing_ns.load(Ordering::Relaxed),
         }
     }

@@ -2,6 +2,7 @@
 
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -259,6 +260,7 @@ async fn next_incoming<T: Contract>(
         delivered,
         received_at: Instant::now(),
         context: context.clone(),
+        settled: Arc::new(AtomicBool::new(false)),
     };
     Some(Ok(match crate::decode::<T>(&raw.message.payload) {
         Ok(decoded) => {
@@ -365,16 +367,65 @@ impl<S, A, B> EitherSubscription<S, A, B> {
     }
 }
 
-/// The JetStream message behind a delivery, and what settling it needs.
-struct RawDelivery {
+/// The JetStream message behind a delivery, and what settling it needs. A clone shares the
+/// `settled` flag, so [`isolate`](super::isolate) can tell whether a handler that panicked had
+/// settled its message already.
+#[derive(Clone)]
+pub struct RawDelivery {
     message: jetstream::Message,
     stream_sequence: u64,
     delivered: i64,
     received_at: Instant,
     context: Arc<ConsumerContext>,
+    settled: Arc<AtomicBool>,
 }
 
 impl RawDelivery {
+    pub(super) fn is_settled(&self) -> bool {
+        self.settled.load(Ordering::SeqCst)
+    }
+
+    fn mark_settled(&self) {
+        self.settled.store(true, Ordering::SeqCst);
+    }
+
+    pub(super) fn subject(&self) -> &str {
+        self.message.subject.as_str()
+    }
+
+    pub(super) fn stream_sequence(&self) -> u64 {
+        self.stream_sequence
+    }
+
+    /// Settles the message of a handler that panicked: handed back after `delay`, or, on its
+    /// last allowed delivery, dead-lettered as `handler_panicked`.
+    pub(super) async fn after_panic(&self, delay: Duration, what: &str) -> Result<(), BusError> {
+        self.context.stats.panicked();
+        if self.is_last_attempt() {
+            let rejection = Rejection::new(
+                DeadLetterReasonCode::HandlerPanicked,
+                format!(
+                    "the handler panicked on delivery {} of {}: {what}",
+                    self.delivered, self.context.max_deliver
+                ),
+            );
+            self.reject(&rejection).await?;
+            self.context.stats.terminated();
+            return Ok(());
+        }
+        self.nak(Some(delay)).await
+    }
+
+    async fn nak(&self, delay: Option<Duration>) -> Result<(), BusError> {
+        self.message
+            .ack_with(AckKind::Nak(delay))
+            .await
+            .map_err(|e| self.ack_error(&e))?;
+        self.mark_settled();
+        self.context.stats.naked();
+        Ok(())
+    }
+
     fn ack_error(&self, e: &dyn std::fmt::Display) -> BusError {
         BusError::Ack {
             subject: self.message.subject.to_string(),
@@ -391,7 +442,9 @@ impl RawDelivery {
         self.message
             .double_ack()
             .await
-            .map_err(|e| self.ack_error(&e))
+            .map_err(|e| self.ack_error(&e))?;
+        self.mark_settled();
+        Ok(())
     }
 
     async fn reject(&self, rejection: &Rejection) -> Result<(), BusError> {
@@ -402,7 +455,9 @@ impl RawDelivery {
             self.delivered,
             rejection,
         )
-        .await
+        .await?;
+        self.mark_settled();
+        Ok(())
     }
 }
 
@@ -415,6 +470,10 @@ pub struct Delivery<T> {
 }
 
 impl<T> Delivery<T> {
+    pub(super) fn raw(&self) -> &RawDelivery {
+        &self.raw
+    }
+
     pub fn message(&self) -> &T {
         &self.message
     }
@@ -476,13 +535,7 @@ impl<T> Delivery<T> {
             );
             return self.raw.reject(&rejection).await;
         }
-        self.raw
-            .message
-            .ack_with(AckKind::Nak(delay))
-            .await
-            .map_err(|e| self.raw.ack_error(&e))?;
-        self.raw.context.stats.naked();
-        Ok(())
+        self.raw.nak(delay).await
     }
 
     /// The message can never be handled (a bad signature, say): dead-letter it with `code` and
@@ -505,6 +558,10 @@ pub struct InvalidDelivery {
 }
 
 impl InvalidDelivery {
+    pub(super) fn raw(&self) -> &RawDelivery {
+        &self.raw
+    }
+
     /// Why it did not decode.
     pub fn error(&self) -> &crate::ContractError {
         &self.error

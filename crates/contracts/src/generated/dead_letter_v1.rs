@@ -100,18 +100,18 @@ impl<'de> ::serde::Deserialize<'de> for DeadLetterPayloadBase64 {
 #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DeadLetterReason {
-    ///Kind of rejection: `delivery_exhausted` means the consumer gave up on a valid message after the last allowed delivery; `unknown_reference` means a valid message refers to something its consumer never issued or no longer keeps (e.g. an approval decision for an unknown approval request).
+    ///Kind of rejection: `delivery_exhausted` means the consumer gave up on a valid message after the last allowed delivery; `unknown_reference` means a valid message refers to something its consumer never issued or no longer keeps (e.g. an approval decision for an unknown approval request); `handler_panicked` means the consumer's handler panicked on every allowed delivery of a valid message (the consumer caught the panic each time and went on with other messages).
     pub code: DeadLetterReasonCode,
     ///JSON pointer to the offending value, when known.
     #[serde(skip_serializing_if = "::std::option::Option::is_none")]
     pub instance_path: ::std::option::Option<::std::string::String>,
     ///Human-readable explanation naming the field and the rule.
     pub message: DeadLetterReasonMessage,
-    ///The schema keyword that failed, when known.
+    ///The schema keyword that failed, when known (`date_time_range` for a well-formed date-time outside the platform's supported range, 1970-01-01T00:00:00Z to 9998-12-31T23:59:59.999Z in UTC).
     #[serde(skip_serializing_if = "::std::option::Option::is_none")]
     pub rule: ::std::option::Option<::std::string::String>,
 }
-///Kind of rejection: `delivery_exhausted` means the consumer gave up on a valid message after the last allowed delivery; `unknown_reference` means a valid message refers to something its consumer never issued or no longer keeps (e.g. an approval decision for an unknown approval request).
+///Kind of rejection: `delivery_exhausted` means the consumer gave up on a valid message after the last allowed delivery; `unknown_reference` means a valid message refers to something its consumer never issued or no longer keeps (e.g. an approval decision for an unknown approval request); `handler_panicked` means the consumer's handler panicked on every allowed delivery of a valid message (the consumer caught the panic each time and went on with other messages).
 #[derive(
     ::serde::Deserialize,
     ::serde::Serialize,
@@ -139,6 +139,8 @@ pub enum DeadLetterReasonCode {
     DeliveryExhausted,
     #[serde(rename = "unknown_reference")]
     UnknownReference,
+    #[serde(rename = "handler_panicked")]
+    HandlerPanicked,
 }
 impl ::std::fmt::Display for DeadLetterReasonCode {
     fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
@@ -150,6 +152,7 @@ impl ::std::fmt::Display for DeadLetterReasonCode {
             Self::UnknownSubject => f.write_str("unknown_subject"),
             Self::DeliveryExhausted => f.write_str("delivery_exhausted"),
             Self::UnknownReference => f.write_str("unknown_reference"),
+            Self::HandlerPanicked => f.write_str("handler_panicked"),
         }
     }
 }
@@ -166,6 +169,7 @@ impl ::std::str::FromStr for DeadLetterReasonCode {
             "unknown_subject" => Ok(Self::UnknownSubject),
             "delivery_exhausted" => Ok(Self::DeliveryExhausted),
             "unknown_reference" => Ok(Self::UnknownReference),
+            "handler_panicked" => Ok(Self::HandlerPanicked),
             _ => Err("invalid value".into()),
         }
     }

@@ -36,7 +36,7 @@ pub use interlock_risk_ceiling_v1::InterlockRiskCeiling;
 /// Semantic version of the contract set (`schemas/contract-set.toml`).
 pub const CONTRACT_SET_VERSION: &str = "1.1.0";
 /// sha256 over the canonical form of the schemas and the inventory.
-pub const CONTRACT_SET_SHA256: &str = "9384200f79f8b5cfcaa7ca673b8af583b51617c23813edb5fa5575f158153817";
+pub const CONTRACT_SET_SHA256: &str = "52a7ff2d69cba76b8e1ad1b016edf288eddbccba887afd1878d99320d2d60e08";
 impl crate::Contract for Event {
     const INFO: &'static crate::ContractInfo = &crate::ContractInfo {
         name: "event",

@@ -416,3 +416,80 @@ pub fn ids(incident: &Incident) -> Vec<Uuid> {
 pub fn tag<'a>(incident: &'a Incident, name: &str) -> &'a str {
     incident.tags.get(name).map(String::as_str).unwrap_or("")
 }
+
+/// Timestamps outside the supported range (after their offset is applied): decode refuses them.
+pub const EDGE_OF_TIME: &[&str] = &[
+    "9999-12-31T23:59:59-00:01",
+    "0000-01-01T00:00:00+00:01",
+    "1969-12-31T23:59:59Z",
+    "9999-01-01T00:00:00Z",
+    "9999-12-31T23:59:59.999Z",
+];
+
+/// Stores `message` on `subject` as it is, bypassing every check of the bus (the admin may
+/// publish anywhere): what a broken or hostile producer could send.
+pub async fn publish_raw(server: &NatsServer, subject: &str, message: &Value) {
+    let js = admin_jetstream(server).await;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", Uuid::new_v4().to_string().as_str());
+    js.publish_with_headers(
+        subject.to_string(),
+        headers,
+        serde_json::to_vec(message).unwrap().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+}
+
+/// `message` as JSON with its `timestamp` replaced.
+pub fn with_timestamp<T: serde::Serialize>(message: &T, timestamp: &str) -> Value {
+    let mut value = serde_json::to_value(message).unwrap();
+    value["timestamp"] = json!(timestamp);
+    value
+}
+
+/// The first `count` dead letters, read as approval-cli reads them; panics if fewer come in 10 s.
+pub async fn dead_letters(server: &NatsServer, count: usize) -> Vec<contracts::DeadLetter> {
+    let cli = Bus::<contracts::services::ApprovalCli>::connect(
+        server.bus_config::<contracts::services::ApprovalCli>(),
+    )
+    .await
+    .unwrap();
+    let mut reader = cli
+        .read::<contracts::DeadLetter>(contracts::bus::ReadFrom::Start)
+        .await
+        .unwrap();
+    let mut letters = Vec::new();
+    while letters.len() < count {
+        match tokio::time::timeout(Duration::from_secs(10), reader.next()).await {
+            Ok(Some(Ok((letter, _)))) => letters.push(letter),
+            Ok(other) => panic!("reading dead letters: {:?}", other.map(|r| r.err())),
+            Err(_) => panic!(
+                "only {} of {count} dead letters: {letters:#?}",
+                letters.len()
+            ),
+        }
+    }
+    letters
+}
+
+/// Asserts that `letter` is the refusal of a timestamp outside the supported range at `path`.
+pub fn assert_out_of_range(letter: &contracts::DeadLetter, path: &str) {
+    assert_eq!(
+        letter.reason.code,
+        contracts::generated::dead_letter_v1::DeadLetterReasonCode::SchemaViolation,
+        "{letter:#?}"
+    );
+    assert_eq!(
+        letter.reason.instance_path.as_deref(),
+        Some(path),
+        "{letter:#?}"
+    );
+    assert_eq!(
+        letter.reason.rule.as_deref(),
+        Some("date_time_range"),
+        "{letter:#?}"
+    );
+}
