@@ -4,8 +4,8 @@
 //! The targets build with libFuzzer's instrumentation flags, which need a nightly compiler; the
 //! machine has only stable, so `cargo fuzz` runs with `RUSTC_BOOTSTRAP=1` (the stable compiler
 //! then accepts the `-Z` flags cargo-fuzz passes) and `--sanitizer none` by default: the code
-//! under test is safe Rust, where AddressSanitizer finds nothing a panic would not, at about
-//! half the speed. Each target's corpus lives in `fuzz/corpus/<target>/` and grows from run to
+//! under test is safe Rust, where AddressSanitizer would find little that a panic does not
+//! (`--sanitizer address` is passed through but untried on this toolchain). Each target's corpus lives in `fuzz/corpus/<target>/` and grows from run to
 //! run; the seeds (fixtures, the example configurations) are written into it before each run.
 //! Crashing inputs land in `fuzz/artifacts/<target>/`, libFuzzer's output in
 //! `fuzz/logs/<target>.log`.
