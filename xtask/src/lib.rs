@@ -4,7 +4,8 @@
 //!   `schemas/` (see [`codegen`]);
 //! - `check`: the contract governance check (see [`check`]);
 //! - `release`: records the current contract set as the released baseline;
-//! - `test`: installs and starts what the tests need, then runs them all (see [`machine`]).
+//! - `test`: installs and starts what the tests need, then runs them all (see [`machine`]);
+//! - `fuzz`: runs every cargo-fuzz target of `fuzz/` for a given time (see [`fuzz`]).
 //!
 //! It is a library as well as a binary so that tests can run every check against a temporary
 //! copy of the repository. It is not a runtime dependency of any service.
@@ -12,6 +13,7 @@
 pub mod check;
 pub mod codegen;
 pub mod contract_set_file;
+pub mod fuzz;
 pub mod inventory;
 pub mod machine;
 pub mod naming;

@@ -62,6 +62,27 @@ enum Command {
         #[arg(last = true)]
         cargo_args: Vec<String>,
     },
+    /// Run every fuzz target of fuzz/ (contract decode, ops signatures, brain policy, guardian
+    /// rules) for N seconds each, with cargo-fuzz (installed if missing) on the stable
+    /// toolchain; prints per target the inputs run, the corpus size and the crashes found.
+    /// Exits 1 on a crash. Run it niced on a shared machine: `nice -n 19 cargo xtask fuzz …`.
+    Fuzz {
+        /// Seconds each target runs.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Also stop a target after this many inputs, whichever comes first.
+        #[arg(long)]
+        runs: Option<u64>,
+        /// Targets that run at the same time (each uses one core).
+        #[arg(long, default_value_t = 1)]
+        jobs: usize,
+        /// Sanitizer for cargo fuzz: `none` (the code is safe Rust) or `address`.
+        #[arg(long, default_value = "none")]
+        sanitizer: String,
+        /// Run only these targets (default: all).
+        #[arg(value_name = "TARGET")]
+        targets: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -137,6 +158,28 @@ fn run(cli: Cli) -> Result<i32> {
             let mut full = vec!["provision"];
             full.extend(args.iter().map(String::as_str));
             orion_bus(&layout, &full)
+        }
+        Command::Fuzz {
+            seconds,
+            runs,
+            jobs,
+            sanitizer,
+            targets,
+        } => {
+            let options = xtask::fuzz::Options {
+                seconds,
+                runs,
+                jobs,
+                targets,
+                sanitizer,
+            };
+            let outcomes = xtask::fuzz::run(&layout, &options)?;
+            let bad = outcomes.iter().filter(|o| o.failed).count();
+            if bad > 0 {
+                eprintln!("fuzz: {bad} target(s) crashed or failed; the inputs are in fuzz/artifacts/<target>/");
+                return Ok(1);
+            }
+            Ok(0)
         }
         Command::Release => {
             let version = xtask::release::run(&layout)?;

@@ -234,8 +234,8 @@ pub fn summarize(message: &Message) -> Summary {
             ));
             if let Some(error) = &m.error {
                 parts.push(format!("error: {}", quoted(error)));
-            } else if !m.result.is_empty() {
-                parts.push(Value::Object(m.result.clone()).to_string());
+            } else if let Some(result) = m.result.as_ref().filter(|r| !r.is_empty()) {
+                parts.push(Value::Object(result.clone()).to_string());
             }
             (format!("ops receipt {}", m.status), m.id.to_string())
         }

@@ -453,7 +453,10 @@ impl Shared {
         match (last.status.to_string().as_str(), error) {
             ("success", _) => {
                 let mut result = details;
-                result.insert("receipt".into(), Value::Object(last.result.clone()));
+                result.insert(
+                    "receipt".into(),
+                    Value::Object(last.result.clone().unwrap_or_default()),
+                );
                 Ending::Succeeded(result)
             }
             (_, Some(error)) if error.starts_with(ROLLED_BACK_PREFIX) => {

@@ -4,7 +4,9 @@
 //! accepted; `fixtures/<contract>/invalid/*.json` holds wrappers
 //! `{"why": "...", "breaks": {"path": "<instance path>", "rule": "<keyword>", "detail": "..."},
 //! "message": {...}}` describing exactly which rule the message breaks;
-//! `fixtures/ops_signing/*.json` holds the ops HMAC test vector.
+//! `fixtures/ops_signing/*.json` holds the ops HMAC test vector;
+//! `fixtures/fuzz/<target>/` holds inputs a fuzz target once crashed on (raw bytes, replayed by
+//! the owning crate's `tests/fuzz_regressions.rs`; see docs/FUZZING.md).
 //!
 //! What is checked:
 //! - every valid fixture decodes on its contract's subject, re-encodes, and the re-encoded bytes
@@ -27,6 +29,7 @@ use serde_json::{json, Map, Value};
 
 /// The folder next to the contract folders that holds the ops signing vector.
 const OPS_SIGNING_DIR: &str = "ops_signing";
+const FUZZ_DIR: &str = "fuzz";
 
 /// Pseudo-rule of an invalid fixture whose version field carries another version.
 const UNSUPPORTED_VERSION: &str = "unsupported_version";
@@ -295,15 +298,24 @@ fn fixture_tree_matches_the_inventory() {
             .unwrap_or_default();
         if !path.is_dir() {
             problems.push(format!(
-                "{shown}: unexpected file at the top of fixtures/ (only contract folders and `{OPS_SIGNING_DIR}`)"
+                "{shown}: unexpected file at the top of fixtures/ (only contract folders, `{OPS_SIGNING_DIR}` and `{FUZZ_DIR}`)"
             ));
         } else if file_name == OPS_SIGNING_DIR {
             if json_files(&path, &mut problems).is_empty() {
                 problems.push(format!("{shown}: holds no .json file"));
             }
+        } else if file_name == FUZZ_DIR {
+            for sub in sorted_entries(&path) {
+                if !sub.is_dir() {
+                    problems.push(format!(
+                        "{}: unexpected file (fixtures/fuzz/ holds one folder per fuzz target)",
+                        display_name(&sub)
+                    ));
+                }
+            }
         } else if !names.contains(file_name) {
             problems.push(format!(
-                "{shown}: `{file_name}` is not a contract in the inventory (nor `{OPS_SIGNING_DIR}`)"
+                "{shown}: `{file_name}` is not a contract in the inventory (nor `{OPS_SIGNING_DIR}` or `{FUZZ_DIR}`)"
             ));
         } else {
             for sub in sorted_entries(&path) {

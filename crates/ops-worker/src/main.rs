@@ -299,7 +299,7 @@ async fn send(args: SendArgs) -> Result<u8> {
             } else {
                 let detail = match (&receipt.result, &receipt.error) {
                     (_, Some(error)) => error.to_string(),
-                    (result, None) if !result.is_empty() => {
+                    (Some(result), None) if !result.is_empty() => {
                         Value::Object(result.clone()).to_string()
                     }
                     _ => String::new(),

@@ -111,4 +111,30 @@ mod tests {
         assert!(text.ends_with('Z'), "{text}");
         assert!(receipt(&id, "reboot", Status::Success(Map::new()), "h", arrived).is_err());
     }
+
+    /// Found by the `decode` fuzz target: a success with an empty result decoded, but the typed
+    /// receipt encoded without `result`, which a success must carry, so it was never published.
+    #[test]
+    fn a_success_with_an_empty_result_encodes() {
+        let id = uuid::Uuid::new_v4();
+        let ok = receipt(
+            &id,
+            "disarm",
+            Status::Success(Map::new()),
+            "h",
+            Instant::now(),
+        )
+        .unwrap();
+        assert_eq!(ok.result, Some(Map::new()));
+        let bytes = contracts::encode(&ok).expect("a valid receipt encodes");
+        assert_eq!(contracts::decode::<OpsReceipt>(&bytes).unwrap(), ok);
+        let pending = receipt(
+            &id,
+            "disarm",
+            Status::Pending(Map::new()),
+            "h",
+            Instant::now(),
+        );
+        assert_eq!(pending.unwrap().result, None);
+    }
 }

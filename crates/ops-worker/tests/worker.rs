@@ -150,7 +150,10 @@ async fn restart_deploy_rollback_and_halt_change_dockers_state() {
         web.containers().await.iter().all(|c| !running(c)),
         "halt left a container running"
     );
-    assert_eq!(last.result.get("armed"), Some(&json!(false)));
+    assert_eq!(
+        last.result.as_ref().and_then(|r| r.get("armed")),
+        Some(&json!(false))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -184,7 +187,10 @@ async fn the_interlock_refuses_mutating_commands_while_disarmed() {
     )
     .await;
     assert_eq!(
-        final_receipt(&risk).result.get("risk_ceiling"),
+        final_receipt(&risk)
+            .result
+            .as_ref()
+            .and_then(|r| r.get("risk_ceiling")),
         Some(&json!("N2"))
     );
     let bad_risk = send(
@@ -529,7 +535,8 @@ async fn halt_and_cancel_all_are_not_stuck_behind_a_slow_command() {
     assert_eq!(cancel.status.to_string(), "success");
     let cancelled = cancel
         .result
-        .get("cancelled")
+        .as_ref()
+        .and_then(|r| r.get("cancelled"))
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
@@ -603,9 +610,17 @@ async fn export_evidence_stores_a_verified_bundle() {
     .await;
     let last = final_receipt(&receipts);
     assert_eq!(last.status.to_string(), "success", "{}", error_of(last));
-    let name = last.result["name"].as_str().unwrap().to_string();
-    let sha256 = last.result["sha256"].as_str().unwrap().to_string();
-    let size = last.result["size"].as_u64().unwrap();
+    let name = last.result.as_ref().expect("a result")["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let sha256 = last.result.as_ref().expect("a result")["sha256"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let size = last.result.as_ref().expect("a result")["size"]
+        .as_u64()
+        .unwrap();
 
     let bytes = ops_worker::evidence::fetch(console.jetstream(), &name)
         .await
@@ -726,7 +741,10 @@ async fn export_evidence_holds_no_secrets_and_caps_log_lines() {
     .await;
     let last = final_receipt(&receipts);
     assert_eq!(last.status.to_string(), "success", "{}", error_of(last));
-    let name = last.result["name"].as_str().unwrap().to_string();
+    let name = last.result.as_ref().expect("a result")["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let bytes = ops_worker::evidence::fetch(console.jetstream(), &name)
         .await
         .unwrap();
@@ -746,7 +764,13 @@ async fn export_evidence_holds_no_secrets_and_caps_log_lines() {
         }
     }
 
-    let result = |key: &str| last.result.get(key).cloned().unwrap_or_default();
+    let result = |key: &str| {
+        last.result
+            .as_ref()
+            .and_then(|r| r.get(key))
+            .cloned()
+            .unwrap_or_default()
+    };
     assert_eq!(result("log_lines"), 5000, "{:?}", last.result);
     assert_eq!(result("log_lines_requested"), 10_000, "{:?}", last.result);
     let count = result("redactions").as_u64().expect("a redaction count");

@@ -136,8 +136,66 @@ fn typify_module(schema: &SchemaFile) -> Result<String> {
     }
     writeln!(out).unwrap();
     out.push_str("#![allow(clippy::all, missing_docs, unused_imports)]\n\n");
-    out.push_str(&prettyplease::unparse(&file));
+    out.push_str(&keep_presence(
+        prettyplease::unparse(&file),
+        &conditionally_required(&schema.json),
+    ));
     Ok(out)
+}
+
+/// Properties that a conditional rule (`allOf[*].then` / `else`) requires: whether they are
+/// present is part of the message, so their type must tell absent from empty.
+fn conditionally_required(schema: &Value) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for rule in schema["allOf"].as_array().into_iter().flatten() {
+        for branch in ["then", "else"] {
+            for name in rule[branch]["required"].as_array().into_iter().flatten() {
+                if let Some(name) = name.as_str() {
+                    names.insert(name.to_string());
+                }
+            }
+        }
+    }
+    names
+}
+
+/// typify gives an optional array or map property its empty value when absent and leaves it
+/// out when empty (`#[serde(default, skip_serializing_if = "…::is_empty")]`), so `"result": {}`
+/// and no `result` become the same value. For a property in `names` (see
+/// [`conditionally_required`]) that is not enough: a success receipt with `"result": {}` would
+/// decode, then encode without `result` and break the rule that requires it. Such a property
+/// becomes an `Option` of its type: `None` when absent, `Some` (even empty) when present.
+fn keep_presence(code: String, names: &BTreeSet<String>) -> String {
+    const OPTION_ATTRIBUTE: &str =
+        "#[serde(default, skip_serializing_if = \"::std::option::Option::is_none\")]";
+    let lines: Vec<&str> = code.lines().collect();
+    let mut out = String::with_capacity(code.len());
+    let mut index = 0;
+    while index < lines.len() {
+        let line = lines[index];
+        let next = lines.get(index + 1).map(|l| l.trim_start());
+        let field = next.and_then(|n| n.strip_prefix("pub ")).and_then(|n| {
+            let (name, rest) = n.split_once(": ")?;
+            Some((name, rest.strip_suffix(',')?))
+        });
+        let empties_skipped = line
+            .trim_start()
+            .starts_with("#[serde(default, skip_serializing_if = \"")
+            && line.trim_end().ends_with("::is_empty\")]");
+        match field {
+            Some((name, ty)) if empties_skipped && names.contains(name) => {
+                let indent = &line[..line.len() - line.trim_start().len()];
+                writeln!(out, "{indent}{OPTION_ATTRIBUTE}").unwrap();
+                writeln!(out, "{indent}pub {name}: ::std::option::Option<{ty}>,").unwrap();
+                index += 2;
+            }
+            _ => {
+                writeln!(out, "{line}").unwrap();
+                index += 1;
+            }
+        }
+    }
+    out
 }
 
 fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
@@ -847,4 +905,27 @@ fn services_module(
     }
     writeln!(out, "}}").unwrap();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_conditionally_required_map_keeps_absent_apart_from_empty() {
+        let schema = serde_json::json!({
+            "allOf": [{ "if": {}, "then": { "required": ["result"] } }]
+        });
+        let names = conditionally_required(&schema);
+        let code = "pub struct R {\n    #[serde(default, skip_serializing_if = \"::serde_json::Map::is_empty\")]\n    pub result: ::serde_json::Map<K, V>,\n    #[serde(default, skip_serializing_if = \"::serde_json::Map::is_empty\")]\n    pub other: ::serde_json::Map<K, V>,\n}\n";
+        let out = keep_presence(code.to_string(), &names);
+        assert!(out.contains(
+            "    #[serde(default, skip_serializing_if = \"::std::option::Option::is_none\")]\n    pub result: ::std::option::Option<::serde_json::Map<K, V>>,\n"
+        ), "{out}");
+        assert!(
+            out.contains("    pub other: ::serde_json::Map<K, V>,\n"),
+            "{out}"
+        );
+        assert_eq!(out.matches("is_empty").count(), 1, "{out}");
+    }
 }

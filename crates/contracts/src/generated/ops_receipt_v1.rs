@@ -20,8 +20,8 @@ pub struct OpsReceipt {
     pub id: ::uuid::Uuid,
     pub meta: OpsReceiptMeta,
     ///What the command produced (success, or progress while pending).
-    #[serde(default, skip_serializing_if = "::serde_json::Map::is_empty")]
-    pub result: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+    #[serde(default, skip_serializing_if = "::std::option::Option::is_none")]
+    pub result: ::std::option::Option<::serde_json::Map<::std::string::String, ::serde_json::Value>>,
     ///pending, or the final success / failure.
     pub status: OpsReceiptStatus,
     ///When the receipt was emitted: RFC 3339 in UTC ending in `Z`.
