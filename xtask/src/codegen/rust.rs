@@ -402,47 +402,71 @@ fn contract_table(out: &mut String, contracts: &[(&ContractEntry, &SchemaFile)])
 }
 
 fn message_enum(out: &mut String, contracts: &[(&ContractEntry, &SchemaFile)]) -> Result<()> {
-    let types: Vec<String> = contracts
+    let arms = contracts
         .iter()
-        .map(|(_, schema)| root_type(schema))
-        .collect::<Result<_>>()?;
-    writeln!(out, "/// Any message of the inventory, for tools that handle every subject (audit trail, dead letters).").unwrap();
+        .map(|(entry, schema)| Ok((entry.subject.clone(), root_type(schema)?)))
+        .collect::<Result<Vec<_>>>()?;
+    dispatch_enum(
+        out,
+        &DispatchEnum {
+            name: "Message",
+            doc: "Any message of the inventory, for tools that handle every subject (audit trail, dead letters).",
+            decode_doc: "Decodes (parse + validate + deserialize) a message that arrived on `subject`.",
+            noun: "message",
+        },
+        &arms,
+    );
+    Ok(())
+}
+
+/// The names and docs of an enum over contract types, dispatched by subject.
+struct DispatchEnum {
+    name: &'static str,
+    doc: &'static str,
+    decode_doc: &'static str,
+    noun: &'static str,
+}
+
+/// `enum <name> { <Type>(<Type>), … }` with `decode(subject, bytes)`, `info()` and `encode()`.
+fn dispatch_enum(out: &mut String, e: &DispatchEnum, arms: &[(String, String)]) {
+    let DispatchEnum {
+        name,
+        doc,
+        decode_doc,
+        noun,
+    } = e;
+    writeln!(out, "/// {doc}").unwrap();
     writeln!(out, "#[derive(Debug, Clone, PartialEq)]").unwrap();
-    writeln!(out, "pub enum Message {{").unwrap();
-    for ty in &types {
+    writeln!(out, "pub enum {name} {{").unwrap();
+    for (_, ty) in arms {
         writeln!(out, "    {ty}({ty}),").unwrap();
     }
     writeln!(out, "}}\n").unwrap();
-    writeln!(out, "impl Message {{").unwrap();
-    writeln!(
-        out,
-        "    /// Decodes (parse + validate + deserialize) a message that arrived on `subject`."
-    )
-    .unwrap();
+    writeln!(out, "impl {name} {{").unwrap();
+    writeln!(out, "    /// {decode_doc}").unwrap();
     writeln!(
         out,
         "    pub fn decode(subject: &str, bytes: &[u8]) -> Result<Self, crate::ContractError> {{"
     )
     .unwrap();
     writeln!(out, "        match subject {{").unwrap();
-    for ((entry, _), ty) in contracts.iter().zip(&types) {
+    for (subject, ty) in arms {
         writeln!(
             out,
-            "            {:?} => crate::decode::<{ty}>(bytes).map(Self::{ty}),",
-            entry.subject
+            "            {subject:?} => crate::decode::<{ty}>(bytes).map(Self::{ty}),"
         )
         .unwrap();
     }
     writeln!(out, "            _ => Err(crate::ContractError::UnknownSubject {{ subject: subject.to_string() }}),").unwrap();
     writeln!(out, "        }}\n    }}\n").unwrap();
-    writeln!(out, "    /// The contract of this message.").unwrap();
+    writeln!(out, "    /// The contract of this {noun}.").unwrap();
     writeln!(
         out,
         "    pub fn info(&self) -> &'static crate::ContractInfo {{"
     )
     .unwrap();
     writeln!(out, "        match self {{").unwrap();
-    for ty in &types {
+    for (_, ty) in arms {
         writeln!(
             out,
             "            Self::{ty}(_) => <{ty} as crate::Contract>::INFO,"
@@ -450,18 +474,17 @@ fn message_enum(out: &mut String, contracts: &[(&ContractEntry, &SchemaFile)]) -
         .unwrap();
     }
     writeln!(out, "        }}\n    }}\n").unwrap();
-    writeln!(out, "    /// Serializes and validates the message.").unwrap();
+    writeln!(out, "    /// Serializes and validates the {noun}.").unwrap();
     writeln!(
         out,
         "    pub fn encode(&self) -> Result<Vec<u8>, crate::ContractError> {{"
     )
     .unwrap();
     writeln!(out, "        match self {{").unwrap();
-    for ty in &types {
+    for (_, ty) in arms {
         writeln!(out, "            Self::{ty}(m) => crate::encode(m),").unwrap();
     }
     writeln!(out, "        }}\n    }}\n}}\n").unwrap();
-    Ok(())
 }
 
 fn subjects_module(out: &mut String, contracts: &[(&ContractEntry, &SchemaFile)]) {
@@ -639,65 +662,22 @@ fn key_value_table(out: &mut String, values: &[KeyValueEntry]) -> Result<()> {
         writeln!(out, "    <{ty} as crate::Contract>::INFO,").unwrap();
     }
     writeln!(out, "];\n").unwrap();
-    writeln!(
+    let arms: Vec<(String, String)> = values
+        .iter()
+        .map(|v| v.subject())
+        .map(String::from)
+        .zip(types)
+        .collect();
+    dispatch_enum(
         out,
-        "/// Any key-value value with a schema, for tools that read every bucket."
-    )
-    .unwrap();
-    writeln!(out, "#[derive(Debug, Clone, PartialEq)]").unwrap();
-    writeln!(out, "pub enum KeyValueRecord {{").unwrap();
-    for ty in &types {
-        writeln!(out, "    {ty}({ty}),").unwrap();
-    }
-    writeln!(out, "}}\n").unwrap();
-    writeln!(out, "impl KeyValueRecord {{").unwrap();
-    writeln!(
-        out,
-        "    /// Decodes (parse + validate + deserialize) the value stored on `subject` (`$KV.<bucket>.<key>`)."
-    )
-    .unwrap();
-    writeln!(
-        out,
-        "    pub fn decode(subject: &str, bytes: &[u8]) -> Result<Self, crate::ContractError> {{"
-    )
-    .unwrap();
-    writeln!(out, "        match subject {{").unwrap();
-    for (value, ty) in values.iter().zip(&types) {
-        writeln!(
-            out,
-            "            {:?} => crate::decode::<{ty}>(bytes).map(Self::{ty}),",
-            value.subject()
-        )
-        .unwrap();
-    }
-    writeln!(out, "            _ => Err(crate::ContractError::UnknownSubject {{ subject: subject.to_string() }}),").unwrap();
-    writeln!(out, "        }}\n    }}\n").unwrap();
-    writeln!(out, "    /// The contract of this value.").unwrap();
-    writeln!(
-        out,
-        "    pub fn info(&self) -> &'static crate::ContractInfo {{"
-    )
-    .unwrap();
-    writeln!(out, "        match self {{").unwrap();
-    for ty in &types {
-        writeln!(
-            out,
-            "            Self::{ty}(_) => <{ty} as crate::Contract>::INFO,"
-        )
-        .unwrap();
-    }
-    writeln!(out, "        }}\n    }}\n").unwrap();
-    writeln!(out, "    /// Serializes and validates the value.").unwrap();
-    writeln!(
-        out,
-        "    pub fn encode(&self) -> Result<Vec<u8>, crate::ContractError> {{"
-    )
-    .unwrap();
-    writeln!(out, "        match self {{").unwrap();
-    for ty in &types {
-        writeln!(out, "            Self::{ty}(m) => crate::encode(m),").unwrap();
-    }
-    writeln!(out, "        }}\n    }}\n}}\n").unwrap();
+        &DispatchEnum {
+            name: "KeyValueRecord",
+            doc: "Any key-value value with a schema, for tools that read every bucket.",
+            decode_doc: "Decodes (parse + validate + deserialize) the value stored on `subject` (`$KV.<bucket>.<key>`).",
+            noun: "value",
+        },
+        &arms,
+    );
     Ok(())
 }
 
