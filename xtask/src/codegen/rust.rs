@@ -665,7 +665,6 @@ fn key_value_table(out: &mut String, values: &[KeyValueEntry]) -> Result<()> {
     let arms: Vec<(String, String)> = values
         .iter()
         .map(|v| v.subject())
-        .map(String::from)
         .zip(types)
         .collect();
     dispatch_enum(
