@@ -185,7 +185,9 @@ async fn the_deprecated_telegram_bot_cannot_have_a_risky_action_run() {
             .unwrap(),
         "approval-telegram may publish actions"
     );
-    tokio::time::sleep(QUIET).await;
+    // Refused, so never stored: no action for commander to run, and no ops command.
+    let actions: Vec<Action> = stack.all().await.unwrap();
+    assert!(actions.is_empty(), "an action was stored: {actions:?}");
     let commands: Vec<OpsCommand> = stack.all().await.unwrap();
     assert!(
         commands.is_empty(),
@@ -232,7 +234,9 @@ async fn an_event_naming_all_or_a_respelled_service_restarts_nothing() {
             "{decision:?}"
         );
     }
-    tokio::time::sleep(QUIET).await;
+    // brain stores an action together with its decision: none was stored, so none can run.
+    let actions: Vec<Action> = stack.all().await.unwrap();
+    assert!(actions.is_empty(), "actions were emitted: {actions:?}");
     let commands: Vec<OpsCommand> = stack.all().await.unwrap();
     assert!(commands.is_empty(), "ops commands were sent: {commands:?}");
     assert_eq!(

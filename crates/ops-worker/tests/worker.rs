@@ -528,7 +528,8 @@ async fn halt_and_cancel_all_are_not_stuck_behind_a_slow_command() {
         let console = console.clone();
         tokio::spawn(async move { send(&console, &other_restart).await })
     };
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_accepted(&server, restart_id).await;
+    wait_accepted(&server, other_id).await;
 
     let cancel = send(&console, &signed(command("cancel_all", "", Value::Null))).await;
     let cancel = final_receipt(&cancel).clone();
@@ -562,11 +563,12 @@ async fn halt_and_cancel_all_are_not_stuck_behind_a_slow_command() {
 
     // halt goes ahead of a slow restart on the same target and cancels it.
     let restart = signed(command("restart", &slow.name, json!({"timeout_s": 30})));
+    let slow_restart = restart.id;
     let watcher = {
         let console = console.clone();
         tokio::spawn(async move { send(&console, &restart).await })
     };
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    wait_accepted(&server, slow_restart).await;
     let halt = send(
         &console,
         &signed(command("halt", &slow.name, json!({"timeout_s": 1}))),

@@ -662,11 +662,7 @@ fn key_value_table(out: &mut String, values: &[KeyValueEntry]) -> Result<()> {
         writeln!(out, "    <{ty} as crate::Contract>::INFO,").unwrap();
     }
     writeln!(out, "];\n").unwrap();
-    let arms: Vec<(String, String)> = values
-        .iter()
-        .map(|v| v.subject())
-        .zip(types)
-        .collect();
+    let arms: Vec<(String, String)> = values.iter().map(|v| v.subject()).zip(types).collect();
     dispatch_enum(
         out,
         &DispatchEnum {

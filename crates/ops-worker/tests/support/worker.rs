@@ -189,3 +189,20 @@ pub async fn all_receipts(server: &NatsServer) -> Vec<OpsReceipt> {
     }
     receipts
 }
+
+/// Waits (up to 30 s) until ops-worker has accepted `command_id` (its pending receipt is
+/// stored): the command is running, or waiting for its target's lane.
+pub async fn wait_accepted(server: &NatsServer, command_id: uuid::Uuid) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !all_receipts(server)
+        .await
+        .iter()
+        .any(|r| r.command_id == command_id && r.status.to_string() == "pending")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "command {command_id} was not accepted within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
