@@ -590,21 +590,22 @@ async fn halt_and_cancel_all_are_not_stuck_behind_a_slow_command() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_evidence_stores_a_verified_bundle() {
-    let (_docker, web) = setup().await;
-    web.run(Spec {
-        cmd: Some(vec![
-            "sh".into(),
-            "-c".into(),
-            "echo evidence-line-42; exec sleep 3600".into(),
-        ]),
-        ..busybox()
-    })
-    .await;
+    let (docker, web) = setup().await;
+    let id = web
+        .run(Spec {
+            cmd: Some(vec![
+                "sh".into(),
+                "-c".into(),
+                "echo evidence-line-42; exec sleep 3600".into(),
+            ]),
+            ..busybox()
+        })
+        .await;
     let server = provisioned_server().await;
     let _worker = WorkerProcess::start(&server, &[&web.name], &[]).await;
     let console = console(&server).await;
     send(&console, &signed(command("arm", "", Value::Null))).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for_log(&docker, &id, "evidence-line-42").await;
     let receipts = send(
         &console,
         &signed(command("export_evidence", &web.name, Value::Null)),
