@@ -8,7 +8,7 @@ use std::time::Duration;
 use contracts::services::ApprovalCli;
 use contracts::*;
 use e2e::probe::Probe;
-use e2e::testing::{docker, stack, unique};
+use e2e::testing::{docker, stack, stack_with_receipt_timeout, unique};
 use e2e::workload::Workload;
 use serde_json::json;
 
@@ -355,4 +355,71 @@ async fn nothing_runs_while_the_platform_is_disarmed() {
         Vec::<String>::new(),
         "a service did something its identity is not granted"
     );
+}
+
+/// commander stops waiting for an ops command after its receipt timeout, but the outcome says
+/// what really happened: the withdrawal finds the restart running, waits for its end, and the
+/// outcome is its success (before: `failed`/`ops_timeout` while the restart went on), counted
+/// as such by brain's breaker. No command is sent twice, and the container restarted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ops_command_that_outlasts_the_receipt_timeout_is_reconciled_not_failed() {
+    let docker = docker().await;
+    let service = unique("slow");
+    // A restart waits its whole stop timeout (the policy says 2 s): longer than commander's 1 s.
+    let workload = Workload::start_stopping_with(&docker, &service, "SIGTERM")
+        .await
+        .unwrap();
+    let first_start = workload.containers().await[0]
+        .state
+        .as_ref()
+        .and_then(|s| s.started_at.clone())
+        .unwrap();
+    let (stack, _dir) = stack_with_receipt_timeout("reconcile", &[&service], 300, 1).await;
+    let probe = Probe::new(stack.bus().await.unwrap());
+    probe
+        .emit("service_down", "critical", json!({"service_name": service}))
+        .await
+        .unwrap();
+
+    let outcome = stack
+        .wait_for::<Outcome>(WAIT, |_| true)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", stack.logs()));
+    assert_eq!(
+        outcome.status.to_string(),
+        "succeeded",
+        "the outcome contradicts what ran: {:?}\n{}",
+        outcome.error,
+        stack.logs()
+    );
+    let commands: Vec<OpsCommand> = stack.all().await.unwrap();
+    let restarts: Vec<&OpsCommand> = commands
+        .iter()
+        .filter(|c| c.type_.to_string() == "restart")
+        .collect();
+    assert_eq!(restarts.len(), 1, "{commands:?}");
+    assert!(
+        commands.iter().any(|c| c.type_.to_string() == "withdraw"
+            && c.params["command_id"] == json!(restarts[0].id)),
+        "commander did not withdraw the command it stopped waiting for: {commands:?}"
+    );
+    let container = &workload.containers().await[0];
+    let started = container
+        .state
+        .as_ref()
+        .and_then(|s| s.started_at.clone())
+        .unwrap();
+    assert_ne!(started, first_start, "the restart did not happen");
+    assert!(container
+        .state
+        .as_ref()
+        .and_then(|s| s.running)
+        .unwrap_or(false));
+    let outcomes: Vec<Outcome> = stack.all().await.unwrap();
+    assert_eq!(
+        outcomes.len(),
+        1,
+        "exactly one outcome per action: {outcomes:?}"
+    );
+    assert_eq!(stack.refusals(), Vec::<String>::new());
 }

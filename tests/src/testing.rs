@@ -18,6 +18,16 @@ pub async fn stack(
     allowlist: &[&str],
     approval_timeout_s: u64,
 ) -> (Stack, tempfile::TempDir) {
+    stack_with_receipt_timeout(name, allowlist, approval_timeout_s, 60).await
+}
+
+/// [`stack`], with commander waiting `receipt_timeout_s` for an ops command's final receipt.
+pub async fn stack_with_receipt_timeout(
+    name: &str,
+    allowlist: &[&str],
+    approval_timeout_s: u64,
+    receipt_timeout_s: u64,
+) -> (Stack, tempfile::TempDir) {
     let dir = tempfile::Builder::new()
         .prefix(&format!("orion-e2e-{name}-"))
         .tempdir()
@@ -39,7 +49,7 @@ pub async fn stack(
         .unwrap(),
         brain_policy: policy,
         admin_identity: "e2e-operator".into(),
-        receipt_timeout_s: 60,
+        receipt_timeout_s,
     };
     match Stack::start(options).await {
         Ok(stack) => (stack, dir),

@@ -20,8 +20,19 @@ pub struct Workload {
 }
 
 impl Workload {
-    /// Starts one container of `name` (busybox sleeping); removes any leftovers of it first.
+    /// Starts one container of `name` (busybox sleeping, stopped at once); removes any
+    /// leftovers of it first.
     pub async fn start(docker: &Docker, name: &str) -> Result<Self> {
+        Self::start_stopping_with(docker, name, "SIGKILL").await
+    }
+
+    /// [`Workload::start`] whose container is stopped with `stop_signal`: with `SIGTERM`, which
+    /// busybox's sleep as PID 1 ignores, a stop takes the whole grace period.
+    pub async fn start_stopping_with(
+        docker: &Docker,
+        name: &str,
+        stop_signal: &str,
+    ) -> Result<Self> {
         crate::images::ensure_test_images(docker).await;
         let workload = Self {
             name: name.to_string(),
@@ -34,7 +45,7 @@ impl Workload {
                 SERVICE_LABEL.to_string(),
                 name.to_string(),
             )])),
-            stop_signal: Some("SIGKILL".into()),
+            stop_signal: Some(stop_signal.into()),
             ..Default::default()
         };
         let options = CreateContainerOptions {

@@ -14,6 +14,9 @@ pub struct FileConfig {
     pub nats_url: String,
     /// How long to wait for ops-worker's final receipt.
     pub receipt_timeout_s: u64,
+    /// After the receipt timeout, how long to keep withdrawing an unanswered ops command
+    /// before reporting `ops_unreachable`; keep it above ops-worker's `clock_skew_s`.
+    pub reconcile_timeout_s: u64,
     /// Actions executed at once.
     pub max_in_flight: usize,
     /// How long the server waits before redelivering an action commander is working on (it
@@ -30,6 +33,7 @@ impl Default for FileConfig {
         Self {
             nats_url: contracts::bus::DEFAULT_NATS_URL.into(),
             receipt_timeout_s: 120,
+            reconcile_timeout_s: 600,
             max_in_flight: 16,
             ack_wait_s: 30,
             brain_public_keys: Vec::new(),
@@ -42,6 +46,7 @@ impl Default for FileConfig {
 pub struct CommanderConfig {
     pub file: FileConfig,
     pub receipt_timeout: Duration,
+    pub reconcile_timeout: Duration,
     pub ack_wait: Duration,
     /// brain's trusted keys.
     pub brain_keys: Verifier,
@@ -103,6 +108,7 @@ impl CommanderConfig {
         }
         Ok(Self {
             receipt_timeout: Duration::from_secs(file.receipt_timeout_s),
+            reconcile_timeout: Duration::from_secs(file.reconcile_timeout_s),
             ack_wait: Duration::from_secs(file.ack_wait_s.max(5)),
             brain_keys,
             file,

@@ -51,7 +51,7 @@ Environment:
   ORION_ENV             base, dev, ci or prod: which overlay of the config file to apply
   ORION_LOG_FORMAT      text or json; RUST_LOG filters (default info)
 
-Config file (TOML, --config): nats_url, receipt_timeout_s (120), max_in_flight (16),
+Config file (TOML, --config): nats_url, receipt_timeout_s (120), reconcile_timeout_s (600), max_in_flight (16),
 ack_wait_s (30), brain_public_keys = [\"<base64>\", ..] (several while brain's key rotates);
 <name>.<ORION_ENV>.toml next to it overrides keys.";
 
@@ -130,6 +130,7 @@ async fn run(command: Cmd) -> Result<u8> {
         config.ack_wait,
         config.file.max_in_flight,
     )
+    .with_reconcile_timeout(config.reconcile_timeout)
     .run(shutdown_signal(), Duration::from_secs(drain_s))
     .await?;
     bus.close().await?;

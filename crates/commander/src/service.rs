@@ -20,7 +20,7 @@ use contracts::bus::{
 use contracts::generated::dead_letter_v1::DeadLetterReasonCode;
 use contracts::services::Commander;
 use contracts::signing::{Verifier, SIGNATURE_HEADER};
-use contracts::{Action, Outcome, Timestamp};
+use contracts::{Action, OpsCommand, OpsReceipt, Outcome, Timestamp};
 use serde_json::{json, Map, Value};
 use tokio_util::task::TaskTracker;
 
@@ -74,6 +74,7 @@ struct Shared {
     keys: SigningKeys,
     brain_keys: Verifier,
     receipt_timeout: Duration,
+    reconcile_timeout: Duration,
     ack_wait: Duration,
     worker_id: String,
 }
@@ -104,6 +105,7 @@ impl CommanderService {
                 keys,
                 brain_keys,
                 receipt_timeout,
+                reconcile_timeout: receipt_timeout * 5,
                 ack_wait,
                 worker_id,
             }),
@@ -111,6 +113,17 @@ impl CommanderService {
                 batch: max_in_flight.min(20),
             },
         }
+    }
+
+    /// How long, after the receipt timeout, commander keeps withdrawing an unanswered ops
+    /// command before it reports `ops_unreachable` (default: 5 receipt timeouts). Keep it above
+    /// ops-worker's replay window (`clock_skew_s`): past that window the command can no longer
+    /// start, so the outcome cannot be contradicted by a late run.
+    pub fn with_reconcile_timeout(mut self, reconcile_timeout: Duration) -> Self {
+        Arc::get_mut(&mut self.shared)
+            .expect("configured before it runs")
+            .reconcile_timeout = reconcile_timeout;
+        self
     }
 
     /// Consumes actions until `shutdown`, then waits up to `drain` for those in flight.
@@ -438,17 +451,40 @@ impl Shared {
                     }
                 }
             };
-        let Some(last) = receipts.last else {
+        let last = match receipts.last {
+            Some(last) => last,
+            // Not "failed" yet: the command may still be queued or running.
+            None => match self.withdraw(&command).await {
+                Some(last) => last,
+                None => {
+                    return Ending::Failed {
+                        code: "ops_unreachable".into(),
+                        message: format!(
+                            "ops-worker answered neither command {} nor its withdrawal within {} s; \
+                             nothing ran so far, and once ops-worker's replay window after {} has passed it never will",
+                            command.id,
+                            (self.receipt_timeout + self.reconcile_timeout).as_secs(),
+                            command.ts
+                        ),
+                        details: Some(details),
+                    }
+                }
+            },
+        };
+        if last.error.as_ref().is_some_and(|e| {
+            e.as_str()
+                .starts_with(ops_worker::receipts::WITHDRAWN_PREFIX)
+        }) {
             return Ending::Failed {
                 code: "ops_timeout".into(),
                 message: format!(
-                    "no final receipt from ops-worker within {} s for command {}",
+                    "no final receipt from ops-worker within {} s for command {}: withdrawn before it started, nothing ran",
                     self.receipt_timeout.as_secs(),
                     command.id
                 ),
                 details: Some(details),
             };
-        };
+        }
         let error = last.error.as_ref().map(|e| e.to_string());
         match (last.status.to_string().as_str(), error) {
             ("success", _) => {
@@ -473,6 +509,50 @@ impl Shared {
                     .unwrap_or_else(|| "ops-worker reported a failure without a reason".into()),
                 details: Some(details),
             },
+        }
+    }
+
+    /// Takes back `command` after its receipt timeout, so the outcome says what really happened:
+    /// a signed `withdraw` makes ops-worker cancel it if it runs, or record it as never to start;
+    /// its answer carries the command's final receipt. Sent again until answered, for up to
+    /// `reconcile_timeout`; `None` if ops-worker never answered.
+    async fn withdraw(&self, command: &OpsCommand) -> Option<OpsReceipt> {
+        let sent = contracts::encode(command).ok()?;
+        let deadline = tokio::time::Instant::now() + self.reconcile_timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            tracing::warn!(command_id = %command.id, "no final receipt in time: withdrawing the ops command");
+            let request = CommandRequest {
+                command_type: "withdraw".into(),
+                target: String::new(),
+                params: Some(Map::from_iter([
+                    ("command_id".to_string(), json!(command.id)),
+                    ("command_type".to_string(), json!(command.type_)),
+                ])),
+                initiator_id: "orion-commander".into(),
+                reason: format!("withdraw {}: no final receipt in time", command.id),
+            };
+            let withdrawal = client::build_signed(&request, &self.keys).ok()?;
+            let answer = client::send_and_wait(
+                &self.bus,
+                &withdrawal,
+                left.min(self.receipt_timeout),
+                |_| {},
+            )
+            .await
+            .ok()
+            .and_then(|receipts| receipts.last);
+            let final_receipt = answer
+                .and_then(|answer| answer.result)
+                .and_then(|result| result.get("receipt").cloned())
+                .and_then(|receipt| contracts::decode_value::<OpsReceipt>(receipt).ok())
+                .filter(|receipt| client::issued_for(receipt, command, &sent));
+            if final_receipt.is_some() {
+                return final_receipt;
+            }
         }
     }
 

@@ -78,7 +78,8 @@ async fn spawn_commander(
         receipt_timeout,
         Duration::from_secs(30),
         8,
-    );
+    )
+    .with_reconcile_timeout(receipt_timeout);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         service
@@ -292,38 +293,54 @@ async fn bad_parameters_dry_runs_and_an_unanswered_ops_command_end_in_one_outcom
     assert_eq!(outcome.status.to_string(), "succeeded");
     assert_eq!(outcome.result["plan"]["ops_command"], json!("deploy"));
 
-    // No ops-worker runs: the command is sent, signed, and nobody answers.
+    // No ops-worker runs: the command is sent, signed, withdrawn after the receipt timeout,
+    // and nobody answers either.
     let restart = action("restart_service", json!({"service_name": "web"}));
     publish_signed(&brain, &restart).await;
     let outcome = next_outcome(&mut outcomes, Duration::from_secs(20))
         .await
         .unwrap();
     assert_eq!(outcome.status.to_string(), "failed");
-    assert_eq!(outcome.error.as_ref().unwrap().code.as_str(), "ops_timeout");
-    let js = async_nats::jetstream::new(
-        async_nats::ConnectOptions::new()
-            .user_and_password("admin".into(), server.password("admin").unwrap().into())
-            .connect(server.url())
-            .await
-            .unwrap(),
-    );
-    let stream = js.get_stream("TITAN_OPS").await.unwrap();
-    let last = stream
-        .get_last_raw_message_by_subject("titan.ops.command.v1")
-        .await
-        .unwrap();
-    let command: OpsCommand = decode(&last.payload).unwrap();
     assert_eq!(
-        command.meta.reason,
-        commander::service::ops_reason(&restart)
+        outcome.error.as_ref().unwrap().code.as_str(),
+        "ops_unreachable"
     );
+    let sent = stored(server, "titan.ops.command.v1").await;
+    let commands: Vec<OpsCommand> = sent.iter().map(|m| decode(&m.payload).unwrap()).collect();
+    let index = commands
+        .iter()
+        .position(|c| c.meta.reason == commander::service::ops_reason(&restart))
+        .expect("the restart's ops command");
+    let command = &commands[index];
     assert_eq!(command.meta.initiator_id, "orion-commander");
-    let raw: Value = serde_json::from_slice(&last.payload).unwrap();
     let keys = ops_worker::signing::SigningKeys::new(&[TEST_SECRET.to_string()]).unwrap();
+    for message in &sent {
+        let raw: Value = serde_json::from_slice(&message.payload).unwrap();
+        assert_eq!(
+            keys.verify(&raw)
+                .expect("commander's ops commands verify with the shared key"),
+            0
+        );
+    }
+    // After the receipt timeout: withdrawn (again, while nobody answers), never re-sent.
+    let withdrawals: Vec<&OpsCommand> = commands[index + 1..]
+        .iter()
+        .filter(|c| c.type_.to_string() == "withdraw")
+        .collect();
+    assert!(
+        !withdrawals.is_empty(),
+        "the unanswered command was not withdrawn"
+    );
+    for withdrawal in &withdrawals {
+        assert_eq!(withdrawal.params["command_id"], json!(command.id));
+        assert_eq!(withdrawal.params["command_type"], json!("restart"));
+    }
     assert_eq!(
-        keys.verify(&raw)
-            .expect("commander's ops command verifies with the shared key"),
-        0
+        commands
+            .iter()
+            .filter(|c| c.type_.to_string() == "restart")
+            .count(),
+        1
     );
     stop_commander(running).await;
 }
@@ -421,7 +438,10 @@ async fn unsigned_forged_and_altered_actions_are_dead_lettered_and_never_reach_o
         }
         others.push(outcome);
     };
-    assert_eq!(outcome.error.as_ref().unwrap().code.as_str(), "ops_timeout");
+    assert_eq!(
+        outcome.error.as_ref().unwrap().code.as_str(),
+        "ops_unreachable"
+    );
     let sent = ops_commands_for(server, &genuine).await;
     assert_eq!(sent.len(), 1, "the signed action's ops deploy");
     assert_eq!(sent[0].type_.to_string(), "deploy");

@@ -64,6 +64,9 @@ pub struct CommandsSection {
     pub ack_wait_s: u64,
     /// Commands in flight at once (across all targets).
     pub max_in_flight: usize,
+    /// How long `halt`, `cancel_all` and `withdraw` wait for the work they cancel to end, on
+    /// every instance (a rollback, or the redelivery of a crashed instance's command).
+    pub cancel_wait_s: u64,
 }
 
 impl Default for NatsSection {
@@ -96,6 +99,7 @@ impl Default for CommandsSection {
             evidence_receipts: 100,
             ack_wait_s: 30,
             max_in_flight: 64,
+            cancel_wait_s: 120,
         }
     }
 }
@@ -114,6 +118,7 @@ pub struct WorkerConfig {
     pub evidence_receipts: usize,
     pub ack_wait: Duration,
     pub max_in_flight: usize,
+    pub cancel_wait: Duration,
     pub executor_id: String,
 }
 
@@ -203,7 +208,13 @@ impl WorkerConfig {
             evidence_receipts: file.commands.evidence_receipts,
             ack_wait: Duration::from_secs(file.commands.ack_wait_s.max(5)),
             max_in_flight: file.commands.max_in_flight.max(1),
-            executor_id: gethostname::gethostname().to_string_lossy().into_owned(),
+            cancel_wait: Duration::from_secs(file.commands.cancel_wait_s),
+            // The process id too: several instances on one host must tell their work apart.
+            executor_id: format!(
+                "{}-{}",
+                gethostname::gethostname().to_string_lossy(),
+                std::process::id()
+            ),
         })
     }
 }

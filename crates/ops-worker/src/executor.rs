@@ -82,7 +82,7 @@ impl Executor {
                     check_cancelled(cancel)?;
                     restarted.extend(
                         self.engine
-                            .restart(&service, timeout)
+                            .restart(&service, timeout, cancel)
                             .await
                             .map_err(|e| e.to_string())?,
                     );

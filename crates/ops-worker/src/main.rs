@@ -11,6 +11,7 @@ use contracts::runtime::{init_tracing, shutdown_signal, LogFormat};
 use contracts::services::{OpsConsole, OpsWorker};
 use ops_worker::client::{self, CommandRequest};
 use ops_worker::config::{self, ProcessEnvironment, WorkerConfig};
+use ops_worker::control::ControlBoard;
 use ops_worker::docker::Engine;
 use ops_worker::executor::Executor;
 use ops_worker::state::{command_log, ArmedRecord, Interlock};
@@ -58,7 +59,7 @@ Environment (the worker fails closed: without a strong secret it exits 1 before 
 
 Config file (TOML, --config): [nats] url, replicas; [docker] socket, service_label, allowlist,
 call_timeout_s; [commands] clock_skew_s, stop_timeout_s, deploy_ready_timeout_s,
-evidence_log_lines (at most 5000), evidence_receipts, ack_wait_s, max_in_flight. An overlay
+evidence_log_lines (at most 5000), evidence_receipts, ack_wait_s, max_in_flight, cancel_wait_s. An overlay
 <name>.<ORION_ENV>.toml next to it overrides keys; environment variables override both.
 
 Evidence bundles (export_evidence, param log_lines clamped to 5000; logs at most 1 MiB per
@@ -95,7 +96,8 @@ enum Cmd {
 
 #[derive(Args)]
 struct SendArgs {
-    /// restart, deploy, halt, disarm, arm, set_risk, cancel_all or export_evidence.
+    /// restart, deploy, halt, disarm, arm, set_risk, cancel_all, export_evidence or withdraw
+    /// (with --param command_id=<id> --param command_type=<type>).
     #[arg(long = "type", value_name = "TYPE")]
     command_type: String,
     /// An allowlisted service spelled exactly as allowlisted (never trimmed or case-folded),
@@ -218,9 +220,13 @@ async fn run(config_path: Option<PathBuf>, drain: Duration) -> Result<u8> {
         clock_skew: config.clock_skew,
         ack_wait: config.ack_wait,
         max_in_flight: config.max_in_flight,
+        cancel_wait: config.cancel_wait,
         executor_id: config.executor_id,
     };
-    Worker::new(bus.clone(), executor, log, settings)
+    let board = ControlBoard::open(&js)
+        .await
+        .context("opening the control board")?;
+    Worker::new(bus.clone(), executor, log, board, settings)
         .run(shutdown_signal(), drain)
         .await?;
     bus.close().await?;

@@ -10,6 +10,9 @@ use serde_json::{json, Map, Value};
 const RECEIPT_NAMESPACE: uuid::Uuid =
     uuid::Uuid::from_u128(0x7469_7461_6e2d_6f70_732d_7265_6365_6970);
 
+/// How the final receipt of a command taken back by `withdraw` before it started begins.
+pub const WITHDRAWN_PREFIX: &str = "withdrawn: ";
+
 /// What the receipt says.
 #[derive(Debug, Clone)]
 pub enum Status {

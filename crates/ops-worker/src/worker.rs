@@ -35,6 +35,7 @@ use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::control::{Cancellation, ControlBoard, Running, Scope};
 use crate::executor::Executor;
 use crate::receipts::{self, Status};
 use crate::signing::SigningKeys;
@@ -42,13 +43,14 @@ use contracts::bus::{Claim, ClaimLog, ClaimRecord, Renewal};
 
 /// How long a command whose receipt could not be published waits before it is redelivered.
 const RETRY_PUBLISH: Duration = Duration::from_secs(2);
-/// Command types that publish `pending` before they run.
 /// Delay before a command whose handler panicked is delivered again.
 const RETRY_DELAY: Duration = Duration::from_secs(2);
+/// Command types that publish `pending` before they run.
 const LONG_COMMANDS: &[&str] = &["restart", "deploy", "halt", "export_evidence"];
 /// Command types that wait for their target's lane (one at a time per target).
 const LANED_COMMANDS: &[&str] = &["restart", "deploy", "export_evidence"];
-/// Command types that `halt` and `cancel_all` cancel.
+/// Command types that `halt`, `cancel_all` and `withdraw` cancel; each is registered on the
+/// control board while it is in flight.
 const CANCELLABLE: &[&str] = &["restart", "deploy", "export_evidence"];
 
 /// A command being executed (or waiting for its lane).
@@ -64,9 +66,11 @@ struct Shared {
     bus: Bus<OpsWorker>,
     executor: Executor,
     log: ClaimLog,
+    board: ControlBoard,
     keys: SigningKeys,
     clock_skew: Duration,
     ack_wait: Duration,
+    cancel_wait: Duration,
     executor_id: String,
     in_flight: Mutex<HashMap<uuid::Uuid, InFlight>>,
     lanes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -84,6 +88,8 @@ pub struct WorkerSettings {
     pub keys: SigningKeys,
     pub clock_skew: Duration,
     pub ack_wait: Duration,
+    /// How long `halt`, `cancel_all` and `withdraw` wait for the work they cancel to end.
+    pub cancel_wait: Duration,
     pub max_in_flight: usize,
     pub executor_id: String,
 }
@@ -93,6 +99,7 @@ impl Worker {
         bus: Bus<OpsWorker>,
         executor: Executor,
         log: ClaimLog,
+        board: ControlBoard,
         settings: WorkerSettings,
     ) -> Self {
         let options = SubscribeOptions {
@@ -103,9 +110,11 @@ impl Worker {
                 bus,
                 executor,
                 log,
+                board,
                 keys: settings.keys,
                 clock_skew: settings.clock_skew,
                 ack_wait: settings.ack_wait,
+                cancel_wait: settings.cancel_wait,
                 executor_id: settings.executor_id,
                 in_flight: Mutex::new(HashMap::new()),
                 lanes: Mutex::new(HashMap::new()),
@@ -123,6 +132,18 @@ impl Worker {
         shutdown: impl std::future::Future<Output = ()>,
         drain: Duration,
     ) -> Result<(), BusError> {
+        // Watching before consuming: a cancellation announced after this is never missed.
+        let watcher = {
+            let shared = self.shared.clone();
+            tokio::spawn(async move {
+                let board = shared.board.clone();
+                board
+                    .follow_cancellations(|announced| {
+                        shared.cancel_local(&announced.cancellation);
+                    })
+                    .await
+            })
+        };
         let mut commands = self
             .shared
             .bus
@@ -158,6 +179,7 @@ impl Worker {
             }
         }
         drop(commands);
+        watcher.abort();
         self.tasks.close();
         let waiting = self.tasks.len();
         if waiting > 0 {
@@ -205,25 +227,28 @@ impl Worker {
             let why = format!("refused: {e}; name an allowlisted service exactly, `all`, or nothing for a platform-wide command; nothing was done");
             return shared.refuse(delivery, &command_type, why, arrived).await;
         }
-        if command_type == "cancel_all" {
+        if command_type == "cancel_all" || command_type == "withdraw" {
+            // Claimed first: a replayed copy is answered "seen before" and cancels nothing.
             let Some((delivery, revision)) = shared.claim(delivery, arrived).await else {
                 return;
             };
-            let cancelled =
-                shared.cancel_in_flight(&format!("cancel_all {}", command.id), |_| true);
-            let result = Map::from_iter([("cancelled".to_string(), json!(cancelled))]);
-            return shared
-                .finish(delivery, revision, Status::Success(result), arrived)
-                .await;
-        }
-        if command_type == "halt" {
-            let target = command.target.clone();
-            shared.cancel_in_flight(&format!("halt {}", command.id), |f| {
-                overlaps(&f.target, &target)
-            });
+            let status = if command_type == "cancel_all" {
+                match shared.cancel_everywhere(&delivery, Scope::Everything).await {
+                    Ok(cancelled) => Status::Success(Map::from_iter([(
+                        "cancelled".to_string(),
+                        json!(cancelled),
+                    )])),
+                    Err(why) => Status::Failure(why),
+                }
+            } else {
+                shared.withdraw(&delivery, arrived).await
+            };
+            return shared.finish(delivery, revision, status, arrived).await;
         }
         let token = CancellationToken::new();
         let cancelled_by = Arc::new(Mutex::new(None));
+        let cancellable = CANCELLABLE.contains(&command_type.as_str());
+        // In the table before it is on the board: a cancellation seen in between finds it.
         shared
             .in_flight
             .lock()
@@ -237,16 +262,23 @@ impl Worker {
                     cancelled_by: cancelled_by.clone(),
                 },
             );
+        if cancellable {
+            if let Err(why) = shared.register(&command, &token, &cancelled_by).await {
+                shared.forget(&command.id);
+                tracing::error!(command_id = %command.id, error = %why, "cannot register the command on the control board; it will be redelivered");
+                let _ = delivery.nak(Some(Duration::from_secs(2)), &why).await;
+                return;
+            }
+        }
         self.tasks.spawn(async move {
             let _ = isolate(delivery, RETRY_DELAY, |d| {
                 shared.run_command(d, token, cancelled_by, arrived)
             })
             .await;
-            shared
-                .in_flight
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .remove(&command.id);
+            shared.forget(&command.id);
+            if cancellable {
+                shared.release(&command.id).await;
+            }
         });
     }
 }
@@ -260,11 +292,6 @@ fn check_target(target: &str) -> Result<(), TargetError> {
     } else {
         OpsTarget::parse(target).map(drop)
     }
-}
-
-/// Whether a command on `a` and one on `b` touch the same services.
-fn overlaps(a: &str, b: &str) -> bool {
-    a == b || a == "all" || b == "all"
 }
 
 impl Shared {
@@ -285,8 +312,9 @@ impl Shared {
         }
     }
 
-    /// Cancels the commands in flight that `which` selects; returns their ids.
-    fn cancel_in_flight(&self, by: &str, which: impl Fn(&InFlight) -> bool) -> Vec<String> {
+    /// Cancels the commands this instance has in flight that `cancellation` covers; returns
+    /// their ids. Every instance calls it for every cancellation it sees on the board.
+    fn cancel_local(&self, cancellation: &Cancellation) -> Vec<uuid::Uuid> {
         let in_flight = self
             .in_flight
             .lock()
@@ -294,16 +322,156 @@ impl Shared {
         let mut cancelled = Vec::new();
         for (id, flight) in in_flight.iter() {
             if CANCELLABLE.contains(&flight.command_type.as_str())
-                && which(flight)
+                && cancellation.scope.covers(&flight.target)
                 && !flight.token.is_cancelled()
             {
-                *flight.cancelled_by.lock().expect("cancel reason poisoned") = Some(by.to_string());
+                *flight.cancelled_by.lock().expect("cancel reason poisoned") =
+                    Some(cancellation.by.clone());
                 flight.token.cancel();
-                cancelled.push(id.to_string());
+                cancelled.push(*id);
             }
         }
-        cancelled.sort();
+        if !cancelled.is_empty() {
+            tracing::info!(by = %cancellation.by, ?cancelled, "cancelled commands in flight here");
+        }
         cancelled
+    }
+
+    /// Puts a cancellable command on the board. If an earlier holder registered it and a
+    /// cancellation covering it came after, it starts out cancelled: its first holder may have
+    /// died before it could stop it.
+    async fn register(
+        &self,
+        command: &OpsCommand,
+        token: &CancellationToken,
+        cancelled_by: &Mutex<Option<String>>,
+    ) -> Result<(), String> {
+        let running = Running {
+            command_type: command.type_.to_string(),
+            target: command.target.clone(),
+            worker: self.executor_id.clone(),
+        };
+        let earlier = self
+            .board
+            .register(&command.id, &running)
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(earlier) = earlier else {
+            return Ok(());
+        };
+        let covering = self
+            .board
+            .cancelled_since(&command.target, earlier)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(cancellation) = covering {
+            *cancelled_by.lock().expect("cancel reason poisoned") = Some(cancellation.by);
+            token.cancel();
+        }
+        Ok(())
+    }
+
+    fn forget(&self, id: &uuid::Uuid) {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(id);
+    }
+
+    /// Takes a command off the board once it has its final receipt. One handed back (to be
+    /// redelivered) stays on it: the next holder registers it again.
+    async fn release(&self, id: &uuid::Uuid) {
+        if !matches!(
+            self.log.get(id).await,
+            Ok(Some(ClaimRecord::Finished { .. }))
+        ) {
+            return;
+        }
+        if let Err(e) = self.board.unregister(id).await {
+            tracing::warn!(command_id = %id, error = %e, "could not take a finished command off the control board; cancellations treat it as ended by its receipt");
+        }
+    }
+
+    /// Whether `id` is still at work somewhere: on the board and without a final receipt. An
+    /// unreadable board or log counts as still at work, so no end is reported that was not seen.
+    async fn still_at_work(&self, id: &uuid::Uuid) -> bool {
+        if !self.board.is_running(id).await.unwrap_or(true) {
+            return false;
+        }
+        !matches!(
+            self.log.get(id).await,
+            Ok(Some(ClaimRecord::Finished { .. }))
+        )
+    }
+
+    /// Broadcasts the cancellation `delivery`'s command asks for, cancels what this instance
+    /// runs, and waits (up to `cancel_wait`) until every covered command on every instance has
+    /// ended. Returns their ids; an error names those still at work.
+    async fn cancel_everywhere(
+        &self,
+        delivery: &Delivery<OpsCommand>,
+        scope: Scope,
+    ) -> Result<Vec<String>, String> {
+        let command = delivery.message();
+        let cancellation = Cancellation {
+            by: format!("{} {}", command.type_, command.id),
+            scope,
+        };
+        // Listed before the broadcast too: a covered command cancelled and ended by its own
+        // instance before the listing after the broadcast would not be in that one.
+        let before = self.board.covered(&cancellation.scope, u64::MAX).await;
+        let revision = self
+            .board
+            .announce(&command.id, &cancellation)
+            .await
+            .map_err(|e| {
+                format!("the cancellation could not be broadcast, nothing was cancelled: {e}")
+            })?;
+        self.cancel_local(&cancellation);
+        let after = self.board.covered(&cancellation.scope, revision).await;
+        let mut covered: Vec<uuid::Uuid> =
+            before
+                .into_iter()
+                .chain(after.map_err(|e| {
+                    format!("cancelled, but the commands covered cannot be listed: {e}")
+                }))
+                .flatten()
+                .map(|(id, _)| id)
+                .filter(|id| *id != command.id)
+                .collect();
+        covered.sort();
+        covered.dedup();
+        let deadline = tokio::time::Instant::now() + self.cancel_wait;
+        let mut left = covered.clone();
+        let mut look = tokio::time::interval(Duration::from_millis(100));
+        let mut beat = tokio::time::Instant::now();
+        loop {
+            let mut still = Vec::new();
+            for id in left {
+                if self.still_at_work(&id).await {
+                    still.push(id);
+                }
+            }
+            left = still;
+            if left.is_empty() {
+                return Ok(covered.iter().map(ToString::to_string).collect());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let left: Vec<String> = left.iter().map(ToString::to_string).collect();
+                return Err(format!(
+                    "cancelled {} command(s), but {} still ran after {} s: {}",
+                    covered.len(),
+                    left.len(),
+                    self.cancel_wait.as_secs(),
+                    left.join(", ")
+                ));
+            }
+            if beat.elapsed() >= self.ack_wait / 3 {
+                let _ = delivery.in_progress().await;
+                beat = tokio::time::Instant::now();
+            }
+            look.tick().await;
+        }
     }
 
     /// Claims the command's id when its execution is about to start. `None` when it must not
@@ -412,18 +580,32 @@ impl Shared {
                     .await;
             }
         };
+        // A command whose turn came after its replay window never starts: whoever sent it
+        // may have stopped waiting, and a withdrawal must stay true.
+        if let Err(why) = self.within_skew(&command.ts) {
+            let status = Status::Failure(format!("not started: its turn came too late ({why})"));
+            return self
+                .finish(delivery, renewal.revision(), status, arrived)
+                .await;
+        }
         if LONG_COMMANDS.contains(&command_type.as_str()) {
             let accepted = Map::from_iter([("accepted".to_string(), json!(true))]);
             self.publish(&command, Status::Pending(accepted), arrived)
                 .await;
         }
+        let halted = match command_type.as_str() {
+            "halt" => Some(self.halt_everywhere(&delivery).await),
+            _ => None,
+        };
         let outcome = {
             let work = self.executor.execute(&command, &token);
             tokio::pin!(work);
             loop {
                 tokio::select! {
+                    // Never dropped when cancelled: the executor stops at its next safe point
+                    // (a restart never starts a container after the cancel, a deploy rolls
+                    // back), and only then is the command over — what halt waits for.
                     outcome = &mut work => break outcome,
-                    _ = token.cancelled() => break Err("cancelled".to_string()),
                     _ = heartbeat.tick() => {
                         if let Err(e) = delivery.in_progress().await {
                             tracing::warn!(command_id = %command.id, error = %e, "could not report progress");
@@ -446,8 +628,114 @@ impl Shared {
                 None => Status::Failure(error),
             },
         };
+        let status = match (status, halted) {
+            (Status::Success(mut result), Some(Ok(cancelled))) => {
+                result.insert("cancelled".into(), json!(cancelled));
+                Status::Success(result)
+            }
+            (Status::Success(result), Some(Err(why))) => Status::Failure(format!(
+                "{why}; the platform is disarmed and this was stopped anyway: {}",
+                Value::Object(result)
+            )),
+            (status, _) => status,
+        };
         self.finish(delivery, renewal.revision(), status, arrived)
             .await;
+    }
+
+    /// What `halt` does before it stops its target's containers: disarm, so nothing automated
+    /// starts meanwhile, then cancel the work on its target on every instance and wait for it
+    /// to end — a cancelled deploy rolls back, and must not start a container after halt
+    /// stopped them.
+    async fn halt_everywhere(
+        &self,
+        delivery: &Delivery<OpsCommand>,
+    ) -> Result<Vec<String>, String> {
+        let command = delivery.message();
+        if command.target.is_empty() {
+            // The executor refuses it, naming the fix; nothing to cancel.
+            return Ok(Vec::new());
+        }
+        if let Err(e) = self.executor.interlock.set_armed(false, command.id).await {
+            tracing::error!(command_id = %command.id, error = %e, "halt could not disarm before cancelling; cancelling anyway");
+        }
+        self.cancel_everywhere(
+            delivery,
+            Scope::Target {
+                target: command.target.clone(),
+            },
+        )
+        .await
+    }
+
+    /// `withdraw`: takes back the command named in `params` if it has not started — it is
+    /// recorded as finished, so it never will — or, if it runs, waits (up to `cancel_wait`) for
+    /// it to end without cancelling it: a restart half done is worse than a late answer. Its
+    /// final receipt is published either way, and is this receipt's `result.receipt`.
+    async fn withdraw(&self, delivery: &Delivery<OpsCommand>, arrived: Instant) -> Status {
+        let command = delivery.message();
+        let (id, kind) = match withdrawn_command(&command.params) {
+            Ok(named) => named,
+            Err(why) => return Status::Failure(why),
+        };
+        let withdrawn = match receipts::receipt(
+            &id,
+            &kind,
+            Status::Failure(format!(
+                "{}by withdraw {}: it had not started and never will",
+                receipts::WITHDRAWN_PREFIX,
+                command.id
+            )),
+            &self.executor_id,
+            arrived,
+        ) {
+            Ok(receipt) => serde_json::to_value(&receipt).expect("receipts serialize"),
+            Err(e) => return Status::Failure(format!("params.command_type: {e}")),
+        };
+        let deadline = tokio::time::Instant::now() + self.cancel_wait;
+        let mut beat = tokio::time::Instant::now();
+        let (receipt, withdrew) = loop {
+            match self.log.settle_unclaimed(&id, &withdrawn).await {
+                Ok(Claim::New { .. }) => break (withdrawn, true),
+                Ok(Claim::Seen {
+                    record: ClaimRecord::Finished { result },
+                    ..
+                }) => break (result, false),
+                Ok(Claim::Seen {
+                    record: ClaimRecord::Claimed { worker, .. },
+                    ..
+                }) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Status::Failure(format!(
+                            "{id} is still running on {worker} after {} s; withdraw again later",
+                            self.cancel_wait.as_secs()
+                        ));
+                    }
+                }
+                Err(e) => return Status::Failure(format!("cannot read or record {id}: {e}")),
+            }
+            if beat.elapsed() >= self.ack_wait / 3 {
+                let _ = delivery.in_progress().await;
+                beat = tokio::time::Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        match contracts::decode_value::<OpsReceipt>(receipt.clone()) {
+            Ok(final_receipt) if self.publish_receipt(&final_receipt).await => {}
+            Ok(_) => {
+                return Status::Failure(format!(
+                "the final receipt of {id} is recorded but could not be published; withdraw again"
+            ))
+            }
+            Err(e) => {
+                tracing::error!(command_id = %id, error = %e, "the stored receipt is invalid")
+            }
+        }
+        Status::Success(Map::from_iter([
+            ("command_id".to_string(), json!(id)),
+            ("withdrawn".to_string(), json!(withdrew)),
+            ("receipt".to_string(), receipt),
+        ]))
     }
 
     fn lane(&self, target: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -679,6 +967,27 @@ fn refusal(
     )?;
     receipt.id = receipts::refusal_id(command_id, payload);
     Ok(receipt)
+}
+
+/// The command a `withdraw` names: `params.command_id` and `params.command_type`, a type that
+/// can be cancelled.
+fn withdrawn_command(params: &Map<String, Value>) -> Result<(uuid::Uuid, String), String> {
+    let id = params
+        .get("command_id")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse::<uuid::Uuid>().ok())
+        .ok_or("withdraw needs params.command_id: the UUID of the command to take back")?;
+    let kind = params
+        .get("command_type")
+        .and_then(Value::as_str)
+        .filter(|kind| CANCELLABLE.contains(kind))
+        .ok_or_else(|| {
+            format!(
+                "withdraw needs params.command_type: the type of {id}, one of {}",
+                CANCELLABLE.join(", ")
+            )
+        })?;
+    Ok((id, kind.to_string()))
 }
 
 fn log_final(command: &OpsCommand, receipt: &OpsReceipt) {

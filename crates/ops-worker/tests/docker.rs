@@ -82,7 +82,7 @@ fn futures_are_send_and_errors_are_send_sync(engine: &Engine, cancel: &Cancellat
     fn send<T: Send>(_: &T) {}
     fn send_sync<T: Send + Sync + 'static>() {}
     send(&engine.deploy("s", "i", None, READY, cancel));
-    send(&engine.restart("s", STOP));
+    send(&engine.restart("s", STOP, &CancellationToken::new()));
     send(&engine.stop("s", STOP));
     send(&engine.evidence("s", 10));
     send(&engine.containers("s"));
@@ -199,7 +199,10 @@ async fn targets_expand_to_the_allowlist_and_others_are_refused() {
     }
 
     // Acting on a service outside the allowlist is refused and leaves it alone.
-    let err = engine.restart(&outsider.name, STOP).await.unwrap_err();
+    let err = engine
+        .restart(&outsider.name, STOP, &CancellationToken::new())
+        .await
+        .unwrap_err();
     assert!(matches!(err, DockerError::NotAllowlisted { .. }), "{err}");
     let err = engine.stop(&outsider.name, STOP).await.unwrap_err();
     assert!(matches!(err, DockerError::NotAllowlisted { .. }), "{err}");
@@ -228,7 +231,10 @@ async fn targets_expand_to_the_allowlist_and_others_are_refused() {
 
     // An allowlisted service without containers: listing is empty, acting is an error.
     assert!(engine.containers("zz-other").await.unwrap().is_empty());
-    let err = engine.restart("zz-other", STOP).await.unwrap_err();
+    let err = engine
+        .restart("zz-other", STOP, &CancellationToken::new())
+        .await
+        .unwrap_err();
     assert!(matches!(err, DockerError::NoContainers { .. }), "{err}");
     assert!(err.to_string().contains("zz-other"), "{err}");
 }
@@ -250,7 +256,10 @@ async fn restart_restarts_every_container() {
         .iter()
         .all(|c| c.running && c.state == "running" && c.started_at.is_some()));
 
-    let restarted = engine.restart(&svc.name, STOP).await.unwrap();
+    let restarted = engine
+        .restart(&svc.name, STOP, &CancellationToken::new())
+        .await
+        .unwrap();
     assert_eq!(restarted, before.iter().map(name).collect::<Vec<_>>());
     let after = svc.containers().await;
     assert_eq!(after.len(), 2);
@@ -708,7 +717,10 @@ async fn protected_nats_and_own_containers_are_refused() {
     let before = svc.containers().await;
     let engine = engine_for(&[&svc.name], |_| {}).await;
 
-    let err = engine.restart(&svc.name, STOP).await.unwrap_err();
+    let err = engine
+        .restart(&svc.name, STOP, &CancellationToken::new())
+        .await
+        .unwrap_err();
     match &err {
         DockerError::Protected {
             container, reason, ..
@@ -753,7 +765,10 @@ async fn protected_nats_and_own_containers_are_refused() {
         })
         .await;
     let engine = engine_for(&[&nats_svc.name], |_| {}).await;
-    let err = engine.restart(&nats_svc.name, STOP).await.unwrap_err();
+    let err = engine
+        .restart(&nats_svc.name, STOP, &CancellationToken::new())
+        .await
+        .unwrap_err();
     assert!(
         matches!(
             &err,
@@ -788,7 +803,10 @@ async fn protected_nats_and_own_containers_are_refused() {
     let own_id = own.run(busybox(BUSYBOX_1)).await;
     let own_before = own.containers().await;
     let engine = engine_for(&[&own.name], |c| c.self_id = Some(own_id[..12].to_owned())).await;
-    let err = engine.restart(&own.name, STOP).await.unwrap_err();
+    let err = engine
+        .restart(&own.name, STOP, &CancellationToken::new())
+        .await
+        .unwrap_err();
     assert!(
         matches!(
             &err,

@@ -1104,3 +1104,325 @@ async fn commands_at_the_edge_of_time_are_refused_and_the_worker_goes_on() {
     );
     assert_eq!(worker.terminate(), Some(0), "{}", worker.log_text());
 }
+
+/// Sends a slow restart (30 s to stop) to each of `services` and waits until each is accepted;
+/// returns the commands and the instance (executor id) that accepted each.
+async fn slow_restarts(
+    server: &contracts::local_server::NatsServer,
+    console: &contracts::bus::Bus<contracts::services::OpsConsole>,
+    services: &[TestService],
+) -> (
+    Vec<tokio::task::JoinHandle<ops_worker::client::Receipts>>,
+    Vec<uuid::Uuid>,
+    Vec<String>,
+) {
+    let mut waiting = Vec::new();
+    let mut ids = Vec::new();
+    for service in services {
+        service.run(slow_to_stop()).await;
+        let restart = signed(command("restart", &service.name, json!({"timeout_s": 30})));
+        ids.push(restart.id);
+        let console = console.clone();
+        waiting.push(tokio::spawn(async move { send(&console, &restart).await }));
+    }
+    for id in &ids {
+        wait_accepted(server, *id).await;
+    }
+    let receipts = all_receipts(server).await;
+    let instances = ids
+        .iter()
+        .map(|id| {
+            receipts
+                .iter()
+                .find(|r| r.command_id == *id && r.status.to_string() == "pending")
+                .map(|r| r.meta.executor_id.clone())
+                .expect("accepted")
+        })
+        .collect();
+    (waiting, ids, instances)
+}
+
+/// Where `command_id`'s final receipt is in the receipt stream.
+fn final_position(receipts: &[OpsReceipt], command_id: uuid::Uuid) -> usize {
+    receipts
+        .iter()
+        .position(|r| r.command_id == command_id && r.status.to_string() != "pending")
+        .unwrap_or_else(|| panic!("no final receipt for {command_id}"))
+}
+
+/// Two instances share the command consumer. A `cancel_all` or `halt` handled by either one
+/// cancels the matching work on both (through the control board, not process memory), and
+/// answers only after that work ended: its receipt comes after theirs, and after a halt no
+/// container of the halted services is running or started again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_all_and_halt_reach_the_work_of_every_instance() {
+    let (docker, _) = setup().await;
+    const ROUNDS: usize = 4;
+    const PER_ROUND: usize = 4;
+    // Fresh services each round: a cancelled slow restart leaves its container stopping.
+    let services: Vec<Vec<TestService>> = (0..2 * ROUNDS)
+        .map(|_| (0..PER_ROUND).map(|_| TestService::new(&docker)).collect())
+        .collect();
+    let server = provisioned_server().await;
+    let console = console(&server).await;
+
+    let mut rounds = services.iter();
+    for canceller in ["cancel_all", "halt"] {
+        let mut crossed = false;
+        for _ in 0..ROUNDS {
+            let round = rounds.next().expect("enough services");
+            // Two instances for this round's services (`halt all` means exactly them).
+            let names: Vec<&str> = round.iter().map(|s| s.name.as_str()).collect();
+            let a = WorkerProcess::start(&server, &names, &[]).await;
+            let b = WorkerProcess::start(&server, &names, &[]).await;
+            let since = time::OffsetDateTime::now_utc().unix_timestamp();
+            let (waiting, ids, instances) = slow_restarts(&server, &console, round).await;
+            let (target, params) = match canceller {
+                "halt" => ("all", json!({"timeout_s": 1})),
+                _ => ("", Value::Null),
+            };
+            let cancel = signed(command(canceller, target, params));
+            let answer = final_receipt(&send(&console, &cancel).await).clone();
+            assert_eq!(
+                answer.status.to_string(),
+                "success",
+                "{}",
+                error_of(&answer)
+            );
+            let cancelled = answer.result.as_ref().unwrap()["cancelled"].clone();
+            for id in &ids {
+                assert!(
+                    cancelled
+                        .as_array()
+                        .unwrap()
+                        .contains(&json!(id.to_string())),
+                    "{canceller} did not list {id}: {cancelled}\n{:#?}\nA:\n{}\nB:\n{}",
+                    all_receipts(&server)
+                        .await
+                        .iter()
+                        .map(|r| (
+                            r.command_id,
+                            r.status.to_string(),
+                            r.meta.executor_id.clone(),
+                            r.error.as_ref().map(|e| e.to_string())
+                        ))
+                        .collect::<Vec<_>>(),
+                    a.log_text(),
+                    b.log_text()
+                );
+            }
+            for restart in waiting {
+                let restart = restart.await.unwrap();
+                let error = error_of(final_receipt(&restart));
+                assert!(
+                    error.contains(&format!("cancelled by {canceller} {}", cancel.id)),
+                    "{error}"
+                );
+            }
+            // The canceller answered only after every cancelled command had ended.
+            let receipts = all_receipts(&server).await;
+            let answered = final_position(&receipts, cancel.id);
+            for id in &ids {
+                assert!(
+                    final_position(&receipts, *id) < answered,
+                    "{canceller} answered before {id} ended"
+                );
+            }
+            if canceller == "halt" {
+                for service in round {
+                    let after = service.containers().await;
+                    assert!(
+                        after.iter().all(|c| !running(c)),
+                        "a container of {} runs after the halt",
+                        service.name
+                    );
+                    assert_eq!(
+                        starts_since(&docker, &service.name, since).await,
+                        1,
+                        "{} was started again after its first start",
+                        service.name
+                    );
+                }
+                send(&console, &signed(command("arm", "", Value::Null))).await;
+            }
+            drop((a, b));
+            if instances.iter().any(|i| *i != answer.meta.executor_id) {
+                crossed = true;
+                break;
+            }
+        }
+        assert!(
+            crossed,
+            "in {ROUNDS} rounds every restart ran on the instance that handled {canceller}: \
+             the cross-instance path was never exercised"
+        );
+    }
+}
+
+/// A halt replayed (same id, same bytes) is answered "seen before": it cancels nothing that
+/// started after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_halt_cancels_nothing() {
+    let (_docker, slow) = setup().await;
+    slow.run(slow_to_stop()).await;
+    let server = provisioned_server().await;
+    let _worker = WorkerProcess::start(&server, &[&slow.name], &[]).await;
+    let console = console(&server).await;
+
+    let halt = signed(command("halt", &slow.name, json!({"timeout_s": 1})));
+    assert_eq!(
+        final_receipt(&send(&console, &halt).await)
+            .status
+            .to_string(),
+        "success"
+    );
+    send(&console, &signed(command("arm", "", Value::Null))).await;
+    slow.run(slow_to_stop()).await;
+    let restart = signed(command("restart", &slow.name, json!({"timeout_s": 3})));
+    let restart_id = restart.id;
+    let waiting = {
+        let console = console.clone();
+        tokio::spawn(async move { send(&console, &restart).await })
+    };
+    wait_accepted(&server, restart_id).await;
+    // The captured bytes again, without the publisher's message id (so past the server's
+    // duplicate window), while the restart is still stopping its container.
+    let js = async_nats::jetstream::new(admin(&server).await);
+    let replayed = js
+        .publish(
+            "titan.ops.command.v1",
+            contracts::encode(&halt).unwrap().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap()
+        .sequence;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
+            .get_consumer_from_stream("ops-worker-ops_command-v1", "TITAN_OPS")
+            .await
+            .unwrap();
+        // Handled: delivered and acknowledged, only the restart still outstanding.
+        let info = consumer.info().await.unwrap();
+        if info.delivered.stream_sequence >= replayed
+            && info.num_pending == 0
+            && info.num_ack_pending <= 1
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the replay was not handled within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !all_receipts(&server)
+            .await
+            .iter()
+            .any(|r| r.command_id == restart_id && r.status.to_string() != "pending"),
+        "the restart ended before the replay was handled: this run proves nothing"
+    );
+    let restart = waiting.await.unwrap();
+    assert_eq!(
+        final_receipt(&restart).status.to_string(),
+        "success",
+        "the replayed halt cancelled a restart sent after it: {}",
+        error_of(final_receipt(&restart))
+    );
+}
+
+/// `withdraw` takes back a command that has not started (it never will, and its final receipt
+/// says so), and answers for one that runs with how it ended, without cancelling it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn withdraw_keeps_a_queued_command_from_ever_starting_and_lets_a_running_one_finish() {
+    let (docker, slow) = setup().await;
+    let since = time::OffsetDateTime::now_utc().unix_timestamp() - 1;
+    slow.run(slow_to_stop()).await;
+    let server = provisioned_server().await;
+    let _worker = WorkerProcess::start(&server, &[&slow.name], &[]).await;
+    let console = console(&server).await;
+
+    // A restart that takes 3 s, and one queued behind it on the same target.
+    let running = signed(command("restart", &slow.name, json!({"timeout_s": 3})));
+    let queued = signed(command("restart", &slow.name, json!({"timeout_s": 3})));
+    let running_id = running.id;
+    let queued_id = queued.id;
+    let first = {
+        let console = console.clone();
+        tokio::spawn(async move { send(&console, &running).await })
+    };
+    wait_accepted(&server, running_id).await;
+    let second = {
+        let console = console.clone();
+        tokio::spawn(async move { send(&console, &queued).await })
+    };
+    let withdraw = |id: uuid::Uuid| {
+        signed(command(
+            "withdraw",
+            "",
+            json!({"command_id": id, "command_type": "restart"}),
+        ))
+    };
+    let answer = send(&console, &withdraw(queued_id)).await;
+    let answer = final_receipt(&answer).clone();
+    assert_eq!(
+        answer.status.to_string(),
+        "success",
+        "{}",
+        error_of(&answer)
+    );
+    let result = answer.result.clone().unwrap();
+    assert_eq!(result["withdrawn"], json!(true), "{result:?}");
+    let queued = second.await.unwrap();
+    let queued = final_receipt(&queued);
+    assert!(
+        error_of(queued).starts_with(ops_worker::receipts::WITHDRAWN_PREFIX),
+        "{}",
+        error_of(queued)
+    );
+    assert_eq!(
+        &contracts::decode_value::<OpsReceipt>(result["receipt"].clone()).unwrap(),
+        queued
+    );
+
+    // The running one is not cancelled: the answer waits for its end and carries it.
+    let answer = send(&console, &withdraw(running_id)).await;
+    let answer = final_receipt(&answer).clone();
+    assert_eq!(
+        answer.status.to_string(),
+        "success",
+        "{}",
+        error_of(&answer)
+    );
+    let result = answer.result.clone().unwrap();
+    assert_eq!(result["withdrawn"], json!(false));
+    assert_eq!(result["receipt"]["status"], json!("success"));
+    let running = first.await.unwrap();
+    assert_eq!(final_receipt(&running).status.to_string(), "success");
+    // Let the queued one reach its turn: it finds its record and never restarts anything.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+            async_nats::jetstream::new(admin(&server).await)
+                .get_consumer_from_stream("ops-worker-ops_command-v1", "TITAN_OPS")
+                .await
+                .unwrap();
+        let info = consumer.info().await.unwrap();
+        if info.num_pending == 0 && info.num_ack_pending == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "commands still outstanding after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        starts_since(&docker, &slow.name, since).await,
+        1 + 1,
+        "first start + the one restart that ran: the withdrawn one ran too"
+    );
+}

@@ -118,12 +118,40 @@ impl ClaimLog {
 
     /// Atomically claims `id` for `worker`.
     pub async fn claim(&self, id: &uuid::Uuid, worker: &str) -> Result<Claim, BusError> {
+        self.create_or_read(
+            id,
+            &ClaimRecord::Claimed {
+                worker: worker.to_string(),
+                at: crate::Timestamp::now().to_string(),
+            },
+        )
+        .await
+    }
+
+    /// Records `result` as the final result of `id` only if nobody claimed it yet, so the work
+    /// never starts (a withdrawn command): `Claim::New` when it was recorded, otherwise what is
+    /// there.
+    pub async fn settle_unclaimed(
+        &self,
+        id: &uuid::Uuid,
+        result: &Value,
+    ) -> Result<Claim, BusError> {
+        self.create_or_read(
+            id,
+            &ClaimRecord::Finished {
+                result: result.clone(),
+            },
+        )
+        .await
+    }
+
+    async fn create_or_read(
+        &self,
+        id: &uuid::Uuid,
+        record: &ClaimRecord,
+    ) -> Result<Claim, BusError> {
         let key = id.hyphenated().to_string();
-        let record = ClaimRecord::Claimed {
-            worker: worker.to_string(),
-            at: crate::Timestamp::now().to_string(),
-        };
-        match self.store.create(&key, encode(&record)).await {
+        match self.store.create(&key, encode(record)).await {
             Ok(revision) => Ok(Claim::New { revision }),
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
                 let entry = self

@@ -36,7 +36,7 @@ pub use interlock_risk_ceiling_v1::InterlockRiskCeiling;
 /// Semantic version of the contract set (`schemas/contract-set.toml`).
 pub const CONTRACT_SET_VERSION: &str = "1.1.0";
 /// sha256 over the canonical form of the schemas and the inventory.
-pub const CONTRACT_SET_SHA256: &str = "52a7ff2d69cba76b8e1ad1b016edf288eddbccba887afd1878d99320d2d60e08";
+pub const CONTRACT_SET_SHA256: &str = "fe5d7dcc74415739fb8f24d3f9fe983d4711ad1a5ec2e0a762950d89d862dfc8";
 impl crate::Contract for Event {
     const INFO: &'static crate::ContractInfo = &crate::ContractInfo {
         name: "event",
@@ -709,6 +709,37 @@ pub mod buckets {
         const INFO: &'static crate::BucketInfo = &OPS_COMMANDS;
     }
     impl crate::KeyValueBucket for OpsCommands {}
+    /// What every ops-worker instance is running, and the cancellations `halt`, `cancel_all` and `withdraw` broadcast to all of them (a cancellation handled by one instance must stop work on the others).
+    pub const OPS_CONTROL: crate::BucketInfo = crate::BucketInfo {
+        name: "ops_control",
+        kind: crate::BucketKind::KeyValue,
+        description: "What every ops-worker instance is running, and the cancellations `halt`, `cancel_all` and `withdraw` broadcast to all of them (a cancellation handled by one instance must stop work on the others).",
+        writers: &["ops-worker"],
+        readers: &[],
+        history: 1,
+        max_age_s: 86400,
+        keys: &[
+            crate::KeyInfo {
+                key: None,
+                pattern: Some("running.<command id>"),
+                schema_path: None,
+                description: "A cancellable command (restart, deploy, export_evidence) admitted by an instance: its type, target and instance. Written before it waits for its target, deleted once its final receipt is published. The revision orders it against cancellations.",
+            },
+            crate::KeyInfo {
+                key: None,
+                pattern: Some("cancel.<command id>"),
+                schema_path: None,
+                description: "A cancellation, keyed by the command that asked for it (halt, cancel_all, withdraw): which commands it stops (all, a target, or one command id). Every instance watches these keys and cancels what it runs that registered before the cancellation's revision.",
+            },
+        ],
+    };
+    /// What every ops-worker instance is running, and the cancellations `halt`, `cancel_all` and `withdraw` broadcast to all of them (a cancellation handled by one instance must stop work on the others).
+    #[derive(Debug, Clone, Copy, Default)]
+    pub struct OpsControl;
+    impl crate::Bucket for OpsControl {
+        const INFO: &'static crate::BucketInfo = &OPS_CONTROL;
+    }
+    impl crate::KeyValueBucket for OpsControl {}
     /// The platform safety interlock (armed/disarmed) and the autonomy ceiling set by `set_risk`.
     pub const OPS_INTERLOCK: crate::BucketInfo = crate::BucketInfo {
         name: "ops_interlock",
@@ -778,6 +809,7 @@ pub static KEY_VALUE_BUCKETS: &[crate::BucketInfo] = &[
     buckets::COMMANDER_ACTIONS,
     buckets::GUARDIAN_STATE,
     buckets::OPS_COMMANDS,
+    buckets::OPS_CONTROL,
     buckets::OPS_INTERLOCK,
 ];
 /// Every JetStream object store in the inventory.
@@ -1225,6 +1257,8 @@ pub mod services {
     impl crate::Produces<super::DeadLetter> for OpsWorker {}
     impl crate::ReadsBucket<super::buckets::OpsCommands> for OpsWorker {}
     impl crate::WritesBucket<super::buckets::OpsCommands> for OpsWorker {}
+    impl crate::ReadsBucket<super::buckets::OpsControl> for OpsWorker {}
+    impl crate::WritesBucket<super::buckets::OpsControl> for OpsWorker {}
     impl crate::ReadsBucket<super::buckets::OpsInterlock> for OpsWorker {}
     impl crate::WritesBucket<super::buckets::OpsInterlock> for OpsWorker {}
     impl crate::ReadsBucket<super::buckets::OpsEvidence> for OpsWorker {}

@@ -14,14 +14,14 @@ pub struct OpsCommand {
     ///Command id (UUID, any case); a command id is executed at most once.
     pub id: ::uuid::Uuid,
     pub meta: OpsCommandMeta,
-    ///Command parameters (for example `timeout_s`, `image`, `replicas`, `level`). Absent and `{}` sign differently.
+    ///Command parameters (for example `timeout_s`, `image`, `replicas`, `level`; `command_id` and `command_type` for `withdraw`). Absent and `{}` sign differently.
     #[serde(default, skip_serializing_if = "::serde_json::Map::is_empty")]
     pub params: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     ///An allowlisted service name, `all`, or empty for platform-wide commands.
     pub target: ::std::string::String,
     ///When the command was issued: RFC 3339 in UTC ending in `Z`, fractional seconds optional. Commands outside the worker's clock-skew window are refused.
     pub ts: crate::Timestamp,
-    ///What to do.
+    ///What to do. `withdraw` (added in contract set 1.1) takes back the command named by `params.command_id` (of type `params.command_type`): if it has not started it never will, if it runs it is cancelled; either way its final receipt is published.
     #[serde(rename = "type")]
     pub type_: OpsCommandType,
     ///Contract version; always 1.
@@ -94,7 +94,7 @@ impl<'de> ::serde::Deserialize<'de> for OpsCommandMetaSignature {
             })
     }
 }
-///What to do.
+///What to do. `withdraw` (added in contract set 1.1) takes back the command named by `params.command_id` (of type `params.command_type`): if it has not started it never will, if it runs it is cancelled; either way its final receipt is published.
 #[derive(
     ::serde::Deserialize,
     ::serde::Serialize,
@@ -124,6 +124,8 @@ pub enum OpsCommandType {
     Arm,
     #[serde(rename = "export_evidence")]
     ExportEvidence,
+    #[serde(rename = "withdraw")]
+    Withdraw,
 }
 impl ::std::fmt::Display for OpsCommandType {
     fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
@@ -136,6 +138,7 @@ impl ::std::fmt::Display for OpsCommandType {
             Self::Disarm => f.write_str("disarm"),
             Self::Arm => f.write_str("arm"),
             Self::ExportEvidence => f.write_str("export_evidence"),
+            Self::Withdraw => f.write_str("withdraw"),
         }
     }
 }
@@ -153,6 +156,7 @@ impl ::std::str::FromStr for OpsCommandType {
             "disarm" => Ok(Self::Disarm),
             "arm" => Ok(Self::Arm),
             "export_evidence" => Ok(Self::ExportEvidence),
+            "withdraw" => Ok(Self::Withdraw),
             _ => Err("invalid value".into()),
         }
     }

@@ -184,6 +184,8 @@ pub enum OpsReceiptType {
     Arm,
     #[serde(rename = "export_evidence")]
     ExportEvidence,
+    #[serde(rename = "withdraw")]
+    Withdraw,
 }
 impl ::std::fmt::Display for OpsReceiptType {
     fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
@@ -196,6 +198,7 @@ impl ::std::fmt::Display for OpsReceiptType {
             Self::Disarm => f.write_str("disarm"),
             Self::Arm => f.write_str("arm"),
             Self::ExportEvidence => f.write_str("export_evidence"),
+            Self::Withdraw => f.write_str("withdraw"),
         }
     }
 }
@@ -213,6 +216,7 @@ impl ::std::str::FromStr for OpsReceiptType {
             "disarm" => Ok(Self::Disarm),
             "arm" => Ok(Self::Arm),
             "export_evidence" => Ok(Self::ExportEvidence),
+            "withdraw" => Ok(Self::Withdraw),
             _ => Err("invalid value".into()),
         }
     }

@@ -93,6 +93,12 @@ pub enum DockerError {
         /// The missing field.
         field: &'static str,
     },
+    /// A restart was cancelled after it began to stop `container`, before starting it again.
+    #[error("cancelled: container `{container}` was stopped (or is still stopping) and was not started again")]
+    RestartCancelled {
+        /// The container being restarted.
+        container: String,
+    },
     /// The target is empty.
     #[error("no target given: name an allowlisted service or `all` (allowlist: {allowlist})")]
     EmptyTarget {

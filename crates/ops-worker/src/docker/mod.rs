@@ -32,7 +32,7 @@ use std::time::Duration;
 use bollard::models::ContainerInspectResponse;
 use bollard::query_parameters::{
     InspectContainerOptions, ListContainersOptions, LogsOptions, RemoveContainerOptions,
-    RestartContainerOptions, StartContainerOptions, StopContainerOptions,
+    StartContainerOptions, StopContainerOptions,
 };
 use bollard::Docker;
 use contracts::target::{CanonicalTarget, OpsTarget};
@@ -164,33 +164,38 @@ impl Engine {
             .collect())
     }
 
-    /// Restarts every container of `service` (a stopped one is started), giving each `timeout`
-    /// to stop before it is killed. Returns the names restarted, in name order.
+    /// Restarts every container of `service`: stop (each given `timeout` before it is killed),
+    /// then start. `cancel` is honoured between the two: a cancelled restart may leave a
+    /// container stopping (the engine finishes a stop it began), but never starts one after
+    /// the cancel, so a `halt` that waited for it has the last word. Returns the names of the
+    /// containers restarted, in name order.
     ///
-    /// Errors: not allowlisted, no containers, a protected container (nothing is done), or an
-    /// engine failure ([`DockerError::Partial`] lists the containers already restarted).
+    /// Errors: [`DockerError::RestartCancelled`] with what was already restarted, or what
+    /// [`Engine::stop`] returns, wrapped in [`DockerError::Partial`] once something was done.
     pub async fn restart(
         &self,
         service: &str,
         timeout: Duration,
+        cancel: &CancellationToken,
     ) -> Result<Vec<String>, DockerError> {
         let targets = self.guarded(service).await?;
-        let t = grace_secs(timeout);
         let mut done = Vec::new();
         for c in targets {
-            let options = RestartContainerOptions {
-                t: Some(t),
-                signal: None,
+            let stopped = tokio::select! {
+                stopped = self.stop_container(service, &c.id, &c.name, timeout) => stopped,
+                () = cancel.cancelled() => Err(DockerError::RestartCancelled { container: c.name.clone() }),
             };
-            let op = format!("restart container `{}` of service `{service}`", c.name);
-            if let Err(e) = self
-                .call(
-                    op,
-                    timeout,
-                    self.docker.restart_container(&c.id, Some(options)),
-                )
-                .await
-            {
+            if let Err(e) = stopped {
+                return Err(partial(done, e));
+            }
+            if cancel.is_cancelled() {
+                let e = DockerError::RestartCancelled {
+                    container: c.name.clone(),
+                };
+                return Err(partial(done, e));
+            }
+            let what = format!("container `{}` of service `{service}`", c.name);
+            if let Err(e) = self.start_container(&c.id, &what).await {
                 return Err(partial(done, e));
             }
             done.push(c.name);

@@ -1,0 +1,288 @@
+//! The control board every ops-worker instance shares (bucket `ops_control`): which cancellable
+//! commands each instance has admitted (`running.<id>`), and the cancellations that `halt`,
+//! `cancel_all` broadcast (`cancel.<id>`).
+//!
+//! Several instances share the command consumer, so the instance that handles a `halt` is
+//! usually not the one running the deploy it must stop. Process memory cannot reach the others;
+//! this bucket can: each instance watches the cancellations and stops what it runs, and the
+//! canceller waits for the `running` keys to go before it reports.
+//!
+//! Which commands a cancellation covers is decided by the bucket's revisions, not by clocks: a
+//! `running` key written before the cancellation (a lower revision) is covered. An instance cancels
+//! every matching command it runs when it sees the cancellation, so each covered command is
+//! cancelled by the instance that runs it, whichever instance handled the cancelling command.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Bucket of the control board (private to ops-worker; see `schemas/inventory.toml`).
+pub const CONTROL_BUCKET: &str = <contracts::buckets::OpsControl as contracts::Bucket>::INFO.name;
+
+const RUNNING: &str = "running.";
+const CANCEL: &str = "cancel.";
+
+/// A cancellable command one instance has admitted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Running {
+    pub command_type: String,
+    pub target: String,
+    /// The instance (`executor_id`) running it.
+    pub worker: String,
+}
+
+/// Which commands a cancellation stops.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Scope {
+    /// Every cancellable command (`cancel_all`).
+    Everything,
+    /// The commands whose target overlaps this one (`halt`; `all` overlaps every target).
+    Target { target: String },
+}
+
+impl Scope {
+    /// Whether a command on `target` is stopped by this cancellation.
+    pub fn covers(&self, target: &str) -> bool {
+        match self {
+            Scope::Everything => true,
+            Scope::Target { target: halted } => {
+                target == halted || target == "all" || halted == "all"
+            }
+        }
+    }
+}
+
+/// A broadcast cancellation, keyed by the command that asked for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cancellation {
+    /// Who cancelled, as the cancelled commands' receipts say it: `halt <id>`, …
+    pub by: String,
+    pub scope: Scope,
+}
+
+/// A cancellation as an instance sees it on the board.
+#[derive(Debug, Clone)]
+pub struct Announced {
+    pub cancellation: Cancellation,
+    /// Commands registered below this revision are covered.
+    pub revision: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("key-value `{CONTROL_BUCKET}`: {what}: {source}")]
+pub struct ControlError {
+    what: String,
+    #[source]
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+fn control_error(
+    what: impl Into<String>,
+) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> ControlError {
+    let what = what.into();
+    move |source| ControlError { what, source }
+}
+
+/// The board (bucket `ops_control`).
+#[derive(Clone)]
+pub struct ControlBoard {
+    store: kv::Store,
+}
+
+impl ControlBoard {
+    /// Opens the bucket (it must be provisioned).
+    pub async fn open(js: &jetstream::Context) -> Result<Self, ControlError> {
+        let store = js
+            .get_key_value(CONTROL_BUCKET)
+            .await
+            .map_err(|e| control_error("opening the bucket (is it provisioned?)")(e.into()))?;
+        Ok(Self { store })
+    }
+
+    /// Registers a command this instance admitted, before it waits for its target. Returns the
+    /// revision of an earlier registration of the same id (an instance that crashed or handed
+    /// the command back), which [`ControlBoard::cancelled_since`] checks.
+    pub async fn register(
+        &self,
+        id: &Uuid,
+        running: &Running,
+    ) -> Result<Option<u64>, ControlError> {
+        let key = running_key(id);
+        let earlier = self
+            .store
+            .entry(&key)
+            .await
+            .map_err(|e| control_error(format!("reading {key}"))(e.into()))?
+            .filter(|e| e.operation == kv::Operation::Put)
+            .map(|e| e.revision);
+        let bytes = serde_json::to_vec(running).expect("records serialize");
+        self.store
+            .put(&key, bytes.into())
+            .await
+            .map_err(|e| control_error(format!("registering {id}"))(e.into()))?;
+        Ok(earlier)
+    }
+
+    /// A cancellation announced after `revision` that covers a command on `target`: the
+    /// instance that held it before may have died before it could cancel it.
+    pub async fn cancelled_since(
+        &self,
+        target: &str,
+        revision: u64,
+    ) -> Result<Option<Cancellation>, ControlError> {
+        let mut keys = self
+            .store
+            .keys()
+            .await
+            .map_err(|e| control_error("listing the cancellations")(e.into()))?;
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(|e| control_error("listing the cancellations")(e.into()))?;
+            if !key.starts_with(CANCEL) {
+                continue;
+            }
+            let Some(entry) = self
+                .store
+                .entry(&key)
+                .await
+                .map_err(|e| control_error(format!("reading {key}"))(e.into()))?
+            else {
+                continue;
+            };
+            if entry.operation != kv::Operation::Put || entry.revision <= revision {
+                continue;
+            }
+            if let Ok(cancellation) = serde_json::from_slice::<Cancellation>(&entry.value) {
+                if cancellation.scope.covers(target) {
+                    return Ok(Some(cancellation));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Removes a command once its final receipt is published (or it was handed back).
+    pub async fn unregister(&self, id: &Uuid) -> Result<(), ControlError> {
+        self.store
+            .delete(running_key(id))
+            .await
+            .map_err(|e| control_error(format!("unregistering {id}"))(e.into()))
+    }
+
+    /// Broadcasts `cancellation` under the id of the command that asked for it; returns the
+    /// revision that orders it against the registrations.
+    pub async fn announce(
+        &self,
+        by_command: &Uuid,
+        cancellation: &Cancellation,
+    ) -> Result<u64, ControlError> {
+        let bytes = serde_json::to_vec(cancellation).expect("records serialize");
+        self.store
+            .put(format!("{CANCEL}{}", by_command.hyphenated()), bytes.into())
+            .await
+            .map_err(|e| control_error(format!("announcing {}", cancellation.by))(e.into()))
+    }
+
+    /// The commands registered before `revision` that `scope` covers, on every instance.
+    pub async fn covered(
+        &self,
+        scope: &Scope,
+        revision: u64,
+    ) -> Result<Vec<(Uuid, Running)>, ControlError> {
+        let mut keys = self
+            .store
+            .keys()
+            .await
+            .map_err(|e| control_error("listing the running commands")(e.into()))?;
+        let mut covered = Vec::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(|e| control_error("listing the running commands")(e.into()))?;
+            let Some(id) = key.strip_prefix(RUNNING).and_then(|s| s.parse().ok()) else {
+                continue;
+            };
+            let Some(entry) = self
+                .store
+                .entry(&key)
+                .await
+                .map_err(|e| control_error(format!("reading {key}"))(e.into()))?
+            else {
+                continue;
+            };
+            if entry.operation != kv::Operation::Put || entry.revision > revision {
+                continue;
+            }
+            // A record this version cannot read is not ours to judge; it is left alone.
+            let Ok(running) = serde_json::from_slice::<Running>(&entry.value) else {
+                continue;
+            };
+            if scope.covers(&running.target) {
+                covered.push((id, running));
+            }
+        }
+        covered.sort_by_key(|(id, _)| *id);
+        Ok(covered)
+    }
+
+    /// Whether the command `id` is still registered by some instance.
+    pub async fn is_running(&self, id: &Uuid) -> Result<bool, ControlError> {
+        let key = running_key(id);
+        match self.store.entry(&key).await {
+            Ok(entry) => Ok(entry.is_some_and(|e| e.operation == kv::Operation::Put)),
+            Err(e) => Err(control_error(format!("reading {key}"))(e.into())),
+        }
+    }
+
+    /// Calls `on` with every cancellation announced from now on, with its revision, until the
+    /// task is dropped. A watch that fails is resumed after the last revision seen, so none is
+    /// missed while the connection is down.
+    pub async fn follow_cancellations(&self, mut on: impl FnMut(Announced)) {
+        let mut last: Option<u64> = None;
+        loop {
+            let watch = match last {
+                None => self.store.watch(format!("{CANCEL}>")).await,
+                Some(revision) => {
+                    self.store
+                        .watch_from_revision(format!("{CANCEL}>"), revision + 1)
+                        .await
+                }
+            };
+            let mut watch = match watch {
+                Ok(watch) => watch,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch the cancellations; trying again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            while let Some(entry) = watch.next().await {
+                let entry = match entry {
+                    Ok(entry) => entry,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the cancellations watch failed; resuming");
+                        break;
+                    }
+                };
+                last = Some(entry.revision);
+                if entry.operation != kv::Operation::Put {
+                    continue;
+                }
+                match serde_json::from_slice::<Cancellation>(&entry.value) {
+                    Ok(cancellation) => on(Announced {
+                        cancellation,
+                        revision: entry.revision,
+                    }),
+                    Err(e) => {
+                        tracing::warn!(key = %entry.key, error = %e, "ignored an unreadable cancellation")
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn running_key(id: &Uuid) -> String {
+    format!("{RUNNING}{}", id.hyphenated())
+}
