@@ -600,3 +600,64 @@ async fn actions_at_the_edge_of_time_are_dead_lettered_and_commander_goes_on() {
     // commander's task is still running and stops cleanly (a panic would fail the join).
     stop_commander(running).await;
 }
+
+/// An outcome recorded but not published is not acknowledged: the redelivered action publishes
+/// the stored outcome, and the work is not done again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outcome_that_could_not_be_published_is_published_by_the_redelivery() {
+    let server = &start_server().await;
+    let js = server.admin_jetstream().await.unwrap();
+    let running = spawn_commander(server, Duration::from_secs(5)).await;
+    let brain = Bus::<Brain>::connect(server.bus_config::<Brain>())
+        .await
+        .unwrap();
+
+    // The outcomes stream stops taking outcomes (notifications are still stored).
+    let mut stream = js.get_stream("ORION_OUTCOMES").await.unwrap();
+    let mut config = stream.info().await.unwrap().config.clone();
+    let subjects = config.subjects.clone();
+    config.subjects = vec!["orion.notification.v1".into()];
+    js.update_stream(&config).await.unwrap();
+
+    let notify = action(
+        "send_notification",
+        json!({"message": "outcome held back", "severity": "info"}),
+    );
+    publish_signed(&brain, &notify).await;
+    // Wait until the outcome is recorded and the action came back at least once: the first
+    // attempt handed it back instead of acknowledging it.
+    let log = ClaimLog::open(&js, ACTIONS_BUCKET).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let recorded = matches!(
+            log.get(&notify.action_id).await.unwrap(),
+            Some(contracts::bus::ClaimRecord::Finished { .. })
+        );
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
+            .get_consumer_from_stream("commander-action-v1", "ORION_DECISIONS")
+            .await
+            .unwrap();
+        let info = consumer.info().await.unwrap();
+        if recorded && info.num_redelivered >= 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the action was not handed back within 60 s (recorded: {recorded}, {info:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Outcomes are stored again: the redelivery publishes the recorded one.
+    config.subjects = subjects;
+    js.update_stream(&config).await.unwrap();
+    let mut outcomes = outcomes(server).await;
+    let outcome = next_outcome(&mut outcomes, Duration::from_secs(30))
+        .await
+        .expect("the recorded outcome, published by the redelivery");
+    assert_eq!(outcome.action_id, notify.action_id);
+    assert_eq!(outcome.status.to_string(), "succeeded");
+    let notifications = stored(server, "orion.notification.v1").await;
+    assert_eq!(notifications.len(), 1, "the notification was sent again");
+    stop_commander(running).await;
+}
