@@ -319,6 +319,71 @@ async fn nak_redelivers_and_the_last_attempt_is_dead_lettered() {
     assert_eq!(letter.delivery_attempt.map(|n| n.get()), Some(2));
 }
 
+/// A process that dies on a message every time it gets it answers nothing: once its deliveries
+/// are used up the server stops delivering it, and the next instance dead-letters it from the
+/// server's max-deliveries advisory (before, the message was dropped without a trace).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_every_delivery_of_which_kills_the_process_is_dead_lettered() {
+    let server = server();
+    provision(&server).await;
+    let durable = contracts::DURABLE_CONSUMERS
+        .iter()
+        .find(|c| c.name == "guardian-event-v1")
+        .unwrap();
+    let settings = contracts::bus::ConsumerSettings {
+        max_deliver: 2,
+        ack_wait: Duration::from_secs(1),
+        ..durable.into()
+    };
+    contracts::bus::provision_consumer(&admin_jetstream(&server).await, durable, settings)
+        .await
+        .unwrap();
+    let producer = connect::<EventSource>(&server).await;
+    producer.publish(&event(11)).await.unwrap();
+
+    // Two instances in turn take the message and die with it: nothing settled, the connection
+    // gone.
+    for attempt in 1..=2 {
+        let guardian = connect::<Guardian>(&server).await;
+        let mut sub = guardian
+            .subscribe::<Event>(SubscribeOptions::default())
+            .await
+            .unwrap();
+        let delivery = next_within(&mut sub, Duration::from_secs(10))
+            .await
+            .expect("delivered");
+        assert_eq!(delivery.delivery_attempt(), attempt);
+        drop((delivery, sub));
+        guardian.close().await.unwrap();
+    }
+    // The next instance, pulling, never gets it again; it dead-letters it from the server's
+    // advisory.
+    let guardian = connect::<Guardian>(&server).await;
+    let mut sub = guardian
+        .subscribe::<Event>(SubscribeOptions::default())
+        .await
+        .unwrap();
+    let pulling = tokio::spawn(async move { next_within(&mut sub, Duration::from_secs(8)).await });
+    let cli = connect::<ApprovalCli>(&server).await;
+    let mut letters = cli.read::<DeadLetter>(ReadFrom::Start).await.unwrap();
+    let letter = read_within(&mut letters, Duration::from_secs(15))
+        .await
+        .expect("the exhausted message is dead-lettered");
+    assert_eq!(letter.reason.code, DeadLetterReasonCode::DeliveryExhausted);
+    assert_eq!(letter.subject.as_str(), "orion.event.v1");
+    assert_eq!(letter.consumer.as_deref(), Some("guardian-event-v1"));
+    assert_eq!(letter.stream_sequence.map(|n| n.get()), Some(1));
+    assert!(
+        letter
+            .reason
+            .message
+            .contains("stream ORION_EVENTS at sequence 1"),
+        "{}",
+        letter.reason.message.as_str()
+    );
+    assert!(pulling.await.unwrap().is_none(), "delivered a third time");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_sharing_a_durable_split_the_work_without_handling_twice() {
     let server = server();

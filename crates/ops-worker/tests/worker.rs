@@ -1426,3 +1426,87 @@ async fn withdraw_keeps_a_queued_command_from_ever_starting_and_lets_a_running_o
         "first start + the one restart that ran: the withdrawn one ran too"
     );
 }
+
+/// A halt that arrives while a deploy runs waits for the deploy's rollback before it stops the
+/// service. The service binds a fixed host port, so its old container was stopped first and the
+/// rollback starts it again: that start must come before halt's stop, never after halt
+/// answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_halt_during_a_deploy_has_the_last_word_on_the_containers() {
+    let (docker, web) = setup().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    web.run(Spec {
+        host_port: Some(port),
+        ..busybox()
+    })
+    .await;
+    let server = provisioned_server().await;
+    let _worker = WorkerProcess::start(&server, &[&web.name], &[]).await;
+    let console = console(&server).await;
+
+    let deploy = signed(command("deploy", &web.name, json!({"image": BUSYBOX_2})));
+    let deploy_id = deploy.id;
+    let deploying = {
+        let console = console.clone();
+        tokio::spawn(async move { send(&console, &deploy).await })
+    };
+    // The new container runs (its settle period), the old one is stopped for the port.
+    let new_image = image_id(&docker, BUSYBOX_2).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !web
+        .containers()
+        .await
+        .iter()
+        .any(|c| running(c) && c.image.as_deref() == Some(new_image.as_str()))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the new container never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let halt = signed(command("halt", &web.name, json!({"timeout_s": 1})));
+    let halted = final_receipt(&send(&console, &halt).await).clone();
+    assert_eq!(
+        halted.status.to_string(),
+        "success",
+        "{}",
+        error_of(&halted)
+    );
+    let answered = time::OffsetDateTime::now_utc().unix_timestamp();
+    let deployed = deploying.await.unwrap();
+    let deployed = final_receipt(&deployed);
+    assert_eq!(deployed.status.to_string(), "failure");
+    assert!(
+        error_of(deployed).contains(&format!("cancelled by halt {}", halt.id)),
+        "{}",
+        error_of(deployed)
+    );
+    let receipts = all_receipts(&server).await;
+    assert!(final_position(&receipts, deploy_id) < final_position(&receipts, halt.id));
+    // Nothing of the service runs, nor starts in the seconds after halt answered.
+    let quiet_until = tokio::time::Instant::now() + Duration::from_secs(3);
+    while tokio::time::Instant::now() < quiet_until {
+        assert!(
+            web.containers().await.iter().all(|c| !running(c)),
+            "a container runs after the halt"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let after = web.containers().await;
+    assert!(
+        after
+            .iter()
+            .all(|c| c.image.as_deref() != Some(new_image.as_str())),
+        "the rollback left the new container behind"
+    );
+    assert_eq!(
+        starts_since(&docker, &web.name, answered + 1).await,
+        0,
+        "a container of the service was started after halt answered"
+    );
+}

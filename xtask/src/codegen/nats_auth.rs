@@ -180,6 +180,10 @@ fn own_durable(durable: &DurableConsumer, p: &mut Permissions) {
     p.publish
         .insert(format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{name}"));
     p.publish.insert(format!("$JS.ACK.{stream}.{name}.>"));
+    // The server's word that a message's deliveries ran out with no answer (dead-lettered).
+    p.subscribe.insert(format!(
+        "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{name}"
+    ));
 }
 
 /// The subjects `service` reads with ordered readers, by stream.

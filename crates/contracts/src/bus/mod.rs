@@ -35,6 +35,7 @@ mod config;
 mod connection;
 mod dead_letter;
 mod error;
+mod exhausted;
 mod isolate;
 mod provision;
 mod publish;
@@ -48,6 +49,7 @@ pub use config::{BusConfig, DEFAULT_NATS_URL};
 pub use connection::{Bus, MICRO_PREFIX};
 pub use dead_letter::Rejection;
 pub use error::BusError;
+pub use exhausted::advisory_subject;
 pub use isolate::{isolate, HandlerPanicked, Settleable};
 pub use provision::{
     provision_all, provision_consumer, seed_interlock, verify_provisioned, ConsumerSettings,

@@ -68,6 +68,9 @@ struct ConsumerContext {
     max_deliver: i64,
     ack_wait: Duration,
     stats: Arc<ConsumerStats>,
+    /// Dead-letters what the server gave up delivering with no answer; lives as long as the
+    /// subscription and its deliveries.
+    _exhausted: super::exhausted::ExhaustedWatch,
 }
 
 type DeliveryStream<T> = Pin<Box<dyn Stream<Item = Result<Delivery<T>, BusError>> + Send>>;
@@ -170,6 +173,16 @@ impl<S: Service> Bus<S> {
         let stats = self.inner.stats.consumer(&consumer_name);
         self.serve_status_endpoint(&consumer_name, stats.clone())
             .await?;
+        let exhausted = super::exhausted::watch(
+            self.inner.clone(),
+            super::exhausted::Consumer {
+                service: S::NAME,
+                name: consumer_name.clone(),
+                stream: info.stream,
+                subject: info.subject,
+            },
+        )
+        .await?;
         let context = Arc::new(ConsumerContext {
             inner: self.inner.clone(),
             consumer: consumer_name,
@@ -177,6 +190,7 @@ impl<S: Service> Bus<S> {
             max_deliver,
             ack_wait,
             stats,
+            _exhausted: exhausted,
         });
         Ok((messages, context))
     }
