@@ -26,7 +26,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::plan::{plan, Plan};
 use ops_worker::client::{self, CommandRequest};
-use ops_worker::executor::ROLLED_BACK_PREFIX;
+use ops_worker::receipts::FailureCode;
 use ops_worker::signing::SigningKeys;
 
 /// The bucket of action records (see the inventory).
@@ -471,50 +471,12 @@ impl Shared {
                 }
             },
         };
-        if last.error.as_ref().is_some_and(|e| {
-            e.as_str()
-                .starts_with(ops_worker::receipts::WITHDRAWN_PREFIX)
-        }) {
-            return Ending::Failed {
-                code: "ops_timeout".into(),
-                message: format!(
-                    "no final receipt from ops-worker within {} s for command {}: withdrawn before it started, nothing ran",
-                    self.receipt_timeout.as_secs(),
-                    command.id
-                ),
-                details: Some(details),
-            };
-        }
-        let error = last.error.as_ref().map(|e| e.to_string());
-        match (last.status.to_string().as_str(), error) {
-            ("success", _) => {
-                let mut result = details;
-                result.insert(
-                    "receipt".into(),
-                    Value::Object(last.result.clone().unwrap_or_default()),
-                );
-                Ending::Succeeded(result)
-            }
-            (_, Some(error)) if error.starts_with(ROLLED_BACK_PREFIX) => {
-                Ending::RolledBack { message: error }
-            }
-            (_, Some(error)) if error.contains("cancelled") => Ending::Failed {
-                code: "cancelled".into(),
-                message: error,
-                details: Some(details),
-            },
-            (_, error) => Ending::Failed {
-                code: "ops_failure".into(),
-                message: error
-                    .unwrap_or_else(|| "ops-worker reported a failure without a reason".into()),
-                details: Some(details),
-            },
-        }
+        ending_of(&last, details, self.receipt_timeout)
     }
 
     /// Takes back `command` after its receipt timeout, so the outcome says what really happened:
-    /// a signed `withdraw` makes ops-worker cancel it if it runs, or record it as never to start;
-    /// its answer carries the command's final receipt. Sent again until answered, for up to
+    /// a signed `withdraw` makes ops-worker record it as never to start if it has not, or wait
+    /// for its end if it runs; its answer carries the command's final receipt. Sent again until answered, for up to
     /// `reconcile_timeout`; `None` if ops-worker never answered.
     async fn withdraw(&self, command: &OpsCommand) -> Option<OpsReceipt> {
         let sent = contracts::encode(command).ok()?;
@@ -606,6 +568,41 @@ impl Shared {
                 false
             }
         }
+    }
+}
+
+/// How an action ends, from its ops command's final receipt: matched on the receipt's
+/// `error_code`, never on its text.
+fn ending_of(last: &OpsReceipt, details: Map<String, Value>, waited: Duration) -> Ending {
+    let message = last
+        .error
+        .as_ref()
+        .map(|e| e.to_string())
+        .unwrap_or_else(|| "ops-worker reported a failure without a reason".into());
+    if last.status.to_string() == "success" {
+        let mut result = details;
+        result.insert(
+            "receipt".into(),
+            Value::Object(last.result.clone().unwrap_or_default()),
+        );
+        return Ending::Succeeded(result);
+    }
+    let (code, message) = match last.error_code {
+        Some(FailureCode::RolledBack) => return Ending::RolledBack { message },
+        Some(FailureCode::Withdrawn) => (
+            "ops_timeout",
+            format!(
+                "no final receipt from ops-worker within {} s: withdrawn before it started, nothing ran ({message})",
+                waited.as_secs()
+            ),
+        ),
+        Some(FailureCode::Cancelled) => ("cancelled", message),
+        _ => ("ops_failure", message),
+    };
+    Ending::Failed {
+        code: code.into(),
+        message,
+        details: Some(details),
     }
 }
 

@@ -177,12 +177,18 @@ mod tests {
             &sent
         ));
         assert!(issued_for(
-            &ok(Status::Failure("no".into())),
+            &ok(Status::Failure(crate::receipts::Failure::new(
+                crate::receipts::FailureCode::Engine,
+                "no"
+            ))),
             &restart,
             &sent
         ));
         // The refusal of exactly what was sent (a stale or badly signed command).
-        let mut refused = ok(Status::Failure("outside the replay window".into()));
+        let mut refused = ok(Status::Failure(crate::receipts::Failure::new(
+            crate::receipts::FailureCode::ReplayWindow,
+            "outside the replay window",
+        )));
         refused.id = crate::receipts::refusal_id(&restart.id, &sent);
         assert!(issued_for(&refused, &restart, &sent));
         // The refusal of a forged copy under the same id: the real command may still run.

@@ -8,18 +8,16 @@ use contracts::OpsCommand;
 use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::docker::Engine;
+use crate::docker::{DeployError, DeployFailure, DockerError, Engine};
 use crate::evidence;
+use crate::receipts::{Failure, FailureCode};
 use crate::state::{ArmedRecord, Interlock};
-
-/// How a failure receipt of a deploy that was rolled back starts.
-pub const ROLLED_BACK_PREFIX: &str = "rolled back: ";
 
 /// Autonomy levels `set_risk` accepts (see brain).
 pub const RISK_LEVELS: &[&str] = &["N0", "N1", "N2", "N3"];
 
-/// A command's result (the receipt's `result`) or the reason it failed (the receipt's `error`).
-pub type Outcome = Result<Map<String, Value>, String>;
+/// A command's result (the receipt's `result`) or why it failed (`error_code` and `error`).
+pub type Outcome = Result<Map<String, Value>, Failure>;
 
 /// Runs commands against Docker and the interlock.
 pub struct Executor {
@@ -38,32 +36,37 @@ pub struct Executor {
 struct Params<'a>(&'a Map<String, Value>);
 
 impl Params<'_> {
-    fn seconds(&self, name: &str, default: Duration) -> Result<Duration, String> {
+    fn seconds(&self, name: &str, default: Duration) -> Result<Duration, Failure> {
         match self.0.get(name) {
             None => Ok(default),
-            Some(v) => v
-                .as_u64()
-                .map(Duration::from_secs)
-                .ok_or_else(|| format!("params.{name} must be a whole number of seconds, got {v}")),
+            Some(v) => v.as_u64().map(Duration::from_secs).ok_or_else(|| {
+                bad_params(format!(
+                    "params.{name} must be a whole number of seconds, got {v}"
+                ))
+            }),
         }
     }
 
-    fn string(&self, name: &str) -> Result<Option<&str>, String> {
+    fn string(&self, name: &str) -> Result<Option<&str>, Failure> {
         match self.0.get(name) {
             None => Ok(None),
             Some(Value::String(s)) if !s.is_empty() => Ok(Some(s)),
-            Some(v) => Err(format!("params.{name} must be a non-empty string, got {v}")),
+            Some(v) => Err(bad_params(format!(
+                "params.{name} must be a non-empty string, got {v}"
+            ))),
         }
     }
 
-    fn count(&self, name: &str) -> Result<Option<u32>, String> {
+    fn count(&self, name: &str) -> Result<Option<u32>, Failure> {
         match self.0.get(name) {
             None => Ok(None),
             Some(v) => v
                 .as_u64()
                 .and_then(|n| u32::try_from(n).ok())
                 .map(Some)
-                .ok_or_else(|| format!("params.{name} must be a whole number, got {v}")),
+                .ok_or_else(|| {
+                    bad_params(format!("params.{name} must be a whole number, got {v}"))
+                }),
         }
     }
 }
@@ -80,12 +83,7 @@ impl Executor {
                 let mut restarted = Vec::new();
                 for service in self.targets(&command.target)? {
                     check_cancelled(cancel)?;
-                    restarted.extend(
-                        self.engine
-                            .restart(&service, timeout, cancel)
-                            .await
-                            .map_err(|e| e.to_string())?,
-                    );
+                    restarted.extend(self.engine.restart(&service, timeout, cancel).await?);
                 }
                 Ok(object(json!({ "restarted": restarted })))
             }
@@ -94,7 +92,7 @@ impl Executor {
                 let image = params.string("image")?;
                 let replicas = params.count("replicas")?;
                 if image.is_none() && replicas.is_none() {
-                    return Err("deploy needs params.image (an image present on the Docker host), params.replicas, or both".into());
+                    return Err(bad_params("deploy needs params.image (an image present on the Docker host), params.replicas, or both"));
                 }
                 let ready = params.seconds("timeout_s", self.deploy_ready_timeout)?;
                 let mut reports = Vec::new();
@@ -113,20 +111,7 @@ impl Executor {
                         Ok(report) => {
                             reports.push(serde_json::to_value(&report).expect("reports serialize"))
                         }
-                        Err(e) => {
-                            let done = if reports.is_empty() {
-                                String::new()
-                            } else {
-                                format!(" (already deployed: {})", Value::Array(reports.clone()))
-                            };
-                            // A stable prefix: commander reports such a command as rolled_back.
-                            let rolled = if e.rolled_back {
-                                ROLLED_BACK_PREFIX
-                            } else {
-                                ""
-                            };
-                            return Err(format!("{rolled}{e}{done}"));
-                        }
+                        Err(e) => return Err(deploy_failure(&e, &reports)),
                     }
                 }
                 Ok(object(json!({ "deployed": reports })))
@@ -137,15 +122,10 @@ impl Executor {
                 self.interlock
                     .set_armed(false, id)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(internal)?;
                 let mut stopped = Vec::new();
                 for service in self.targets(&command.target)? {
-                    stopped.extend(
-                        self.engine
-                            .stop(&service, timeout)
-                            .await
-                            .map_err(|e| e.to_string())?,
-                    );
+                    stopped.extend(self.engine.stop(&service, timeout).await?);
                 }
                 Ok(object(json!({ "stopped": stopped, "armed": false })))
             }
@@ -153,72 +133,69 @@ impl Executor {
                 self.interlock
                     .set_armed(false, id)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(internal)?;
                 Ok(object(json!({ "armed": false })))
             }
             "arm" => {
-                self.interlock
-                    .set_armed(true, id)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                self.interlock.set_armed(true, id).await.map_err(internal)?;
                 Ok(object(json!({ "armed": true })))
             }
             "set_risk" => {
-                let level = params
-                    .string("level")?
-                    .ok_or("set_risk needs params.level: one of N0, N1, N2, N3")?;
+                let level = params.string("level")?.ok_or_else(|| {
+                    bad_params("set_risk needs params.level: one of N0, N1, N2, N3")
+                })?;
                 let parsed = match RISK_LEVELS.contains(&level) {
                     true => level.parse().ok(),
                     false => None,
                 };
                 let Some(parsed) = parsed else {
-                    return Err(format!(
+                    return Err(bad_params(format!(
                         "params.level {level:?} is not one of N0, N1, N2, N3"
-                    ));
+                    )));
                 };
                 self.interlock
                     .set_risk_ceiling(parsed, id)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(internal)?;
                 Ok(object(json!({ "risk_ceiling": level })))
             }
             "export_evidence" => self.export_evidence(command, &params, cancel).await,
             // cancel_all is the worker's: it owns the commands in flight.
-            other => Err(format!("command type `{other}` is not executed here")),
+            other => Err(Failure::new(
+                FailureCode::InvalidCommand,
+                format!("command type `{other}` is not executed here"),
+            )),
         }
     }
 
-    async fn current_image(&self, service: &str) -> Result<String, String> {
-        let containers = self
-            .engine
-            .containers(service)
-            .await
-            .map_err(|e| e.to_string())?;
+    async fn current_image(&self, service: &str) -> Result<String, Failure> {
+        let containers = self.engine.containers(service).await?;
         containers
             .into_iter()
             .find(|c| c.running)
             .map(|c| c.image)
-            .ok_or_else(|| format!("cannot scale `{service}` without params.image: none of its containers is running"))
+            .ok_or_else(|| bad_params(format!("cannot scale `{service}` without params.image: none of its containers is running")))
     }
 
-    async fn require_armed(&self, what: &str) -> Result<(), String> {
+    async fn require_armed(&self, what: &str) -> Result<(), Failure> {
+        let refused = |why: String| Failure::new(FailureCode::RefusedDisarmed, why);
         match self.interlock.armed().await {
             ArmedRecord::Armed(_) => Ok(()),
-            ArmedRecord::Disarmed(_) => Err(format!(
+            ArmedRecord::Disarmed(_) => Err(refused(format!(
                 "refused: the platform is disarmed, so `{what}` does not run; send `arm` first"
-            )),
-            ArmedRecord::Missing => Err(format!(
+            ))),
+            ArmedRecord::Missing => Err(refused(format!(
                 "refused: the interlock record `armed` is missing from key-value bucket `ops_interlock`, so the platform counts as disarmed (fail closed) and `{what}` does not run; send a signed `arm` to write it (provisioning writes it only into a bucket that never held one)"
-            )),
-            ArmedRecord::Unreadable(e) => Err(format!(
+            ))),
+            ArmedRecord::Unreadable(e) => Err(refused(format!(
                 "refused: the interlock record cannot be read ({e}), so the platform counts as disarmed (fail closed) and `{what}` does not run; send a signed `arm` to write a valid record"
-            )),
+            ))),
         }
     }
 
     /// `all` (or empty, for evidence) means every allowlisted service.
-    fn targets(&self, target: &str) -> Result<Vec<String>, String> {
-        self.engine.allowlisted(target).map_err(|e| e.to_string())
+    fn targets(&self, target: &str) -> Result<Vec<String>, Failure> {
+        Ok(self.engine.allowlisted(target)?)
     }
 
     async fn export_evidence(
@@ -230,10 +207,10 @@ impl Executor {
         let lines = match params.0.get("log_lines") {
             None => evidence::LogLines::clamp(self.evidence_log_lines as u64),
             Some(v) => evidence::LogLines::clamp(v.as_u64().ok_or_else(|| {
-                format!(
+                bad_params(format!(
                     "params.log_lines must be a whole number of lines (at most {}), got {v}",
                     evidence::MAX_LOG_LINES
-                )
+                ))
             })?),
         };
         let target = if command.target.is_empty() {
@@ -244,20 +221,15 @@ impl Executor {
         let mut containers = Vec::new();
         for service in self.targets(target)? {
             check_cancelled(cancel)?;
-            containers.extend(
-                self.engine
-                    .evidence(&service, lines.used)
-                    .await
-                    .map_err(|e| e.to_string())?,
-            );
+            containers.extend(self.engine.evidence(&service, lines.used).await?);
         }
         let receipts = recent_receipts(&self.jetstream, self.evidence_receipts).await;
         let (bytes, files) = evidence::archive(&containers, &receipts, lines)
-            .map_err(|e| format!("building the bundle: {e}"))?;
+            .map_err(|e| internal(format!("building the bundle: {e}")))?;
         let name = format!("evidence-{}.tar.gz", command.id);
         let stored = evidence::store(&self.jetstream, &name, bytes, files)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(internal)?;
         let mut result = object(serde_json::to_value(&stored).expect("bundles serialize"));
         result.insert(
             "containers".into(),
@@ -287,12 +259,65 @@ impl Executor {
     }
 }
 
-fn check_cancelled(cancel: &CancellationToken) -> Result<(), String> {
+fn check_cancelled(cancel: &CancellationToken) -> Result<(), Failure> {
     if cancel.is_cancelled() {
-        Err("cancelled before it finished".into())
+        Err(Failure::new(
+            FailureCode::Cancelled,
+            "cancelled before it finished",
+        ))
     } else {
         Ok(())
     }
+}
+
+fn bad_params(message: impl Into<String>) -> Failure {
+    Failure::new(FailureCode::BadParams, message)
+}
+
+/// ops-worker's own state (the interlock, the evidence store) failed.
+fn internal(e: impl std::fmt::Display) -> Failure {
+    Failure::new(FailureCode::Internal, e.to_string())
+}
+
+impl From<DockerError> for Failure {
+    fn from(e: DockerError) -> Self {
+        Failure::new(docker_code(&e), e.to_string())
+    }
+}
+
+/// The receipt code of a Docker-layer failure.
+fn docker_code(e: &DockerError) -> FailureCode {
+    match e {
+        DockerError::Partial { source, .. } => docker_code(source),
+        DockerError::RestartCancelled { .. } => FailureCode::Cancelled,
+        DockerError::EmptyTarget { .. }
+        | DockerError::InvalidTarget(_)
+        | DockerError::NotAllowlisted { .. }
+        | DockerError::NoContainers { .. } => FailureCode::InvalidTarget,
+        DockerError::Protected { .. } | DockerError::NatsImage { .. } => FailureCode::Protected,
+        DockerError::ImageMissing { .. } => FailureCode::BadParams,
+        _ => FailureCode::Engine,
+    }
+}
+
+/// A failed deploy as a receipt failure: `rolled_back` when the step in progress was undone,
+/// with what was already deployed before it.
+fn deploy_failure(e: &DeployError, done: &[Value]) -> Failure {
+    let code = match &e.failure {
+        _ if e.rolled_back => FailureCode::RolledBack,
+        DeployFailure::Docker(docker) => docker_code(docker),
+        DeployFailure::ZeroReplicas | DeployFailure::ScaleOnFixedHostPorts { .. } => {
+            FailureCode::BadParams
+        }
+        DeployFailure::Cancelled { .. } => FailureCode::Cancelled,
+        _ => FailureCode::Engine,
+    };
+    let done = if done.is_empty() {
+        String::new()
+    } else {
+        format!(" (already deployed: {})", Value::Array(done.to_vec()))
+    };
+    Failure::new(code, format!("{e}{done}"))
 }
 
 fn object(value: Value) -> Map<String, Value> {

@@ -10,8 +10,38 @@ use serde_json::{json, Map, Value};
 const RECEIPT_NAMESPACE: uuid::Uuid =
     uuid::Uuid::from_u128(0x7469_7461_6e2d_6f70_732d_7265_6365_6970);
 
-/// How the final receipt of a command taken back by `withdraw` before it started begins.
-pub const WITHDRAWN_PREFIX: &str = "withdrawn: ";
+/// The stable code of a failure receipt (`error_code`), generated from the schema.
+pub use contracts::generated::ops_receipt_v1::OpsReceiptErrorCode as FailureCode;
+
+/// Why a command failed: the code programs match on, and the text an operator reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub code: FailureCode,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(code: FailureCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The same code, the message prefixed with `context`.
+    pub fn context(self, context: impl std::fmt::Display) -> Self {
+        Self {
+            code: self.code,
+            message: format!("{context}: {}", self.message),
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
 
 /// What the receipt says.
 #[derive(Debug, Clone)]
@@ -19,7 +49,7 @@ pub enum Status {
     /// Accepted; the final receipt follows.
     Pending(Map<String, Value>),
     Success(Map<String, Value>),
-    Failure(String),
+    Failure(Failure),
 }
 
 /// The id of the pending or final receipt of `command_id`.
@@ -68,7 +98,10 @@ pub fn receipt(
         Status::Pending(result) if !result.is_empty() => value["result"] = Value::Object(result),
         Status::Pending(_) => {}
         Status::Success(result) => value["result"] = Value::Object(result),
-        Status::Failure(error) => value["error"] = json!(error),
+        Status::Failure(failure) => {
+            value["error"] = json!(failure.message);
+            value["error_code"] = json!(failure.code);
+        }
     }
     contracts::decode_value(value)
 }
@@ -92,7 +125,7 @@ mod tests {
         let again = receipt(
             &id,
             "restart",
-            Status::Failure("late".into()),
+            Status::Failure(Failure::new(FailureCode::ReplayWindow, "late")),
             "host-1",
             arrived,
         )

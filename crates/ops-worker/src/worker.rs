@@ -37,7 +37,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::control::{Cancellation, ControlBoard, Running, Scope};
 use crate::executor::Executor;
-use crate::receipts::{self, Status};
+use crate::receipts::{self, Failure, FailureCode, Status};
 use crate::signing::SigningKeys;
 use contracts::bus::{Claim, ClaimLog, ClaimRecord, Renewal};
 
@@ -205,26 +205,22 @@ impl Worker {
         let raw: Value = match serde_json::from_slice(delivery.payload()) {
             Ok(raw) => raw,
             Err(e) => {
-                return shared
-                    .refuse(
-                        delivery,
-                        &command_type,
-                        format!("unreadable payload: {e}"),
-                        arrived,
-                    )
-                    .await
+                let why = Failure::new(
+                    FailureCode::InvalidCommand,
+                    format!("unreadable payload: {e}"),
+                );
+                return shared.refuse(delivery, &command_type, why, arrived).await;
             }
         };
         if let Err(e) = shared.keys.verify(&raw) {
-            return shared
-                .refuse(delivery, &command_type, format!("refused: {e}"), arrived)
-                .await;
+            let why = Failure::new(FailureCode::Signature, format!("refused: {e}"));
+            return shared.refuse(delivery, &command_type, why, arrived).await;
         }
         if let Err(why) = shared.within_skew(&command.ts) {
             return shared.refuse(delivery, &command_type, why, arrived).await;
         }
         if let Err(e) = check_target(&command.target) {
-            let why = format!("refused: {e}; name an allowlisted service exactly, `all`, or nothing for a platform-wide command; nothing was done");
+            let why = Failure::new(FailureCode::InvalidTarget, format!("refused: {e}; name an allowlisted service exactly, `all`, or nothing for a platform-wide command; nothing was done"));
             return shared.refuse(delivery, &command_type, why, arrived).await;
         }
         if command_type == "cancel_all" || command_type == "withdraw" {
@@ -295,18 +291,21 @@ fn check_target(target: &str) -> Result<(), TargetError> {
 }
 
 impl Shared {
-    fn within_skew(&self, ts: &Timestamp) -> Result<(), String> {
+    fn within_skew(&self, ts: &Timestamp) -> Result<(), Failure> {
         let now = Timestamp::now();
         let issued = *ts;
         // Saturating: a window wider than the supported range accepts every supported instant.
         if issued < now.saturating_sub_std(self.clock_skew) {
-            Err(format!(
-                "refused: issued at {ts}, older than the {}s replay window (now {})",
-                self.clock_skew.as_secs(),
-                now
+            Err(Failure::new(
+                FailureCode::ReplayWindow,
+                format!(
+                    "refused: issued at {ts}, older than the {}s replay window (now {})",
+                    self.clock_skew.as_secs(),
+                    now
+                ),
             ))
         } else if issued > now.saturating_add_std(self.clock_skew) {
-            Err(format!("refused: issued at {ts}, more than {}s in the future (now {}); check the sender's clock", self.clock_skew.as_secs(), now))
+            Err(Failure::new(FailureCode::ReplayWindow, format!("refused: issued at {ts}, more than {}s in the future (now {}); check the sender's clock", self.clock_skew.as_secs(), now)))
         } else {
             Ok(())
         }
@@ -411,7 +410,7 @@ impl Shared {
         &self,
         delivery: &Delivery<OpsCommand>,
         scope: Scope,
-    ) -> Result<Vec<String>, String> {
+    ) -> Result<Vec<String>, Failure> {
         let command = delivery.message();
         let cancellation = Cancellation {
             by: format!("{} {}", command.type_, command.id),
@@ -425,20 +424,25 @@ impl Shared {
             .announce(&command.id, &cancellation)
             .await
             .map_err(|e| {
-                format!("the cancellation could not be broadcast, nothing was cancelled: {e}")
+                Failure::new(
+                    FailureCode::Internal,
+                    format!("the cancellation could not be broadcast, nothing was cancelled: {e}"),
+                )
             })?;
         self.cancel_local(&cancellation);
         let after = self.board.covered(&cancellation.scope, revision).await;
-        let mut covered: Vec<uuid::Uuid> =
-            before
-                .into_iter()
-                .chain(after.map_err(|e| {
-                    format!("cancelled, but the commands covered cannot be listed: {e}")
-                }))
-                .flatten()
-                .map(|(id, _)| id)
-                .filter(|id| *id != command.id)
-                .collect();
+        let mut covered: Vec<uuid::Uuid> = before
+            .into_iter()
+            .chain(after.map_err(|e| {
+                Failure::new(
+                    FailureCode::Internal,
+                    format!("cancelled, but the commands covered cannot be listed: {e}"),
+                )
+            }))
+            .flatten()
+            .map(|(id, _)| id)
+            .filter(|id| *id != command.id)
+            .collect();
         covered.sort();
         covered.dedup();
         let deadline = tokio::time::Instant::now() + self.cancel_wait;
@@ -458,12 +462,15 @@ impl Shared {
             }
             if tokio::time::Instant::now() >= deadline {
                 let left: Vec<String> = left.iter().map(ToString::to_string).collect();
-                return Err(format!(
-                    "cancelled {} command(s), but {} still ran after {} s: {}",
-                    covered.len(),
-                    left.len(),
-                    self.cancel_wait.as_secs(),
-                    left.join(", ")
+                return Err(Failure::new(
+                    FailureCode::StillRunning,
+                    format!(
+                        "cancelled {} command(s), but {} still ran after {} s: {}",
+                        covered.len(),
+                        left.len(),
+                        self.cancel_wait.as_secs(),
+                        left.join(", ")
+                    ),
                 ));
             }
             if beat.elapsed() >= self.ack_wait / 3 {
@@ -573,8 +580,10 @@ impl Shared {
                     .expect("cancel reason poisoned")
                     .clone()
                     .unwrap_or_default();
-                let status =
-                    Status::Failure(format!("cancelled by {by} while waiting for its target"));
+                let status = Status::Failure(Failure::new(
+                    FailureCode::Cancelled,
+                    format!("cancelled by {by} while waiting for its target"),
+                ));
                 return self
                     .finish(delivery, renewal.revision(), status, arrived)
                     .await;
@@ -583,7 +592,7 @@ impl Shared {
         // A command whose turn came after its replay window never starts: whoever sent it
         // may have stopped waiting, and a withdrawal must stay true.
         if let Err(why) = self.within_skew(&command.ts) {
-            let status = Status::Failure(format!("not started: its turn came too late ({why})"));
+            let status = Status::Failure(why.context("not started: its turn came too late"));
             return self
                 .finish(delivery, renewal.revision(), status, arrived)
                 .await;
@@ -624,7 +633,10 @@ impl Shared {
         let status = match outcome {
             Ok(result) => Status::Success(result),
             Err(error) => match cancelled_by.lock().expect("cancel reason poisoned").clone() {
-                Some(by) => Status::Failure(format!("cancelled by {by}: {error}")),
+                Some(by) => Status::Failure(Failure::new(
+                    FailureCode::Cancelled,
+                    format!("cancelled by {by}: {error}"),
+                )),
                 None => Status::Failure(error),
             },
         };
@@ -633,9 +645,12 @@ impl Shared {
                 result.insert("cancelled".into(), json!(cancelled));
                 Status::Success(result)
             }
-            (Status::Success(result), Some(Err(why))) => Status::Failure(format!(
-                "{why}; the platform is disarmed and this was stopped anyway: {}",
-                Value::Object(result)
+            (Status::Success(result), Some(Err(why))) => Status::Failure(Failure::new(
+                why.code,
+                format!(
+                    "{why}; the platform is disarmed and this was stopped anyway: {}",
+                    Value::Object(result)
+                ),
             )),
             (status, _) => status,
         };
@@ -650,7 +665,7 @@ impl Shared {
     async fn halt_everywhere(
         &self,
         delivery: &Delivery<OpsCommand>,
-    ) -> Result<Vec<String>, String> {
+    ) -> Result<Vec<String>, Failure> {
         let command = delivery.message();
         if command.target.is_empty() {
             // The executor refuses it, naming the fix; nothing to cancel.
@@ -681,16 +696,23 @@ impl Shared {
         let withdrawn = match receipts::receipt(
             &id,
             &kind,
-            Status::Failure(format!(
-                "{}by withdraw {}: it had not started and never will",
-                receipts::WITHDRAWN_PREFIX,
-                command.id
+            Status::Failure(Failure::new(
+                FailureCode::Withdrawn,
+                format!(
+                    "withdrawn by withdraw {}: it had not started and never will",
+                    command.id
+                ),
             )),
             &self.executor_id,
             arrived,
         ) {
             Ok(receipt) => serde_json::to_value(&receipt).expect("receipts serialize"),
-            Err(e) => return Status::Failure(format!("params.command_type: {e}")),
+            Err(e) => {
+                return Status::Failure(Failure::new(
+                    FailureCode::BadParams,
+                    format!("params.command_type: {e}"),
+                ))
+            }
         };
         let deadline = tokio::time::Instant::now() + self.cancel_wait;
         let mut beat = tokio::time::Instant::now();
@@ -706,13 +728,21 @@ impl Shared {
                     ..
                 }) => {
                     if tokio::time::Instant::now() >= deadline {
-                        return Status::Failure(format!(
-                            "{id} is still running on {worker} after {} s; withdraw again later",
-                            self.cancel_wait.as_secs()
+                        return Status::Failure(Failure::new(
+                            FailureCode::StillRunning,
+                            format!(
+                                "{id} is still running on {worker} after {} s; withdraw again later",
+                                self.cancel_wait.as_secs()
+                            ),
                         ));
                     }
                 }
-                Err(e) => return Status::Failure(format!("cannot read or record {id}: {e}")),
+                Err(e) => {
+                    return Status::Failure(Failure::new(
+                        FailureCode::Internal,
+                        format!("cannot read or record {id}: {e}"),
+                    ))
+                }
             }
             if beat.elapsed() >= self.ack_wait / 3 {
                 let _ = delivery.in_progress().await;
@@ -723,9 +753,10 @@ impl Shared {
         match contracts::decode_value::<OpsReceipt>(receipt.clone()) {
             Ok(final_receipt) if self.publish_receipt(&final_receipt).await => {}
             Ok(_) => {
-                return Status::Failure(format!(
-                "the final receipt of {id} is recorded but could not be published; withdraw again"
-            ))
+                return Status::Failure(Failure::new(
+                    FailureCode::Internal,
+                    format!("the final receipt of {id} is recorded but could not be published; withdraw again"),
+                ))
             }
             Err(e) => {
                 tracing::error!(command_id = %id, error = %e, "the stored receipt is invalid")
@@ -800,7 +831,7 @@ impl Shared {
         &self,
         delivery: Delivery<OpsCommand>,
         command_type: &str,
-        why: String,
+        why: Failure,
         arrived: Instant,
     ) {
         let command_id = delivery.message().id;
@@ -869,6 +900,7 @@ impl Shared {
                     "interrupted: worker {executor} stopped while executing this command (started {at}); \
                      it is not run again, to never run twice — check the target's state and send a new command if needed"
                 );
+                let why = Failure::new(FailureCode::Interrupted, why);
                 self.finish(delivery, revision, Status::Failure(why), arrived)
                     .await;
             }
@@ -891,7 +923,10 @@ impl Shared {
                 &id,
                 invalid.payload(),
                 &command_type,
-                format!("invalid command: {}", invalid.error()),
+                Failure::new(
+                    FailureCode::InvalidCommand,
+                    format!("invalid command: {}", invalid.error()),
+                ),
                 &self.executor_id,
                 arrived,
             )
@@ -954,7 +989,7 @@ fn refusal(
     command_id: &uuid::Uuid,
     payload: &[u8],
     command_type: &str,
-    why: String,
+    why: Failure,
     executor_id: &str,
     arrived: Instant,
 ) -> Result<OpsReceipt, contracts::ContractError> {
@@ -971,20 +1006,28 @@ fn refusal(
 
 /// The command a `withdraw` names: `params.command_id` and `params.command_type`, a type that
 /// can be cancelled.
-fn withdrawn_command(params: &Map<String, Value>) -> Result<(uuid::Uuid, String), String> {
+fn withdrawn_command(params: &Map<String, Value>) -> Result<(uuid::Uuid, String), Failure> {
     let id = params
         .get("command_id")
         .and_then(Value::as_str)
         .and_then(|s| s.parse::<uuid::Uuid>().ok())
-        .ok_or("withdraw needs params.command_id: the UUID of the command to take back")?;
+        .ok_or_else(|| {
+            Failure::new(
+                FailureCode::BadParams,
+                "withdraw needs params.command_id: the UUID of the command to take back",
+            )
+        })?;
     let kind = params
         .get("command_type")
         .and_then(Value::as_str)
         .filter(|kind| CANCELLABLE.contains(kind))
         .ok_or_else(|| {
-            format!(
-                "withdraw needs params.command_type: the type of {id}, one of {}",
-                CANCELLABLE.join(", ")
+            Failure::new(
+                FailureCode::BadParams,
+                format!(
+                    "withdraw needs params.command_type: the type of {id}, one of {}",
+                    CANCELLABLE.join(", ")
+                ),
             )
         })?;
     Ok((id, kind.to_string()))

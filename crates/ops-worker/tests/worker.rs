@@ -132,8 +132,9 @@ async fn restart_deploy_rollback_and_halt_change_dockers_state() {
     .await;
     let last = final_receipt(&receipts);
     assert_eq!(last.status.to_string(), "failure");
-    assert!(
-        error_of(last).starts_with(ops_worker::executor::ROLLED_BACK_PREFIX),
+    assert_eq!(
+        last.error_code,
+        Some(ops_worker::receipts::FailureCode::RolledBack),
         "{}",
         error_of(last)
     );
@@ -1378,8 +1379,9 @@ async fn withdraw_keeps_a_queued_command_from_ever_starting_and_lets_a_running_o
     assert_eq!(result["withdrawn"], json!(true), "{result:?}");
     let queued = second.await.unwrap();
     let queued = final_receipt(&queued);
-    assert!(
-        error_of(queued).starts_with(ops_worker::receipts::WITHDRAWN_PREFIX),
+    assert_eq!(
+        queued.error_code,
+        Some(ops_worker::receipts::FailureCode::Withdrawn),
         "{}",
         error_of(queued)
     );

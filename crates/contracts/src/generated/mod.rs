@@ -36,7 +36,7 @@ pub use interlock_risk_ceiling_v1::InterlockRiskCeiling;
 /// Semantic version of the contract set (`schemas/contract-set.toml`).
 pub const CONTRACT_SET_VERSION: &str = "1.1.0";
 /// sha256 over the canonical form of the schemas and the inventory.
-pub const CONTRACT_SET_SHA256: &str = "fe5d7dcc74415739fb8f24d3f9fe983d4711ad1a5ec2e0a762950d89d862dfc8";
+pub const CONTRACT_SET_SHA256: &str = "bd69d5a71dac1338fcea7a1423aa1b48db969fee6d17e82b842219dc4353abc5";
 impl crate::Contract for Event {
     const INFO: &'static crate::ContractInfo = &crate::ContractInfo {
         name: "event",

@@ -16,6 +16,9 @@ pub struct OpsReceipt {
     ///What went wrong, for an operator to read (failure only).
     #[serde(skip_serializing_if = "::std::option::Option::is_none")]
     pub error: ::std::option::Option<OpsReceiptError>,
+    ///Why the command failed, as a stable code programs match on (failure only; added in contract set 1.1, so older receipts lack it): `signature` (no valid signature), `replay_window` (issued outside the clock-skew window, or its turn came after it), `invalid_command` (breaks the contract), `invalid_target` (not a canonical, allowlisted service with containers), `bad_params`, `refused_disarmed` (the interlock is disarmed), `protected` (the target may never be touched), `cancelled` (by halt, cancel_all or the loss of its claim), `withdrawn` (taken back by `withdraw` before it started; it never will), `interrupted` (its worker stopped while executing it; not run again), `rolled_back` (a deploy failed and was rolled back), `engine` (the Docker engine failed or timed out), `still_running` (work a halt, cancel_all or withdraw waited for did not end in time), `internal` (ops-worker's own state could not be read or written).
+    #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+    pub error_code: ::std::option::Option<OpsReceiptErrorCode>,
     ///Receipt id (UUID).
     pub id: ::uuid::Uuid,
     pub meta: OpsReceiptMeta,
@@ -84,6 +87,109 @@ impl<'de> ::serde::Deserialize<'de> for OpsReceiptError {
             .map_err(|e: self::error::ConversionError| {
                 <D::Error as ::serde::de::Error>::custom(e.to_string())
             })
+    }
+}
+///Why the command failed, as a stable code programs match on (failure only; added in contract set 1.1, so older receipts lack it): `signature` (no valid signature), `replay_window` (issued outside the clock-skew window, or its turn came after it), `invalid_command` (breaks the contract), `invalid_target` (not a canonical, allowlisted service with containers), `bad_params`, `refused_disarmed` (the interlock is disarmed), `protected` (the target may never be touched), `cancelled` (by halt, cancel_all or the loss of its claim), `withdrawn` (taken back by `withdraw` before it started; it never will), `interrupted` (its worker stopped while executing it; not run again), `rolled_back` (a deploy failed and was rolled back), `engine` (the Docker engine failed or timed out), `still_running` (work a halt, cancel_all or withdraw waited for did not end in time), `internal` (ops-worker's own state could not be read or written).
+#[derive(
+    ::serde::Deserialize,
+    ::serde::Serialize,
+    Clone,
+    Copy,
+    Debug,
+    Eq,
+    Hash,
+    Ord,
+    PartialEq,
+    PartialOrd
+)]
+pub enum OpsReceiptErrorCode {
+    #[serde(rename = "signature")]
+    Signature,
+    #[serde(rename = "replay_window")]
+    ReplayWindow,
+    #[serde(rename = "invalid_command")]
+    InvalidCommand,
+    #[serde(rename = "invalid_target")]
+    InvalidTarget,
+    #[serde(rename = "bad_params")]
+    BadParams,
+    #[serde(rename = "refused_disarmed")]
+    RefusedDisarmed,
+    #[serde(rename = "protected")]
+    Protected,
+    #[serde(rename = "cancelled")]
+    Cancelled,
+    #[serde(rename = "withdrawn")]
+    Withdrawn,
+    #[serde(rename = "interrupted")]
+    Interrupted,
+    #[serde(rename = "rolled_back")]
+    RolledBack,
+    #[serde(rename = "engine")]
+    Engine,
+    #[serde(rename = "still_running")]
+    StillRunning,
+    #[serde(rename = "internal")]
+    Internal,
+}
+impl ::std::fmt::Display for OpsReceiptErrorCode {
+    fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+        match *self {
+            Self::Signature => f.write_str("signature"),
+            Self::ReplayWindow => f.write_str("replay_window"),
+            Self::InvalidCommand => f.write_str("invalid_command"),
+            Self::InvalidTarget => f.write_str("invalid_target"),
+            Self::BadParams => f.write_str("bad_params"),
+            Self::RefusedDisarmed => f.write_str("refused_disarmed"),
+            Self::Protected => f.write_str("protected"),
+            Self::Cancelled => f.write_str("cancelled"),
+            Self::Withdrawn => f.write_str("withdrawn"),
+            Self::Interrupted => f.write_str("interrupted"),
+            Self::RolledBack => f.write_str("rolled_back"),
+            Self::Engine => f.write_str("engine"),
+            Self::StillRunning => f.write_str("still_running"),
+            Self::Internal => f.write_str("internal"),
+        }
+    }
+}
+impl ::std::str::FromStr for OpsReceiptErrorCode {
+    type Err = self::error::ConversionError;
+    fn from_str(
+        value: &str,
+    ) -> ::std::result::Result<Self, self::error::ConversionError> {
+        match value {
+            "signature" => Ok(Self::Signature),
+            "replay_window" => Ok(Self::ReplayWindow),
+            "invalid_command" => Ok(Self::InvalidCommand),
+            "invalid_target" => Ok(Self::InvalidTarget),
+            "bad_params" => Ok(Self::BadParams),
+            "refused_disarmed" => Ok(Self::RefusedDisarmed),
+            "protected" => Ok(Self::Protected),
+            "cancelled" => Ok(Self::Cancelled),
+            "withdrawn" => Ok(Self::Withdrawn),
+            "interrupted" => Ok(Self::Interrupted),
+            "rolled_back" => Ok(Self::RolledBack),
+            "engine" => Ok(Self::Engine),
+            "still_running" => Ok(Self::StillRunning),
+            "internal" => Ok(Self::Internal),
+            _ => Err("invalid value".into()),
+        }
+    }
+}
+impl ::std::convert::TryFrom<&str> for OpsReceiptErrorCode {
+    type Error = self::error::ConversionError;
+    fn try_from(
+        value: &str,
+    ) -> ::std::result::Result<Self, self::error::ConversionError> {
+        value.parse()
+    }
+}
+impl ::std::convert::TryFrom<::std::string::String> for OpsReceiptErrorCode {
+    type Error = self::error::ConversionError;
+    fn try_from(
+        value: ::std::string::String,
+    ) -> ::std::result::Result<Self, self::error::ConversionError> {
+        value.parse()
     }
 }
 ///Who executed the command and how long it took.
