@@ -7,7 +7,7 @@
 use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
-use ops_worker::signing::{signing_payload, SigningKeys};
+use ops_client::signing::{signing_payload, SigningKeys};
 use serde_json::Value;
 
 /// The SPEC §5 test vector's key (fixtures/ops_signing/vector.json): a test key, not a secret.

@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use contracts::bus::SubscribeOptions;
+use contracts::bus::ReadFrom;
 use contracts::services::ApprovalCli;
 use contracts::Outcome;
 use e2e::probe::Probe;
@@ -75,9 +75,8 @@ async fn main() -> anyhow::Result<()> {
     // The flow: one outage per unique service, one outcome each.
     let probe = Probe::new(stack.bus().await?);
     let cli = stack.bus::<ApprovalCli>().await?;
-    let mut outcomes = cli
-        .subscribe::<Outcome>(SubscribeOptions::default())
-        .await?;
+    // approval-cli reads outcomes (an ordered reader); it has no durable of its own.
+    let mut outcomes = cli.read::<Outcome>(ReadFrom::New).await?;
     let mut flow = Histogram::<u64>::new(3)?;
     for i in 0..FLOWS {
         let start = Instant::now();
@@ -88,13 +87,12 @@ async fn main() -> anyhow::Result<()> {
                 json!({"service_name": format!("svc-{i}")}),
             )
             .await?;
-        let delivery = tokio::time::timeout(Duration::from_secs(30), outcomes.next())
+        let (outcome, _) = tokio::time::timeout(Duration::from_secs(30), outcomes.next())
             .await
             .map_err(|_| anyhow::anyhow!("no outcome within 30 s:\n{}", stack.logs()))?
-            .expect("subscription open")?;
+            .expect("reader open")?;
         flow.record(start.elapsed().as_micros() as u64)?;
-        assert_eq!(delivery.message().status.to_string(), "succeeded");
-        delivery.ack().await?;
+        assert_eq!(outcome.status.to_string(), "succeeded");
     }
 
     println!("payload {} bytes; {FLOWS} flows one after another; services built with the same profile as this bench", payload.len());

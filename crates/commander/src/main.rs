@@ -98,7 +98,7 @@ async fn run(command: Cmd) -> Result<u8> {
             return Ok(1);
         }
     };
-    let keys = match ops_worker::config::signing_keys(&ops_worker::config::ProcessEnvironment) {
+    let keys = match ops_client::keys_from_env(&contracts::runtime::ProcessEnvironment) {
         Ok(keys) => keys,
         Err(e) => {
             eprintln!("commander: configuration refused: {e}");

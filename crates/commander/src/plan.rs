@@ -10,6 +10,9 @@
 //! | `acknowledge_incident` | an `IncidentAcknowledgement` to guardian for `incident_id` |
 //! | `send_notification` | a `Notification` operators see in `approval-cli watch` |
 
+use contracts::generated::notification_v1::{
+    NotificationChannel, NotificationMessage, NotificationSeverity,
+};
 use serde_json::{json, Map, Value};
 
 /// What to do for one action.
@@ -25,9 +28,9 @@ pub enum Plan {
     Acknowledge { incident_id: uuid::Uuid },
     /// Tell the operators.
     Notify {
-        message: String,
-        severity: String,
-        channel: Option<String>,
+        message: NotificationMessage,
+        severity: NotificationSeverity,
+        channel: Option<NotificationChannel>,
         incident_id: Option<uuid::Uuid>,
     },
 }
@@ -39,6 +42,14 @@ pub struct PlanError {
     /// Stable code for the outcome's error.
     pub code: &'static str,
     pub message: String,
+}
+
+/// A parameter the notification contract refuses (empty message, unknown severity, …).
+fn invalid(action: &str, parameter: &str, e: impl std::fmt::Display) -> PlanError {
+    PlanError {
+        code: "invalid_parameters",
+        message: format!("{action}: parameters.{parameter} is not valid: {e}"),
+    }
 }
 
 fn missing(action: &str, parameter: &str) -> PlanError {
@@ -107,9 +118,16 @@ pub fn plan(action_type: &str, parameters: &Map<String, Value>) -> Result<Plan, 
         "send_notification" => Ok(Plan::Notify {
             message: text(parameters, "message")
                 .ok_or_else(|| missing(action_type, "message"))?
-                .to_string(),
-            severity: text(parameters, "severity").unwrap_or("info").to_string(),
-            channel: text(parameters, "channel").map(str::to_string),
+                .parse()
+                .map_err(|e| invalid(action_type, "message", e))?,
+            severity: text(parameters, "severity")
+                .unwrap_or("info")
+                .parse()
+                .map_err(|e| invalid(action_type, "severity", e))?,
+            channel: text(parameters, "channel")
+                .map(str::parse)
+                .transpose()
+                .map_err(|e| invalid(action_type, "channel", e))?,
             incident_id: text(parameters, "incident_id").and_then(|s| s.parse().ok()),
         }),
         other => Err(PlanError {
@@ -199,9 +217,13 @@ mod tests {
                 incident_id: incident
             })
         );
-        assert!(
-            matches!(plan("send_notification", &params(json!({"message": "hi"}))), Ok(Plan::Notify { ref severity, .. }) if severity == "info")
-        );
+        assert!(matches!(
+            plan("send_notification", &params(json!({"message": "hi"}))),
+            Ok(Plan::Notify {
+                severity: NotificationSeverity::Info,
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -17,17 +17,28 @@ use std::time::{Duration, Instant};
 use contracts::bus::{
     isolate, Bus, BusError, Claim, ClaimLog, ClaimRecord, Delivery, Renewal, SubscribeOptions,
 };
+use contracts::generated::action_v1::ActionState;
 use contracts::generated::dead_letter_v1::DeadLetterReasonCode;
+use contracts::generated::incident_acknowledgement_v1::{
+    IncidentAcknowledgementSource, IncidentAcknowledgementVersion,
+};
+use contracts::generated::notification_v1::{NotificationSource, NotificationVersion};
+use contracts::generated::ops_receipt_v1::OpsReceiptStatus;
+use contracts::generated::outcome_v1::{
+    OutcomeError, OutcomeSource, OutcomeStatus, OutcomeVersion,
+};
 use contracts::services::Commander;
 use contracts::signing::{Verifier, SIGNATURE_HEADER};
-use contracts::{Action, OpsCommand, OpsReceipt, Outcome, Timestamp};
+use contracts::{
+    Action, IncidentAcknowledgement, Notification, OpsCommand, OpsReceipt, Outcome, Timestamp,
+};
 use serde_json::{json, Map, Value};
 use tokio_util::task::TaskTracker;
 
 use crate::plan::{plan, Plan};
-use ops_worker::client::{self, CommandRequest};
-use ops_worker::receipts::FailureCode;
-use ops_worker::signing::SigningKeys;
+use ops_client::client::{self, CommandRequest};
+use ops_client::signing::SigningKeys;
+use ops_client::FailureCode;
 
 /// The bucket of action records (see the inventory).
 pub const ACTIONS_BUCKET: &str =
@@ -204,7 +215,7 @@ impl Shared {
             }
             return;
         }
-        if action.state.to_string() != "pending" {
+        if action.state != ActionState::Pending {
             tracing::info!(action_id = %action.action_id, state = %action.state, "not a pending action; nothing to execute");
             let _ = delivery.ack().await;
             return;
@@ -336,27 +347,25 @@ impl Shared {
                 params,
             } => self.run_ops(action, command_type, target, params).await,
             Plan::Acknowledge { incident_id } => {
-                let acknowledgement = json!({
-                    "version": "1.0",
-                    "acknowledgement_id": derived_id(&action.action_id, "acknowledgement"),
-                    "timestamp": Timestamp::now(),
-                    "source": "orion-commander",
-                    "incident_id": incident_id,
-                    "action_id": action.action_id,
-                    "acknowledged_by": "orion-commander",
-                    "note": format!("acknowledge_incident action {}", action.action_id),
-                });
-                match self
-                    .publish_json::<contracts::IncidentAcknowledgement>(acknowledgement)
-                    .await
-                {
-                    Ok(()) => Ending::Succeeded(Map::from_iter([(
+                let acknowledgement = IncidentAcknowledgement {
+                    acknowledged_by: "orion-commander".parse().expect("a valid name"),
+                    acknowledgement_id: derived_id(&action.action_id, "acknowledgement"),
+                    action_id: Some(action.action_id),
+                    incident_id,
+                    note: Some(format!("acknowledge_incident action {}", action.action_id)),
+                    source: IncidentAcknowledgementSource::OrionCommander,
+                    tags: Default::default(),
+                    timestamp: Timestamp::now(),
+                    version: IncidentAcknowledgementVersion::X10,
+                };
+                match self.bus.publish(&acknowledgement).await {
+                    Ok(_) => Ending::Succeeded(Map::from_iter([(
                         "acknowledged_incident".to_string(),
                         json!(incident_id),
                     )])),
                     Err(e) => Ending::Failed {
                         code: "publish_failed".into(),
-                        message: e,
+                        message: e.to_string(),
                         details: None,
                     },
                 }
@@ -367,49 +376,30 @@ impl Shared {
                 channel,
                 incident_id,
             } => {
-                let mut notification = json!({
-                    "version": "1.0",
-                    "notification_id": derived_id(&action.action_id, "notification"),
-                    "timestamp": Timestamp::now(),
-                    "source": "orion-commander",
-                    "severity": severity,
-                    "message": message,
-                    "action_id": action.action_id,
-                });
-                if let Some(channel) = channel {
-                    notification["channel"] = json!(channel);
-                }
-                if let Some(incident_id) = incident_id {
-                    notification["incident_id"] = json!(incident_id);
-                }
-                match self
-                    .publish_json::<contracts::Notification>(notification)
-                    .await
-                {
-                    Ok(()) => {
+                let notification = Notification {
+                    action_id: Some(action.action_id),
+                    channel,
+                    incident_id,
+                    message,
+                    notification_id: derived_id(&action.action_id, "notification"),
+                    severity,
+                    source: NotificationSource::OrionCommander,
+                    tags: Default::default(),
+                    timestamp: Timestamp::now(),
+                    version: NotificationVersion::X10,
+                };
+                match self.bus.publish(&notification).await {
+                    Ok(_) => {
                         Ending::Succeeded(Map::from_iter([("notified".to_string(), json!(true))]))
                     }
                     Err(e) => Ending::Failed {
                         code: "publish_failed".into(),
-                        message: e,
+                        message: e.to_string(),
                         details: None,
                     },
                 }
             }
         }
-    }
-
-    async fn publish_json<T>(&self, value: Value) -> Result<(), String>
-    where
-        T: contracts::Contract,
-        Commander: contracts::Produces<T>,
-    {
-        let message: T = contracts::decode_value(value).map_err(|e| e.to_string())?;
-        self.bus
-            .publish(&message)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
     }
 
     async fn run_ops(
@@ -579,7 +569,7 @@ fn ending_of(last: &OpsReceipt, details: Map<String, Value>, waited: Duration) -
         .as_ref()
         .map(|e| e.to_string())
         .unwrap_or_else(|| "ops-worker reported a failure without a reason".into());
-    if last.status.to_string() == "success" {
+    if last.status == OpsReceiptStatus::Success {
         let mut result = details;
         result.insert(
             "receipt".into(),
@@ -612,36 +602,47 @@ pub fn outcome(
     ending: Ending,
     started: Instant,
 ) -> Result<Outcome, contracts::ContractError> {
-    let execution_time_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let mut value = json!({
-        "version": "1.0",
-        "outcome_id": derived_id(&action.action_id, "outcome"),
-        "timestamp": Timestamp::now(),
-        "source": "orion-commander",
-        "action_id": action.action_id,
-        "execution_time_ms": execution_time_ms,
-    });
-    match ending {
-        Ending::Succeeded(result) => {
-            value["status"] = json!("succeeded");
-            value["result"] = Value::Object(result);
-        }
+    let (status, result, error, rollback_executed) = match ending {
+        Ending::Succeeded(result) => (OutcomeStatus::Succeeded, result, None, false),
         Ending::Failed {
             code,
             message,
             details,
-        } => {
-            value["status"] = json!("failed");
-            value["error"] = json!({ "code": code, "message": message });
-            if let Some(details) = details {
-                value["error"]["details"] = Value::Object(details);
-            }
-        }
-        Ending::RolledBack { message } => {
-            value["status"] = json!("rolled_back");
-            value["rollback_executed"] = json!(true);
-            value["error"] = json!({ "code": "rolled_back", "message": message });
-        }
-    }
-    contracts::decode_value(value)
+        } => (
+            OutcomeStatus::Failed,
+            Map::new(),
+            Some(OutcomeError {
+                code,
+                details: details.unwrap_or_default(),
+                message,
+            }),
+            false,
+        ),
+        Ending::RolledBack { message } => (
+            OutcomeStatus::RolledBack,
+            Map::new(),
+            Some(OutcomeError {
+                code: "rolled_back".into(),
+                details: Map::new(),
+                message,
+            }),
+            true,
+        ),
+    };
+    let outcome = Outcome {
+        action_id: action.action_id,
+        error,
+        execution_time_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        outcome_id: derived_id(&action.action_id, "outcome"),
+        result,
+        rollback_executed,
+        source: OutcomeSource::OrionCommander,
+        status,
+        tags: Default::default(),
+        timestamp: Timestamp::now(),
+        version: OutcomeVersion::X10,
+    };
+    // The schema's own checks (an error when failed, …): refused here rather than at publish.
+    contracts::encode(&outcome)?;
+    Ok(outcome)
 }

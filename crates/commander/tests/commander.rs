@@ -67,7 +67,7 @@ async fn spawn_commander(
     let log = ClaimLog::open(bus.jetstream(), ACTIONS_BUCKET)
         .await
         .unwrap();
-    let keys = ops_worker::signing::SigningKeys::new(&[TEST_SECRET.to_string()]).unwrap();
+    let keys = ops_client::signing::SigningKeys::new(&[TEST_SECRET.to_string()]).unwrap();
     let trusted =
         Verifier::for_signer(BRAIN_SIGNER, [brain_key().public_key_base64().as_str()]).unwrap();
     let service = CommanderService::new(
@@ -313,7 +313,7 @@ async fn bad_parameters_dry_runs_and_an_unanswered_ops_command_end_in_one_outcom
         .expect("the restart's ops command");
     let command = &commands[index];
     assert_eq!(command.meta.initiator_id, "orion-commander");
-    let keys = ops_worker::signing::SigningKeys::new(&[TEST_SECRET.to_string()]).unwrap();
+    let keys = ops_client::signing::SigningKeys::new(&[TEST_SECRET.to_string()]).unwrap();
     for message in &sent {
         let raw: Value = serde_json::from_slice(&message.payload).unwrap();
         assert_eq!(

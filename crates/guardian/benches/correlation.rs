@@ -312,7 +312,7 @@ async fn guardian_round_trips(
     let bus = Bus::<GuardianIdentity>::connect(server.bus_config::<GuardianIdentity>())
         .await
         .unwrap();
-    bus.provision().await.unwrap();
+    bus.verify_provisioned().await.unwrap();
     let guardian = guardian::Guardian::start(bus.clone(), &config)
         .await
         .unwrap();

@@ -15,10 +15,10 @@ use contracts::local_server::NatsServer;
 use contracts::services::{OpsConsole, OpsWorker};
 use contracts::{OpsReceipt, Timestamp};
 use futures::StreamExt;
-use ops_worker::client::{build_signed, CommandRequest};
+use ops_client::client::{build_signed, CommandRequest};
+use ops_client::signing::SigningKeys;
 use ops_worker::docker::{DockerConfig, Engine};
 use ops_worker::executor::Executor;
-use ops_worker::signing::SigningKeys;
 use ops_worker::state::{command_log, Interlock};
 use ops_worker::worker::{Worker, WorkerSettings};
 
@@ -189,7 +189,7 @@ async fn main() {
         .expect("a Docker engine");
     let executor = Executor {
         engine,
-        interlock: Interlock::open(&js).await.unwrap(),
+        interlock: Interlock::open(&worker_bus).await.unwrap(),
         jetstream: js.clone(),
         stop_timeout: Duration::from_secs(1),
         deploy_ready_timeout: Duration::from_secs(10),
@@ -201,12 +201,14 @@ async fn main() {
         clock_skew: Duration::from_secs(300),
         ack_wait: Duration::from_secs(30),
         max_in_flight: 64,
+        cancel_wait: Duration::from_secs(60),
         executor_id: "bench".into(),
     };
     let worker = Worker::new(
         worker_bus.clone(),
         executor,
         command_log(&js).await.unwrap(),
+        ops_worker::control::ControlBoard::open(&js).await.unwrap(),
         settings,
     );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use ops_worker::signing::{signing_payload, SigningKeys};
+use ops_client::signing::{signing_payload, SigningKeys};
 use ring::hmac;
 use serde_json::Value;
 

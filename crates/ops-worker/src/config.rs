@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::docker::DockerConfig;
-use crate::signing::SigningKeys;
+use ops_client::SigningKeys;
 
 /// The SPEC's signing test vector key: public, so never acceptable in production.
 const PUBLISHED_TEST_SECRET: &str = "test-ops-secret-32chars!!!!!!!!";
@@ -127,13 +127,8 @@ pub struct WorkerConfig {
 pub enum ConfigError {
     #[error(transparent)]
     File(#[from] contracts::runtime::ConfigError),
-    #[error("no HMAC secret: set OPS_SECRET (or OPS_SECRET_FILE, a file with one secret per line, the first one signing) — the worker refuses to run unsigned")]
-    MissingSecret,
-    #[error("OPS_SECRET_FILE={path}: {source}")]
-    SecretFile {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Keys(#[from] ops_client::KeysError),
     #[error("{0} — set a strong OPS_SECRET")]
     WeakSecret(String),
     #[error("{name}={value:?} is not valid: {why}")]
@@ -158,7 +153,11 @@ impl WorkerConfig {
         let mut file: FileConfig = contracts::runtime::load_layered(path, &environment)?;
         apply_environment(&mut file, env)?;
         let keys = signing_keys(env)?;
-        if environment == "prod" && secrets(env)?.iter().any(|s| s == PUBLISHED_TEST_SECRET) {
+        if environment == "prod"
+            && ops_client::keys::secrets(env)?
+                .iter()
+                .any(|s| s == PUBLISHED_TEST_SECRET)
+        {
             return Err(ConfigError::WeakSecret(
                 "the published test key of fixtures/ops_signing is refused in prod".into(),
             ));
@@ -221,39 +220,7 @@ impl WorkerConfig {
 
 /// The signing keys from the environment, checked (for the worker and for `send`).
 pub fn signing_keys(env: &dyn Environment) -> Result<SigningKeys, ConfigError> {
-    SigningKeys::new(&secrets(env)?).map_err(|e| ConfigError::WeakSecret(e.to_string()))
-}
-
-/// The signing keys: `OPS_SECRET` (signs) then `OPS_SECRET_PREVIOUS`, or the lines of
-/// `OPS_SECRET_FILE`.
-fn secrets(env: &dyn Environment) -> Result<Vec<String>, ConfigError> {
-    let mut secrets = Vec::new();
-    if let Some(secret) = env.var("OPS_SECRET") {
-        secrets.push(secret);
-        if let Some(previous) = env.var("OPS_SECRET_PREVIOUS") {
-            secrets.extend(
-                previous
-                    .split(',')
-                    .map(str::to_string)
-                    .filter(|s| !s.is_empty()),
-            );
-        }
-    } else if let Some(path) = env.var("OPS_SECRET_FILE") {
-        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::SecretFile {
-            path: path.clone().into(),
-            source,
-        })?;
-        secrets.extend(
-            text.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(str::to_string),
-        );
-    }
-    if secrets.is_empty() {
-        return Err(ConfigError::MissingSecret);
-    }
-    Ok(secrets)
+    Ok(ops_client::keys_from_env(env)?)
 }
 
 fn apply_environment(file: &mut FileConfig, env: &dyn Environment) -> Result<(), ConfigError> {

@@ -1,10 +1,11 @@
 //! ops-worker: executes HMAC-signed ops commands from `titan.ops.command.v1` against the Docker
-//! engine and answers each with receipts on `titan.ops.receipt.v1` — and the operator's client
-//! that signs, sends and waits for them.
+//! engine and answers each with receipts on `titan.ops.receipt.v1`. Signing, verifying and
+//! sending commands live in the `ops-client` crate, which senders share.
 //!
 //! What it is for:
-//! - accepting exactly what the existing TypeScript console signs ([`signing`]: HMAC-SHA256 over
-//!   RFC 8785 canonical JSON, key rotation, constant-time comparison) and nothing else;
+//! - accepting exactly what the existing TypeScript console signs (`ops_client::signing`:
+//!   HMAC-SHA256 over RFC 8785 canonical JSON, key rotation, constant-time comparison) and
+//!   nothing else;
 //! - never running a command twice, across restarts and crashes ([`state`], [`worker`]), and
 //!   refusing commands outside the replay window;
 //! - doing what each command says on Docker through bollard ([`docker`], [`executor`]): restart,
@@ -24,7 +25,6 @@
 //!
 //! Start at [`worker`] for the life of a command, then [`executor`] for what each type does.
 
-pub mod client;
 pub mod config;
 pub mod control;
 pub mod docker;
@@ -32,6 +32,5 @@ pub mod evidence;
 pub mod executor;
 pub mod receipts;
 pub mod redact;
-pub mod signing;
 pub mod state;
 pub mod worker;

@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use contracts::bus::{Bus, BusConfig};
 use contracts::runtime::{init_tracing, shutdown_signal, LogFormat};
 use contracts::services::{OpsConsole, OpsWorker};
-use ops_worker::client::{self, CommandRequest};
+use ops_client::client::{self, CommandRequest};
 use ops_worker::config::{self, ProcessEnvironment, WorkerConfig};
 use ops_worker::control::ControlBoard;
 use ops_worker::docker::Engine;

@@ -6,12 +6,10 @@ use std::time::Instant;
 use contracts::{ContractError, OpsReceipt, Timestamp};
 use serde_json::{json, Map, Value};
 
-/// Namespace of receipt ids (UUID v5 of `<command id>:<kind>`).
-const RECEIPT_NAMESPACE: uuid::Uuid =
-    uuid::Uuid::from_u128(0x7469_7461_6e2d_6f70_732d_7265_6365_6970);
-
 /// The stable code of a failure receipt (`error_code`), generated from the schema.
-pub use contracts::generated::ops_receipt_v1::OpsReceiptErrorCode as FailureCode;
+pub use ops_client::FailureCode;
+/// Receipt ids are derived from the command (shared with every sender, which checks them).
+pub use ops_client::{receipt_id, refusal_id};
 
 /// Why a command failed: the code programs match on, and the text an operator reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,24 +48,6 @@ pub enum Status {
     Pending(Map<String, Value>),
     Success(Map<String, Value>),
     Failure(Failure),
-}
-
-/// The id of the pending or final receipt of `command_id`.
-pub fn receipt_id(command_id: &uuid::Uuid, kind: &str) -> uuid::Uuid {
-    uuid::Uuid::new_v5(
-        &RECEIPT_NAMESPACE,
-        format!("{command_id}:{kind}").as_bytes(),
-    )
-}
-
-/// The id of the failure receipt refusing the command message `payload` (exactly as received)
-/// with id `command_id`: derived from both, so the sender of that very message can tell it is
-/// the answer to what it sent, while a refusal of a forged or stale copy under the same id is
-/// not (and never collides with the real command's final receipt).
-pub fn refusal_id(command_id: &uuid::Uuid, payload: &[u8]) -> uuid::Uuid {
-    use sha2::Digest;
-    let digest = hex::encode(sha2::Sha256::digest(payload));
-    receipt_id(command_id, &format!("refused:{digest}"))
 }
 
 /// Builds a valid receipt for the command `command_id` of type `command_type` that arrived at
@@ -109,6 +89,7 @@ pub fn receipt(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use contracts::OpsCommand;
 
     #[test]
     fn receipts_are_valid_and_their_ids_stable() {
@@ -172,5 +153,76 @@ mod tests {
             Instant::now(),
         );
         assert_eq!(pending.unwrap().result, None);
+    }
+
+    fn command(command_type: &str) -> OpsCommand {
+        contracts::decode_value(json!({
+            "v": 1,
+            "id": uuid::Uuid::new_v4(),
+            "ts": Timestamp::now(),
+            "type": command_type,
+            "target": "web",
+            "meta": {"initiator_id": "operator-1", "reason": "test", "signature": "0".repeat(64)},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn only_the_receipts_ops_worker_derives_for_the_command_end_the_wait() {
+        let restart = command("restart");
+        let sent = contracts::encode(&restart).unwrap();
+        let ok = |status| receipt(&restart.id, "restart", status, "host", Instant::now()).unwrap();
+        assert!(ops_client::issued_for(
+            &ok(Status::Success(Map::new())),
+            &restart,
+            &sent
+        ));
+        assert!(ops_client::issued_for(
+            &ok(Status::Pending(Map::new())),
+            &restart,
+            &sent
+        ));
+        assert!(ops_client::issued_for(
+            &ok(Status::Failure(Failure::new(FailureCode::Engine, "no"))),
+            &restart,
+            &sent
+        ));
+        // The refusal of exactly what was sent (a stale or badly signed command).
+        let mut refused = ok(Status::Failure(Failure::new(
+            FailureCode::ReplayWindow,
+            "outside the replay window",
+        )));
+        refused.id = refusal_id(&restart.id, &sent);
+        assert!(ops_client::issued_for(&refused, &restart, &sent));
+        // The refusal of a forged copy under the same id: the real command may still run.
+        refused.id = refusal_id(&restart.id, b"{\"forged\":true}");
+        assert!(!ops_client::issued_for(&refused, &restart, &sent));
+
+        // Another command's receipt, relabelled for this one.
+        let other = command("restart");
+        let mut relabelled = receipt(
+            &other.id,
+            "restart",
+            Status::Success(Map::new()),
+            "host",
+            Instant::now(),
+        )
+        .unwrap();
+        relabelled.command_id = restart.id;
+        assert!(!ops_client::issued_for(&relabelled, &restart, &sent));
+        // A final receipt under the pending receipt's id.
+        let mut wrong_kind = ok(Status::Success(Map::new()));
+        wrong_kind.id = receipt_id(&restart.id, "pending");
+        assert!(!ops_client::issued_for(&wrong_kind, &restart, &sent));
+        // A receipt of another type for the same id.
+        let halt = receipt(
+            &restart.id,
+            "halt",
+            Status::Success(Map::new()),
+            "host",
+            Instant::now(),
+        )
+        .unwrap();
+        assert!(!ops_client::issued_for(&halt, &restart, &sent));
     }
 }

@@ -38,8 +38,8 @@ use tokio_util::task::TaskTracker;
 use crate::control::{Cancellation, ControlBoard, Running, Scope};
 use crate::executor::Executor;
 use crate::receipts::{self, Failure, FailureCode, Status};
-use crate::signing::SigningKeys;
 use contracts::bus::{Claim, ClaimLog, ClaimRecord, Renewal};
+use ops_client::SigningKeys;
 
 /// How long a command whose receipt could not be published waits before it is redelivered.
 const RETRY_PUBLISH: Duration = Duration::from_secs(2);

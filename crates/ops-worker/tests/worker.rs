@@ -317,10 +317,10 @@ async fn forged_stale_and_malformed_commands_are_refused_and_nothing_runs() {
     let before = started_at(&web.containers().await);
 
     let wrong_key =
-        ops_worker::signing::SigningKeys::new(&["another-secret-of-enough-length!".to_string()])
+        ops_client::signing::SigningKeys::new(&["another-secret-of-enough-length!".to_string()])
             .unwrap();
     let forged =
-        ops_worker::client::sign(command("restart", &web.name, Value::Null), &wrong_key).unwrap();
+        ops_client::client::sign(command("restart", &web.name, Value::Null), &wrong_key).unwrap();
     let mut tampered = signed(command("restart", &web.name, json!({"timeout_s": 1})));
     tampered.meta.reason = "tampered after signing".into();
     let mut stale = command("restart", &web.name, Value::Null);
@@ -1113,7 +1113,7 @@ async fn slow_restarts(
     console: &contracts::bus::Bus<contracts::services::OpsConsole>,
     services: &[TestService],
 ) -> (
-    Vec<tokio::task::JoinHandle<ops_worker::client::Receipts>>,
+    Vec<tokio::task::JoinHandle<ops_client::client::Receipts>>,
     Vec<uuid::Uuid>,
     Vec<String>,
 ) {

@@ -9,8 +9,8 @@ use contracts::bus::Bus;
 use contracts::local_server::NatsServer;
 use contracts::services::OpsConsole;
 use contracts::{OpsCommand, OpsReceipt};
-use ops_worker::client::{self, Receipts};
-use ops_worker::signing::SigningKeys;
+use ops_client::client::{self, Receipts};
+use ops_client::signing::SigningKeys;
 use serde_json::{json, Value};
 
 /// The test key of the SPEC's signing vector (fixtures/ops_signing/vector.json) — a TEST KEY.

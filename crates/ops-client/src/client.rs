@@ -1,5 +1,4 @@
-//! The operator's side: build and sign a command, send it, wait for its receipts; fetch an
-//! evidence bundle.
+//! The sender's side: build and sign a command, send it, wait for its receipts.
 
 use std::time::Duration;
 
@@ -128,7 +127,7 @@ where
 /// another command, a refusal of a forged copy under the same id (the real command may still
 /// run), or a receipt relabelled for this command from ending the wait.
 pub fn issued_for(receipt: &OpsReceipt, command: &OpsCommand, sent: &[u8]) -> bool {
-    use crate::receipts::{receipt_id, refusal_id};
+    use crate::ids::{receipt_id, refusal_id};
     let expected = if receipt.status.to_string() == "pending" {
         vec![receipt_id(&command.id, "pending")]
     } else {
@@ -140,86 +139,4 @@ pub fn issued_for(receipt: &OpsReceipt, command: &OpsCommand, sent: &[u8]) -> bo
     receipt.command_id == command.id
         && receipt.type_.to_string() == command.type_.to_string()
         && expected.contains(&receipt.id)
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Instant;
-
-    use super::*;
-    use crate::receipts::{receipt, Status};
-
-    fn command(command_type: &str) -> OpsCommand {
-        contracts::decode_value(json!({
-            "v": 1,
-            "id": uuid::Uuid::new_v4(),
-            "ts": Timestamp::now(),
-            "type": command_type,
-            "target": "web",
-            "meta": {"initiator_id": "operator-1", "reason": "test", "signature": "0".repeat(64)},
-        }))
-        .unwrap()
-    }
-
-    #[test]
-    fn only_the_receipts_ops_worker_derives_for_the_command_end_the_wait() {
-        let restart = command("restart");
-        let sent = contracts::encode(&restart).unwrap();
-        let ok = |status| receipt(&restart.id, "restart", status, "host", Instant::now()).unwrap();
-        assert!(issued_for(
-            &ok(Status::Success(Map::new())),
-            &restart,
-            &sent
-        ));
-        assert!(issued_for(
-            &ok(Status::Pending(Map::new())),
-            &restart,
-            &sent
-        ));
-        assert!(issued_for(
-            &ok(Status::Failure(crate::receipts::Failure::new(
-                crate::receipts::FailureCode::Engine,
-                "no"
-            ))),
-            &restart,
-            &sent
-        ));
-        // The refusal of exactly what was sent (a stale or badly signed command).
-        let mut refused = ok(Status::Failure(crate::receipts::Failure::new(
-            crate::receipts::FailureCode::ReplayWindow,
-            "outside the replay window",
-        )));
-        refused.id = crate::receipts::refusal_id(&restart.id, &sent);
-        assert!(issued_for(&refused, &restart, &sent));
-        // The refusal of a forged copy under the same id: the real command may still run.
-        refused.id = crate::receipts::refusal_id(&restart.id, b"{\"forged\":true}");
-        assert!(!issued_for(&refused, &restart, &sent));
-
-        // Another command's receipt, relabelled for this one.
-        let other = command("restart");
-        let mut relabelled = receipt(
-            &other.id,
-            "restart",
-            Status::Success(Map::new()),
-            "host",
-            Instant::now(),
-        )
-        .unwrap();
-        relabelled.command_id = restart.id;
-        assert!(!issued_for(&relabelled, &restart, &sent));
-        // A final receipt under the pending receipt's id.
-        let mut wrong_kind = ok(Status::Success(Map::new()));
-        wrong_kind.id = crate::receipts::receipt_id(&restart.id, "pending");
-        assert!(!issued_for(&wrong_kind, &restart, &sent));
-        // A receipt of another type for the same id.
-        let halt = receipt(
-            &restart.id,
-            "halt",
-            Status::Success(Map::new()),
-            "host",
-            Instant::now(),
-        )
-        .unwrap();
-        assert!(!issued_for(&halt, &restart, &sent));
-    }
 }

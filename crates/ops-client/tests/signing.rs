@@ -1,9 +1,9 @@
-//! Integration tests of `ops_worker::signing`: the SPEC §5 vector, the signed fixtures, every
+//! Integration tests of `ops_client::signing`: the SPEC §5 vector, the signed fixtures, every
 //! rejection, key rotation, weak secrets, and RFC 8785 canonicalization on tricky input.
 
 use std::path::{Path, PathBuf};
 
-use ops_worker::signing::{
+use ops_client::signing::{
     signing_payload, SignatureError, SigningKeys, WeakReason, WeakSecret, MIN_SECRET_BYTES,
 };
 use serde_json::{json, Value};

@@ -1,0 +1,25 @@
+//! Receipt ids, derived from the command, so that a receipt sent again after a crash has the
+//! same id (JetStream drops the copy) and a sender can tell a receipt ops-worker issued for its
+//! command from any other.
+
+/// Namespace of receipt ids (UUID v5 of `<command id>:<kind>`).
+const RECEIPT_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x7469_7461_6e2d_6f70_732d_7265_6365_6970);
+
+/// The id of the pending or final receipt of `command_id`.
+pub fn receipt_id(command_id: &uuid::Uuid, kind: &str) -> uuid::Uuid {
+    uuid::Uuid::new_v5(
+        &RECEIPT_NAMESPACE,
+        format!("{command_id}:{kind}").as_bytes(),
+    )
+}
+
+/// The id of the failure receipt refusing the command message `payload` (exactly as received)
+/// with id `command_id`: derived from both, so the sender of that very message can tell it is
+/// the answer to what it sent, while a refusal of a forged or stale copy under the same id is
+/// not (and never collides with the real command's final receipt).
+pub fn refusal_id(command_id: &uuid::Uuid, payload: &[u8]) -> uuid::Uuid {
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(payload));
+    receipt_id(command_id, &format!("refused:{digest}"))
+}
