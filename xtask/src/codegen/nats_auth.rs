@@ -252,6 +252,9 @@ fn ordered_reader(
     }
     p.publish
         .insert(format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.*"));
+    // After a reconnect an ordered reader looks its consumer up before replacing it.
+    p.publish
+        .insert(format!("$JS.API.CONSUMER.INFO.{stream}.*"));
     // An ordered reader replaces its consumer after a gap and deletes the old one.
     p.publish
         .insert(format!("$JS.API.CONSUMER.DELETE.{stream}.*"));
@@ -266,6 +269,8 @@ fn ordered_reader(
         if durable.service != service {
             p.deny_publish
                 .insert(format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{name}"));
+            p.deny_publish
+                .insert(format!("$JS.API.CONSUMER.INFO.{stream}.{name}"));
         }
     }
 }
@@ -278,6 +283,8 @@ fn bucket_reader(stream: &str, p: &mut Permissions) {
         format!("$JS.API.DIRECT.GET.{stream}"),
         format!("$JS.API.DIRECT.GET.{stream}.>"),
         format!("$JS.API.CONSUMER.CREATE.{stream}"),
+        // A watch re-created after a reconnect names its consumer (filtered create API).
+        format!("$JS.API.CONSUMER.CREATE.{stream}.*.>"),
         format!("$JS.API.CONSUMER.DELETE.{stream}.*"),
         // Flow-control replies of those push consumers.
         format!("$JS.FC.{stream}.>"),
