@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream;
+use contracts::generated::ops_command_v1::OpsCommandType;
 use contracts::OpsCommand;
 use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
@@ -76,8 +77,8 @@ impl Executor {
     pub async fn execute(&self, command: &OpsCommand, cancel: &CancellationToken) -> Outcome {
         let params = Params(&command.params);
         let id = command.id;
-        match command.type_.to_string().as_str() {
-            "restart" => {
+        match command.type_ {
+            OpsCommandType::Restart => {
                 self.require_armed("restart").await?;
                 let timeout = params.seconds("timeout_s", self.stop_timeout)?;
                 let mut restarted = Vec::new();
@@ -87,7 +88,7 @@ impl Executor {
                 }
                 Ok(object(json!({ "restarted": restarted })))
             }
-            "deploy" => {
+            OpsCommandType::Deploy => {
                 self.require_armed("deploy").await?;
                 let image = params.string("image")?;
                 let replicas = params.count("replicas")?;
@@ -116,7 +117,7 @@ impl Executor {
                 }
                 Ok(object(json!({ "deployed": reports })))
             }
-            "halt" => {
+            OpsCommandType::Halt => {
                 let timeout = params.seconds("timeout_s", self.stop_timeout)?;
                 // Disarm first: nothing automated may start while containers are stopping.
                 self.interlock
@@ -129,18 +130,18 @@ impl Executor {
                 }
                 Ok(object(json!({ "stopped": stopped, "armed": false })))
             }
-            "disarm" => {
+            OpsCommandType::Disarm => {
                 self.interlock
                     .set_armed(false, id)
                     .await
                     .map_err(internal)?;
                 Ok(object(json!({ "armed": false })))
             }
-            "arm" => {
+            OpsCommandType::Arm => {
                 self.interlock.set_armed(true, id).await.map_err(internal)?;
                 Ok(object(json!({ "armed": true })))
             }
-            "set_risk" => {
+            OpsCommandType::SetRisk => {
                 let level = params.string("level")?.ok_or_else(|| {
                     bad_params("set_risk needs params.level: one of N0, N1, N2, N3")
                 })?;
@@ -159,9 +160,9 @@ impl Executor {
                     .map_err(internal)?;
                 Ok(object(json!({ "risk_ceiling": level })))
             }
-            "export_evidence" => self.export_evidence(command, &params, cancel).await,
-            // cancel_all is the worker's: it owns the commands in flight.
-            other => Err(Failure::new(
+            OpsCommandType::ExportEvidence => self.export_evidence(command, &params, cancel).await,
+            // cancel_all and withdraw are the worker's: it owns the commands in flight.
+            other @ (OpsCommandType::CancelAll | OpsCommandType::Withdraw) => Err(Failure::new(
                 FailureCode::InvalidCommand,
                 format!("command type `{other}` is not executed here"),
             )),

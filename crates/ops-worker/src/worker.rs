@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use contracts::bus::{
     isolate, Bus, BusError, Delivery, Incoming, InvalidDelivery, SubscribeOptions,
 };
+use contracts::generated::ops_command_v1::OpsCommandType;
 use contracts::services::OpsWorker;
 use contracts::target::{OpsTarget, TargetError};
 use contracts::{OpsCommand, OpsReceipt, Timestamp};
@@ -45,17 +46,37 @@ use ops_client::SigningKeys;
 const RETRY_PUBLISH: Duration = Duration::from_secs(2);
 /// Delay before a command whose handler panicked is delivered again.
 const RETRY_DELAY: Duration = Duration::from_secs(2);
-/// Command types that publish `pending` before they run.
-const LONG_COMMANDS: &[&str] = &["restart", "deploy", "halt", "export_evidence"];
-/// Command types that wait for their target's lane (one at a time per target).
-const LANED_COMMANDS: &[&str] = &["restart", "deploy", "export_evidence"];
-/// Command types that `halt`, `cancel_all` and `withdraw` cancel; each is registered on the
-/// control board while it is in flight.
-const CANCELLABLE: &[&str] = &["restart", "deploy", "export_evidence"];
+/// Commands that publish `pending` before they run.
+fn is_long(kind: OpsCommandType) -> bool {
+    matches!(
+        kind,
+        OpsCommandType::Restart
+            | OpsCommandType::Deploy
+            | OpsCommandType::Halt
+            | OpsCommandType::ExportEvidence
+    )
+}
+
+/// Commands that wait for their target's lane (one at a time per target).
+fn is_laned(kind: OpsCommandType) -> bool {
+    is_cancellable(kind)
+}
+
+/// Commands that `halt`, `cancel_all` and `withdraw` act on; each is registered on the control
+/// board while it is in flight.
+fn is_cancellable(kind: OpsCommandType) -> bool {
+    matches!(
+        kind,
+        OpsCommandType::Restart | OpsCommandType::Deploy | OpsCommandType::ExportEvidence
+    )
+}
+
+/// The cancellable types, as `withdraw`'s error names them.
+const CANCELLABLE_NAMES: &str = "restart, deploy, export_evidence";
 
 /// A command being executed (or waiting for its lane).
 struct InFlight {
-    command_type: String,
+    command_type: OpsCommandType,
     target: String,
     token: CancellationToken,
     cancelled_by: Arc<Mutex<Option<String>>>,
@@ -223,12 +244,15 @@ impl Worker {
             let why = Failure::new(FailureCode::InvalidTarget, format!("refused: {e}; name an allowlisted service exactly, `all`, or nothing for a platform-wide command; nothing was done"));
             return shared.refuse(delivery, &command_type, why, arrived).await;
         }
-        if command_type == "cancel_all" || command_type == "withdraw" {
+        if matches!(
+            command.type_,
+            OpsCommandType::CancelAll | OpsCommandType::Withdraw
+        ) {
             // Claimed first: a replayed copy is answered "seen before" and cancels nothing.
             let Some((delivery, revision)) = shared.claim(delivery, arrived).await else {
                 return;
             };
-            let status = if command_type == "cancel_all" {
+            let status = if command.type_ == OpsCommandType::CancelAll {
                 match shared.cancel_everywhere(&delivery, Scope::Everything).await {
                     Ok(cancelled) => Status::Success(Map::from_iter([(
                         "cancelled".to_string(),
@@ -243,7 +267,7 @@ impl Worker {
         }
         let token = CancellationToken::new();
         let cancelled_by = Arc::new(Mutex::new(None));
-        let cancellable = CANCELLABLE.contains(&command_type.as_str());
+        let cancellable = is_cancellable(command.type_);
         // In the table before it is on the board: a cancellation seen in between finds it.
         shared
             .in_flight
@@ -252,7 +276,7 @@ impl Worker {
             .insert(
                 command.id,
                 InFlight {
-                    command_type: command_type.clone(),
+                    command_type: command.type_,
                     target: command.target.clone(),
                     token: token.clone(),
                     cancelled_by: cancelled_by.clone(),
@@ -320,7 +344,7 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut cancelled = Vec::new();
         for (id, flight) in in_flight.iter() {
-            if CANCELLABLE.contains(&flight.command_type.as_str())
+            if is_cancellable(flight.command_type)
                 && cancellation.scope.covers(&flight.target)
                 && !flight.token.is_cancelled()
             {
@@ -544,15 +568,12 @@ impl Shared {
         arrived: Instant,
     ) {
         let command = delivery.message().clone();
-        let command_type = command.type_.to_string();
         let mut heartbeat =
             tokio::time::interval((self.ack_wait / 3).max(Duration::from_millis(1)));
         heartbeat.tick().await;
 
         // Wait for the target's lane (reporting progress, so JetStream does not redeliver).
-        let lane = LANED_COMMANDS
-            .contains(&command_type.as_str())
-            .then(|| self.lane(&command.target));
+        let lane = is_laned(command.type_).then(|| self.lane(&command.target));
         let turn = async {
             match &lane {
                 Some(lane) => Some(lane.lock().await),
@@ -597,13 +618,13 @@ impl Shared {
                 .finish(delivery, renewal.revision(), status, arrived)
                 .await;
         }
-        if LONG_COMMANDS.contains(&command_type.as_str()) {
+        if is_long(command.type_) {
             let accepted = Map::from_iter([("accepted".to_string(), json!(true))]);
             self.publish(&command, Status::Pending(accepted), arrived)
                 .await;
         }
-        let halted = match command_type.as_str() {
-            "halt" => Some(self.halt_everywhere(&delivery).await),
+        let halted = match command.type_ {
+            OpsCommandType::Halt => Some(self.halt_everywhere(&delivery).await),
             _ => None,
         };
         let outcome = {
@@ -1020,13 +1041,15 @@ fn withdrawn_command(params: &Map<String, Value>) -> Result<(uuid::Uuid, String)
     let kind = params
         .get("command_type")
         .and_then(Value::as_str)
-        .filter(|kind| CANCELLABLE.contains(kind))
+        .filter(|kind| {
+            kind.parse::<OpsCommandType>()
+                .is_ok_and(is_cancellable)
+        })
         .ok_or_else(|| {
             Failure::new(
                 FailureCode::BadParams,
                 format!(
-                    "withdraw needs params.command_type: the type of {id}, one of {}",
-                    CANCELLABLE.join(", ")
+                    "withdraw needs params.command_type: the type of {id}, one of {CANCELLABLE_NAMES}"
                 ),
             )
         })?;
