@@ -6,13 +6,13 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bollard::query_parameters::EventsOptions;
 use contracts::OpsReceipt;
 use futures::StreamExt;
 use serde_json::{json, Value};
 use support::engine::docker;
 use support::images::{ensure_test_images, image_id, BUSYBOX_1, BUSYBOX_2, EXITS_1};
 use support::service::{Spec, TestService};
+use support::starts::Starts;
 use support::worker::*;
 
 fn busybox() -> Spec {
@@ -55,29 +55,6 @@ fn error_of(receipt: &contracts::OpsReceipt) -> String {
         .as_ref()
         .map(|e| e.to_string())
         .unwrap_or_default()
-}
-
-/// How many times Docker started the containers of `service` since `since` (Docker's events);
-/// take `since` before the service's first container starts, and count that first start too.
-async fn starts_since(docker: &bollard::Docker, service: &str, since: i64) -> usize {
-    let until = time::OffsetDateTime::now_utc().unix_timestamp() + 1;
-    let options = EventsOptions {
-        since: Some(since.to_string()),
-        until: Some(until.to_string()),
-        filters: Some(std::collections::HashMap::from([
-            ("type".to_string(), vec!["container".to_string()]),
-            ("event".to_string(), vec!["start".to_string()]),
-            (
-                "label".to_string(),
-                vec![format!("{}={service}", support::service::SERVICE_LABEL)],
-            ),
-        ])),
-    };
-    docker
-        .events(Some(options))
-        .filter_map(|e| async move { e.ok() })
-        .count()
-        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -234,7 +211,7 @@ async fn the_interlock_refuses_mutating_commands_while_disarmed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_or_unreadable_armed_record_refuses_mutating_commands() {
     let (docker, web) = setup().await;
-    let since = time::OffsetDateTime::now_utc().unix_timestamp() - 1;
+    let starts = Starts::watch(&docker, &web.name);
     web.run(busybox()).await;
     let server = provisioned_server().await;
     let _worker = WorkerProcess::start(&server, &[&web.name], &[]).await;
@@ -283,11 +260,7 @@ async fn a_missing_or_unreadable_armed_record_refuses_mutating_commands() {
         "a container was touched while the interlock record was missing or unreadable"
     );
     assert!(after.iter().all(running));
-    assert_eq!(
-        starts_since(&docker, &web.name, since).await,
-        1,
-        "only the first start"
-    );
+    assert_eq!(starts.settled_at_least(1).await, 1, "only the first start");
 
     let arm = send(&console, &signed(command("arm", "", Value::Null))).await;
     assert_eq!(final_receipt(&arm).status.to_string(), "success");
@@ -419,7 +392,7 @@ async fn forged_stale_and_malformed_commands_are_refused_and_nothing_runs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_that_is_not_canonical_is_refused_and_no_container_is_touched() {
     let (docker, web) = setup().await;
-    let since = time::OffsetDateTime::now_utc().unix_timestamp() - 1;
+    let starts = Starts::watch(&docker, &web.name);
     web.run(busybox()).await;
     let server = provisioned_server().await;
     let _worker = WorkerProcess::start(&server, &[&web.name], &[]).await;
@@ -464,7 +437,7 @@ async fn a_target_that_is_not_canonical_is_refused_and_no_container_is_touched()
         "a refused halt stopped a container"
     );
     assert_eq!(
-        starts_since(&docker, &web.name, since).await,
+        starts.settled_at_least(1).await,
         1,
         "only the first start: a refused command restarted a container"
     );
@@ -477,13 +450,13 @@ async fn a_target_that_is_not_canonical_is_refused_and_no_container_is_touched()
     .await;
     let last = final_receipt(&receipts);
     assert_eq!(last.status.to_string(), "success", "{}", error_of(last));
-    assert_eq!(starts_since(&docker, &web.name, since).await, 1 + 1);
+    assert_eq!(starts.settled_at_least(1 + 1).await, 1 + 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_command_is_not_executed_again_and_gets_its_stored_receipt() {
     let (docker, web) = setup().await;
-    let since = time::OffsetDateTime::now_utc().unix_timestamp() - 1;
+    let starts = Starts::watch(&docker, &web.name);
     web.run(busybox()).await;
     let server = provisioned_server().await;
     let _worker = WorkerProcess::start(&server, &[&web.name], &[]).await;
@@ -500,7 +473,7 @@ async fn a_repeated_command_is_not_executed_again_and_gets_its_stored_receipt() 
         "the stored receipt is re-published as it was"
     );
     assert_eq!(
-        starts_since(&docker, &web.name, since).await,
+        starts.settled_at_least(1 + 1).await,
         1 + 1,
         "first start + one restart: the command ran twice"
     );
@@ -859,7 +832,7 @@ async fn export_evidence_holds_no_secrets_and_caps_log_lines() {
 async fn a_worker_killed_mid_stream_leaves_every_command_with_one_final_receipt_and_none_run_twice()
 {
     let (docker, web) = setup().await;
-    let since = time::OffsetDateTime::now_utc().unix_timestamp() - 1;
+    let starts = Starts::watch(&docker, &web.name);
     web.run(busybox()).await;
     let server = provisioned_server().await;
     let mut worker = WorkerProcess::start(&server, &[&web.name], &[]).await;
@@ -939,7 +912,7 @@ async fn a_worker_killed_mid_stream_leaves_every_command_with_one_final_receipt_
             }
         }
     }
-    let restarts = starts_since(&docker, &web.name, since).await - 1; // less the first start
+    let restarts = starts.settled_at_least(1 + successes).await - 1; // less the first start
     assert!(
         restarts >= successes && restarts <= successes + interrupted,
         "Docker started the service {restarts} times for {successes} successful and {interrupted} interrupted restarts: a command ran twice or a success did not run"
@@ -954,7 +927,7 @@ async fn a_worker_killed_mid_stream_leaves_every_command_with_one_final_receipt_
 async fn a_receipt_that_could_not_be_published_is_published_by_the_redelivery_and_nothing_runs_twice(
 ) {
     let (docker, web) = setup().await;
-    let since = time::OffsetDateTime::now_utc().unix_timestamp() - 1;
+    let starts = Starts::watch(&docker, &web.name);
     web.run(busybox()).await;
     let server = provisioned_server().await;
     let js = server.admin_jetstream().await.unwrap();
@@ -985,7 +958,7 @@ async fn a_receipt_that_could_not_be_published_is_published_by_the_redelivery_an
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(
-        starts_since(&docker, &web.name, since).await,
+        starts.settled_at_least(2).await,
         2,
         "first start + the restart"
     );
@@ -1009,7 +982,7 @@ async fn a_receipt_that_could_not_be_published_is_published_by_the_redelivery_an
     assert_eq!(finals[0].status.to_string(), "success");
     assert_eq!(finals[0].id.to_string(), final_id);
     assert_eq!(
-        starts_since(&docker, &web.name, since).await,
+        starts.settled_at_least(2).await,
         2,
         "the redelivery ran the restart again"
     );
@@ -1176,7 +1149,10 @@ async fn cancel_all_and_halt_reach_the_work_of_every_instance() {
             let names: Vec<&str> = round.iter().map(|s| s.name.as_str()).collect();
             let a = WorkerProcess::start(&server, &names, &[]).await;
             let b = WorkerProcess::start(&server, &names, &[]).await;
-            let since = time::OffsetDateTime::now_utc().unix_timestamp();
+            let starts: Vec<Starts> = round
+                .iter()
+                .map(|s| Starts::watch(&docker, &s.name))
+                .collect();
             let (waiting, ids, instances) = slow_restarts(&server, &console, round).await;
             let (target, params) = match canceller {
                 "halt" => ("all", json!({"timeout_s": 1})),
@@ -1230,7 +1206,7 @@ async fn cancel_all_and_halt_reach_the_work_of_every_instance() {
                 );
             }
             if canceller == "halt" {
-                for service in round {
+                for (service, starts) in round.iter().zip(&starts) {
                     let after = service.containers().await;
                     assert!(
                         after.iter().all(|c| !running(c)),
@@ -1238,7 +1214,7 @@ async fn cancel_all_and_halt_reach_the_work_of_every_instance() {
                         service.name
                     );
                     assert_eq!(
-                        starts_since(&docker, &service.name, since).await,
+                        starts.settled_at_least(1).await,
                         1,
                         "{} was started again after its first start",
                         service.name
@@ -1340,7 +1316,7 @@ async fn a_replayed_halt_cancels_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn withdraw_keeps_a_queued_command_from_ever_starting_and_lets_a_running_one_finish() {
     let (docker, slow) = setup().await;
-    let since = time::OffsetDateTime::now_utc().unix_timestamp() - 1;
+    let starts = Starts::watch(&docker, &slow.name);
     slow.run(slow_to_stop()).await;
     let server = provisioned_server().await;
     let _worker = WorkerProcess::start(&server, &[&slow.name], &[]).await;
@@ -1423,7 +1399,7 @@ async fn withdraw_keeps_a_queued_command_from_ever_starting_and_lets_a_running_o
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(
-        starts_since(&docker, &slow.name, since).await,
+        starts.settled_at_least(1 + 1).await,
         1 + 1,
         "first start + the one restart that ran: the withdrawn one ran too"
     );
@@ -1479,7 +1455,7 @@ async fn a_halt_during_a_deploy_has_the_last_word_on_the_containers() {
         "{}",
         error_of(&halted)
     );
-    let answered = time::OffsetDateTime::now_utc().unix_timestamp();
+    let after_halt = Starts::watch_since(&docker, &web.name, time::OffsetDateTime::now_utc());
     let deployed = deploying.await.unwrap();
     let deployed = final_receipt(&deployed);
     assert_eq!(deployed.status.to_string(), "failure");
@@ -1507,7 +1483,7 @@ async fn a_halt_during_a_deploy_has_the_last_word_on_the_containers() {
         "the rollback left the new container behind"
     );
     assert_eq!(
-        starts_since(&docker, &web.name, answered + 1).await,
+        after_halt.settled_at_least(0).await,
         0,
         "a container of the service was started after halt answered"
     );

@@ -6,4 +6,5 @@
 pub mod engine;
 pub mod images;
 pub mod service;
+pub mod starts;
 pub mod worker;
