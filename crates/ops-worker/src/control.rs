@@ -134,34 +134,46 @@ impl ControlBoard {
         target: &str,
         revision: u64,
     ) -> Result<Option<Cancellation>, ControlError> {
-        let mut keys = self
-            .store
-            .keys()
-            .await
-            .map_err(|e| control_error("listing the cancellations")(e.into()))?;
+        let later = self
+            .records::<Cancellation>(CANCEL, |r| r > revision)
+            .await?;
+        Ok(later
+            .into_iter()
+            .map(|(_, cancellation)| cancellation)
+            .find(|cancellation| cancellation.scope.covers(target)))
+    }
+
+    /// The readable records under `prefix` whose revision `keep` accepts, by the rest of their
+    /// key. A record this version cannot read is not ours to judge; it is left out.
+    async fn records<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: &str,
+        keep: impl Fn(u64) -> bool,
+    ) -> Result<Vec<(String, T)>, ControlError> {
+        let listing = || control_error(format!("listing `{prefix}*`"));
+        let mut keys = self.store.keys().await.map_err(|e| listing()(e.into()))?;
+        let mut records = Vec::new();
         while let Some(key) = keys.next().await {
-            let key = key.map_err(|e| control_error("listing the cancellations")(e.into()))?;
-            if !key.starts_with(CANCEL) {
+            let key = key.map_err(|e| listing()(e.into()))?;
+            let Some(rest) = key.strip_prefix(prefix) else {
                 continue;
-            }
-            let Some(entry) = self
+            };
+            let entry = self
                 .store
                 .entry(&key)
                 .await
-                .map_err(|e| control_error(format!("reading {key}"))(e.into()))?
-            else {
+                .map_err(|e| control_error(format!("reading {key}"))(e.into()))?;
+            let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else {
                 continue;
             };
-            if entry.operation != kv::Operation::Put || entry.revision <= revision {
+            if !keep(entry.revision) {
                 continue;
             }
-            if let Ok(cancellation) = serde_json::from_slice::<Cancellation>(&entry.value) {
-                if cancellation.scope.covers(target) {
-                    return Ok(Some(cancellation));
-                }
+            if let Ok(record) = serde_json::from_slice::<T>(&entry.value) {
+                records.push((rest.to_string(), record));
             }
         }
-        Ok(None)
+        Ok(records)
     }
 
     /// Removes a command once its final receipt is published (or it was handed back).
@@ -192,36 +204,12 @@ impl ControlBoard {
         scope: &Scope,
         revision: u64,
     ) -> Result<Vec<(Uuid, Running)>, ControlError> {
-        let mut keys = self
-            .store
-            .keys()
-            .await
-            .map_err(|e| control_error("listing the running commands")(e.into()))?;
-        let mut covered = Vec::new();
-        while let Some(key) = keys.next().await {
-            let key = key.map_err(|e| control_error("listing the running commands")(e.into()))?;
-            let Some(id) = key.strip_prefix(RUNNING).and_then(|s| s.parse().ok()) else {
-                continue;
-            };
-            let Some(entry) = self
-                .store
-                .entry(&key)
-                .await
-                .map_err(|e| control_error(format!("reading {key}"))(e.into()))?
-            else {
-                continue;
-            };
-            if entry.operation != kv::Operation::Put || entry.revision > revision {
-                continue;
-            }
-            // A record this version cannot read is not ours to judge; it is left alone.
-            let Ok(running) = serde_json::from_slice::<Running>(&entry.value) else {
-                continue;
-            };
-            if scope.covers(&running.target) {
-                covered.push((id, running));
-            }
-        }
+        let running = self.records::<Running>(RUNNING, |r| r <= revision).await?;
+        let mut covered: Vec<(Uuid, Running)> = running
+            .into_iter()
+            .filter(|(_, running)| scope.covers(&running.target))
+            .filter_map(|(id, running)| Some((id.parse().ok()?, running)))
+            .collect();
         covered.sort_by_key(|(id, _)| *id);
         Ok(covered)
     }
