@@ -18,7 +18,7 @@ use crate::state::{ArmedRecord, Interlock};
 pub const RISK_LEVELS: &[&str] = &["N0", "N1", "N2", "N3"];
 
 /// A command's result (the receipt's `result`) or why it failed (`error_code` and `error`).
-pub type Outcome = Result<Map<String, Value>, Failure>;
+pub type Execution = Result<Map<String, Value>, Failure>;
 
 /// Runs commands against Docker and the interlock.
 pub struct Executor {
@@ -74,7 +74,7 @@ impl Params<'_> {
 
 impl Executor {
     /// Executes `command`; `cancel` stops long work between steps.
-    pub async fn execute(&self, command: &OpsCommand, cancel: &CancellationToken) -> Outcome {
+    pub async fn execute(&self, command: &OpsCommand, cancel: &CancellationToken) -> Execution {
         let params = Params(&command.params);
         let id = command.id;
         match command.type_ {
@@ -204,7 +204,7 @@ impl Executor {
         command: &OpsCommand,
         params: &Params<'_>,
         cancel: &CancellationToken,
-    ) -> Outcome {
+    ) -> Execution {
         let lines = match params.0.get("log_lines") {
             None => evidence::LogLines::clamp(self.evidence_log_lines as u64),
             Some(v) => evidence::LogLines::clamp(v.as_u64().ok_or_else(|| {
