@@ -34,7 +34,7 @@ use time::OffsetDateTime;
 use crate::config::{ConsumerSettings, GuardianConfig};
 use crate::engine::{AckPlan, Change, ChangeKind, Engine, Stats, Step};
 use crate::lease::{self, Lease, LeaseError};
-use crate::store::{StateStore, StoreError};
+use crate::store::{Closing, StateStore, StoreError};
 
 /// Longest delay before a failed message is retried.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
@@ -83,6 +83,7 @@ impl Guardian {
         }
         let now = OffsetDateTime::now_utc();
         let mut engine = Engine::new(config.rules.clone(), config.limits);
+        let snapshot_closings = snapshot.closings;
         let report = engine.restore(snapshot.groups, snapshot.seen, now);
         for key in &report.seen.stale_keys {
             store.delete(key).await?;
@@ -96,21 +97,28 @@ impl Guardian {
             tracing::warn!(group = %evicted.key, incident_id = ?evicted.incident_id, "limits.max_groups is lower than the stored state: forgetting the least recently updated group");
             store.delete(&evicted.storage_key).await?;
         }
-        for orphan in &report.orphans {
-            tracing::warn!(group = %orphan, "stored group of a rule that is no longer configured: kept for acknowledgements, no event will join it");
-        }
-        tracing::info!(
-            groups = engine.group_count(),
-            incidents = engine.incident_count(),
-            seen_event_ids = engine.seen().len(),
-            "state restored from the `guardian_state` bucket"
-        );
-        Ok(Self {
+        let mut service = Self {
             bus,
             store,
             engine,
             settings: config.consumer.clone(),
-        })
+        };
+        for closing in &snapshot_closings {
+            // Its last version may never have gone out: publish it (again) before anything else.
+            service.publish(&closing.version).await?;
+            service.finish_closing(closing).await?;
+            tracing::info!(key = closing.key, incident_id = %closing.version.incident_id, "finished closing an incident left half done by the previous instance");
+        }
+        for orphan in &report.orphans {
+            tracing::warn!(group = %orphan, "stored group of a rule that is no longer configured: kept for acknowledgements, no event will join it");
+        }
+        tracing::info!(
+            groups = service.engine.group_count(),
+            incidents = service.engine.incident_count(),
+            seen_event_ids = service.engine.seen().len(),
+            "state restored from the `guardian_state` bucket"
+        );
+        Ok(service)
     }
 
     /// The engine (for inspection).
@@ -279,6 +287,14 @@ impl Guardian {
 
     /// Makes one change durable in the order described in the module docs, then applies it.
     async fn apply(&mut self, change: Change) -> Result<(), Transient> {
+        if let (None, Some(last)) = (&change.after, &change.emit) {
+            let closing = Closing {
+                key: change.key.storage_key(),
+                version: last.clone(),
+                forget: change.forget.clone(),
+            };
+            return self.close(change, closing).await;
+        }
         if change.opens_incident() {
             let group = change
                 .after
@@ -300,6 +316,33 @@ impl Guardian {
                 }
             }
         }
+        self.commit(change).await;
+        Ok(())
+    }
+
+    /// Ends a group with its last version. The end is on record before the version is
+    /// published; once it is published the group is over in memory too, whatever happens to the
+    /// clean-up after it (a failed clean-up is left on record for the next start): no event
+    /// may join an incident someone has seen resolved.
+    async fn close(&mut self, change: Change, closing: Closing) -> Result<(), Transient> {
+        self.store.put_closing(&closing).await?;
+        self.publish(&closing.version).await?;
+        self.commit(change).await;
+        if let Err(e) = self.finish_closing(&closing).await {
+            tracing::warn!(key = closing.key, error = %e, "the incident is closed, but its clean-up failed; the next start finishes it");
+        }
+        Ok(())
+    }
+
+    /// Remembers a closed group's events as seen and deletes its record.
+    async fn finish_closing(&mut self, closing: &Closing) -> Result<(), StoreError> {
+        self.remember(&closing.forget, OffsetDateTime::now_utc())
+            .await?;
+        self.store.delete(&closing.key).await
+    }
+
+    /// Applies `change` to the engine's memory (and forgets what its limits evict).
+    async fn commit(&mut self, change: Change) {
         log_change(&change);
         for evicted in self.engine.commit(change) {
             let stats = self.engine.stats();
@@ -321,7 +364,6 @@ impl Guardian {
                 tracing::warn!(key = evicted.storage_key, error = %e, "could not delete the record of a forgotten group; it is dropped at the next start");
             }
         }
-        Ok(())
     }
 
     async fn publish(&self, incident: &Incident) -> Result<(), BusError> {

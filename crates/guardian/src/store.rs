@@ -5,7 +5,12 @@
 //! - `group.<uuid v5>` — one group (rule + group-by values): the events counted below the
 //!   threshold, or the open/acknowledged incident with everything its next version needs. The
 //!   key is deleted (and purged, delete marker included) when the incident resolves or the
-//!   counted events leave the window, so the bucket holds only live groups.
+//!   counted events leave the window, so the bucket holds only live groups. Before an
+//!   incident's last version (resolved) is published, the key holds a *closing* record instead:
+//!   that version and the event ids to remember. Once the version is published, the group is
+//!   over for everyone, even if guardian dies before it has remembered the ids and deleted the
+//!   key: the next start publishes the version again (same id: a duplicate the server drops)
+//!   and finishes the clean-up, and no event joins the closed incident meanwhile.
 //! - `lease` — which instance is the active guardian (see [`crate::lease`]).
 //! - `seen.<slot>` — chunks of handled event ids no group record holds any more (see
 //!   [`crate::seen`]): a fixed ring of keys, deleted when their ids outlive the time to live.
@@ -53,6 +58,23 @@ struct GroupRecord {
     group: Group,
 }
 
+/// A group whose last version is being published: what the next start must finish.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Closing {
+    /// The group's storage key.
+    pub key: String,
+    /// Its last version (resolved), published before the key is deleted.
+    pub version: contracts::Incident,
+    /// The event ids it held, to remember as seen.
+    pub forget: Vec<uuid::Uuid>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ClosingRecord {
+    format: u32,
+    closing: Closing,
+}
+
 #[derive(Serialize, Deserialize)]
 struct SeenRecord {
     format: u32,
@@ -64,6 +86,8 @@ struct SeenRecord {
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub groups: Vec<Group>,
+    /// Groups that were closing when guardian stopped.
+    pub closings: Vec<Closing>,
     pub seen: Vec<(String, SeenChunk)>,
     /// Keys whose value could not be read (`key`, reason).
     pub unreadable: Vec<(String, String)>,
@@ -128,6 +152,12 @@ impl StateStore {
             return;
         }
         let problem = if key.starts_with(GROUP_KEY_PREFIX) {
+            if let Ok(record) = serde_json::from_slice::<ClosingRecord>(value) {
+                if record.format == FORMAT && record.closing.key == key {
+                    snapshot.closings.push(record.closing);
+                    return;
+                }
+            }
             match serde_json::from_slice::<GroupRecord>(value) {
                 Ok(record) if record.format == FORMAT => {
                     if record.group.key.storage_key() == key {
@@ -174,6 +204,20 @@ impl StateStore {
             .map_err(|e| failed(format!("writing {key} ({})", group.key), e))
     }
 
+    /// Records that the group under `closing.key` is ending (replacing its group record).
+    pub async fn put_closing(&self, closing: &Closing) -> Result<(), StoreError> {
+        let value = serde_json::to_vec(&ClosingRecord {
+            format: FORMAT,
+            closing: closing.clone(),
+        })
+        .expect("closings serialize");
+        self.kv
+            .put(&closing.key, value.into())
+            .await
+            .map(|_| ())
+            .map_err(|e| failed(format!("writing the end of {}", closing.key), e))
+    }
+
     /// Stores a chunk of seen ids.
     pub async fn put_seen(&self, write: &SeenWrite) -> Result<(), StoreError> {
         let value = serde_json::to_vec(&SeenRecord {
@@ -215,6 +259,7 @@ impl StateStore {
             .groups
             .iter()
             .map(|g| g.key.storage_key())
+            .chain(snapshot.closings.into_iter().map(|c| c.key))
             .chain(snapshot.seen.into_iter().map(|(k, _)| k))
             .chain(snapshot.unreadable.into_iter().map(|(k, _)| k))
             .chain(snapshot.lease_held.then(|| LEASE_KEY.to_owned()))

@@ -664,3 +664,60 @@ async fn acknowledgements_at_the_edge_of_time_are_dead_lettered_and_guardian_goe
         assert_eq!(letter.subject.as_str(), "orion.incident_acknowledgement.v1");
     }
 }
+
+/// A guardian that stopped after recording an incident's end (its closing record) but before
+/// it published the resolved version, or before it cleaned up: the next start publishes that
+/// version and finishes the clean-up, and the same trouble afterwards is a new incident.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closing_left_half_done_is_finished_by_the_next_start() {
+    let server = provisioned_server().await;
+    let mut guardian = GuardianProcess::start(&server, TEST_CONFIG).await;
+    let producer = Producer::connect(&server).await;
+    let mut incidents = Incidents::open(&server).await;
+
+    let down = service_down("ledger");
+    producer.publish(&down).await;
+    let opened = incidents.next(&guardian).await;
+    wait_until_events_settled(&server, &guardian).await;
+    guardian.kill_9();
+
+    // What guardian writes right before it publishes the last version of a group.
+    let js = admin_jetstream(&server).await;
+    let bucket = js.get_key_value("guardian_state").await.unwrap();
+    let mut keys = bucket.keys().await.unwrap();
+    let mut group_key = None;
+    while let Some(key) = futures::StreamExt::next(&mut keys).await {
+        let key = key.unwrap();
+        if key.starts_with("group.") {
+            group_key = Some(key);
+        }
+    }
+    let group_key = group_key.expect("the open group's record");
+    let mut resolved = serde_json::to_value(&opened).unwrap();
+    resolved["state"] = serde_json::json!("resolved");
+    let closing = serde_json::json!({
+        "format": 1,
+        "closing": { "key": group_key, "version": resolved, "forget": [down.event_id] },
+    });
+    bucket
+        .put(&group_key, serde_json::to_vec(&closing).unwrap().into())
+        .await
+        .unwrap();
+
+    guardian.restart(&server).await;
+    let finished = incidents.next(&guardian).await;
+    assert_eq!(finished.incident_id, opened.incident_id);
+    assert_eq!(finished.state, IncidentState::Resolved);
+    assert!(
+        bucket.get(&group_key).await.unwrap().is_none(),
+        "the closed group's record is still there"
+    );
+    // The event it held is remembered: a copy is a duplicate, not a new incident.
+    producer.publish_copies(&down, 1).await;
+    let again = service_down("ledger");
+    producer.publish(&again).await;
+    let next = incidents.next(&guardian).await;
+    assert_ne!(next.incident_id, opened.incident_id, "joined the closed incident");
+    assert_eq!(ids(&next), vec![again.event_id]);
+    incidents.assert_quiet(QUIET).await;
+}
