@@ -430,18 +430,16 @@ impl Shared {
             ("ops_command_id".to_string(), json!(command.id)),
             ("ops_command".to_string(), json!(command_type)),
         ]);
-        let receipts =
+        let last =
             match client::send_and_wait(&self.bus, &command, self.receipt_timeout, |_| {}).await {
-                Ok(receipts) => receipts,
+                Ok(receipts) => receipts.last,
                 Err(e) => {
-                    return Ending::Failed {
-                        code: "ops_unreachable".into(),
-                        message: e.to_string(),
-                        details: Some(details),
-                    }
+                    // Sent or not, the command may run: only ops-worker can say.
+                    tracing::warn!(command_id = %command.id, error = %e, "waiting for the final receipt failed; withdrawing the command to learn what ran");
+                    None
                 }
             };
-        let last = match receipts.last {
+        let last = match last {
             Some(last) => last,
             // Not "failed" yet: the command may still be queued or running.
             None => match self.withdraw(&command).await {
