@@ -58,7 +58,8 @@ pub enum BrokerFault {
 }
 
 /// The plan: within `span`, every service is killed `kills_each` times — once in each of
-/// `kills_each` equal slots, so that a restarted process runs a while before its next death —
+/// `kills_each` equal slots, early enough in its slot that the process is back (the wait for a
+/// busy moment and the pause add up to 6 s at most) and runs a while before its next death —
 /// and the broker fault comes in the middle half of the span, while the flood is at its
 /// height. Sorted by time.
 pub fn plan(
@@ -71,7 +72,7 @@ pub fn plan(
     let mut plan = Vec::new();
     for service in SERVICES {
         for k in 0..kills_each {
-            let at = LEAD + slot * k + slot.mul_f64(rng.random_range(0.1..0.9));
+            let at = LEAD + slot * k + slot.mul_f64(rng.random_range(0.1..0.75));
             let down = Duration::from_millis(rng.random_range(300..3000));
             let when_busy = rng.random_bool(0.5);
             plan.push(Planned {
@@ -119,6 +120,7 @@ pub struct Supervisor {
     pub journal: Vec<String>,
     /// Processes that exited without being killed (then started again).
     pub unexpected_exits: Vec<String>,
+    /// Kills of a running process, per service.
     pub kills: BTreeMap<&'static str, u32>,
 }
 
@@ -191,7 +193,9 @@ impl Supervisor {
                     false => None,
                 };
                 let was_running = stack.service_mut(service)?.kill();
-                *self.kills.entry(service).or_default() += 1;
+                if was_running {
+                    *self.kills.entry(service).or_default() += 1;
+                }
                 self.respawns.push((Instant::now() + down, service));
                 let moment = match busy {
                     Some(unacked) => format!("; {unacked} messages unacknowledged"),
