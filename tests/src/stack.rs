@@ -117,6 +117,11 @@ impl ServiceProcess {
             .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
     }
 
+    /// How the process ended, if it exited on its own (not after [`ServiceProcess::kill`]).
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
+    }
+
     /// SIGTERM and wait (graceful drain).
     pub fn terminate(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;
@@ -180,10 +185,24 @@ pub fn binary(name: &str) -> Result<PathBuf> {
 impl Stack {
     /// The platform on one nats-server whose store is in `options.dir` (it survives a restart).
     pub async fn start(options: StackOptions) -> Result<Self> {
+        Self::start_single(options, None).await
+    }
+
+    /// [`Stack::start`] with `authorization` instead of the generated permissions (a test that
+    /// makes one of a service's operations fail).
+    pub async fn start_with_authorization(
+        options: StackOptions,
+        authorization: String,
+    ) -> Result<Self> {
+        Self::start_single(options, Some(authorization)).await
+    }
+
+    async fn start_single(options: StackOptions, authorization: Option<String>) -> Result<Self> {
         std::fs::create_dir_all(&options.dir)?;
         let server = NatsServer::start_with(ServerOptions {
             auth: true,
             store_dir: Some(options.dir.join("nats")),
+            authorization,
             ..Default::default()
         })
         .context("starting nats-server")?;
