@@ -251,10 +251,15 @@ impl Supervisor {
             if killed.contains(&process.name) || process.running() {
                 continue;
             }
-            let what = format!("{} exited on its own", process.name);
+            let status = process
+                .exit_status()
+                .map_or("?".to_string(), |s| s.to_string());
+            let what = format!("{} exited on its own ({status})", process.name);
+            let last = last_lines(&process.log_text(), 3);
+            let at = self.elapsed();
             self.unexpected_exits
-                .push(format!("{:.1} s: {what}", self.elapsed()));
-            self.note(format!("{what}; starting it again"));
+                .push(format!("{at:.1} s: {what}; its log ends:\n{last}"));
+            self.note(format!("{what}; starting it again; its log ends:\n{last}"));
             process.respawn()?;
         }
         Ok(())
@@ -269,4 +274,14 @@ impl Supervisor {
         println!("chaos: {line}");
         self.journal.push(line);
     }
+}
+
+/// The last `n` lines of `log`, indented.
+fn last_lines(log: &str, n: usize) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }

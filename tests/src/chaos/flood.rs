@@ -41,6 +41,9 @@ use crate::workload::Workload;
 const PUBLISH_PATIENCE: Duration = Duration::from_secs(60);
 /// How often the flood looks at the incident stream.
 const LOOK_EVERY: Duration = Duration::from_millis(250);
+/// Repeats with the same `Nats-Msg-Id` only this soon after the first publication: well within
+/// the stream's duplicate window (120 s), so that the stream keeps exactly one of them.
+const REPEAT_WITHIN: Duration = Duration::from_secs(60);
 
 /// The kinds of trouble, each correlated by one of guardian's example rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,6 +235,8 @@ pub struct Flood {
     ids: StdRng,
     view: IncidentView,
     events: HashMap<Uuid, Event>,
+    /// When each event was first published.
+    first_sent: HashMap<Uuid, Instant>,
     active: Vec<Active>,
     report: FloodReport,
 }
@@ -247,6 +252,10 @@ impl Flood {
         rng: StdRng,
         ids: StdRng,
     ) -> Self {
+        // A short timeout: on a cluster that lost a node, a reader placed on the lost peer
+        // never answers, and the flood should try again soon rather than stall.
+        let mut admin = admin;
+        admin.set_timeout(Duration::from_secs(2));
         Self {
             probe,
             incidents: Tail::new(admin, Duration::from_millis(100)),
@@ -256,6 +265,7 @@ impl Flood {
             ids,
             view: IncidentView::default(),
             events: HashMap::new(),
+            first_sent: HashMap::new(),
             active: Vec::new(),
             report: FloodReport {
                 groups,
@@ -376,11 +386,11 @@ impl Flood {
     async fn step(&mut self) -> Result<()> {
         match self.rng.random_range(0..100) {
             0..=64 => self.next_report().await,
-            65..=76 => match self.open_report() {
+            65..=76 => match self.open_report(REPEAT_WITHIN) {
                 Some(id) => self.repeat(id).await,
                 None => Ok(()),
             },
-            77..=86 => match self.open_report() {
+            77..=86 => match self.open_report(Duration::MAX) {
                 Some(id) => self.copy_without_msg_id(id).await,
                 None => Ok(()),
             },
@@ -432,12 +442,13 @@ impl Flood {
         Ok(())
     }
 
-    /// A report of a trouble under way, published before.
-    fn open_report(&mut self) -> Option<Uuid> {
+    /// A report of a trouble under way, first published less than `within` ago.
+    fn open_report(&mut self, within: Duration) -> Option<Uuid> {
         let reports: Vec<Uuid> = self
             .active
             .iter()
             .flat_map(|a| self.report.troubles[a.trouble].reports.iter().copied())
+            .filter(|id| self.first_sent[id].elapsed() < within)
             .collect();
         reports.choose(&mut self.rng).copied()
     }
@@ -480,6 +491,9 @@ impl Flood {
                         .entry(event.event_id)
                         .or_default()
                         .with_msg_id += 1;
+                    self.first_sent
+                        .entry(event.event_id)
+                        .or_insert_with(Instant::now);
                     return Ok(());
                 }
                 Err(e) if Instant::now() >= deadline => {
