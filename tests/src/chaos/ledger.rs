@@ -64,6 +64,31 @@ impl Ledger {
             .collect()
     }
 
+    /// Outcomes that say an action failed although its ops command succeeded, by error code
+    /// (commander stopped waiting for the receipt: a timeout, a reader that failed, its own
+    /// death). Not a broken invariant — commander does not reconcile such commands yet
+    /// (docs/RELIABILITY.md, "Not kept yet") — but worth knowing how often chaos causes it.
+    pub fn outcomes_behind_their_commands(&self) -> BTreeMap<String, usize> {
+        let finals = self.final_receipts();
+        let succeeded: BTreeSet<Uuid> = self
+            .commands
+            .iter()
+            .filter(|c| {
+                finals
+                    .get(&c.message.id)
+                    .is_some_and(|r| r.iter().all(|r| r.status.to_string() == "success"))
+            })
+            .filter_map(|c| action_of(&c.message))
+            .collect();
+        tally(
+            self.outcomes
+                .iter()
+                .map(|o| &o.message)
+                .filter(|o| o.status.to_string() != "succeeded" && succeeded.contains(&o.action_id))
+                .map(|o| o.error.as_ref().map_or(String::new(), |e| e.code.clone())),
+        )
+    }
+
     /// One line of counts, for the run's summary.
     pub fn summary(&self) -> String {
         let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
@@ -205,6 +230,7 @@ pub fn check_incidents(ledger: &Ledger, flood: &FloodReport, findings: &mut Find
             }
         }
     }
+    check_resolved_stays_resolved(&incidents, findings);
     let mut owned: BTreeSet<Uuid> = BTreeSet::new();
     for trouble in &flood.troubles {
         let group = &flood.groups[trouble.group];
@@ -261,6 +287,28 @@ pub fn check_incidents(ledger: &Ledger, flood: &FloodReport, findings: &mut Find
         );
     }
     check_no_overlap(&incidents, flood, findings);
+}
+
+/// An incident's life ends with its resolution: no version after a resolved one is open or
+/// acknowledged (a resolved version published again is fine).
+fn check_resolved_stays_resolved(
+    incidents: &BTreeMap<Uuid, Vec<&Stored<Incident>>>,
+    findings: &mut Findings,
+) {
+    for (id, versions) in incidents {
+        let Some(end) = versions
+            .iter()
+            .position(|v| v.message.state.to_string() == "resolved")
+        else {
+            continue;
+        };
+        if let Some(after) = versions[end..]
+            .iter()
+            .find(|v| v.message.state.to_string() != "resolved")
+        {
+            findings.broken("no incident reopened", format!("incident {id} was published resolved (#{}), then {} again (#{}) with events {:?}", versions[end].seq, after.message.state, after.seq, after.message.event_ids));
+        }
+    }
 }
 
 /// For each group, its incidents' lives [first version, resolved version] in stream order do
