@@ -6,6 +6,7 @@
 //! Not for production: it starts loopback servers and throw-away containers.
 
 pub mod attacker;
+pub mod chaos;
 pub mod images;
 pub mod probe;
 pub mod stack;

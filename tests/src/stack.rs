@@ -3,6 +3,11 @@
 //! generated per stack (TEST KEYS): the administrator's (trusted by brain's policy), brain's
 //! signing key (`--signing-key`; its public half in commander's `brain_public_keys`) and the
 //! ops HMAC key.
+//!
+//! The broker is one node with its store in the stack's directory ([`Stack::start`]), or a
+//! cluster whose streams keep three replicas ([`Stack::start_clustered`]). Each service process
+//! can be killed (SIGKILL) and started again as it was ([`ServiceProcess::kill`],
+//! [`ServiceProcess::respawn`]): the chaos tests crash them at random points.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -11,7 +16,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use async_nats::jetstream::consumer::pull;
 use contracts::bus::Bus;
-use contracts::local_server::{NatsServer, ServerOptions, ADMIN_USER};
+use contracts::local_server::{NatsCluster, NatsServer, ServerOptions, ADMIN_USER};
 use contracts::signing::{SigningKey, BRAIN_SIGNER};
 use contracts::{Contract, Service};
 use futures::StreamExt;
@@ -38,14 +43,85 @@ pub struct StackOptions {
     pub receipt_timeout_s: u64,
 }
 
+/// How a service process was started, kept so that it can be started again the same way.
+struct Launch {
+    binary: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
 /// One service process; killed when dropped.
 pub struct ServiceProcess {
     pub name: &'static str,
     child: Option<Child>,
     pub log: PathBuf,
+    launch: Launch,
 }
 
 impl ServiceProcess {
+    /// Starts the process with its output appended to its log (a restarted process keeps the
+    /// earlier lines, so the log tells the whole story).
+    fn start(&mut self) -> Result<()> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let child = Command::new(&self.launch.binary)
+            .args(&self.launch.args)
+            .env_clear()
+            .envs(
+                self.launch
+                    .env
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
+            )
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .with_context(|| format!("starting {}", self.name))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILL and wait, as a crash would: nothing is drained or flushed. Whether a process
+    /// was running to be killed.
+    pub fn kill(&mut self) -> bool {
+        match self.child.take() {
+            Some(mut child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Starts the process again exactly as it was first started (a supervisor's restart). A
+    /// process still running is killed first.
+    pub fn respawn(&mut self) -> Result<()> {
+        self.kill();
+        let marker = format!("===== {} started again by the test =====\n", self.name);
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .and_then(|mut log| std::io::Write::write_all(&mut log, marker.as_bytes()))?;
+        self.start()
+    }
+
+    /// Whether the process runs; `false` after [`ServiceProcess::kill`] or once it exited on
+    /// its own.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+    }
+
+    /// How the process ended, if it exited on its own (not after [`ServiceProcess::kill`]).
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
+    }
+
     /// SIGTERM and wait (graceful drain).
     pub fn terminate(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;
@@ -71,7 +147,11 @@ impl Drop for ServiceProcess {
 
 /// A running platform.
 pub struct Stack {
+    /// The broker, or with [`Stack::start_clustered`] the first node of the cluster (the one the
+    /// test's own connections use).
     pub server: NatsServer,
+    /// The other nodes of the cluster; empty for a single node.
+    pub peers: Vec<NatsServer>,
     pub dir: PathBuf,
     pub admin_identity: String,
     pub admin_key_file: PathBuf,
@@ -103,17 +183,52 @@ pub fn binary(name: &str) -> Result<PathBuf> {
 }
 
 impl Stack {
+    /// The platform on one nats-server whose store is in `options.dir` (it survives a restart).
     pub async fn start(options: StackOptions) -> Result<Self> {
+        Self::start_single(options, None).await
+    }
+
+    /// [`Stack::start`] with `authorization` instead of the generated permissions (a test that
+    /// makes one of a service's operations fail).
+    pub async fn start_with_authorization(
+        options: StackOptions,
+        authorization: String,
+    ) -> Result<Self> {
+        Self::start_single(options, Some(authorization)).await
+    }
+
+    async fn start_single(options: StackOptions, authorization: Option<String>) -> Result<Self> {
         std::fs::create_dir_all(&options.dir)?;
         let server = NatsServer::start_with(ServerOptions {
             auth: true,
             store_dir: Some(options.dir.join("nats")),
+            authorization,
             ..Default::default()
         })
         .context("starting nats-server")?;
         let admin = admin_client(&server).await?;
         contracts::bus::provision_all(&async_nats::jetstream::new(admin), 1).await?;
+        Self::launch(options, server, Vec::new()).await
+    }
 
+    /// The platform on a cluster of `size` nodes with the generated permissions; every stream
+    /// and bucket keeps `size` replicas, and the services are given every node's URL.
+    pub async fn start_clustered(options: StackOptions, size: usize) -> Result<Self> {
+        std::fs::create_dir_all(&options.dir)?;
+        let mut nodes = NatsCluster::start_with_auth(size)
+            .context("starting the cluster")?
+            .nodes;
+        let server = nodes.remove(0);
+        provision_replicated(&server, size).await?;
+        Self::launch(options, server, nodes).await
+    }
+
+    /// Writes the configs and keys, then starts every service on the provisioned broker.
+    async fn launch(
+        options: StackOptions,
+        server: NatsServer,
+        peers: Vec<NatsServer>,
+    ) -> Result<Self> {
         let (key, pkcs8) = contracts::signing::SigningKey::generate(&options.admin_identity);
         let admin_key_file = options.dir.join("admin.key");
         write_private(&admin_key_file, &base64_encode(&pkcs8))?;
@@ -137,6 +252,7 @@ impl Stack {
         )?;
         let mut stack = Self {
             server,
+            peers,
             dir: options.dir.clone(),
             admin_identity: options.admin_identity.clone(),
             admin_key_file,
@@ -179,10 +295,19 @@ impl Stack {
         Ok(stack)
     }
 
+    /// Every node's URL, comma-separated (what the services are given).
+    pub fn urls(&self) -> String {
+        std::iter::once(&self.server)
+            .chain(&self.peers)
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// The environment a process of `user` runs with.
     pub fn env(&self, user: &str) -> Vec<(String, String)> {
         vec![
-            ("ORION_NATS_URL".into(), self.server.url()),
+            ("ORION_NATS_URL".into(), self.urls()),
             ("ORION_NATS_USER".into(), user.into()),
             (
                 "ORION_NATS_PASSWORD".into(),
@@ -200,27 +325,34 @@ impl Stack {
 
     fn spawn(&mut self, name: &'static str, args: &[&str], extra: &[(&str, &str)]) -> Result<()> {
         let log = self.dir.join(format!("{name}.log"));
-        let file = std::fs::File::create(&log)?;
-        let child = Command::new(binary(name)?)
-            .args(args)
-            .env_clear()
-            .envs(self.env(name))
-            .envs(extra.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(file.try_clone()?)
-            .stderr(file)
-            .spawn()
-            .with_context(|| format!("starting {name}"))?;
-        self.services.push(ServiceProcess {
+        std::fs::File::create(&log)?;
+        let mut env = self.env(name);
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let mut process = ServiceProcess {
             name,
-            child: Some(child),
+            child: None,
             log,
-        });
+            launch: Launch {
+                binary: binary(name)?,
+                args: args.iter().map(|a| a.to_string()).collect(),
+                env,
+            },
+        };
+        process.start()?;
+        self.services.push(process);
         Ok(())
     }
 
+    /// The (first) process of `service`.
+    pub fn service_mut(&mut self, service: &str) -> Result<&mut ServiceProcess> {
+        self.services
+            .iter_mut()
+            .find(|p| p.name == service)
+            .with_context(|| format!("the stack runs no {service}"))
+    }
+
     /// Waits until `service` is registered as a NATS micro service with its consumers bound.
-    async fn wait_consuming(&self, service: &str) -> Result<()> {
+    pub async fn wait_consuming(&self, service: &str) -> Result<()> {
         let admin = admin_client(&self.server).await?;
         for _ in 0..300 {
             if let Ok(reply) = admin
@@ -318,11 +450,10 @@ impl Stack {
     /// The permission violations the server logged: none while only the platform's own
     /// services run, since each does exactly what its identity is granted.
     pub fn refusals(&self) -> Vec<String> {
-        self.server
-            .log()
-            .lines()
+        std::iter::once(&self.server)
+            .chain(&self.peers)
+            .flat_map(|node| node.log().lines().map(str::to_string).collect::<Vec<_>>())
             .filter(|l| l.contains("Publish Violation") || l.contains("Subscription Violation"))
-            .map(str::to_string)
             .collect()
     }
 
@@ -333,6 +464,22 @@ impl Stack {
             .map(|s| format!("===== {} =====\n{}", s.name, s.log_text()))
             .collect::<Vec<_>>()
             .join("\n")
+    }
+}
+
+/// Provisions with `replicas` replicas, retrying while the new cluster elects its JetStream
+/// meta leader (it reports healthy before it can create streams).
+async fn provision_replicated(server: &NatsServer, replicas: usize) -> Result<()> {
+    let js = async_nats::jetstream::new(admin_client(server).await?);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match contracts::bus::provision_all(&js, replicas).await {
+            Ok(()) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(e).context("provisioning the cluster")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
     }
 }
 

@@ -1,6 +1,8 @@
 //! What the end-to-end tests share: the Docker engine, a stack with the test policy and the
 //! example guardian rules, unique names.
 
+use std::path::Path;
+
 use crate::stack::{Stack, StackOptions};
 
 /// The Docker engine, or a clear failure (the tests never skip without it).
@@ -28,10 +30,28 @@ pub async fn stack_with_receipt_timeout(
     approval_timeout_s: u64,
     receipt_timeout_s: u64,
 ) -> (Stack, tempfile::TempDir) {
-    let dir = tempfile::Builder::new()
+    let dir = stack_dir(name);
+    let options = StackOptions {
+        receipt_timeout_s,
+        ..options(dir.path(), allowlist, approval_timeout_s)
+    };
+    match Stack::start(options).await {
+        Ok(stack) => (stack, dir),
+        Err(e) => panic!("the stack did not start: {e:#}"),
+    }
+}
+
+/// A fresh directory for the configs, keys and logs of the stack `name`.
+pub fn stack_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
         .prefix(&format!("orion-e2e-{name}-"))
         .tempdir()
-        .unwrap();
+        .unwrap()
+}
+
+/// What the end-to-end stacks run: the e2e policy (tests/config/policy.toml) and the example
+/// guardian rules (crates/guardian/guardian.toml), configs and logs in `dir`.
+pub fn options(dir: &Path, allowlist: &[&str], approval_timeout_s: u64) -> StackOptions {
     let policy =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/policy.toml"))
             .unwrap()
@@ -39,8 +59,8 @@ pub async fn stack_with_receipt_timeout(
                 "approval_timeout_s = 300",
                 &format!("approval_timeout_s = {approval_timeout_s}"),
             );
-    let options = StackOptions {
-        dir: dir.path().to_path_buf(),
+    StackOptions {
+        dir: dir.to_path_buf(),
         allowlist: allowlist.iter().map(|s| s.to_string()).collect(),
         guardian_config: std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -49,11 +69,7 @@ pub async fn stack_with_receipt_timeout(
         .unwrap(),
         brain_policy: policy,
         admin_identity: "e2e-operator".into(),
-        receipt_timeout_s,
-    };
-    match Stack::start(options).await {
-        Ok(stack) => (stack, dir),
-        Err(e) => panic!("the stack did not start: {e:#}"),
+        receipt_timeout_s: 60,
     }
 }
 

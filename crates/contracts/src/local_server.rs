@@ -219,7 +219,23 @@ pub struct NatsCluster {
 
 impl NatsCluster {
     pub fn start(size: usize) -> Result<Self, LocalServerError> {
+        Self::launch(size, false)
+    }
+
+    /// Like [`NatsCluster::start`], with the generated per-service permissions on every node and
+    /// one random password per identity, the same on every node (a client fails over to any).
+    pub fn start_with_auth(size: usize) -> Result<Self, LocalServerError> {
+        Self::launch(size, true)
+    }
+
+    fn launch(size: usize, auth: bool) -> Result<Self, LocalServerError> {
         ensure_installed()?;
+        let passwords = if auth {
+            random_passwords()
+        } else {
+            BTreeMap::new()
+        };
+        let env = password_env(&passwords);
         let ports: Vec<(u16, u16, u16)> = (0..size)
             .map(|_| Ok((free_port()?, free_port()?, free_port()?)))
             .collect::<Result<_, std::io::Error>>()?;
@@ -239,13 +255,14 @@ impl NatsCluster {
             };
             write_config(
                 &dir,
-                &server_config(&dir, *port, *monitor_port, Some(&cluster), false),
-                None,
+                &server_config(&dir, *port, *monitor_port, Some(&cluster), auth),
+                auth.then_some(AUTHORIZATION_CONF),
             )?;
             let log = std::fs::File::create(dir.join("nats-server.log"))?;
             let child = Command::new("nats-server")
                 .arg("-c")
                 .arg(dir.join("nats-server.conf"))
+                .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
                 .stdin(Stdio::null())
                 .stdout(log.try_clone()?)
                 .stderr(log)
@@ -256,8 +273,8 @@ impl NatsCluster {
                 monitor_port: *monitor_port,
                 dir,
                 _temp: Some(temp),
-                passwords: BTreeMap::new(),
-                env: Vec::new(),
+                passwords: passwords.clone(),
+                env: env.clone(),
             });
         }
         for node in &nodes {
