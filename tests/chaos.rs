@@ -15,10 +15,10 @@
 //! used. Every failure message starts with `chaos seed <n>`. The two tests take turns (each
 //! wants the machine's two cores to itself).
 //!
-//! The bugs the chaos runs found each have a focused test here, ignored until fixed. The chaos
-//! tests themselves are ignored too while one of those bugs (guardian reopening a resolved
-//! incident after a crash) makes them fail now and then:
-//! `cargo test -p e2e --test chaos -- --include-ignored` runs everything.
+//! The bugs the chaos runs found each have a focused test here (all fixed): brain's interlock
+//! watch and commander's receipt reader after a broker restart (permissions the generated
+//! configuration lacked), and guardian taking reports into an incident it had published
+//! resolved (its closing record).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,7 +90,6 @@ struct Phase {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: fails now and then until guardian stops reopening resolved incidents after a crash (see a_resolved_incident_takes_no_more_events_when_guardian_cannot_finish_resolving_it); run with --include-ignored"]
 async fn killed_services_and_a_restarted_broker_lose_nothing_and_run_nothing_twice() {
     run(Phase {
         number: 1,
@@ -102,7 +101,6 @@ async fn killed_services_and_a_restarted_broker_lose_nothing_and_run_nothing_twi
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: fails now and then until guardian stops reopening resolved incidents after a crash (see a_resolved_incident_takes_no_more_events_when_guardian_cannot_finish_resolving_it); run with --include-ignored"]
 async fn on_three_nodes_killed_services_and_a_lost_node_lose_nothing_and_run_nothing_twice() {
     run(Phase {
         number: 2,
@@ -292,12 +290,7 @@ impl Rig {
         ledger::check_commands(&ledger, &mut findings);
         ledger::check_dead_letters(&ledger, &mut findings);
         engine::check_restarts(&self.histories, &ledger, &mut findings);
-        for refusal in self
-            .stack
-            .refusals()
-            .into_iter()
-            .filter(|r| !known_refusal(r))
-        {
+        for refusal in self.stack.refusals() {
             findings.broken("no service did what its identity is not granted", refusal);
         }
         self.ledger = Some(ledger);
@@ -319,18 +312,6 @@ impl Rig {
             }
         }
         println!("{seed}: Docker: {}", engine::summary(&self.histories));
-        let known: Vec<String> = self
-            .stack
-            .refusals()
-            .into_iter()
-            .filter(|r| known_refusal(r))
-            .collect();
-        if let Some(example) = known.first() {
-            println!(
-                "{seed}: {} refusals of the known kinds (after a reconnect), e.g. {example}",
-                known.len()
-            );
-        }
         if !supervisor.unexpected_exits.is_empty() {
             println!(
                 "{seed}: processes that exited on their own (started again): {:?}",
@@ -403,21 +384,6 @@ fn groups(workloads: &[String]) -> Vec<Group> {
     groups
 }
 
-/// The refusals the platform is known to cause, left out of the chaos tests' check (and
-/// printed), each proven with its consequence by a test of its own (ignored until fixed):
-/// after a reconnect, async-nats asks the server for what the generated permissions do not
-/// grant. Delete this filter once both are fixed.
-fn known_refusal(line: &str) -> bool {
-    // A key-value watch's consumer re-created under a name
-    // (`$JS.API.CONSUMER.CREATE.<KV stream>.<name>.<filter>`):
-    // `after_a_broker_restart_brain_still_follows_the_interlock`.
-    let watch_recreated = line.contains("$JS.API.CONSUMER.CREATE.KV_") && line.contains(".$KV.");
-    // An ordered reader's consumer info (`$JS.API.CONSUMER.INFO.<stream>.<service>-reader-<uuid>`):
-    // `a_broker_restart_while_commander_waits_for_a_receipt_does_not_fail_the_action`.
-    let reader_info = line.contains("$JS.API.CONSUMER.INFO.") && line.contains("-reader-");
-    watch_recreated || reader_info
-}
-
 /// The plan was carried out: every service was killed at least twice.
 fn assert_kills(seed: Seed, supervisor: &Supervisor) {
     for service in SERVICES {
@@ -446,14 +412,13 @@ fn flood_summary(flood: &FloodReport) -> String {
     )
 }
 
-/// What the chaos test found: brain follows the ops interlock through a key-value watch (an
+/// What the chaos test found (fixed by granting the named create API on bucket streams): brain follows the ops interlock through a key-value watch (an
 /// ordered consumer on `KV_ops_interlock`). When the broker restarts, async-nats re-creates
 /// that consumer under a name, through `$JS.API.CONSUMER.CREATE.KV_ops_interlock.<name>.<filter>`,
 /// which the generated permissions do not grant to brain: the server refuses, async-nats
 /// retries forever, and brain hears of no interlock change until it is restarted — a disarm
 /// (ops-worker still refuses to run anything then) or an arm (the platform stays observe-only).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: after a broker restart brain's ops-interlock watch cannot re-create its consumer ($JS.API.CONSUMER.CREATE.KV_ops_interlock.<name>.<filter> is not granted to brain), so brain misses interlock changes until it restarts"]
 async fn after_a_broker_restart_brain_still_follows_the_interlock() {
     let _turn = SERIAL.lock().await;
     let docker = docker().await;
@@ -554,7 +519,8 @@ async fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> b
     true
 }
 
-/// What the chaos test found (seed 10331443099219770129, phase 2): guardian ends a group by
+/// What the chaos test found (fixed: guardian now records a closing before it publishes the last
+/// version, and closes the group in memory once published; seed 10331443099219770129, phase 2): guardian ended a group by
 /// publishing the resolved version first, then remembering the group's events in its seen set
 /// and deleting the group's record, then acknowledging the resolving event. When that bucket
 /// work does not happen — SIGKILL right after the publish in the chaos run; here guardian may
@@ -563,7 +529,6 @@ async fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> b
 /// already seen resolved (two troubles in one incident), and the resolving event, delivered
 /// again later, resolves whatever incident the group has by then.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: guardian publishes a resolved version before its bucket records the end of the group, so after a crash or a failed write there the next report joins the resolved incident (guardian/src/service.rs, apply)"]
 async fn a_resolved_incident_takes_no_more_events_when_guardian_cannot_finish_resolving_it() {
     let _turn = SERIAL.lock().await;
     let dir = KeptOnFailure(Some(stack_dir("resolved")));
@@ -624,14 +589,14 @@ fn deny_publish_to(user: &str, subject: &str) -> Option<String> {
     ))
 }
 
-/// What the chaos test found (seed 16815889402813762861, phase 1: four `ops_unreachable`
+/// What the chaos test found (fixed: readers may look up their own consumers, and commander
+/// reconciles a failed wait through withdraw; seed 16815889402813762861, phase 1: four `ops_unreachable`
 /// outcomes after the broker restart, for restarts ops-worker carried out): commander waits for
 /// a command's receipts with an ordered reader, and when the connection comes back async-nats
 /// asks the server for that reader's consumer info
 /// (`$JS.API.CONSUMER.INFO.TITAN_OPS.commander-reader-<uuid>`), which commander is not
 /// granted. The reader fails, and commander reports the action failed while the command runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: after a broker restart commander's receipt reader asks for its consumer info ($JS.API.CONSUMER.INFO.TITAN_OPS.commander-reader-*, not granted), fails, and the action's outcome says ops_unreachable although the command runs"]
 async fn a_broker_restart_while_commander_waits_for_a_receipt_does_not_fail_the_action() {
     let _turn = SERIAL.lock().await;
     let docker = docker().await;

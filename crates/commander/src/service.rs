@@ -430,15 +430,16 @@ impl Shared {
             ("ops_command_id".to_string(), json!(command.id)),
             ("ops_command".to_string(), json!(command_type)),
         ]);
-        let last =
-            match client::send_and_wait(&self.bus, &command, self.receipt_timeout, |_| {}).await {
-                Ok(receipts) => receipts.last,
-                Err(e) => {
-                    // Sent or not, the command may run: only ops-worker can say.
-                    tracing::warn!(command_id = %command.id, error = %e, "waiting for the final receipt failed; withdrawing the command to learn what ran");
-                    None
-                }
-            };
+        let last = match client::send_and_wait(&self.bus, &command, self.receipt_timeout, |_| {})
+            .await
+        {
+            Ok(receipts) => receipts.last,
+            Err(e) => {
+                // Sent or not, the command may run: only ops-worker can say.
+                tracing::warn!(command_id = %command.id, error = %e, "waiting for the final receipt failed; withdrawing the command to learn what ran");
+                None
+            }
+        };
         let last = match last {
             Some(last) => last,
             // Not "failed" yet: the command may still be queued or running.

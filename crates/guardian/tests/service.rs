@@ -717,7 +717,10 @@ async fn a_closing_left_half_done_is_finished_by_the_next_start() {
     let again = service_down("ledger");
     producer.publish(&again).await;
     let next = incidents.next(&guardian).await;
-    assert_ne!(next.incident_id, opened.incident_id, "joined the closed incident");
+    assert_ne!(
+        next.incident_id, opened.incident_id,
+        "joined the closed incident"
+    );
     assert_eq!(ids(&next), vec![again.event_id]);
     incidents.assert_quiet(QUIET).await;
 }

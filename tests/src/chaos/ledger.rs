@@ -457,13 +457,24 @@ pub fn check_outcomes(ledger: &Ledger, findings: &mut Findings) {
     }
 }
 
+/// Whether ops-worker answered the never-stored command `id` with its `withdrawn` receipt.
+fn withdrawn_unsent(ledger: &Ledger, id: Uuid) -> bool {
+    ledger.final_receipts().get(&id).is_some_and(|receipts| {
+        receipts.iter().all(|r| {
+            r.error_code
+                == Some(contracts::generated::ops_receipt_v1::OpsReceiptErrorCode::Withdrawn)
+        }) && !receipts.is_empty()
+    })
+}
+
 /// The action an ops command was sent for (commander's reason names it).
 pub fn action_of(command: &OpsCommand) -> Option<Uuid> {
     let reason = command.meta.reason.strip_prefix("orion action ")?;
     reason.split(':').next()?.parse().ok()
 }
 
-/// Commander executed each action at most once: at most one ops command per action, every
+/// Commander executed each action at most once: at most one ops command per action (besides
+/// the `withdraw` of a command it stopped waiting for, which runs nothing), every
 /// command for a known action, each stored once. Each command has exactly one final receipt
 /// (exact: ops-worker records it in its claim before publishing; a redelivery re-publishes it
 /// under the same id, or reports the command `interrupted` if its worker died mid-run). And a
@@ -480,8 +491,31 @@ pub fn check_commands(ledger: &Ledger, findings: &mut Findings) {
             );
         }
     }
+    let sent: BTreeSet<Uuid> = ledger.commands.iter().map(|c| c.message.id).collect();
     let mut by_action: BTreeMap<Uuid, Vec<Uuid>> = BTreeMap::new();
     for command in ledger.commands.iter().map(|c| &c.message) {
+        if command.type_ == contracts::generated::ops_command_v1::OpsCommandType::Withdraw {
+            // commander taking back a command it stopped waiting for: it runs nothing itself. The
+            // command may never have been stored (its publish failed while a node was lost):
+            // then ops-worker records it as withdrawn, so it can never run.
+            let named = command
+                .params
+                .get("command_id")
+                .and_then(|id| id.as_str())
+                .and_then(|id| id.parse::<Uuid>().ok());
+            match named {
+                Some(id) if sent.contains(&id) => {}
+                Some(id) if withdrawn_unsent(ledger, id) => {}
+                _ => findings.broken(
+                    "no ops command executed twice",
+                    format!(
+                        "withdraw {} names a command that was neither sent nor recorded as withdrawn: {:?}",
+                        command.id, command.params
+                    ),
+                ),
+            }
+            continue;
+        }
         match action_of(command) {
             Some(action) if actions.contains(&action) => {
                 by_action.entry(action).or_default().push(command.id)
