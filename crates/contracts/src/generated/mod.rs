@@ -36,7 +36,7 @@ pub use interlock_risk_ceiling_v1::InterlockRiskCeiling;
 /// Semantic version of the contract set (`schemas/contract-set.toml`).
 pub const CONTRACT_SET_VERSION: &str = "1.1.0";
 /// sha256 over the canonical form of the schemas and the inventory.
-pub const CONTRACT_SET_SHA256: &str = "bd69d5a71dac1338fcea7a1423aa1b48db969fee6d17e82b842219dc4353abc5";
+pub const CONTRACT_SET_SHA256: &str = "f5d5b15c95278c0444bf7bc8735757310b2ff08dd14fc05054546239acb17ab4";
 impl crate::Contract for Event {
     const INFO: &'static crate::ContractInfo = &crate::ContractInfo {
         name: "event",
@@ -709,11 +709,11 @@ pub mod buckets {
         const INFO: &'static crate::BucketInfo = &OPS_COMMANDS;
     }
     impl crate::KeyValueBucket for OpsCommands {}
-    /// What every ops-worker instance is running, and the cancellations `halt`, `cancel_all` and `withdraw` broadcast to all of them (a cancellation handled by one instance must stop work on the others).
+    /// What every ops-worker instance is running, and the cancellations `halt` and `cancel_all` broadcast to all of them (a cancellation handled by one instance must stop work on the others).
     pub const OPS_CONTROL: crate::BucketInfo = crate::BucketInfo {
         name: "ops_control",
         kind: crate::BucketKind::KeyValue,
-        description: "What every ops-worker instance is running, and the cancellations `halt`, `cancel_all` and `withdraw` broadcast to all of them (a cancellation handled by one instance must stop work on the others).",
+        description: "What every ops-worker instance is running, and the cancellations `halt` and `cancel_all` broadcast to all of them (a cancellation handled by one instance must stop work on the others).",
         writers: &["ops-worker"],
         readers: &[],
         history: 1,
@@ -729,11 +729,11 @@ pub mod buckets {
                 key: None,
                 pattern: Some("cancel.<command id>"),
                 schema_path: None,
-                description: "A cancellation, keyed by the command that asked for it (halt, cancel_all, withdraw): which commands it stops (all, a target, or one command id). Every instance watches these keys and cancels what it runs that registered before the cancellation's revision.",
+                description: "A cancellation, keyed by the command that asked for it (halt, cancel_all): which commands it stops (all, or those on a target). Every instance watches these keys and cancels what it runs; the canceller waits for the commands registered before the cancellation's revision.",
             },
         ],
     };
-    /// What every ops-worker instance is running, and the cancellations `halt`, `cancel_all` and `withdraw` broadcast to all of them (a cancellation handled by one instance must stop work on the others).
+    /// What every ops-worker instance is running, and the cancellations `halt` and `cancel_all` broadcast to all of them (a cancellation handled by one instance must stop work on the others).
     #[derive(Debug, Clone, Copy, Default)]
     pub struct OpsControl;
     impl crate::Bucket for OpsControl {

@@ -21,7 +21,7 @@ pub struct OpsCommand {
     pub target: ::std::string::String,
     ///When the command was issued: RFC 3339 in UTC ending in `Z`, fractional seconds optional. Commands outside the worker's clock-skew window are refused.
     pub ts: crate::Timestamp,
-    ///What to do. `withdraw` (added in contract set 1.1) takes back the command named by `params.command_id` (of type `params.command_type`): if it has not started it never will, if it runs it is cancelled; either way its final receipt is published.
+    ///What to do. `withdraw` (added in contract set 1.1) takes back the command named by `params.command_id` (of type `params.command_type`): if it has not started it never will; if it runs, the answer waits for its end (it is not cancelled); either way that command's final receipt is published, and is the withdrawal's `result.receipt`.
     #[serde(rename = "type")]
     pub type_: OpsCommandType,
     ///Contract version; always 1.
@@ -94,7 +94,7 @@ impl<'de> ::serde::Deserialize<'de> for OpsCommandMetaSignature {
             })
     }
 }
-///What to do. `withdraw` (added in contract set 1.1) takes back the command named by `params.command_id` (of type `params.command_type`): if it has not started it never will, if it runs it is cancelled; either way its final receipt is published.
+///What to do. `withdraw` (added in contract set 1.1) takes back the command named by `params.command_id` (of type `params.command_type`): if it has not started it never will; if it runs, the answer waits for its end (it is not cancelled); either way that command's final receipt is published, and is the withdrawal's `result.receipt`.
 #[derive(
     ::serde::Deserialize,
     ::serde::Serialize,
