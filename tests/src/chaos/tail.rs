@@ -38,7 +38,9 @@ impl<T: Contract> Tail<T> {
     }
 
     /// The messages stored since the last read. A message that breaks its contract is an
-    /// error: every producer on the bus validates what it publishes.
+    /// error: every producer on the bus validates what it publishes. A read that fails part
+    /// way returns the error and leaves the position where it was, so the next read delivers
+    /// those messages again rather than skipping them.
     pub async fn read(&mut self) -> Result<Vec<Stored<T>>> {
         let from = self.next;
         let what = move || format!("reading {} from sequence {from}", T::INFO.subject);
@@ -67,11 +69,13 @@ impl<T: Contract> Tail<T> {
                 .stream_sequence;
             let decoded = contracts::decode::<T>(&message.payload)
                 .with_context(|| format!("stored {} #{seq}", T::INFO.subject))?;
-            self.next = seq + 1;
             out.push(Stored {
                 seq,
                 message: decoded,
             });
+        }
+        if let Some(last) = out.last() {
+            self.next = last.seq + 1;
         }
         Ok(out)
     }
