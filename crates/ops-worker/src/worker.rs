@@ -10,12 +10,21 @@
 //! twice nor leaves it without exactly one final receipt:
 //! 1. verify signature, clock skew and target (refusals get a failure receipt; nothing is
 //!    recorded);
-//! 2. wait for the target's lane (one command at a time per target; halt and cancel_all skip
-//!    lanes), reporting progress so JetStream does not redeliver meanwhile;
-//! 3. claim the id in the `ops_commands` bucket — only now, so a crash while queued leaves the
-//!    command to the next worker — and an id seen before is never executed again;
-//! 4. publish `pending` for long commands, execute, renewing the claim and reporting progress;
-//! 5. record the final receipt in the bucket, publish it, then acknowledge the message.
+//! 2. register a cancellable command (restart, deploy, export_evidence) on the control board
+//!    ([`crate::control`]), so that a halt or cancel_all handled by any instance reaches it;
+//! 3. wait for the target's lane (one command at a time per target; halt, cancel_all and
+//!    withdraw skip lanes), reporting progress so JetStream does not redeliver meanwhile;
+//! 4. claim the id in the `ops_commands` bucket — only now, so a crash while queued leaves the
+//!    command to the next worker — and an id seen before is never executed again; a command
+//!    whose turn came after its replay window is answered, never started;
+//! 5. publish `pending` for long commands, execute, renewing the claim and reporting progress;
+//!    a cancellation is honoured by the executor at its next safe point, never by dropping the
+//!    work mid-step;
+//! 6. record the final receipt in the bucket, publish it, acknowledge the message, and take the
+//!    command off the board.
+//!
+//! halt and cancel_all are claimed before they cancel anything (a replay cancels nothing), and
+//! answer only once the work they cancelled has ended on every instance.
 //!
 //! A redelivered command whose claim has no final receipt and no recent heartbeat was
 //! interrupted by a crash: it gets a failure receipt saying so and is not run again. A claim
