@@ -147,6 +147,29 @@ where
 }
 
 /// The next valid message of a reader within `wait`.
+
+/// Provisions guardian's event consumer again with `max_deliver` deliveries (and `ack_wait`):
+/// provisioning (the admin) sets these, not the service.
+async fn guardian_events_deliver_at_most(
+    server: &NatsServer,
+    max_deliver: i64,
+    ack_wait: Option<Duration>,
+) {
+    let durable = contracts::DURABLE_CONSUMERS
+        .iter()
+        .find(|c| c.name == "guardian-event-v1")
+        .unwrap();
+    let defaults: contracts::bus::ConsumerSettings = durable.into();
+    let settings = contracts::bus::ConsumerSettings {
+        max_deliver,
+        ack_wait: ack_wait.unwrap_or(defaults.ack_wait),
+        ..defaults
+    };
+    contracts::bus::provision_consumer(&admin_jetstream(server).await, durable, settings)
+        .await
+        .unwrap();
+}
+
 async fn read_within<T: Contract>(reader: &mut TypedReader<T>, wait: Duration) -> Option<T> {
     let read = tokio::time::timeout(wait, reader.next()).await.ok()??;
     Some(read.expect("a valid message").0)
@@ -272,17 +295,7 @@ async fn nak_redelivers_and_the_last_attempt_is_dead_lettered() {
     let producer = connect::<EventSource>(&server).await;
     producer.publish(&event(10)).await.unwrap();
     // Two deliveries at most: provisioning (the admin) sets it, not the service.
-    let durable = contracts::DURABLE_CONSUMERS
-        .iter()
-        .find(|c| c.name == "guardian-event-v1")
-        .unwrap();
-    let settings = contracts::bus::ConsumerSettings {
-        max_deliver: 2,
-        ..durable.into()
-    };
-    contracts::bus::provision_consumer(&admin_jetstream(&server).await, durable, settings)
-        .await
-        .unwrap();
+    guardian_events_deliver_at_most(&server, 2, None).await;
     let guardian = connect::<Guardian>(&server).await;
     let mut sub = guardian
         .subscribe::<Event>(SubscribeOptions::default())
@@ -326,18 +339,7 @@ async fn nak_redelivers_and_the_last_attempt_is_dead_lettered() {
 async fn a_message_every_delivery_of_which_kills_the_process_is_dead_lettered() {
     let server = server();
     provision(&server).await;
-    let durable = contracts::DURABLE_CONSUMERS
-        .iter()
-        .find(|c| c.name == "guardian-event-v1")
-        .unwrap();
-    let settings = contracts::bus::ConsumerSettings {
-        max_deliver: 2,
-        ack_wait: Duration::from_secs(1),
-        ..durable.into()
-    };
-    contracts::bus::provision_consumer(&admin_jetstream(&server).await, durable, settings)
-        .await
-        .unwrap();
+    guardian_events_deliver_at_most(&server, 2, Some(Duration::from_secs(1))).await;
     let producer = connect::<EventSource>(&server).await;
     producer.publish(&event(11)).await.unwrap();
 
@@ -1048,17 +1050,7 @@ async fn a_claims_holder_is_judged_by_its_renewals_never_by_the_clock_it_wrote()
 async fn a_handler_that_panics_on_one_message_does_not_stop_the_consumer() {
     let server = server();
     provision(&server).await;
-    let durable = contracts::DURABLE_CONSUMERS
-        .iter()
-        .find(|c| c.name == "guardian-event-v1")
-        .unwrap();
-    let settings = contracts::bus::ConsumerSettings {
-        max_deliver: 3,
-        ..durable.into()
-    };
-    contracts::bus::provision_consumer(&admin_jetstream(&server).await, durable, settings)
-        .await
-        .unwrap();
+    guardian_events_deliver_at_most(&server, 3, None).await;
     let producer = connect::<EventSource>(&server).await;
     producer.publish(&event(66)).await.unwrap();
     producer.publish(&event(67)).await.unwrap();
