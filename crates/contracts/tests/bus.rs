@@ -146,8 +146,6 @@ where
     assert_eq!(raw.subject, T::INFO.subject);
 }
 
-/// The next valid message of a reader within `wait`.
-
 /// Provisions guardian's event consumer again with `max_deliver` deliveries (and `ack_wait`):
 /// provisioning (the admin) sets these, not the service.
 async fn guardian_events_deliver_at_most(
@@ -170,6 +168,7 @@ async fn guardian_events_deliver_at_most(
         .unwrap();
 }
 
+/// The next valid message of a reader within `wait`.
 async fn read_within<T: Contract>(reader: &mut TypedReader<T>, wait: Duration) -> Option<T> {
     let read = tokio::time::timeout(wait, reader.next()).await.ok()??;
     Some(read.expect("a valid message").0)
