@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use contracts::bus::{
-    isolate, Bus, BusError, Claim, ClaimLog, ClaimRecord, Delivery, Renewal, SubscribeOptions,
+    isolate, serve, Admission, AtMostOnce, Bus, BusError, ClaimLog, Delivery, Held,
+    SubscribeOptions, WhenLost,
 };
 use contracts::generated::action_v1::ActionState;
 use contracts::generated::dead_letter_v1::DeadLetterReasonCode;
@@ -81,13 +82,12 @@ pub enum Ending {
 
 struct Shared {
     bus: Bus<Commander>,
-    log: ClaimLog,
+    /// Claims, heartbeats and outcomes: an action runs at most once.
+    once: AtMostOnce<Commander, Outcome>,
     keys: SigningKeys,
     brain_keys: Verifier,
     receipt_timeout: Duration,
     reconcile_timeout: Duration,
-    ack_wait: Duration,
-    worker_id: String,
 }
 
 /// The running commander.
@@ -108,17 +108,14 @@ impl CommanderService {
         ack_wait: Duration,
         max_in_flight: usize,
     ) -> Self {
-        let worker_id = gethostname();
         Self {
             shared: Arc::new(Shared {
+                once: AtMostOnce::new(bus.clone(), log, gethostname(), ack_wait),
                 bus,
-                log,
                 keys,
                 brain_keys,
                 receipt_timeout,
                 reconcile_timeout: receipt_timeout * 5,
-                ack_wait,
-                worker_id,
             }),
             options: SubscribeOptions {
                 batch: max_in_flight.min(20),
@@ -143,47 +140,25 @@ impl CommanderService {
         shutdown: impl std::future::Future<Output = ()>,
         drain: Duration,
     ) -> Result<(), BusError> {
-        let mut actions = self
+        let actions = self
             .shared
             .bus
             .subscribe::<Action>(self.options.clone())
             .await?;
         contracts::bus::check_heartbeat_fits(
             actions.consumer(),
-            self.shared.ack_wait,
+            self.shared.once.ack_wait(),
             actions.ack_wait(),
         )?;
-        tracing::info!(
-            consumer = actions.consumer(),
-            "commander consuming orion.action.v1"
-        );
         let tasks = TaskTracker::new();
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                _ = &mut shutdown => break,
-                next = actions.next() => match next {
-                    None => break,
-                    Some(Err(e)) => {
-                        tracing::error!(error = %e, "receiving actions failed; retrying");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                    Some(Ok(delivery)) => {
-                        let shared = self.shared.clone();
-                        tasks.spawn(async move {
-                            let _ = isolate(delivery, RETRY_DELAY, |d| shared.handle(d)).await;
-                        });
-                    }
-                }
-            }
-        }
-        drop(actions);
-        tasks.close();
-        if tokio::time::timeout(drain, tasks.wait()).await.is_err() {
-            tracing::warn!(
-                "actions still running after the drain period; they will be redelivered"
-            );
-        }
+        serve(actions, shutdown, tasks.clone(), drain, |delivery| {
+            let shared = self.shared.clone();
+            tasks.spawn(async move {
+                let _ = isolate(delivery, RETRY_DELAY, |d| shared.handle(d)).await;
+            });
+            std::future::ready(())
+        })
+        .await;
         Ok(())
     }
 }
@@ -220,102 +195,33 @@ impl Shared {
             let _ = delivery.ack().await;
             return;
         }
-        let revision = match self.log.claim(&action.action_id, &self.worker_id).await {
-            Err(e) => {
-                tracing::error!(action_id = %action.action_id, error = %e, "cannot claim the action; it will be redelivered");
-                let _ = delivery
-                    .nak(Some(Duration::from_secs(2)), &e.to_string())
-                    .await;
-                return;
-            }
-            Ok(Claim::Seen {
-                record: ClaimRecord::Finished { result },
-                ..
-            }) => {
-                tracing::info!(action_id = %action.action_id, "action seen before: re-publishing its outcome, not executing it again");
-                if let Ok(outcome) = contracts::decode_value::<Outcome>(result) {
-                    if !self.publish_outcome(&outcome).await {
-                        let _ = delivery
-                            .nak(
-                                Some(Duration::from_secs(2)),
-                                "the stored outcome could not be published",
-                            )
-                            .await;
-                        return;
-                    }
-                }
-                let _ = delivery.ack().await;
-                return;
-            }
-            Ok(Claim::Seen {
-                record: ClaimRecord::Claimed { worker, at },
-                revision,
-            }) => {
-                // Alive or not is judged by watching the claim's revision on our own clock.
-                match self
-                    .log
-                    .holder_is_gone(&action.action_id, revision, self.ack_wait, || {
-                        let delivery = &delivery;
-                        async move {
-                            let _ = delivery.in_progress().await;
-                        }
-                    })
-                    .await
-                {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        tracing::info!(action_id = %action.action_id, "another commander is executing this action; checking back later");
-                        let _ = delivery
-                            .nak(
-                                Some(self.ack_wait / 2),
-                                "being executed by another commander",
-                            )
-                            .await;
-                        return;
-                    }
-                    Err(e) => {
-                        let _ = delivery
-                            .nak(Some(Duration::from_secs(2)), &e.to_string())
-                            .await;
-                        return;
-                    }
-                }
+        let held = match self.once.admit(delivery, action.action_id).await {
+            Admission::Fresh(held) => held,
+            Admission::Settled => return,
+            Admission::Interrupted {
+                held,
+                holder,
+                since,
+            } => {
                 let ending = Ending::Failed {
                     code: "interrupted".into(),
-                    message: format!("commander {worker} stopped while executing this action (started {at}); it is not run again — check the target"),
+                    message: format!("commander {holder} stopped while executing this action (started {since}); it is not run again — check the target"),
                     details: None,
                 };
-                return self.finish(delivery, revision, ending, started).await;
-            }
-            Ok(Claim::New { revision }) => revision,
-        };
-        let mut renewal = Renewal::new(revision, self.ack_wait);
-        let ending = {
-            let work = self.execute(&action);
-            tokio::pin!(work);
-            let mut heartbeat =
-                tokio::time::interval((self.ack_wait / 3).max(Duration::from_millis(1)));
-            heartbeat.tick().await;
-            loop {
-                tokio::select! {
-                    ending = &mut work => break ending,
-                    _ = heartbeat.tick() => {
-                        let _ = delivery.in_progress().await;
-                        if let Err(fenced) = renewal.renew(&self.log, &action.action_id, &self.worker_id).await {
-                            // Another instance may take the action over: stop waiting on it
-                            // here and record nothing; the redelivery reports it interrupted.
-                            tracing::error!(action_id = %action.action_id, reason = %fenced, "stopping the action: its claim is lost");
-                            let _ = delivery
-                                .nak(Some(self.ack_wait / 2), &format!("claim lost: {fenced}"))
-                                .await;
-                            return;
-                        }
-                    }
-                }
+                return self.finish(held, ending, started).await;
             }
         };
-        let revision = renewal.revision();
-        self.finish(delivery, revision, ending, started).await;
+        // Another instance may take the action over once the claim is lost: stop waiting on it
+        // here and record nothing; the redelivery reports it interrupted.
+        let work = self.execute(&action);
+        match self
+            .once
+            .heartbeat(&held, work, |_| WhenLost::Abandon)
+            .await
+        {
+            Ok(ending) => self.finish(held, ending, started).await,
+            Err(lost) => self.once.hand_back(held, lost).await,
+        }
     }
 
     /// Carries the action out.
@@ -508,14 +414,8 @@ impl Shared {
     }
 
     /// Records the outcome, publishes it, then acknowledges the action.
-    async fn finish(
-        &self,
-        delivery: Delivery<Action>,
-        revision: u64,
-        ending: Ending,
-        started: Instant,
-    ) {
-        let action = delivery.message().clone();
+    async fn finish(&self, held: Held<Action>, ending: Ending, started: Instant) {
+        let action = held.message().clone();
         let outcome = match outcome(&action, ending, started) {
             Ok(outcome) => outcome,
             Err(e) => {
@@ -523,39 +423,8 @@ impl Shared {
                 return;
             }
         };
-        let value = serde_json::to_value(&outcome).expect("outcomes serialize");
-        if let Err(e) = self.log.finish(&action.action_id, &value, revision).await {
-            tracing::error!(action_id = %action.action_id, error = %e, "cannot record the outcome; the action will be redelivered");
-            let _ = delivery
-                .nak(Some(Duration::from_secs(2)), &e.to_string())
-                .await;
-            return;
-        }
-        if !self.publish_outcome(&outcome).await {
-            // Recorded but not published: not acknowledged, so the redelivery publishes the
-            // stored outcome (the action is not run again).
-            let _ = delivery
-                .nak(
-                    Some(Duration::from_secs(2)),
-                    "the outcome is recorded but could not be published",
-                )
-                .await;
-            return;
-        }
-        tracing::info!(action_id = %action.action_id, action_type = %action.action_type, status = %outcome.status, "action finished");
-        if let Err(e) = delivery.ack().await {
-            tracing::warn!(action_id = %action.action_id, error = %e, "could not acknowledge; a redelivery re-publishes the stored outcome");
-        }
-    }
-
-    /// Publishes `outcome` (a few tries); whether the server stored it.
-    async fn publish_outcome(&self, outcome: &Outcome) -> bool {
-        match self.bus.publish_retrying(outcome, 3).await {
-            Ok(_) => true,
-            Err(e) => {
-                tracing::error!(outcome_id = %outcome.outcome_id, error = %e, "gave up publishing an outcome; the action is handed back");
-                false
-            }
+        if self.once.finish(held, &outcome).await {
+            tracing::info!(action_id = %action.action_id, action_type = %action.action_type, status = %outcome.status, "action finished");
         }
     }
 }

@@ -23,3 +23,23 @@ pub fn refusal_id(command_id: &uuid::Uuid, payload: &[u8]) -> uuid::Uuid {
     let digest = hex::encode(sha2::Sha256::digest(payload));
     receipt_id(command_id, &format!("refused:{digest}"))
 }
+
+/// The type a receipt mirrors for a command of type `command_type` (the two contracts list the
+/// same types; a type added to one and not the other fails to compile here).
+pub fn receipt_type(
+    command_type: contracts::generated::ops_command_v1::OpsCommandType,
+) -> contracts::generated::ops_receipt_v1::OpsReceiptType {
+    use contracts::generated::ops_command_v1::OpsCommandType as C;
+    use contracts::generated::ops_receipt_v1::OpsReceiptType as R;
+    match command_type {
+        C::Restart => R::Restart,
+        C::Deploy => R::Deploy,
+        C::CancelAll => R::CancelAll,
+        C::SetRisk => R::SetRisk,
+        C::Halt => R::Halt,
+        C::Disarm => R::Disarm,
+        C::Arm => R::Arm,
+        C::ExportEvidence => R::ExportEvidence,
+        C::Withdraw => R::Withdraw,
+    }
+}

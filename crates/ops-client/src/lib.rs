@@ -20,6 +20,6 @@ pub use client::{
     build_signed, issued_for, send_and_wait, sign, ClientError, CommandRequest, Receipts,
 };
 pub use contracts::generated::ops_receipt_v1::OpsReceiptErrorCode as FailureCode;
-pub use ids::{receipt_id, refusal_id};
+pub use ids::{receipt_id, receipt_type, refusal_id};
 pub use keys::{keys_from_env, KeysError};
 pub use signing::{SignatureError, SigningKeys};

@@ -3,13 +3,16 @@
 
 use std::time::Instant;
 
-use contracts::{ContractError, OpsReceipt, Timestamp};
-use serde_json::{json, Map, Value};
+use contracts::generated::ops_receipt_v1::{
+    OpsReceiptError, OpsReceiptMeta, OpsReceiptStatus, OpsReceiptType, OpsReceiptV,
+};
+use contracts::{OpsReceipt, Timestamp};
+use serde_json::{Map, Value};
 
 /// The stable code of a failure receipt (`error_code`), generated from the schema.
 pub use ops_client::FailureCode;
 /// Receipt ids are derived from the command (shared with every sender, which checks them).
-pub use ops_client::{receipt_id, refusal_id};
+pub use ops_client::{receipt_id, receipt_type, refusal_id};
 
 /// Why a command failed: the code programs match on, and the text an operator reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,83 +53,101 @@ pub enum Status {
     Failure(Failure),
 }
 
-/// Builds a valid receipt for the command `command_id` of type `command_type` that arrived at
-/// `arrived`.
+/// The receipt of the command `command_id` of type `command_type` that arrived at `arrived`.
 pub fn receipt(
     command_id: &uuid::Uuid,
-    command_type: &str,
+    command_type: OpsReceiptType,
     status: Status,
     executor_id: &str,
     arrived: Instant,
-) -> Result<OpsReceipt, ContractError> {
+) -> OpsReceipt {
     let duration_ms = u64::try_from(arrived.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let (kind, status_text) = match &status {
-        Status::Pending(_) => ("pending", "pending"),
-        Status::Success(_) => ("final", "success"),
-        Status::Failure(_) => ("final", "failure"),
+    let kind = match status {
+        Status::Pending(_) => "pending",
+        Status::Success(_) | Status::Failure(_) => "final",
     };
-    let mut value = json!({
-        "v": 1,
-        "id": receipt_id(command_id, kind),
-        "command_id": command_id,
-        "ts": Timestamp::now(),
-        "type": command_type,
-        "status": status_text,
-        "meta": { "executor_id": executor_id, "duration_ms": duration_ms },
-    });
-    match status {
-        Status::Pending(result) if !result.is_empty() => value["result"] = Value::Object(result),
-        Status::Pending(_) => {}
-        Status::Success(result) => value["result"] = Value::Object(result),
-        Status::Failure(failure) => {
-            value["error"] = json!(failure.message);
-            value["error_code"] = json!(failure.code);
-        }
+    let (status, result, error, error_code) = match status {
+        Status::Pending(result) => (
+            OpsReceiptStatus::Pending,
+            Some(result).filter(|result| !result.is_empty()),
+            None,
+            None,
+        ),
+        Status::Success(result) => (OpsReceiptStatus::Success, Some(result), None, None),
+        Status::Failure(failure) => (
+            OpsReceiptStatus::Failure,
+            None,
+            Some(error_text(&failure)),
+            Some(failure.code),
+        ),
+    };
+    OpsReceipt {
+        command_id: *command_id,
+        error,
+        error_code,
+        id: receipt_id(command_id, kind),
+        meta: OpsReceiptMeta {
+            duration_ms: duration_ms as f64,
+            executor_id: executor_id.to_string(),
+        },
+        result,
+        status,
+        ts: Timestamp::now(),
+        type_: command_type,
+        v: OpsReceiptV::try_from(1).expect("1 is the receipt contract's version"),
     }
-    contracts::decode_value(value)
+}
+
+/// The schema wants a non-empty error text: a failure without a message is named by its code.
+fn error_text(failure: &Failure) -> OpsReceiptError {
+    failure
+        .message
+        .parse()
+        .or_else(|_| failure.code.to_string().parse())
+        .expect("a failure code is never empty")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use contracts::OpsCommand;
+    use serde_json::json;
+
+    const RESTART: OpsReceiptType = OpsReceiptType::Restart;
 
     #[test]
     fn receipts_are_valid_and_their_ids_stable() {
         let id = uuid::Uuid::new_v4();
         let arrived = Instant::now();
-        let ok = receipt(
-            &id,
-            "restart",
-            Status::Success(Map::new()),
-            "host-1",
-            arrived,
-        )
-        .unwrap();
+        let ok = receipt(&id, RESTART, Status::Success(Map::new()), "host-1", arrived);
         let again = receipt(
             &id,
-            "restart",
+            RESTART,
             Status::Failure(Failure::new(FailureCode::ReplayWindow, "late")),
             "host-1",
             arrived,
-        )
-        .unwrap();
+        );
         assert_eq!(ok.id, again.id, "one final receipt id per command");
-        let pending = receipt(
-            &id,
-            "restart",
-            Status::Pending(Map::new()),
-            "host-1",
-            arrived,
-        )
-        .unwrap();
+        let pending = receipt(&id, RESTART, Status::Pending(Map::new()), "host-1", arrived);
         assert_ne!(pending.id, ok.id);
         let text = serde_json::to_value(&ok).unwrap()["ts"]
             .as_str()
             .unwrap()
             .to_string();
         assert!(text.ends_with('Z'), "{text}");
-        assert!(receipt(&id, "reboot", Status::Success(Map::new()), "h", arrived).is_err());
+        let failed = receipt(
+            &id,
+            RESTART,
+            Status::Failure(Failure::new(FailureCode::Engine, "")),
+            "h",
+            arrived,
+        );
+        assert_eq!(
+            failed.error.as_deref().map(String::as_str),
+            Some("engine"),
+            "a failure always says why"
+        );
+        contracts::encode(&failed).expect("a failure receipt is valid");
     }
 
     /// Found by the `decode` fuzz target: a success with an empty result decoded, but the typed
@@ -136,23 +157,22 @@ mod tests {
         let id = uuid::Uuid::new_v4();
         let ok = receipt(
             &id,
-            "disarm",
+            OpsReceiptType::Disarm,
             Status::Success(Map::new()),
             "h",
             Instant::now(),
-        )
-        .unwrap();
+        );
         assert_eq!(ok.result, Some(Map::new()));
         let bytes = contracts::encode(&ok).expect("a valid receipt encodes");
         assert_eq!(contracts::decode::<OpsReceipt>(&bytes).unwrap(), ok);
         let pending = receipt(
             &id,
-            "disarm",
+            OpsReceiptType::Disarm,
             Status::Pending(Map::new()),
             "h",
             Instant::now(),
         );
-        assert_eq!(pending.unwrap().result, None);
+        assert_eq!(pending.result, None);
     }
 
     fn command(command_type: &str) -> OpsCommand {
@@ -171,7 +191,7 @@ mod tests {
     fn only_the_receipts_ops_worker_derives_for_the_command_end_the_wait() {
         let restart = command("restart");
         let sent = contracts::encode(&restart).unwrap();
-        let ok = |status| receipt(&restart.id, "restart", status, "host", Instant::now()).unwrap();
+        let ok = |status| receipt(&restart.id, RESTART, status, "host", Instant::now());
         assert!(ops_client::issued_for(
             &ok(Status::Success(Map::new())),
             &restart,
@@ -202,12 +222,11 @@ mod tests {
         let other = command("restart");
         let mut relabelled = receipt(
             &other.id,
-            "restart",
+            RESTART,
             Status::Success(Map::new()),
             "host",
             Instant::now(),
-        )
-        .unwrap();
+        );
         relabelled.command_id = restart.id;
         assert!(!ops_client::issued_for(&relabelled, &restart, &sent));
         // A final receipt under the pending receipt's id.
@@ -217,12 +236,11 @@ mod tests {
         // A receipt of another type for the same id.
         let halt = receipt(
             &restart.id,
-            "halt",
+            OpsReceiptType::Halt,
             Status::Success(Map::new()),
             "host",
             Instant::now(),
-        )
-        .unwrap();
+        );
         assert!(!ops_client::issued_for(&halt, &restart, &sent));
     }
 }

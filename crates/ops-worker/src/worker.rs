@@ -35,9 +35,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use contracts::bus::{
-    isolate, Bus, BusError, Delivery, Incoming, InvalidDelivery, SubscribeOptions,
+    isolate, serve, Admission, AtMostOnce, Bus, BusError, Claim, ClaimLog, ClaimRecord, Delivery,
+    Held, Incoming, InvalidDelivery, SubscribeOptions, WhenLost,
 };
 use contracts::generated::ops_command_v1::OpsCommandType;
+use contracts::generated::ops_receipt_v1::OpsReceiptType;
 use contracts::services::OpsWorker;
 use contracts::target::{OpsTarget, TargetError};
 use contracts::{OpsCommand, OpsReceipt, Timestamp};
@@ -48,10 +50,9 @@ use tokio_util::task::TaskTracker;
 use crate::control::{Cancellation, ControlBoard, Running, Scope};
 use crate::executor::Executor;
 use crate::receipts::{self, Failure, FailureCode, Status};
-use contracts::bus::{Claim, ClaimLog, ClaimRecord, Renewal};
-use ops_client::SigningKeys;
+use ops_client::{receipt_type, SigningKeys};
 
-/// How long a command whose receipt could not be published waits before it is redelivered.
+/// How long a command whose refusal could not be published waits before it is redelivered.
 const RETRY_PUBLISH: Duration = Duration::from_secs(2);
 /// Delay before a command whose handler panicked is delivered again.
 const RETRY_DELAY: Duration = Duration::from_secs(2);
@@ -94,14 +95,13 @@ struct InFlight {
 /// Everything a command task needs; shared by all of them.
 struct Shared {
     bus: Bus<OpsWorker>,
+    /// Claims, heartbeats and final receipts: a command runs at most once.
+    once: AtMostOnce<OpsWorker, OpsReceipt>,
     executor: Executor,
-    log: ClaimLog,
     board: ControlBoard,
     keys: SigningKeys,
     clock_skew: Duration,
-    ack_wait: Duration,
     cancel_wait: Duration,
-    executor_id: String,
     in_flight: Mutex<HashMap<uuid::Uuid, InFlight>>,
     lanes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -137,15 +137,13 @@ impl Worker {
         };
         Self {
             shared: Arc::new(Shared {
+                once: AtMostOnce::new(bus.clone(), log, settings.executor_id, settings.ack_wait),
                 bus,
                 executor,
-                log,
                 board,
                 keys: settings.keys,
                 clock_skew: settings.clock_skew,
-                ack_wait: settings.ack_wait,
                 cancel_wait: settings.cancel_wait,
-                executor_id: settings.executor_id,
                 in_flight: Mutex::new(HashMap::new()),
                 lanes: Mutex::new(HashMap::new()),
             }),
@@ -174,55 +172,33 @@ impl Worker {
                     .await
             })
         };
-        let mut commands = self
+        let commands = self
             .shared
             .bus
             .subscribe_checked::<OpsCommand>(self.options.clone())
             .await?;
         contracts::bus::check_heartbeat_fits(
             commands.consumer(),
-            self.shared.ack_wait,
+            self.shared.once.ack_wait(),
             commands.ack_wait(),
         )?;
-        tracing::info!(
-            consumer = commands.consumer(),
-            "ops-worker consuming titan.ops.command.v1"
-        );
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                _ = &mut shutdown => break,
-                next = commands.next() => match next {
-                    None => break,
-                    Some(Err(e)) => {
-                        tracing::error!(error = %e, "receiving commands failed; retrying");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                    Some(Ok(Incoming::Invalid(invalid))) => {
-                        let shared = &self.shared;
+        serve(commands, shutdown, self.tasks.clone(), drain, |incoming| {
+            let worker = &self;
+            async move {
+                match incoming {
+                    Incoming::Invalid(invalid) => {
+                        let shared = &worker.shared;
                         let _ = isolate(invalid, RETRY_DELAY, |i| shared.answer_invalid(i)).await;
                     }
-                    Some(Ok(Incoming::Valid(delivery))) => {
-                        let _ = isolate(delivery, RETRY_DELAY, |d| self.admit(d)).await;
+                    Incoming::Valid(delivery) => {
+                        let _ = isolate(delivery, RETRY_DELAY, |d| worker.admit(d)).await;
                     }
                 }
             }
-        }
-        drop(commands);
+        })
+        .await;
+        // Only now: a halt seen while draining still stops the work in flight here.
         watcher.abort();
-        self.tasks.close();
-        let waiting = self.tasks.len();
-        if waiting > 0 {
-            tracing::info!(waiting, "draining commands in flight");
-        }
-        if tokio::time::timeout(drain, self.tasks.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                "commands still running after the drain period; they will be redelivered"
-            );
-        }
         Ok(())
     }
 
@@ -231,7 +207,7 @@ impl Worker {
         let arrived = Instant::now();
         let shared = self.shared.clone();
         let command = delivery.message().clone();
-        let command_type = command.type_.to_string();
+        let command_type = receipt_type(command.type_);
         let raw: Value = match serde_json::from_slice(delivery.payload()) {
             Ok(raw) => raw,
             Err(e) => {
@@ -239,40 +215,52 @@ impl Worker {
                     FailureCode::InvalidCommand,
                     format!("unreadable payload: {e}"),
                 );
-                return shared.refuse(delivery, &command_type, why, arrived).await;
+                return shared.refuse(delivery, command_type, why, arrived).await;
             }
         };
         if let Err(e) = shared.keys.verify(&raw) {
             let why = Failure::new(FailureCode::Signature, format!("refused: {e}"));
-            return shared.refuse(delivery, &command_type, why, arrived).await;
+            return shared.refuse(delivery, command_type, why, arrived).await;
         }
         if let Err(why) = shared.within_skew(&command.ts) {
-            return shared.refuse(delivery, &command_type, why, arrived).await;
+            return shared.refuse(delivery, command_type, why, arrived).await;
         }
         if let Err(e) = check_target(&command.target) {
             let why = Failure::new(FailureCode::InvalidTarget, format!("refused: {e}; name an allowlisted service exactly, `all`, or nothing for a platform-wide command; nothing was done"));
-            return shared.refuse(delivery, &command_type, why, arrived).await;
+            return shared.refuse(delivery, command_type, why, arrived).await;
         }
         if matches!(
             command.type_,
             OpsCommandType::CancelAll | OpsCommandType::Withdraw
         ) {
             // Claimed first: a replayed copy is answered "seen before" and cancels nothing.
-            let Some((delivery, revision)) = shared.claim(delivery, arrived).await else {
+            let Some(held) = shared.claim(delivery, arrived).await else {
                 return;
             };
-            let status = if command.type_ == OpsCommandType::CancelAll {
-                match shared.cancel_everywhere(&delivery, Scope::Everything).await {
-                    Ok(cancelled) => Status::Success(Map::from_iter([(
-                        "cancelled".to_string(),
-                        json!(cancelled),
-                    )])),
-                    Err(why) => Status::Failure(why),
+            let work = async {
+                if command.type_ == OpsCommandType::CancelAll {
+                    match shared.cancel_everywhere(&command, Scope::Everything).await {
+                        Ok(cancelled) => Status::Success(Map::from_iter([(
+                            "cancelled".to_string(),
+                            json!(cancelled),
+                        )])),
+                        Err(why) => Status::Failure(why),
+                    }
+                } else {
+                    shared.withdraw(&command, arrived).await
                 }
-            } else {
-                shared.withdraw(&delivery, arrived).await
             };
-            return shared.finish(delivery, revision, status, arrived).await;
+            // Nothing to stop when its claim is lost: the waiting ends by itself, and the
+            // receipt is then refused by the claim's new revision.
+            let status = match shared
+                .once
+                .heartbeat(&held, work, |_| WhenLost::Continue)
+                .await
+            {
+                Ok(status) => status,
+                Err(lost) => return shared.once.hand_back(held, lost).await,
+            };
+            return shared.finish(held, status, arrived).await;
         }
         let token = CancellationToken::new();
         let cancelled_by = Arc::new(Mutex::new(None));
@@ -381,7 +369,7 @@ impl Shared {
         let running = Running {
             command_type: command.type_.to_string(),
             target: command.target.clone(),
-            worker: self.executor_id.clone(),
+            worker: self.once.holder().to_string(),
         };
         let earlier = self
             .board
@@ -414,7 +402,7 @@ impl Shared {
     /// redelivered) stays on it: the next holder registers it again.
     async fn release(&self, id: &uuid::Uuid) {
         if !matches!(
-            self.log.get(id).await,
+            self.once.log().get(id).await,
             Ok(Some(ClaimRecord::Finished { .. }))
         ) {
             return;
@@ -431,20 +419,19 @@ impl Shared {
             return false;
         }
         !matches!(
-            self.log.get(id).await,
+            self.once.log().get(id).await,
             Ok(Some(ClaimRecord::Finished { .. }))
         )
     }
 
-    /// Broadcasts the cancellation `delivery`'s command asks for, cancels what this instance
-    /// runs, and waits (up to `cancel_wait`) until every covered command on every instance has
-    /// ended. Returns their ids; an error names those still at work.
+    /// Broadcasts the cancellation `command` asks for, cancels what this instance runs, and waits
+    /// (up to `cancel_wait`) until every covered command on every instance has ended. Returns
+    /// their ids; an error names those still at work.
     async fn cancel_everywhere(
         &self,
-        delivery: &Delivery<OpsCommand>,
+        command: &OpsCommand,
         scope: Scope,
     ) -> Result<Vec<String>, Failure> {
-        let command = delivery.message();
         let cancellation = Cancellation {
             by: format!("{} {}", command.type_, command.id),
             scope,
@@ -481,7 +468,6 @@ impl Shared {
         let deadline = tokio::time::Instant::now() + self.cancel_wait;
         let mut left = covered.clone();
         let mut look = tokio::time::interval(Duration::from_millis(100));
-        let mut beat = tokio::time::Instant::now();
         loop {
             let mut still = Vec::new();
             for id in left {
@@ -506,64 +492,34 @@ impl Shared {
                     ),
                 ));
             }
-            if beat.elapsed() >= self.ack_wait / 3 {
-                let _ = delivery.in_progress().await;
-                beat = tokio::time::Instant::now();
-            }
             look.tick().await;
         }
     }
 
     /// Claims the command's id when its execution is about to start. `None` when it must not
-    /// run here: seen before (answered), being executed by another live instance (handed back
-    /// for later), or the claim failed (handed back).
+    /// run here: seen before (its receipt published again), interrupted on an instance that
+    /// stopped (answered so, never run again), being executed by another live instance or the
+    /// claim failed (handed back for later).
     async fn claim(
         &self,
         delivery: Delivery<OpsCommand>,
         arrived: Instant,
-    ) -> Option<(Delivery<OpsCommand>, u64)> {
+    ) -> Option<Held<OpsCommand>> {
         let command_id = delivery.message().id;
-        match self.log.claim(&command_id, &self.executor_id).await {
-            Ok(Claim::New { revision }) => Some((delivery, revision)),
-            Ok(Claim::Seen {
-                record: record @ ClaimRecord::Claimed { .. },
-                revision,
-            }) => {
-                // Alive or not is judged by watching the claim's revision on our own clock.
-                match self
-                    .log
-                    .holder_is_gone(&command_id, revision, self.ack_wait, || {
-                        let delivery = &delivery;
-                        async move {
-                            let _ = delivery.in_progress().await;
-                        }
-                    })
-                    .await
-                {
-                    Ok(false) => {
-                        tracing::info!(%command_id, "another worker is executing this command; checking back later");
-                        let _ = delivery
-                            .nak(Some(self.ack_wait / 2), "being executed by another worker")
-                            .await;
-                    }
-                    Ok(true) => self.answer_seen(delivery, record, revision, arrived).await,
-                    Err(e) => {
-                        let _ = delivery
-                            .nak(Some(Duration::from_secs(2)), &e.to_string())
-                            .await;
-                    }
-                }
-                None
-            }
-            Ok(Claim::Seen { record, revision }) => {
-                self.answer_seen(delivery, record, revision, arrived).await;
-                None
-            }
-            Err(e) => {
-                tracing::error!(%command_id, error = %e, "cannot claim the command; it will be redelivered");
-                let _ = delivery
-                    .nak(Some(Duration::from_secs(2)), &e.to_string())
-                    .await;
+        match self.once.admit(delivery, command_id).await {
+            Admission::Fresh(held) => Some(held),
+            Admission::Settled => None,
+            Admission::Interrupted {
+                held,
+                holder,
+                since,
+            } => {
+                let why = format!(
+                    "interrupted: worker {holder} stopped while executing this command (started {since}); \
+                     it is not run again, to never run twice — check the target's state and send a new command if needed"
+                );
+                let why = Failure::new(FailureCode::Interrupted, why);
+                self.finish(held, Status::Failure(why), arrived).await;
                 None
             }
         }
@@ -578,7 +534,7 @@ impl Shared {
     ) {
         let command = delivery.message().clone();
         let mut heartbeat =
-            tokio::time::interval((self.ack_wait / 3).max(Duration::from_millis(1)));
+            tokio::time::interval((self.once.ack_wait() / 3).max(Duration::from_millis(1)));
         heartbeat.tick().await;
 
         // Wait for the target's lane (reporting progress, so JetStream does not redeliver).
@@ -598,10 +554,9 @@ impl Shared {
             }
         };
         // Claimed only now: a crash before this leaves the command to be run by the next worker.
-        let Some((delivery, revision)) = self.claim(delivery, arrived).await else {
+        let Some(held) = self.claim(delivery, arrived).await else {
             return;
         };
-        let mut renewal = Renewal::new(revision, self.ack_wait);
         let _turn = match waited {
             Ok(guard) => guard,
             Err(()) => {
@@ -614,51 +569,38 @@ impl Shared {
                     FailureCode::Cancelled,
                     format!("cancelled by {by} while waiting for its target"),
                 ));
-                return self
-                    .finish(delivery, renewal.revision(), status, arrived)
-                    .await;
+                return self.finish(held, status, arrived).await;
             }
         };
         // A command whose turn came after its replay window never starts: whoever sent it
         // may have stopped waiting, and a withdrawal must stay true.
         if let Err(why) = self.within_skew(&command.ts) {
             let status = Status::Failure(why.context("not started: its turn came too late"));
-            return self
-                .finish(delivery, renewal.revision(), status, arrived)
-                .await;
+            return self.finish(held, status, arrived).await;
         }
         if is_long(command.type_) {
             let accepted = Map::from_iter([("accepted".to_string(), json!(true))]);
-            self.publish(&command, Status::Pending(accepted), arrived)
-                .await;
+            self.publish_pending(&command, accepted, arrived).await;
         }
-        let halted = match command.type_ {
-            OpsCommandType::Halt => Some(self.halt_everywhere(&delivery).await),
-            _ => None,
+        let work = async {
+            let halted = match command.type_ {
+                OpsCommandType::Halt => Some(self.halt_everywhere(&command).await),
+                _ => None,
+            };
+            (halted, self.executor.execute(&command, &token).await)
         };
-        let outcome = {
-            let work = self.executor.execute(&command, &token);
-            tokio::pin!(work);
-            loop {
-                tokio::select! {
-                    // Never dropped when cancelled: the executor stops at its next safe point
-                    // (a restart never starts a container after the cancel, a deploy rolls
-                    // back), and only then is the command over — what halt waits for.
-                    outcome = &mut work => break outcome,
-                    _ = heartbeat.tick() => {
-                        if let Err(e) = delivery.in_progress().await {
-                            tracing::warn!(command_id = %command.id, error = %e, "could not report progress");
-                        }
-                        if let Err(fenced) = renewal.renew(&self.log, &command.id, &self.executor_id).await {
-                            // Another instance may now take the command over: stop it here.
-                            tracing::error!(command_id = %command.id, reason = %fenced, "stopping the command: its claim is lost");
-                            *cancelled_by.lock().expect("cancel reason poisoned") =
-                                Some(format!("the loss of its claim ({fenced})"));
-                            token.cancel();
-                        }
-                    }
-                }
-            }
+        // Never dropped when its claim is lost or it is cancelled: the executor stops at its
+        // next safe point (a restart never starts a container after the cancel, a deploy rolls
+        // back), and only then is the command over — what halt waits for.
+        let stop_when_lost = |fenced: &contracts::bus::ClaimFenced| {
+            *cancelled_by.lock().expect("cancel reason poisoned") =
+                Some(format!("the loss of its claim ({fenced})"));
+            token.cancel();
+            WhenLost::Continue
+        };
+        let (halted, outcome) = match self.once.heartbeat(&held, work, stop_when_lost).await {
+            Ok(done) => done,
+            Err(lost) => return self.once.hand_back(held, lost).await,
         };
         let status = match outcome {
             Ok(result) => Status::Success(result),
@@ -684,19 +626,14 @@ impl Shared {
             )),
             (status, _) => status,
         };
-        self.finish(delivery, renewal.revision(), status, arrived)
-            .await;
+        self.finish(held, status, arrived).await;
     }
 
     /// What `halt` does before it stops its target's containers: disarm, so nothing automated
     /// starts meanwhile, then cancel the work on its target on every instance and wait for it
     /// to end — a cancelled deploy rolls back, and must not start a container after halt
     /// stopped them.
-    async fn halt_everywhere(
-        &self,
-        delivery: &Delivery<OpsCommand>,
-    ) -> Result<Vec<String>, Failure> {
-        let command = delivery.message();
+    async fn halt_everywhere(&self, command: &OpsCommand) -> Result<Vec<String>, Failure> {
         if command.target.is_empty() {
             // The executor refuses it, naming the fix; nothing to cancel.
             return Ok(Vec::new());
@@ -705,7 +642,7 @@ impl Shared {
             tracing::error!(command_id = %command.id, error = %e, "halt could not disarm before cancelling; cancelling anyway");
         }
         self.cancel_everywhere(
-            delivery,
+            command,
             Scope::Target {
                 target: command.target.clone(),
             },
@@ -717,15 +654,14 @@ impl Shared {
     /// recorded as finished, so it never will — or, if it runs, waits (up to `cancel_wait`) for
     /// it to end without cancelling it: a restart half done is worse than a late answer. Its
     /// final receipt is published either way, and is this receipt's `result.receipt`.
-    async fn withdraw(&self, delivery: &Delivery<OpsCommand>, arrived: Instant) -> Status {
-        let command = delivery.message();
+    async fn withdraw(&self, command: &OpsCommand, arrived: Instant) -> Status {
         let (id, kind) = match withdrawn_command(&command.params) {
             Ok(named) => named,
             Err(why) => return Status::Failure(why),
         };
-        let withdrawn = match receipts::receipt(
+        let withdrawn = receipts::receipt(
             &id,
-            &kind,
+            receipt_type(kind),
             Status::Failure(Failure::new(
                 FailureCode::Withdrawn,
                 format!(
@@ -733,21 +669,13 @@ impl Shared {
                     command.id
                 ),
             )),
-            &self.executor_id,
+            self.once.holder(),
             arrived,
-        ) {
-            Ok(receipt) => serde_json::to_value(&receipt).expect("receipts serialize"),
-            Err(e) => {
-                return Status::Failure(Failure::new(
-                    FailureCode::BadParams,
-                    format!("params.command_type: {e}"),
-                ))
-            }
-        };
+        );
+        let withdrawn = serde_json::to_value(&withdrawn).expect("receipts serialize");
         let deadline = tokio::time::Instant::now() + self.cancel_wait;
-        let mut beat = tokio::time::Instant::now();
         let (receipt, withdrew) = loop {
-            match self.log.settle_unclaimed(&id, &withdrawn).await {
+            match self.once.log().settle_unclaimed(&id, &withdrawn).await {
                 Ok(Claim::New { .. }) => break (withdrawn, true),
                 Ok(Claim::Seen {
                     record: ClaimRecord::Finished { result },
@@ -774,14 +702,10 @@ impl Shared {
                     ))
                 }
             }
-            if beat.elapsed() >= self.ack_wait / 3 {
-                let _ = delivery.in_progress().await;
-                beat = tokio::time::Instant::now();
-            }
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
         match contracts::decode_value::<OpsReceipt>(receipt.clone()) {
-            Ok(final_receipt) if self.publish_receipt(&final_receipt).await => {}
+            Ok(final_receipt) if self.once.publish_result(&final_receipt).await => {}
             Ok(_) => {
                 return Status::Failure(Failure::new(
                     FailureCode::Internal,
@@ -809,49 +733,17 @@ impl Shared {
     }
 
     /// Records the final receipt, publishes it, then acknowledges the command.
-    async fn finish(
-        &self,
-        delivery: Delivery<OpsCommand>,
-        revision: u64,
-        status: Status,
-        arrived: Instant,
-    ) {
-        let command = delivery.message().clone();
-        let receipt = match receipts::receipt(
+    async fn finish(&self, held: Held<OpsCommand>, status: Status, arrived: Instant) {
+        let command = held.message().clone();
+        let receipt = receipts::receipt(
             &command.id,
-            &command.type_.to_string(),
+            receipt_type(command.type_),
             status,
-            &self.executor_id,
+            self.once.holder(),
             arrived,
-        ) {
-            Ok(receipt) => receipt,
-            Err(e) => {
-                tracing::error!(command_id = %command.id, error = %e, "built an invalid receipt");
-                return;
-            }
-        };
-        let value = serde_json::to_value(&receipt).expect("receipts serialize");
-        if let Err(e) = self.log.finish(&command.id, &value, revision).await {
-            tracing::error!(command_id = %command.id, error = %e, "cannot record the final receipt; the command will be redelivered");
-            let _ = delivery
-                .nak(Some(Duration::from_secs(2)), &e.to_string())
-                .await;
-            return;
-        }
-        if !self.publish_receipt(&receipt).await {
-            // Recorded but not published: not acknowledged, so the redelivery publishes the
-            // stored receipt (the command is not run again).
-            let _ = delivery
-                .nak(
-                    Some(RETRY_PUBLISH),
-                    "the final receipt is recorded but could not be published",
-                )
-                .await;
-            return;
-        }
-        log_final(&command, &receipt);
-        if let Err(e) = delivery.ack().await {
-            tracing::warn!(command_id = %command.id, error = %e, "could not acknowledge; a redelivery will re-publish the stored receipt");
+        );
+        if self.once.finish(held, &receipt).await {
+            log_final(&command, &receipt);
         }
     }
 
@@ -860,80 +752,28 @@ impl Shared {
     async fn refuse(
         &self,
         delivery: Delivery<OpsCommand>,
-        command_type: &str,
+        command_type: OpsReceiptType,
         why: Failure,
         arrived: Instant,
     ) {
         let command_id = delivery.message().id;
         tracing::warn!(%command_id, reason = %why, "command refused");
-        let payload = delivery.payload().to_vec();
-        match refusal(
+        let receipt = refusal(
             &command_id,
-            &payload,
+            delivery.payload(),
             command_type,
             why,
-            &self.executor_id,
+            self.once.holder(),
             arrived,
-        ) {
-            Ok(receipt) => {
-                if !self.publish_receipt(&receipt).await {
-                    let _ = delivery
-                        .nak(Some(RETRY_PUBLISH), "the refusal could not be published")
-                        .await;
-                    return;
-                }
-            }
-            Err(e) => tracing::error!(%command_id, error = %e, "built an invalid refusal receipt"),
+        );
+        if !self.once.publish_result(&receipt).await {
+            let _ = delivery
+                .nak(Some(RETRY_PUBLISH), "the refusal could not be published")
+                .await;
+            return;
         }
         if let Err(e) = delivery.ack().await {
             tracing::warn!(%command_id, error = %e, "could not acknowledge a refused command");
-        }
-    }
-
-    /// A command id seen before: re-publish its receipt, or report the interrupted execution.
-    async fn answer_seen(
-        &self,
-        delivery: Delivery<OpsCommand>,
-        record: ClaimRecord,
-        revision: u64,
-        arrived: Instant,
-    ) {
-        let command = delivery.message().clone();
-        match record {
-            ClaimRecord::Finished { result: receipt } => {
-                tracing::info!(command_id = %command.id, "command seen before: re-publishing its receipt, not executing it again");
-                match contracts::decode_value::<OpsReceipt>(receipt) {
-                    Ok(receipt) => {
-                        if !self.publish_receipt(&receipt).await {
-                            let _ = delivery
-                                .nak(
-                                    Some(RETRY_PUBLISH),
-                                    "the stored receipt could not be published",
-                                )
-                                .await;
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(command_id = %command.id, error = %e, "the stored receipt is invalid")
-                    }
-                }
-                if let Err(e) = delivery.ack().await {
-                    tracing::warn!(command_id = %command.id, error = %e, "could not acknowledge a repeated command");
-                }
-            }
-            ClaimRecord::Claimed {
-                worker: executor,
-                at,
-            } => {
-                let why = format!(
-                    "interrupted: worker {executor} stopped while executing this command (started {at}); \
-                     it is not run again, to never run twice — check the target's state and send a new command if needed"
-                );
-                let why = Failure::new(FailureCode::Interrupted, why);
-                self.finish(delivery, revision, Status::Failure(why), arrived)
-                    .await;
-            }
         }
     }
 
@@ -947,26 +787,25 @@ impl Shared {
             .and_then(|r| r.get("id")?.as_str()?.parse::<uuid::Uuid>().ok());
         let command_type = raw
             .as_ref()
-            .and_then(|r| r.get("type")?.as_str().map(str::to_string));
+            .and_then(|r| r.get("type")?.as_str()?.parse::<OpsReceiptType>().ok());
         let receipt = match (id, command_type) {
-            (Some(id), Some(command_type)) => refusal(
+            (Some(id), Some(command_type)) => Some(refusal(
                 &id,
                 invalid.payload(),
-                &command_type,
+                command_type,
                 Failure::new(
                     FailureCode::InvalidCommand,
                     format!("invalid command: {}", invalid.error()),
                 ),
-                &self.executor_id,
+                self.once.holder(),
                 arrived,
-            )
-            .ok(),
+            )),
             _ => None,
         };
         let settled = match receipt {
             Some(receipt) => {
                 tracing::warn!(command_id = %receipt.command_id, error = %invalid.error(), "invalid command answered with a failure receipt");
-                if !self.publish_receipt(&receipt).await {
+                if !self.once.publish_result(&receipt).await {
                     // Left unsettled: the server delivers it again after the ack wait.
                     return;
                 }
@@ -982,33 +821,22 @@ impl Shared {
         }
     }
 
-    async fn publish(&self, command: &OpsCommand, status: Status, arrived: Instant) {
-        match receipts::receipt(
+    /// Announces a long command: a pending receipt that is lost only means the final one comes
+    /// unannounced.
+    async fn publish_pending(
+        &self,
+        command: &OpsCommand,
+        accepted: Map<String, Value>,
+        arrived: Instant,
+    ) {
+        let receipt = receipts::receipt(
             &command.id,
-            &command.type_.to_string(),
-            status,
-            &self.executor_id,
+            receipt_type(command.type_),
+            Status::Pending(accepted),
+            self.once.holder(),
             arrived,
-        ) {
-            Ok(receipt) => {
-                // A pending receipt that is lost only means the final one comes unannounced.
-                self.publish_receipt(&receipt).await;
-            }
-            Err(e) => {
-                tracing::error!(command_id = %command.id, error = %e, "built an invalid receipt")
-            }
-        }
-    }
-
-    /// Publishes `receipt` (a few tries); whether the server stored it.
-    async fn publish_receipt(&self, receipt: &OpsReceipt) -> bool {
-        match self.bus.publish_retrying(receipt, 3).await {
-            Ok(_) => true,
-            Err(e) => {
-                tracing::error!(receipt_id = %receipt.id, command_id = %receipt.command_id, error = %e, "gave up publishing a receipt; the command is handed back");
-                false
-            }
-        }
+        );
+        self.once.publish_result(&receipt).await;
     }
 }
 
@@ -1018,25 +846,25 @@ impl Shared {
 fn refusal(
     command_id: &uuid::Uuid,
     payload: &[u8],
-    command_type: &str,
+    command_type: OpsReceiptType,
     why: Failure,
     executor_id: &str,
     arrived: Instant,
-) -> Result<OpsReceipt, contracts::ContractError> {
+) -> OpsReceipt {
     let mut receipt = receipts::receipt(
         command_id,
         command_type,
         Status::Failure(why),
         executor_id,
         arrived,
-    )?;
+    );
     receipt.id = receipts::refusal_id(command_id, payload);
-    Ok(receipt)
+    receipt
 }
 
 /// The command a `withdraw` names: `params.command_id` and `params.command_type`, a type that
 /// can be cancelled.
-fn withdrawn_command(params: &Map<String, Value>) -> Result<(uuid::Uuid, String), Failure> {
+fn withdrawn_command(params: &Map<String, Value>) -> Result<(uuid::Uuid, OpsCommandType), Failure> {
     let id = params
         .get("command_id")
         .and_then(Value::as_str)
@@ -1050,10 +878,8 @@ fn withdrawn_command(params: &Map<String, Value>) -> Result<(uuid::Uuid, String)
     let kind = params
         .get("command_type")
         .and_then(Value::as_str)
-        .filter(|kind| {
-            kind.parse::<OpsCommandType>()
-                .is_ok_and(is_cancellable)
-        })
+        .and_then(|kind| kind.parse::<OpsCommandType>().ok())
+        .filter(|kind| is_cancellable(*kind))
         .ok_or_else(|| {
             Failure::new(
                 FailureCode::BadParams,
@@ -1062,7 +888,7 @@ fn withdrawn_command(params: &Map<String, Value>) -> Result<(uuid::Uuid, String)
                 ),
             )
         })?;
-    Ok((id, kind.to_string()))
+    Ok((id, kind))
 }
 
 fn log_final(command: &OpsCommand, receipt: &OpsReceipt) {

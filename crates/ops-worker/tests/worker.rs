@@ -948,7 +948,7 @@ async fn a_receipt_that_could_not_be_published_is_published_by_the_redelivery_an
     while !worker
         .log_text()
         .lines()
-        .any(|l| l.contains("gave up publishing a receipt") && l.contains(&final_id))
+        .any(|l| l.contains("gave up publishing a result") && l.contains(&final_id))
     {
         assert!(
             tokio::time::Instant::now() < deadline,

@@ -103,6 +103,17 @@ pub struct ClaimLog {
     store: kv::Store,
 }
 
+impl<S: crate::Service> super::Bus<S> {
+    /// Opens the claim bucket `B` (it must be provisioned). Compiles only when the inventory
+    /// lists `S` among `B`'s writers.
+    pub async fn claim_log<B: crate::KeyValueBucket>(&self) -> Result<ClaimLog, BusError>
+    where
+        S: crate::WritesBucket<B>,
+    {
+        ClaimLog::open(&self.inner.jetstream, B::INFO.name).await
+    }
+}
+
 impl ClaimLog {
     /// Opens the bucket (it must be provisioned).
     pub async fn open(js: &jetstream::Context, bucket: &str) -> Result<Self, BusError> {

@@ -29,6 +29,7 @@
 //!
 //! Not here: business logic, retries of a handler's own work (the caller naks with a delay).
 
+mod at_most_once;
 mod bucket;
 mod claims;
 mod config;
@@ -43,6 +44,7 @@ mod reader;
 mod stats;
 mod subscribe;
 
+pub use at_most_once::{serve, Admission, AtMostOnce, Held, Lost, Source, WhenLost};
 pub use bucket::{BucketError, BucketErrorKind, BucketHandle, KeyChange};
 pub use claims::{Claim, ClaimFenced, ClaimLog, ClaimRecord, Renewal};
 pub use config::{BusConfig, DEFAULT_NATS_URL};
