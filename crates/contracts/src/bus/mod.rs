@@ -41,6 +41,7 @@ mod isolate;
 mod provision;
 mod publish;
 mod reader;
+mod records;
 mod stats;
 mod subscribe;
 
@@ -57,6 +58,7 @@ pub use provision::{
     provision_all, provision_consumer, seed_interlock, verify_provisioned, ConsumerSettings,
 };
 pub use publish::{idempotency_key, Published};
+pub use records::{Entry, Records, RecordsError, RecordsErrorKind};
 pub use reader::{reader_name, ReadFrom, ReadMessage, Reader, TypedReader};
 pub use stats::{ConsumerStats, StatsSnapshot};
 pub use subscribe::{
