@@ -23,13 +23,14 @@
 //! data, and the platform acts on a name only as it is spelled and only where the policy lets
 //! it.
 
+use contracts::generated::decision_v1::DecisionDecisionType;
 use contracts::generated::incident_v1::IncidentState;
 use contracts::{Action, ApprovalRequest, ContractError, Decision, Incident, Timestamp};
 use uuid::Uuid;
 
 use crate::interlock::{Armed, InterlockState};
 use crate::limits::{assess, ActionMark, LimitState, RequestMark};
-use crate::messages::{tags, ActionDraft, DecisionDraft, DecisionType, Proposed, RequestDraft};
+use crate::messages::{tags, ActionDraft, DecisionDraft, Proposed, RequestDraft};
 use crate::policy::{Evaluation, Level, LimitKey, Proposal, Safety, TargetRefusal};
 use crate::records::RequestRecord;
 
@@ -162,7 +163,7 @@ pub fn decide(
     let no_action = |safety: Safety, reasoning: String, proposal: Option<&Proposal<'_>>| {
         let draft = DecisionDraft {
             incident_id: incident.incident_id,
-            decision_type: DecisionType::NoAction,
+            decision_type: DecisionDecisionType::NoAction,
             safety,
             reasoning,
             proposed: proposal.map(proposed),
@@ -303,7 +304,7 @@ pub fn decide(
             }
             let draft = DecisionDraft {
                 incident_id: incident.incident_id,
-                decision_type: DecisionType::SuggestAction,
+                decision_type: DecisionDecisionType::SuggestAction,
                 safety,
                 reasoning: join(&notes),
                 proposed: Some(proposed(proposal)),
@@ -347,7 +348,7 @@ pub fn decide(
             // action before anyone is asked to approve it.
             let action = ActionDraft {
                 decision_id,
-                action_type: &rule.action.to_string(),
+                action_type: rule.action,
                 safety,
                 parameters: &proposal.parameters,
                 approval_id: None,
@@ -378,7 +379,7 @@ pub fn decide(
                 decision_tags.insert("action_id".into(), action.action_id.to_string());
                 let decision = DecisionDraft {
                     incident_id: incident.incident_id,
-                    decision_type: DecisionType::ExecuteSafeAction,
+                    decision_type: DecisionDecisionType::ExecuteSafeAction,
                     safety,
                     reasoning,
                     proposed: Some(proposed(proposal)),
@@ -424,7 +425,7 @@ pub fn decide(
                 );
                 let decision = DecisionDraft {
                     incident_id: incident.incident_id,
-                    decision_type: DecisionType::RequestApproval,
+                    decision_type: DecisionDecisionType::RequestApproval,
                     safety,
                     reasoning,
                     proposed: Some(proposed(proposal)),
