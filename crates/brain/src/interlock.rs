@@ -197,19 +197,21 @@ fn decode_raw<T: contracts::Contract>(key: &str, bytes: &[u8]) -> Result<T, Stri
     })
 }
 
-/// The live interlock: a watch task keeps it current. Dropping it stops the task.
-pub struct Interlock {
+/// Brain's live view of the interlock records ops-worker writes (ops-worker's own
+/// `state::Interlock` is the writer's side): a watch task keeps it current. Dropping it stops
+/// the task.
+pub struct InterlockWatch {
     receiver: watch::Receiver<InterlockState>,
     task: tokio::task::JoinHandle<()>,
 }
 
-impl Drop for Interlock {
+impl Drop for InterlockWatch {
     fn drop(&mut self) {
         self.task.abort();
     }
 }
 
-impl Interlock {
+impl InterlockWatch {
     /// A fixed interlock (tests, and `brain check`).
     pub fn fixed(state: InterlockState) -> Self {
         let (sender, receiver) = watch::channel(state);
