@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::records::{sort_by_time, Record};
-use crate::render::{format_duration, format_time};
+use crate::render::{envelope, format_duration, format_time};
 
 /// The `source` of everything this tool publishes.
 pub const SOURCE: &str = "orion-approval-cli";
@@ -107,7 +107,7 @@ impl RequestView<'_> {
             "expires_in_s": self.expires_in(now).whole_seconds(),
             "reasoning": self.request.requested_action.reasoning.as_deref(),
             "request": self.record.raw,
-            "answers": self.answers.iter().map(|r| r.envelope()).collect::<Vec<_>>(),
+            "answers": self.answers.iter().map(|r| envelope(r)).collect::<Vec<_>>(),
         })
     }
 }

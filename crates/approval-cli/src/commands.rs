@@ -23,7 +23,7 @@ use crate::cli::{
 };
 use crate::keys;
 use crate::records::{decode_all, sort_by_time, Decoded, Record};
-use crate::render::{format_duration, format_time, table, timeline_line, truncate};
+use crate::render::{envelope, format_duration, format_time, table, timeline_line, truncate};
 use crate::streams::{self, ReadError};
 use crate::trail;
 
@@ -367,7 +367,7 @@ async fn show(args: ShowArgs, json: bool) -> CmdResult {
     let chain = request_chain(view, &decoded.records);
     if json {
         let mut value = view.to_json(now);
-        value["chain"] = Value::Array(chain.iter().map(|r| r.envelope()).collect());
+        value["chain"] = Value::Array(chain.iter().map(|r| envelope(r)).collect());
         print_json(&value);
         return Ok(());
     }
@@ -608,7 +608,7 @@ async fn watch(args: WatchArgs, json: bool) -> CmdResult {
                 Some(Ok(raw)) => match Record::decode(raw) {
                     Ok(record) if json => println!(
                         "{}",
-                        serde_json::to_string(&record.envelope()).expect("JSON values serialize")
+                        serde_json::to_string(&envelope(&record)).expect("JSON values serialize")
                     ),
                     Ok(record) => println!("{}", timeline_line(&record)),
                     Err(skipped) => eprintln!("skipped: {skipped}"),
@@ -681,7 +681,7 @@ async fn trail_command(args: TrailArgs, json: bool) -> CmdResult {
         chain.len()
     );
     if json {
-        print_json(&Value::Array(chain.iter().map(|r| r.envelope()).collect()));
+        print_json(&Value::Array(chain.iter().map(|r| envelope(r)).collect()));
         eprintln!("{footer}");
         return Ok(());
     }
