@@ -1,6 +1,10 @@
 //! `ack`: an operator acknowledges an incident (guardian moves it to `acknowledged`).
 
-use contracts::{Contract, Incident, IncidentAcknowledgement, Message, Timestamp};
+use contracts::generated::incident_acknowledgement_v1::{
+    IncidentAcknowledgementSource, IncidentAcknowledgementVersion,
+};
+use contracts::generated::incident_v1::IncidentState;
+use contracts::{Contract, ContractError, Incident, IncidentAcknowledgement, Message, Timestamp};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -41,22 +45,20 @@ pub(super) async fn run(args: AckArgs, json: bool) -> CmdResult {
         .collect();
     sort_by_time(&mut versions);
     if let Some(Message::Incident(latest)) = versions.last().map(|r| &r.message) {
-        let state = latest.state.to_string();
-        if state != "open" {
+        if latest.state != IncidentState::Open {
             return Err(Failure::refused(format!(
-                "incident {incident_id} is already {state}; nothing was sent"
+                "incident {incident_id} is already {}; nothing was sent",
+                latest.state
             )));
         }
     }
-    let acknowledgement: IncidentAcknowledgement = contracts::decode_value(json!({
-        "version": "1.0",
-        "acknowledgement_id": Uuid::new_v4(),
-        "timestamp": Timestamp::now(),
-        "source": approvals::SOURCE,
-        "incident_id": incident_id,
-        "acknowledged_by": identity,
-        "note": reason,
-    }))
+    let acknowledgement = acknowledgement(
+        incident_id,
+        &identity,
+        reason,
+        Uuid::new_v4(),
+        Timestamp::now(),
+    )
     .map_err(|e| Failure::usage(format!("the acknowledgement would break its contract: {e}")))?;
     let published = bus.publish(&acknowledgement).await.map_err(bus_failure)?;
     bus.close().await.ok();
@@ -78,4 +80,51 @@ pub(super) async fn run(args: AckArgs, json: bool) -> CmdResult {
         );
     }
     Ok(())
+}
+
+/// The acknowledgement of `incident_id` by `identity`, validated against its contract.
+fn acknowledgement(
+    incident_id: Uuid,
+    identity: &str,
+    reason: String,
+    acknowledgement_id: Uuid,
+    now: Timestamp,
+) -> Result<IncidentAcknowledgement, ContractError> {
+    let acknowledgement = IncidentAcknowledgement {
+        acknowledged_by: approvals::field::<IncidentAcknowledgement, _>(
+            "/acknowledged_by",
+            "minLength",
+            identity,
+        )?,
+        acknowledgement_id,
+        action_id: None,
+        incident_id,
+        note: Some(reason),
+        source: IncidentAcknowledgementSource::OrionApprovalCli,
+        tags: Default::default(),
+        timestamp: now,
+        version: IncidentAcknowledgementVersion::X10,
+    };
+    contracts::to_value(&acknowledgement)?;
+    Ok(acknowledgement)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_acknowledgement_is_the_contract_s_and_refuses_what_breaks_it() {
+        let (incident, id, now) = (Uuid::from_u128(1), Uuid::from_u128(2), Timestamp::now());
+        let sent = acknowledgement(incident, "bob", "on it".into(), id, now).unwrap();
+        let wire = contracts::to_value(&sent).unwrap();
+        assert_eq!(wire["source"], "orion-approval-cli");
+        assert_eq!(wire["note"], "on it");
+        assert_eq!(
+            contracts::decode_value::<IncidentAcknowledgement>(wire).unwrap(),
+            sent
+        );
+        let refused = acknowledgement(incident, "", "on it".into(), id, now).unwrap_err();
+        assert_eq!(refused.violations()[0].instance_path, "/acknowledged_by");
+    }
 }
