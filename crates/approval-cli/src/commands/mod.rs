@@ -167,10 +167,12 @@ pub async fn run(command: Command, json: bool) -> CmdResult {
     }
 }
 
+/// The stream of requests and answers (`list`, `show` and `answer` start from it).
 async fn read_decisions(bus: &Bus<ApprovalCli>) -> Result<Decoded, Failure> {
     read(bus, ApprovalDecision::INFO.stream, None).await
 }
 
+/// `restart_service web`: the requested action and its target, as tables and lines show it.
 fn action_text(view: &RequestView<'_>) -> String {
     let target = crate::render::target_of(&view.request.requested_action.parameters)
         .map(|t| format!(" {t}"))
@@ -178,6 +180,8 @@ fn action_text(view: &RequestView<'_>) -> String {
     format!("{}{target}", view.request.requested_action.action_type)
 }
 
+/// The request an operator's id (or unique prefix) names: a usage error when malformed,
+/// refused when it names none or several.
 fn find_request<'a>(
     views: &'a [RequestView<'a>],
     id: &str,
