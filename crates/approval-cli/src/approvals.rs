@@ -2,15 +2,18 @@
 //! the signed answer an administrator sends. Pure: it works on records already read.
 
 use std::collections::HashSet;
+use std::str::FromStr;
 
-use contracts::approval_decision_v1::ApprovalDecisionDecision;
-use contracts::{ApprovalDecision, ApprovalRequest, ContractError, Message, Timestamp};
+use contracts::approval_decision_v1::{ApprovalDecisionDecision, ApprovalDecisionVersion};
+use contracts::{
+    ApprovalDecision, ApprovalRequest, Contract, ContractError, Message, Timestamp, Violation,
+};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::records::{sort_by_time, Record};
-use crate::render::{format_duration, format_time};
+use crate::render::{envelope, format_duration, format_time};
 
 /// The `source` of everything this tool publishes.
 pub const SOURCE: &str = "orion-approval-cli";
@@ -107,7 +110,7 @@ impl RequestView<'_> {
             "expires_in_s": self.expires_in(now).whole_seconds(),
             "reasoning": self.request.requested_action.reasoning.as_deref(),
             "request": self.record.raw,
-            "answers": self.answers.iter().map(|r| r.envelope()).collect::<Vec<_>>(),
+            "answers": self.answers.iter().map(|r| envelope(r)).collect::<Vec<_>>(),
         })
     }
 }
@@ -312,26 +315,44 @@ pub fn build_decision(
 ) -> Result<ApprovalDecision, ContractError> {
     // Saturating: a validity past the supported range ends at its end.
     let expires_at = now.saturating_add(answer.valid_for);
-    let mut value = json!({
-        "version": "1.0",
-        "approval_id": approval_id,
-        "timestamp": now,
-        "source": SOURCE,
-        "approval_request_id": request.approval_request_id,
-        "decision_id": request.decision_id,
-        "decision": answer.decision,
-        "admin_identity": answer.admin_identity,
-        "reason": answer.reason,
-        "issued_at": now,
-        "expires_at": expires_at,
-    });
-    if answer.override_cooldown {
-        value["override_cooldown"] = json!(true);
-    }
-    if answer.override_circuit_breaker {
-        value["override_circuit_breaker"] = json!(true);
-    }
-    contracts::decode_value(value)
+    let decision = ApprovalDecision {
+        action_id: None,
+        admin_identity: answer.admin_identity.clone(),
+        approval_id,
+        approval_request_id: request.approval_request_id,
+        decision: answer.decision,
+        decision_id: request.decision_id,
+        expires_at,
+        issued_at: now,
+        override_circuit_breaker: answer.override_circuit_breaker,
+        override_cooldown: answer.override_cooldown,
+        reason: field::<ApprovalDecision, _>("/reason", "minLength", &answer.reason)?,
+        source: field::<ApprovalDecision, _>("/source", "pattern", SOURCE)?,
+        tags: Default::default(),
+        timestamp: now,
+        version: ApprovalDecisionVersion::X10,
+    };
+    // typify does not enforce every rule (the override flags only on `force`): the schema does.
+    contracts::to_value(&decision)?;
+    Ok(decision)
+}
+
+/// A field of a generated type from text; text that does not fit is refused as the schema
+/// validation refuses it (a violation of `rule` at `path`), so callers see one kind of error.
+pub(crate) fn field<T: Contract, F>(path: &str, rule: &str, text: &str) -> Result<F, ContractError>
+where
+    F: FromStr,
+    F::Err: std::fmt::Display,
+{
+    text.parse().map_err(|e: F::Err| ContractError::Invalid {
+        contract: T::INFO.name,
+        violations: vec![Violation {
+            instance_path: path.to_string(),
+            rule: rule.to_string(),
+            value: Value::String(text.to_string()).to_string(),
+            message: format!("{text:?}: {e}"),
+        }],
+    })
 }
 
 #[cfg(test)]

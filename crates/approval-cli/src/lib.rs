@@ -21,10 +21,12 @@
 //! - [`records`]: messages as read back from the streams (raw JSON, decoded [`contracts::Message`]).
 //! - [`streams`]: reading a stream to its end, or following it, with ordered pull consumers.
 //! - [`approvals`]: pending/answered/expired requests, id prefixes, building an approval decision.
-//! - [`trail`]: the chain of one incident, in time order (pure).
+//! - [`trail`]: the chain of one incident, and the decision chain of one approval request, in
+//!   time order (pure).
 //! - [`render`]: one-line summaries, times, durations, tables.
 //! - [`keys`]: admin key files and brain's `[[admins]]` snippet.
-//! - [`cli`] and [`commands`]: the subcommands.
+//! - [`cli`]: the arguments; [`commands`]: the subcommands, one module each, and what they
+//!   share (connecting, reading, failures and exit codes).
 //!
 //! What the other services can rely on:
 //!

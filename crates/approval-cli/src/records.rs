@@ -2,10 +2,11 @@
 //! published, and the decoded, validated [`Message`].
 //!
 //! Pure: no I/O here (see [`crate::streams`] for reading), so the audit logic built on top of it
-//! is unit-testable with hand-made records.
+//! is unit-testable with hand-made records. How a record is shown (lines, the `--json`
+//! envelope) is [`crate::render`]'s, which reads records; this module imports nothing of it.
 
 use contracts::Message;
-use serde_json::{json, Value};
+use serde_json::Value;
 use time::OffsetDateTime;
 
 /// One message as stored in a JetStream stream, before decoding.
@@ -105,23 +106,6 @@ impl Record {
     /// The contract name (`incident`, `ops_receipt`, …).
     pub fn contract(&self) -> &'static str {
         self.message.info().name
-    }
-
-    /// The record for scripts: where it is stored and the message exactly as published.
-    pub fn envelope(&self) -> Value {
-        let mut envelope = json!({
-            "time": crate::render::format_time(self.time()),
-            "subject": self.subject,
-            "contract": self.contract(),
-            "stream": self.stream,
-            "sequence": self.sequence,
-            "stored_at": crate::render::format_time(self.stored_at),
-            "message": self.raw,
-        });
-        if let Some(signature) = &self.signature {
-            envelope["signature"] = json!(signature);
-        }
-        envelope
     }
 }
 

@@ -1,8 +1,9 @@
 //! How messages look to a person: one line per message (kind, id, the fields that matter),
-//! times, durations and tables. Pure formatting, no I/O.
+//! times, durations and tables; and to a script: the `--json` envelope of a record. Pure
+//! formatting, no I/O.
 
 use contracts::Message;
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 use time::{OffsetDateTime, UtcOffset};
 
 use crate::records::Record;
@@ -314,6 +315,23 @@ pub fn timeline_line(record: &Record) -> String {
         summary.id,
         summary.details
     )
+}
+
+/// The record for scripts (`--json`): where it is stored and the message exactly as published.
+pub fn envelope(record: &Record) -> Value {
+    let mut envelope = json!({
+        "time": format_time(record.time()),
+        "subject": record.subject,
+        "contract": record.contract(),
+        "stream": record.stream,
+        "sequence": record.sequence,
+        "stored_at": format_time(record.stored_at),
+        "message": record.raw,
+    });
+    if let Some(signature) = &record.signature {
+        envelope["signature"] = json!(signature);
+    }
+    envelope
 }
 
 /// A table for people: no vertical rules, a rule under the header; wraps to `COLUMNS` when the

@@ -15,6 +15,8 @@
 //!   commander writes `orion action <action_id>: …`), and their receipts (`command_id`);
 //! - outcomes (`action_id`), notifications and acknowledgements (`incident_id` or `action_id`);
 //! - dead letters whose raw payload mentions the incident or any id of the chain.
+//!
+//! [`request_chain`] is the smaller chain `show` prints for one approval request.
 
 use std::collections::HashSet;
 
@@ -22,6 +24,7 @@ use base64::Engine;
 use contracts::Message;
 use uuid::Uuid;
 
+use crate::approvals::RequestView;
 use crate::records::{sort_by_time, Record};
 
 /// The ids that make up one incident's chain.
@@ -200,6 +203,54 @@ pub fn incident_start(incident_id: Uuid, records: &[Record]) -> Option<time::Off
             _ => None,
         })
         .min()
+}
+
+/// The decision chain of a request: brain's decision behind it (and brain's later decisions on
+/// the same incident), the request, its answers, the actions released and their outcomes.
+pub fn request_chain<'a>(view: &RequestView<'a>, records: &'a [Record]) -> Vec<&'a Record> {
+    let request = view.request;
+    let answers: HashSet<Uuid> = view
+        .answers
+        .iter()
+        .filter_map(|r| match &r.message {
+            Message::ApprovalDecision(d) => Some(d.approval_id),
+            Message::Approval(a) => Some(a.approval_id),
+            _ => None,
+        })
+        .collect();
+    let requested_at = request.timestamp.as_offset_date_time();
+    let actions: HashSet<Uuid> = records
+        .iter()
+        .filter_map(|r| match &r.message {
+            Message::Action(a)
+                if a.decision_id == request.decision_id
+                    || a.approval_id.is_some_and(|id| answers.contains(&id)) =>
+            {
+                Some(a.action_id)
+            }
+            _ => None,
+        })
+        .collect();
+    let mut chain: Vec<&Record> = records
+        .iter()
+        .filter(|r| match &r.message {
+            Message::Decision(d) => {
+                d.decision_id == request.decision_id
+                    || (Some(d.incident_id) == request.incident_id
+                        && d.timestamp.as_offset_date_time() >= requested_at)
+            }
+            Message::ApprovalRequest(q) => q.approval_request_id == request.approval_request_id,
+            Message::ApprovalDecision(d) => answers.contains(&d.approval_id),
+            Message::Approval(a) => answers.contains(&a.approval_id),
+            Message::Action(a) => actions.contains(&a.action_id),
+            Message::Outcome(o) => actions.contains(&o.action_id),
+            _ => false,
+        })
+        .collect();
+    let mut seen = HashSet::new();
+    chain.retain(|r| seen.insert((r.stream.clone(), r.sequence)));
+    sort_by_time(&mut chain);
+    chain
 }
 
 #[cfg(test)]
@@ -447,6 +498,48 @@ mod tests {
         assert_eq!(
             ids(&build_trail(id(1), &stored)),
             [20, 40, 60]
+                .iter()
+                .map(|n| id(*n).to_string())
+                .collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn a_request_chain_is_its_decisions_answers_actions_and_outcomes() {
+        // Request 20 of decision 10 on incident 1, approved by 30; action 40 hangs off the
+        // decision, action 41 off the approval; decision 11 is brain's later word on the
+        // incident, decision 9 an earlier one (not part of this request's chain).
+        let mut with_incident = request(20, 10, 12);
+        with_incident.1["incident_id"] = json!(id(1));
+        let mut by_approval = action(41, 999, 22);
+        by_approval.1["approval_id"] = json!(id(30));
+        let mut stored = records(&[
+            outcome(61, 41, 47),
+            decision(9, 1, 5),
+            decision(10, 1, 11),
+            with_incident,
+            approval(30, 20, 10, 20),
+            action(40, 10, 21),
+            by_approval,
+            outcome(60, 40, 46),
+            decision(11, 1, 50),
+            // Noise: another incident's decision, action and outcome; another request.
+            decision(910, 900, 11),
+            action(940, 910, 21),
+            outcome(960, 940, 46),
+            request(920, 910, 12),
+        ]);
+        // The same stored message read twice (two reads of one stream) counts once.
+        stored.push(stored[2].clone());
+        let now = OffsetDateTime::from_unix_timestamp(1_771_070_400 + 100).unwrap();
+        let views = crate::approvals::requests(&stored, now);
+        let view = views
+            .iter()
+            .find(|v| v.request.approval_request_id == id(20))
+            .unwrap();
+        assert_eq!(
+            ids(&request_chain(view, &stored)),
+            [10, 20, 30, 40, 41, 60, 61, 11]
                 .iter()
                 .map(|n| id(*n).to_string())
                 .collect::<Vec<_>>()

@@ -20,6 +20,7 @@
 //! refused: approvals must be signed.
 
 use contracts::generated::approval_decision_v1::ApprovalDecisionDecision;
+use contracts::generated::decision_v1::DecisionDecisionType;
 use contracts::generated::outcome_v1::OutcomeStatus;
 use contracts::signing::{SignatureError, Verifier, APPROVAL_SIGNER_FIELD};
 use contracts::{Action, Approval, ApprovalDecision, ContractError, Decision, Outcome, Timestamp};
@@ -27,7 +28,7 @@ use serde_json::Value;
 
 use crate::decide::Autonomy;
 use crate::limits::{assess, ActionMark, DenialMark, FailureMark, LimitState};
-use crate::messages::{tags, ActionDraft, DecisionDraft, DecisionType, Proposed};
+use crate::messages::{action_type, tags, ActionDraft, DecisionDraft, Proposed};
 use crate::policy::Level;
 use crate::records::{RequestRecord, Settlement};
 
@@ -250,7 +251,7 @@ pub fn judge(check: &ApprovalCheck<'_>) -> Result<Judgement, ContractError> {
     }
     let action = ActionDraft {
         decision_id: request.decision_id,
-        action_type: &request.requested_action.action_type,
+        action_type: action_type(&request.requested_action.action_type)?,
         safety: record.safety,
         parameters: &request.requested_action.parameters,
         approval_id: Some(a.approval_id),
@@ -306,7 +307,7 @@ fn settlement_decision(
     }
     DecisionDraft {
         incident_id: record.incident_id(),
-        decision_type: DecisionType::NoAction,
+        decision_type: DecisionDecisionType::NoAction,
         safety: record.safety,
         reasoning: reasoning.to_string(),
         proposed: Some(Proposed {

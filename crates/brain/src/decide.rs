@@ -23,14 +23,15 @@
 //! data, and the platform acts on a name only as it is spelled and only where the policy lets
 //! it.
 
+use contracts::generated::decision_v1::DecisionDecisionType;
 use contracts::generated::incident_v1::IncidentState;
 use contracts::{Action, ApprovalRequest, ContractError, Decision, Incident, Timestamp};
 use uuid::Uuid;
 
 use crate::interlock::{Armed, InterlockState};
 use crate::limits::{assess, ActionMark, LimitState, RequestMark};
-use crate::messages::{tags, ActionDraft, DecisionDraft, DecisionType, Proposed, RequestDraft};
-use crate::policy::{Evaluation, Level, LimitKey, Proposal, Safety, TargetRefusal};
+use crate::messages::{tags, ActionDraft, DecisionDraft, Proposed, RequestDraft};
+use crate::policy::{Evaluation, Level, LimitKey, Proposal, Rule, Safety, TargetRefusal};
 use crate::records::RequestRecord;
 
 /// The level in force and why.
@@ -145,6 +146,12 @@ fn join(parts: &[String]) -> String {
 ///
 /// `limits` is the state of the proposal's action + target (if any); `approval_timeout_s`
 /// sets the request's expiry.
+///
+/// The steps, in order: an incident that is not open gets nothing; an evaluation without a
+/// proposal (no rule, unrenderable parameters, a refused target) gets nothing, saying why;
+/// then the effective level decides between observing, suggesting, refusing RISKY at N2, and
+/// acting — which the limits or the action contract can stop, and which is an action for SAFE
+/// and an approval request otherwise.
 pub fn decide(
     incident: &Incident,
     evaluation: &Evaluation<'_>,
@@ -153,31 +160,96 @@ pub fn decide(
     approval_timeout_s: u64,
     now: Timestamp,
 ) -> Result<IncidentPlan, ContractError> {
-    let level = autonomy.effective;
-    let what = format!(
-        "incident {} ({}, severity {})",
-        incident.incident_id, incident.incident_type, incident.severity
-    );
-    let what_first = capitalize(&what);
-    let no_action = |safety: Safety, reasoning: String, proposal: Option<&Proposal<'_>>| {
-        let draft = DecisionDraft {
-            incident_id: incident.incident_id,
-            decision_type: DecisionType::NoAction,
+    let deciding = Deciding::new(incident, autonomy, now);
+    if incident.state != IncidentState::Open {
+        return deciding.not_open(evaluation);
+    }
+    let proposal = match evaluation {
+        Evaluation::Proposal(p) => p,
+        Evaluation::NoRule { near_misses } => return deciding.no_rule(near_misses),
+        Evaluation::RenderFailed { rule, failures } => {
+            return deciding.unrenderable(rule, failures)
+        }
+        Evaluation::TargetRefused { rule, refusal } => {
+            return deciding.target_refused(rule, refusal)
+        }
+    };
+    let intro = deciding.intro(proposal);
+    match autonomy.effective {
+        Level::N0 => deciding.observe(proposal, intro),
+        Level::N1 => deciding.suggest(proposal, intro, limits),
+        Level::N2 if proposal.safety().needs_approval() => deciding.refuse_at_n2(proposal, intro),
+        Level::N2 | Level::N3 => deciding.act(proposal, intro, limits, approval_timeout_s),
+    }
+}
+
+/// What every step of [`decide`] knows: the incident, the level in force, the time.
+struct Deciding<'a> {
+    incident: &'a Incident,
+    autonomy: &'a Autonomy,
+    now: Timestamp,
+    /// How reasoning names the incident: `incident <id> (<type>, severity <s>)`.
+    what: String,
+}
+
+impl<'a> Deciding<'a> {
+    fn new(incident: &'a Incident, autonomy: &'a Autonomy, now: Timestamp) -> Self {
+        let what = format!(
+            "incident {} ({}, severity {})",
+            incident.incident_id, incident.incident_type, incident.severity
+        );
+        Self {
+            incident,
+            autonomy,
+            now,
+            what,
+        }
+    }
+
+    fn what_first(&self) -> String {
+        capitalize(&self.what)
+    }
+
+    fn why(&self) -> String {
+        self.autonomy.why.clone()
+    }
+
+    fn decision(
+        &self,
+        decision_type: DecisionDecisionType,
+        safety: Safety,
+        reasoning: String,
+        proposal: Option<&Proposal<'_>>,
+    ) -> DecisionDraft {
+        DecisionDraft {
+            incident_id: self.incident.incident_id,
+            decision_type,
             safety,
             reasoning,
             proposed: proposal.map(proposed),
-            level,
+            level: self.autonomy.effective,
             tags: proposal.map(proposal_tags).unwrap_or_default(),
-        };
+        }
+    }
+
+    /// NO_ACTION, and nothing else to emit or record.
+    fn no_action(
+        &self,
+        safety: Safety,
+        reasoning: String,
+        proposal: Option<&Proposal<'_>>,
+    ) -> Result<IncidentPlan, ContractError> {
+        let draft = self.decision(DecisionDecisionType::NoAction, safety, reasoning, proposal);
         Ok(IncidentPlan {
-            decision: draft.build(now)?,
+            decision: draft.build(self.now)?,
             action: None,
             request: None,
             change: None,
         })
-    };
+    }
 
-    if incident.state != IncidentState::Open {
+    /// Only open incidents can lead to anything; the others get NO_ACTION.
+    fn not_open(&self, evaluation: &Evaluation<'_>) -> Result<IncidentPlan, ContractError> {
         let safety = match evaluation {
             Evaluation::Proposal(p) => p.safety(),
             Evaluation::RenderFailed { rule, .. } | Evaluation::TargetRefused { rule, .. } => {
@@ -185,284 +257,369 @@ pub fn decide(
             }
             Evaluation::NoRule { .. } => Safety::Unknown,
         };
-        return no_action(
+        self.no_action(
             safety,
             join(&[
                 format!(
-                    "{what_first} is {}: brain acts only on open incidents, so nothing is done",
-                    incident.state
+                    "{} is {}: brain acts only on open incidents, so nothing is done",
+                    self.what_first(),
+                    self.incident.state
                 ),
-                autonomy.why.clone(),
+                self.why(),
             ]),
             None,
-        );
+        )
     }
 
-    let proposal = match evaluation {
-        Evaluation::NoRule { near_misses } => {
-            let near = if near_misses.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", near_misses.join("; "))
-            };
-            return no_action(
-                Safety::Unknown,
-                join(&[
-                    format!("No policy rule covers {what}{near} and no [fallback] is configured: safety UNKNOWN (treated as RISKY) and nothing to propose, so nothing is done"),
-                    autonomy.why.clone(),
-                    format!("To act on such incidents, add a [[rules]] entry for {} (or a [fallback]) to the policy", incident.incident_type),
-                ]),
-                None,
-            );
-        }
-        Evaluation::RenderFailed { rule, failures } => {
-            return no_action(
-                rule.safety,
-                join(&[
-                    format!("{what_first} is covered by the policy, but no covering rule can build its parameters: {}; nothing is done", failures.join("; ")),
-                    autonomy.why.clone(),
-                    "Fix the rule's templates, or the tags guardian puts on such incidents".to_string(),
-                ]),
-                None,
-            );
-        }
-        Evaluation::TargetRefused { rule, refusal } => {
-            let remedy = match refusal {
-                TargetRefusal::NotCanonical { .. } => "The target comes from the incident's tags, which the event source sets: fix the name there (brain acts on a name only as it is spelled)",
-                TargetRefusal::NotAllowed { .. } => "If brain should act on it, add it to that `targets` list of the policy",
-            };
-            return no_action(
-                rule.safety,
-                join(&[
-                    format!(
-                        "{what_first}: {} would {} on the target its parameters.{} names, but brain refuses it: {refusal}; nothing is done",
-                        rule_label(rule),
-                        rule.action,
-                        refusal.parameter()
-                    ),
-                    autonomy.why.clone(),
-                    remedy.to_string(),
-                ]),
-                None,
-            );
-        }
-        Evaluation::Proposal(p) => p,
-    };
-
-    let rule = proposal.rule;
-    let safety = proposal.safety();
-    let key = proposal.limit_key();
-    let mut intro = if safety == Safety::Unknown {
-        let near = if proposal.near_misses.is_empty() {
+    /// No rule covers the incident and there is no fallback: NO_ACTION, UNKNOWN.
+    fn no_rule(&self, near_misses: &[String]) -> Result<IncidentPlan, ContractError> {
+        let near = if near_misses.is_empty() {
             String::new()
         } else {
-            format!(" ({})", proposal.near_misses.join("; "))
+            format!(" ({})", near_misses.join("; "))
         };
-        format!(
-            "No policy rule covers {what}{near}; the policy's [fallback] (line {}) proposes {} on {}, safety UNKNOWN (treated as RISKY)",
-            rule.line, rule.action, proposal.target
+        self.no_action(
+            Safety::Unknown,
+            join(&[
+                format!("No policy rule covers {}{near} and no [fallback] is configured: safety UNKNOWN (treated as RISKY) and nothing to propose, so nothing is done", self.what),
+                self.why(),
+                format!("To act on such incidents, add a [[rules]] entry for {} (or a [fallback]) to the policy", self.incident.incident_type),
+            ]),
+            None,
         )
-    } else {
-        format!(
-            "{what_first}: policy rule `{}` (line {}) proposes {} on {}, classified {safety}",
-            rule.name, rule.line, rule.action, proposal.target
-        )
-    };
-    if !proposal.skipped.is_empty() {
-        intro.push_str(&format!(
-            " (earlier covering rules skipped: {})",
-            proposal.skipped.join("; ")
-        ));
     }
 
-    match level {
-        Level::N0 => no_action(
-            safety,
-            join(&[intro, autonomy.why.clone(), "Observing only: nothing is done".to_string()]),
-            Some(proposal),
-        ),
-        Level::N1 => {
-            let check = assess(limits, &rule.limits, now, false);
-            let mut notes = vec![
-                intro,
-                autonomy.why.clone(),
+    /// Rules cover the incident but none can render its parameters: NO_ACTION naming why.
+    fn unrenderable(
+        &self,
+        rule: &Rule,
+        failures: &[String],
+    ) -> Result<IncidentPlan, ContractError> {
+        self.no_action(
+            rule.safety,
+            join(&[
+                format!("{} is covered by the policy, but no covering rule can build its parameters: {}; nothing is done", self.what_first(), failures.join("; ")),
+                self.why(),
+                "Fix the rule's templates, or the tags guardian puts on such incidents".to_string(),
+            ]),
+            None,
+        )
+    }
+
+    /// The rule's target is not canonical or not allowed: NO_ACTION naming it and the remedy.
+    fn target_refused(
+        &self,
+        rule: &Rule,
+        refusal: &TargetRefusal,
+    ) -> Result<IncidentPlan, ContractError> {
+        let remedy = match refusal {
+            TargetRefusal::NotCanonical { .. } => "The target comes from the incident's tags, which the event source sets: fix the name there (brain acts on a name only as it is spelled)",
+            TargetRefusal::NotAllowed { .. } => "If brain should act on it, add it to that `targets` list of the policy",
+        };
+        self.no_action(
+            rule.safety,
+            join(&[
                 format!(
-                    "Suggested for an operator to carry out by hand; brain emits no action"
+                    "{}: {} would {} on the target its parameters.{} names, but brain refuses it: {refusal}; nothing is done",
+                    self.what_first(),
+                    rule_label(rule),
+                    rule.action,
+                    refusal.parameter()
                 ),
-            ];
-            if !check.blocks.is_empty() {
-                notes.push(format!(
-                    "Note: {}",
-                    check
-                        .blocks
-                        .iter()
-                        .map(|b| b.describe(&key))
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                ));
-            }
-            let draft = DecisionDraft {
-                incident_id: incident.incident_id,
-                decision_type: DecisionType::SuggestAction,
-                safety,
-                reasoning: join(&notes),
-                proposed: Some(proposed(proposal)),
-                level,
-                tags: proposal_tags(proposal),
+                self.why(),
+                remedy.to_string(),
+            ]),
+            None,
+        )
+    }
+
+    /// The reasoning's first sentence about a proposal: which rule proposes what, how safe.
+    fn intro(&self, proposal: &Proposal<'_>) -> String {
+        let rule = proposal.rule;
+        let safety = proposal.safety();
+        let mut intro = if safety == Safety::Unknown {
+            let near = if proposal.near_misses.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", proposal.near_misses.join("; "))
             };
-            Ok(IncidentPlan {
-                decision: draft.build(now)?,
-                action: None,
-                request: None,
-                change: None,
-            })
+            format!(
+                "No policy rule covers {}{near}; the policy's [fallback] (line {}) proposes {} on {}, safety UNKNOWN (treated as RISKY)",
+                self.what, rule.line, rule.action, proposal.target
+            )
+        } else {
+            format!(
+                "{}: policy rule `{}` (line {}) proposes {} on {}, classified {safety}",
+                self.what_first(),
+                rule.name,
+                rule.line,
+                rule.action,
+                proposal.target
+            )
+        };
+        if !proposal.skipped.is_empty() {
+            intro.push_str(&format!(
+                " (earlier covering rules skipped: {})",
+                proposal.skipped.join("; ")
+            ));
         }
-        Level::N2 if safety.needs_approval() => no_action(
+        intro
+    }
+
+    /// N0: the proposal is recorded, nothing is done.
+    fn observe(
+        &self,
+        proposal: &Proposal<'_>,
+        intro: String,
+    ) -> Result<IncidentPlan, ContractError> {
+        self.no_action(
+            proposal.safety(),
+            join(&[
+                intro,
+                self.why(),
+                "Observing only: nothing is done".to_string(),
+            ]),
+            Some(proposal),
+        )
+    }
+
+    /// N1: SUGGEST_ACTION for a person to carry out; limits that would block are only noted.
+    fn suggest(
+        &self,
+        proposal: &Proposal<'_>,
+        intro: String,
+        limits: Option<&LimitState>,
+    ) -> Result<IncidentPlan, ContractError> {
+        let check = assess(limits, &proposal.rule.limits, self.now, false);
+        let mut notes = vec![
+            intro,
+            self.why(),
+            "Suggested for an operator to carry out by hand; brain emits no action".to_string(),
+        ];
+        if !check.blocks.is_empty() {
+            let key = proposal.limit_key();
+            notes.push(format!(
+                "Note: {}",
+                check
+                    .blocks
+                    .iter()
+                    .map(|b| b.describe(&key))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ));
+        }
+        let draft = self.decision(
+            DecisionDecisionType::SuggestAction,
+            proposal.safety(),
+            join(&notes),
+            Some(proposal),
+        );
+        Ok(IncidentPlan {
+            decision: draft.build(self.now)?,
+            action: None,
+            request: None,
+            change: None,
+        })
+    }
+
+    /// N2 and a RISKY (or UNKNOWN) proposal: blocked, it needs N3 and an approval.
+    fn refuse_at_n2(
+        &self,
+        proposal: &Proposal<'_>,
+        intro: String,
+    ) -> Result<IncidentPlan, ContractError> {
+        let safety = proposal.safety();
+        self.no_action(
             safety,
             join(&[
                 intro,
-                autonomy.why.clone(),
+                self.why(),
                 format!("{safety} actions are blocked at N2: they need level N3 and a signed approval, so nothing is done"),
             ]),
             Some(proposal),
-        ),
-        Level::N2 | Level::N3 => {
-            let check = assess(limits, &rule.limits, now, safety.needs_approval());
-            if !check.blocks.is_empty() {
-                let blocks: Vec<String> = check.blocks.iter().map(|b| b.describe(&key)).collect();
-                return no_action(
+        )
+    }
+
+    /// N2/N3: the limits first, then the action's contract; then SAFE executes and the rest
+    /// asks for an approval.
+    fn act(
+        &self,
+        proposal: &Proposal<'_>,
+        intro: String,
+        limits: Option<&LimitState>,
+        approval_timeout_s: u64,
+    ) -> Result<IncidentPlan, ContractError> {
+        let rule = proposal.rule;
+        let safety = proposal.safety();
+        let key = proposal.limit_key();
+        let check = assess(limits, &rule.limits, self.now, safety.needs_approval());
+        if !check.blocks.is_empty() {
+            let blocks: Vec<String> = check.blocks.iter().map(|b| b.describe(&key)).collect();
+            return self.no_action(
+                safety,
+                join(&[
+                    intro,
+                    self.why(),
+                    format!("Blocked: {}; nothing is done", blocks.join("; ")),
+                ]),
+                Some(proposal),
+            );
+        }
+        let decision_id = Uuid::new_v4();
+        let mut action_tags = proposal_tags(proposal);
+        action_tags.insert("incident_id".into(), self.incident.incident_id.to_string());
+        // Built even when only an approval is requested: the parameters must make a valid
+        // action before anyone is asked to approve it.
+        let action = ActionDraft {
+            decision_id,
+            action_type: rule.action,
+            safety,
+            parameters: &proposal.parameters,
+            approval_id: None,
+            tags: action_tags,
+        }
+        .build(self.now);
+        let action = match action {
+            Ok(action) => action,
+            Err(e) => {
+                return self.no_action(
                     safety,
                     join(&[
                         intro,
-                        autonomy.why.clone(),
-                        format!("Blocked: {}; nothing is done", blocks.join("; ")),
+                        self.why(),
+                        format!("The rendered parameters break the action contract ({e}); nothing is done — fix rule `{}`", rule.name),
                     ]),
                     Some(proposal),
-                );
+                )
             }
-            let decision_id = Uuid::new_v4();
-            let mut action_tags = proposal_tags(proposal);
-            action_tags.insert("incident_id".into(), incident.incident_id.to_string());
-            // Built even when only an approval is requested: the parameters must make a valid
-            // action before anyone is asked to approve it.
-            let action = ActionDraft {
+        };
+        if safety == Safety::Safe {
+            self.execute_safe(proposal, intro, &check.summary, decision_id, action)
+        } else {
+            self.request_approval(
+                proposal,
+                intro,
+                &check.summary,
                 decision_id,
-                action_type: &rule.action.to_string(),
-                safety,
-                parameters: &proposal.parameters,
-                approval_id: None,
-                tags: action_tags,
-            }
-            .build(now);
-            let action = match action {
-                Ok(action) => action,
-                Err(e) => {
-                    return no_action(
-                        safety,
-                        join(&[
-                            intro,
-                            autonomy.why.clone(),
-                            format!("The rendered parameters break the action contract ({e}); nothing is done — fix rule `{}`", rule.name),
-                        ]),
-                        Some(proposal),
-                    )
-                }
-            };
-            if safety == Safety::Safe {
-                let reasoning = join(&[
-                    intro,
-                    autonomy.why.clone(),
-                    format!("Limits clear ({}): executing action {}", check.summary, action.action_id),
-                ]);
-                let mut decision_tags = proposal_tags(proposal);
-                decision_tags.insert("action_id".into(), action.action_id.to_string());
-                let decision = DecisionDraft {
-                    incident_id: incident.incident_id,
-                    decision_type: DecisionType::ExecuteSafeAction,
-                    safety,
-                    reasoning,
-                    proposed: Some(proposed(proposal)),
-                    level,
-                    tags: decision_tags,
-                }
-                .build_with_id(decision_id, now)?;
-                let mark = ActionMark {
-                    action_id: action.action_id,
-                    at: now,
-                    incident_id: incident.incident_id,
-                    approval_id: None,
-                };
-                Ok(IncidentPlan {
-                    decision,
-                    action: Some(action),
-                    request: None,
-                    change: Some(LimitChange::Action { key, mark }),
-                })
-            } else {
-                let reasoning = join(&[
-                    intro,
-                    autonomy.why.clone(),
-                    format!(
-                        "Limits clear ({}): an administrator must approve within {}s (approval-cli approve|deny|force); nothing runs until a signed approval arrives",
-                        check.summary, approval_timeout_s
-                    ),
-                ]);
-                let request = RequestDraft {
-                    decision_id,
-                    incident_id: incident.incident_id,
-                    action_type: &rule.action.to_string(),
-                    parameters: &proposal.parameters,
-                    reasoning: &reasoning,
-                    timeout_s: approval_timeout_s,
-                    tags: proposal_tags(proposal),
-                }
-                .build(now)?;
-                let mut decision_tags = proposal_tags(proposal);
-                decision_tags.insert(
-                    "approval_request_id".into(),
-                    request.approval_request_id.to_string(),
-                );
-                let decision = DecisionDraft {
-                    incident_id: incident.incident_id,
-                    decision_type: DecisionType::RequestApproval,
-                    safety,
-                    reasoning,
-                    proposed: Some(proposed(proposal)),
-                    level,
-                    tags: decision_tags,
-                }
-                .build_with_id(decision_id, now)?;
-                let mark = RequestMark {
-                    approval_request_id: request.approval_request_id,
-                    expires_at: request.expires_at,
-                    incident_id: incident.incident_id,
-                };
-                let record = RequestRecord {
-                    request: request.clone(),
-                    policy_rule: rule.name.clone(),
-                    safety,
-                    limit_key: key.clone(),
-                    limits: rule.limits,
-                    settlement: None,
-                    refused: Vec::new(),
-                };
-                Ok(IncidentPlan {
-                    decision,
-                    action: None,
-                    request: Some(request),
-                    change: Some(LimitChange::Request {
-                        key,
-                        mark,
-                        record: Box::new(record),
-                    }),
-                })
-            }
+                approval_timeout_s,
+            )
         }
+    }
+
+    /// SAFE with limits clear: EXECUTE_SAFE_ACTION and the action, which starts the cooldown.
+    fn execute_safe(
+        &self,
+        proposal: &Proposal<'_>,
+        intro: String,
+        limits_summary: &str,
+        decision_id: Uuid,
+        action: Action,
+    ) -> Result<IncidentPlan, ContractError> {
+        let reasoning = join(&[
+            intro,
+            self.why(),
+            format!(
+                "Limits clear ({limits_summary}): executing action {}",
+                action.action_id
+            ),
+        ]);
+        let mut draft = self.decision(
+            DecisionDecisionType::ExecuteSafeAction,
+            proposal.safety(),
+            reasoning,
+            Some(proposal),
+        );
+        draft
+            .tags
+            .insert("action_id".into(), action.action_id.to_string());
+        let decision = draft.build_with_id(decision_id, self.now)?;
+        let mark = ActionMark {
+            action_id: action.action_id,
+            at: self.now,
+            incident_id: self.incident.incident_id,
+            approval_id: None,
+        };
+        Ok(IncidentPlan {
+            decision,
+            action: Some(action),
+            request: None,
+            change: Some(LimitChange::Action {
+                key: proposal.limit_key(),
+                mark,
+            }),
+        })
+    }
+
+    /// RISKY or UNKNOWN at N3 with limits clear: REQUEST_APPROVAL and the request, which waits
+    /// (and blocks a second one) until it is answered or expires.
+    fn request_approval(
+        &self,
+        proposal: &Proposal<'_>,
+        intro: String,
+        limits_summary: &str,
+        decision_id: Uuid,
+        approval_timeout_s: u64,
+    ) -> Result<IncidentPlan, ContractError> {
+        let rule = proposal.rule;
+        let safety = proposal.safety();
+        let key = proposal.limit_key();
+        let reasoning = join(&[
+            intro,
+            self.why(),
+            format!(
+                "Limits clear ({limits_summary}): an administrator must approve within {approval_timeout_s}s (approval-cli approve|deny|force); nothing runs until a signed approval arrives"
+            ),
+        ]);
+        let request = RequestDraft {
+            decision_id,
+            incident_id: self.incident.incident_id,
+            action_type: &rule.action.to_string(),
+            parameters: &proposal.parameters,
+            reasoning: &reasoning,
+            timeout_s: approval_timeout_s,
+            tags: proposal_tags(proposal),
+        }
+        .build(self.now)?;
+        let mut draft = self.decision(
+            DecisionDecisionType::RequestApproval,
+            safety,
+            reasoning,
+            Some(proposal),
+        );
+        draft.tags.insert(
+            "approval_request_id".into(),
+            request.approval_request_id.to_string(),
+        );
+        let decision = draft.build_with_id(decision_id, self.now)?;
+        let mark = RequestMark {
+            approval_request_id: request.approval_request_id,
+            expires_at: request.expires_at,
+            incident_id: self.incident.incident_id,
+        };
+        let record = RequestRecord {
+            request: request.clone(),
+            policy_rule: rule.name.clone(),
+            safety,
+            limit_key: key.clone(),
+            limits: rule.limits,
+            settlement: None,
+            refused: Vec::new(),
+        };
+        Ok(IncidentPlan {
+            decision,
+            action: None,
+            request: Some(request),
+            change: Some(LimitChange::Request {
+                key,
+                mark,
+                record: Box::new(record),
+            }),
+        })
     }
 }
 
 /// How reasoning names a rule.
-fn rule_label(rule: &crate::policy::Rule) -> String {
+fn rule_label(rule: &Rule) -> String {
     if rule.safety == Safety::Unknown {
         format!("the policy's [fallback] (line {})", rule.line)
     } else {

@@ -15,6 +15,10 @@ use std::time::Duration;
 
 use contracts::buckets::OpsInterlock;
 use contracts::bus::{BucketHandle, Bus};
+use contracts::generated::interlock_armed_v1::InterlockArmedSetBy;
+use contracts::generated::interlock_risk_ceiling_v1::{
+    InterlockRiskCeilingLevel, InterlockRiskCeilingSetBy,
+};
 use contracts::services;
 use contracts::{InterlockArmed, InterlockRiskCeiling, KeyValue};
 use futures::StreamExt;
@@ -115,14 +119,17 @@ impl InterlockState {
     }
 }
 
+/// Who wrote a record, in words. `set_by` names the writer; `by_provisioning` is whether that
+/// is provisioning (each record has its own generated `set_by` enum, matched by the caller).
 fn provenance(
-    set_by: &str,
+    set_by: &dyn std::fmt::Display,
+    by_provisioning: bool,
     command_id: Option<uuid::Uuid>,
     set_at: &contracts::Timestamp,
 ) -> String {
     match command_id {
         Some(id) => format!("ops command {id} at {set_at}"),
-        None if set_by == "provisioning" => format!("provisioning at {set_at}"),
+        None if by_provisioning => format!("provisioning at {set_at}"),
         None => format!("{set_by} at {set_at}"),
     }
 }
@@ -133,7 +140,12 @@ fn armed_from(read: Option<Result<InterlockArmed, String>>) -> Armed {
         None => Armed::Missing,
         Some(Err(why)) => Armed::Unreadable { why },
         Some(Ok(v)) => {
-            let by = provenance(&v.set_by.to_string(), v.command_id, &v.set_at);
+            let by = provenance(
+                &v.set_by,
+                v.set_by == InterlockArmedSetBy::Provisioning,
+                v.command_id,
+                &v.set_at,
+            );
             if v.armed {
                 Armed::Armed {
                     detail: Some(format!("armed by {by}")),
@@ -150,21 +162,22 @@ fn armed_from(read: Option<Result<InterlockArmed, String>>) -> Armed {
 /// The ceiling from a read of `risk_ceiling` that found a value (`Err(why)`: unreadable).
 fn ceiling_from(read: Result<InterlockRiskCeiling, String>) -> Ceiling {
     match read {
-        Ok(v) => match Level::parse(&v.level.to_string()) {
-            Some(level) => Ceiling {
-                level,
-                detail: format!(
-                    "set by {}",
-                    provenance(&v.set_by.to_string(), v.command_id, &v.set_at)
-                ),
+        Ok(v) => Ceiling {
+            level: match v.level {
+                InterlockRiskCeilingLevel::N0 => Level::N0,
+                InterlockRiskCeilingLevel::N1 => Level::N1,
+                InterlockRiskCeilingLevel::N2 => Level::N2,
+                InterlockRiskCeilingLevel::N3 => Level::N3,
             },
-            None => Ceiling {
-                level: Level::N0,
-                detail: format!(
-                    "`{RISK_CEILING_KEY}` names level {}, which brain does not know: read as N0 (fail closed)",
-                    v.level
-                ),
-            },
+            detail: format!(
+                "set by {}",
+                provenance(
+                    &v.set_by,
+                    v.set_by == InterlockRiskCeilingSetBy::Provisioning,
+                    v.command_id,
+                    &v.set_at
+                )
+            ),
         },
         Err(why) => Ceiling {
             level: Level::N0,
@@ -184,19 +197,21 @@ fn decode_raw<T: contracts::Contract>(key: &str, bytes: &[u8]) -> Result<T, Stri
     })
 }
 
-/// The live interlock: a watch task keeps it current. Dropping it stops the task.
-pub struct Interlock {
+/// Brain's live view of the interlock records ops-worker writes (ops-worker's own
+/// `state::Interlock` is the writer's side): a watch task keeps it current. Dropping it stops
+/// the task.
+pub struct InterlockWatch {
     receiver: watch::Receiver<InterlockState>,
     task: tokio::task::JoinHandle<()>,
 }
 
-impl Drop for Interlock {
+impl Drop for InterlockWatch {
     fn drop(&mut self) {
         self.task.abort();
     }
 }
 
-impl Interlock {
+impl InterlockWatch {
     /// A fixed interlock (tests, and `brain check`).
     pub fn fixed(state: InterlockState) -> Self {
         let (sender, receiver) = watch::channel(state);

@@ -35,6 +35,7 @@ pub mod decide;
 pub mod interlock;
 pub mod limits;
 pub mod messages;
+pub mod parameters;
 pub mod policy;
 pub mod records;
 pub mod service;

@@ -28,7 +28,7 @@ use uuid::Uuid;
 
 use crate::approvals::{self, ApprovalCheck, Judgement};
 use crate::decide::{self, autonomy, Autonomy, LimitChange};
-use crate::interlock::Interlock;
+use crate::interlock::InterlockWatch;
 use crate::policy::{Evaluation, Policy};
 use crate::records::{RefusedAnswer, RequestRecord};
 use crate::state::{
@@ -107,7 +107,7 @@ pub struct Brain {
     /// Signs every action brain publishes (commander executes nothing else).
     signer: SigningKey,
     store: StateStore,
-    interlock: Interlock,
+    interlock: InterlockWatch,
     settings: Settings,
     /// Waiting requests this instance knows of → when they expire.
     pending: BTreeMap<Uuid, Timestamp>,
@@ -124,7 +124,7 @@ impl Brain {
         settings: Settings,
     ) -> Result<Self, BrainError> {
         let store = StateStore::open(bus.jetstream()).await?;
-        let interlock = Interlock::watch(bus.clone()).await;
+        let interlock = InterlockWatch::watch(bus.clone()).await;
         Ok(Self::with_interlock(
             bus, policy, signer, settings, store, interlock,
         ))
@@ -137,7 +137,7 @@ impl Brain {
         signer: SigningKey,
         settings: Settings,
         store: StateStore,
-        interlock: Interlock,
+        interlock: InterlockWatch,
     ) -> Self {
         Self {
             bus,
@@ -152,7 +152,7 @@ impl Brain {
     }
 
     /// The live interlock (tests wait on its changes).
-    pub fn interlock(&self) -> &Interlock {
+    pub fn interlock(&self) -> &InterlockWatch {
         &self.interlock
     }
 

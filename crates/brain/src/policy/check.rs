@@ -3,7 +3,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use contracts::generated::action_v1::ActionActionType;
+use contracts::generated::action_v1::error::ConversionError;
+use contracts::generated::action_v1::{
+    ActionActionType, ActionSafetyClassification, ActionState, ActionVersion,
+};
 use contracts::generated::incident_v1::{IncidentIncidentType, IncidentSeverity};
 use contracts::signing::Verifier;
 use contracts::target::CanonicalTarget;
@@ -16,6 +19,7 @@ use super::{
     DEFAULT_APPROVAL_TIMEOUT_S, MAX_APPROVAL_TIMEOUT_S, MAX_RATE_MAX, MAX_RATE_WINDOW_S,
     TARGET_PARAMETERS,
 };
+use crate::parameters::action_parameters;
 use crate::template::Template;
 
 /// 1-based line and column (in characters) of byte `offset` in `text`.
@@ -592,18 +596,24 @@ fn convert(value: &toml::Value) -> Result<Param, String> {
 fn check_parameter(action: ActionActionType, key: &str, value: &Value) -> Result<(), String> {
     let mut parameters = Map::new();
     parameters.insert(key.to_string(), value.clone());
-    let action = serde_json::json!({
-        "version": "1.0",
-        "action_id": uuid::Uuid::nil(),
-        "timestamp": "2026-01-01T00:00:00Z",
-        "source": "orion-brain",
-        "decision_id": uuid::Uuid::nil(),
-        "action_type": action.to_string(),
-        "safety_classification": "SAFE",
-        "state": "pending",
-        "parameters": parameters,
-    });
-    contracts::decode_value::<contracts::Action>(action)
+    let action = contracts::Action {
+        action_id: uuid::Uuid::nil(),
+        action_type: action,
+        approval_id: None,
+        decision_id: uuid::Uuid::nil(),
+        dry_run: false,
+        parameters: action_parameters(&parameters),
+        rollback_enabled: false,
+        safety_classification: ActionSafetyClassification::Safe,
+        source: "orion-brain"
+            .parse()
+            .map_err(|e: ConversionError| e.to_string())?,
+        state: ActionState::Pending,
+        tags: Default::default(),
+        timestamp: contracts::Timestamp(time::OffsetDateTime::UNIX_EPOCH),
+        version: ActionVersion::X10,
+    };
+    contracts::to_value(&action)
         .map(|_| ())
         .map_err(|e| match e.violations().first() {
             Some(v) => format!("{} (value {})", v.message, v.value),
