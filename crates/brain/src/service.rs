@@ -123,7 +123,7 @@ impl Brain {
         signer: SigningKey,
         settings: Settings,
     ) -> Result<Self, BrainError> {
-        let store = StateStore::open(bus.jetstream()).await?;
+        let store = StateStore::open(&bus).await?;
         let interlock = InterlockWatch::watch(bus.clone()).await;
         Ok(Self::with_interlock(
             bus, policy, signer, settings, store, interlock,
@@ -311,10 +311,7 @@ impl Brain {
         let now = Timestamp::now();
         let raw: Value = serde_json::from_slice(delivery.payload())
             .map_err(|e| Failure::Reject(DeadLetterReasonCode::NotJson, e.to_string()))?;
-        let signature = delivery
-            .headers()
-            .and_then(|h| h.get(SIGNATURE_HEADER))
-            .map(|v| v.as_str());
+        let signature = delivery.header(SIGNATURE_HEADER);
         let request = self.store.request(approval.approval_request_id).await?;
         let Some(record) = &request.value else {
             let signed = self
@@ -689,9 +686,10 @@ impl Brain {
     /// header, and the server drops the copy as a duplicate of its action id anyway.
     async fn publish_signed(&self, action: &Action) -> Result<contracts::bus::Published, BusError> {
         let value = contracts::to_value(action)?;
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(SIGNATURE_HEADER, self.signer.sign(&value).as_str());
-        self.bus.publish_with_headers(action, headers).await
+        let signature = self.signer.sign(&value);
+        self.bus
+            .publish_with_header(action, SIGNATURE_HEADER, &signature)
+            .await
     }
 
     /// Logs what an outbox did and keeps the waiting requests current.

@@ -22,9 +22,10 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, kv};
+use contracts::buckets::BrainState;
+use contracts::bus::{Bus, Entry, Records, RecordsError};
+use contracts::services::Brain;
 use contracts::{Action, ApprovalRequest, Decision, Outcome, Timestamp};
-use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -38,17 +39,24 @@ pub const BUCKET: &str = <contracts::buckets::BrainState as contracts::Bucket>::
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("key-value `{BUCKET}`: {what}: {reason}")]
-    Store { what: String, reason: String },
+    #[error("brain's state: {what}")]
+    Store {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// Someone else changed the key since it was read.
     #[error("key-value `{BUCKET}`: `{key}` changed since it was read")]
     Conflict { key: String },
 }
 
-fn store_error(what: impl Into<String>, e: impl std::fmt::Display) -> StateError {
+fn store_error(
+    what: impl Into<String>,
+    source: impl std::error::Error + Send + Sync + 'static,
+) -> StateError {
     StateError::Store {
         what: what.into(),
-        reason: e.to_string(),
+        source: Box::new(source),
     }
 }
 
@@ -202,15 +210,15 @@ const RETRIES: usize = 8;
 /// The `brain_state` bucket.
 #[derive(Clone)]
 pub struct StateStore {
-    kv: kv::Store,
+    kv: Records<Brain, BrainState>,
 }
 
 impl StateStore {
-    pub async fn open(js: &jetstream::Context) -> Result<Self, StateError> {
-        let kv = js
-            .get_key_value(BUCKET)
+    pub async fn open(bus: &Bus<Brain>) -> Result<Self, StateError> {
+        let kv = bus
+            .records::<BrainState>()
             .await
-            .map_err(|e| store_error("opening the bucket (is it provisioned?)", e))?;
+            .map_err(|e| store_error("opening the bucket", e))?;
         Ok(Self { kv })
     }
 
@@ -225,16 +233,24 @@ impl StateStore {
                 value: None,
                 revision: None,
             }),
-            Some(entry) if entry.operation != kv::Operation::Put => Ok(Versioned {
+            Some(Entry {
                 value: None,
-                revision: Some(entry.revision),
+                revision,
+                ..
+            }) => Ok(Versioned {
+                value: None,
+                revision: Some(revision),
             }),
-            Some(entry) => {
-                let value = serde_json::from_slice(&entry.value)
+            Some(Entry {
+                value: Some(bytes),
+                revision,
+                ..
+            }) => {
+                let value = serde_json::from_slice(&bytes)
                     .map_err(|e| store_error(format!("decoding `{key}`"), e))?;
                 Ok(Versioned {
                     value: Some(value),
-                    revision: Some(entry.revision),
+                    revision: Some(revision),
                 })
             }
         }
@@ -248,27 +264,17 @@ impl StateStore {
         read_revision: Option<u64>,
     ) -> Result<u64, StateError> {
         let bytes = serde_json::to_vec(value).expect("state values serialize");
-        let result = match read_revision {
-            None => self.kv.create(key, bytes.into()).await.map_err(|e| {
-                if e.kind() == kv::CreateErrorKind::AlreadyExists {
-                    StateError::Conflict { key: key.into() }
-                } else {
-                    store_error(format!("creating `{key}`"), e)
-                }
-            }),
-            Some(revision) => self
-                .kv
-                .update(key, bytes.into(), revision)
-                .await
-                .map_err(|e| {
-                    if e.kind() == kv::UpdateErrorKind::WrongLastRevision {
-                        StateError::Conflict { key: key.into() }
-                    } else {
-                        store_error(format!("writing `{key}`"), e)
-                    }
-                }),
+        let written = match read_revision {
+            None => self.kv.create(key, bytes).await,
+            Some(revision) => self.kv.update(key, bytes, revision).await,
         };
-        result
+        written.map_err(|e: RecordsError| {
+            if e.is_conflict() {
+                StateError::Conflict { key: key.into() }
+            } else {
+                store_error(format!("writing `{key}`"), e)
+            }
+        })
     }
 
     /// Read-modify-write of `key` under `expect`; `change` returns whether it changed anything.
@@ -353,19 +359,15 @@ impl StateStore {
 
     /// Every key (with a value) that starts with `prefix`.
     pub async fn keys(&self, prefix: &str) -> Result<Vec<String>, StateError> {
-        let mut keys = self
+        let keys = self
             .kv
             .keys()
             .await
             .map_err(|e| store_error("listing keys", e))?;
-        let mut out = Vec::new();
-        while let Some(key) = keys.next().await {
-            let key = key.map_err(|e| store_error("listing keys", e))?;
-            if key.starts_with(prefix) {
-                out.push(key);
-            }
-        }
-        Ok(out)
+        Ok(keys
+            .into_iter()
+            .filter(|key| key.starts_with(prefix))
+            .collect())
     }
 
     /// Applies one mutation. With `first`, its expectation holds (a conflict means someone
@@ -398,7 +400,7 @@ impl StateStore {
                 };
                 let bytes = serde_json::to_vec(&record).expect("records serialize");
                 self.kv
-                    .put(action_key(mark.action_id), bytes.into())
+                    .put(&action_key(mark.action_id), bytes)
                     .await
                     .map(|_| ())
                     .map_err(|e| {

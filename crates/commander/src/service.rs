@@ -174,10 +174,7 @@ impl Shared {
         let action = delivery.message().clone();
         let started = Instant::now();
         // First of all: did brain ask for exactly this? Nothing else is looked at before.
-        let header = delivery
-            .headers()
-            .and_then(|h| h.get(SIGNATURE_HEADER))
-            .map(|v| v.as_str());
+        let header = delivery.header(SIGNATURE_HEADER);
         if let Some(why) =
             crate::authority::refusal(&action, delivery.payload(), header, &self.brain_keys)
         {

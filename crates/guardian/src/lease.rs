@@ -16,7 +16,9 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::kv;
+use contracts::buckets::GuardianState;
+use contracts::bus::{Entry, Records};
+use contracts::services::Guardian;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -42,8 +44,11 @@ pub enum LeaseError {
 }
 
 /// The lease, held by this instance.
+/// The bucket the lease lives in (guardian's state).
+type Bucket = Records<Guardian, GuardianState>;
+
 pub struct Lease {
-    kv: kv::Store,
+    kv: Bucket,
     holder: String,
     ttl: Duration,
     revision: u64,
@@ -53,7 +58,7 @@ pub struct Lease {
 impl Lease {
     /// Waits until this instance holds the lease: at once when nobody holds it, otherwise when
     /// the holder has not renewed it for `ttl`.
-    pub async fn acquire(kv: kv::Store, holder: String, ttl: Duration) -> Self {
+    pub async fn acquire(kv: Bucket, holder: String, ttl: Duration) -> Self {
         let value = record(&holder, ttl);
         let mut standby = Standby::default();
         loop {
@@ -103,26 +108,22 @@ impl Lease {
                 () = tokio::time::sleep(self.ttl / 4) => {}
             }
             let started = Instant::now();
-            let renewal = self
-                .kv
-                .update(LEASE_KEY, value.clone().into(), self.revision);
+            let renewal = self.kv.update(LEASE_KEY, value.clone(), self.revision);
             match tokio::time::timeout_at(fence_at, renewal).await {
                 Ok(Ok(revision)) => {
                     self.revision = revision;
                     self.renewal_started = started;
                 }
-                Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                    match self.reclaim(&value).await {
-                        Ok(revision) => {
-                            self.revision = revision;
-                            self.renewal_started = started;
-                        }
-                        Err(holder) => {
-                            lost.cancel();
-                            return (self, Err(LeaseError::TakenOver { holder }));
-                        }
+                Ok(Err(e)) if e.is_conflict() => match self.reclaim(&value).await {
+                    Ok(revision) => {
+                        self.revision = revision;
+                        self.renewal_started = started;
                     }
-                }
+                    Err(holder) => {
+                        lost.cancel();
+                        return (self, Err(LeaseError::TakenOver { holder }));
+                    }
+                },
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "renewing the lease failed; retrying");
                 }
@@ -137,14 +138,12 @@ impl Lease {
     /// The lease key changed under this holder. When nobody holds it (the key or the whole
     /// bucket was removed), nobody took over: take it again. Otherwise: who holds it now.
     async fn reclaim(&self, value: &[u8]) -> Result<u64, String> {
-        match self.kv.entry(LEASE_KEY).await {
-            Ok(Some(entry)) if entry.operation == kv::Operation::Put => {
-                return Err(holder_of(&entry.value))
-            }
-            Ok(_) => {}
+        match self.kv.value(LEASE_KEY).await {
+            Ok(Some(value)) => return Err(holder_of(&value)),
+            Ok(None) => {}
             Err(_) => return Err("another instance".to_owned()),
         }
-        match self.kv.create(LEASE_KEY, value.to_vec().into()).await {
+        match self.kv.create(LEASE_KEY, value.to_vec()).await {
             Ok(revision) => {
                 tracing::warn!("the lease key had been removed; holding it again");
                 Ok(revision)
@@ -155,11 +154,7 @@ impl Lease {
 
     /// Gives the lease up so a standby takes over at once; only if it is still this instance's.
     async fn release(self) {
-        match self
-            .kv
-            .delete_expect_revision(LEASE_KEY, Some(self.revision))
-            .await
-        {
+        match self.kv.delete_at(LEASE_KEY, self.revision).await {
             Ok(()) => tracing::info!("lease released"),
             Err(e) => {
                 tracing::warn!(error = %e, "could not release the lease; a standby takes over when it expires")
@@ -170,12 +165,7 @@ impl Lease {
 
 /// One attempt to take the lease: free, or not renewed for `ttl`. `None` while it is held (or
 /// when another standby was faster).
-async fn try_take(
-    kv: &kv::Store,
-    value: &[u8],
-    standby: &mut Standby,
-    ttl: Duration,
-) -> Option<u64> {
+async fn try_take(kv: &Bucket, value: &[u8], standby: &mut Standby, ttl: Duration) -> Option<u64> {
     let entry = match kv.entry(LEASE_KEY).await {
         Ok(entry) => entry,
         Err(e) => {
@@ -184,17 +174,18 @@ async fn try_take(
         }
     };
     match entry {
-        Some(entry) if entry.operation == kv::Operation::Put => {
+        Some(entry @ Entry { value: Some(_), .. }) => {
             if !standby.unrenewed_for(&entry, ttl) {
                 return None;
             }
-            tracing::warn!(previous = %holder_of(&entry.value), "the lease was not renewed for {ttl:?}: taking over");
-            kv.update(LEASE_KEY, value.to_vec().into(), entry.revision)
+            let previous = holder_of(entry.value.as_deref().unwrap_or_default());
+            tracing::warn!(%previous, "the lease was not renewed for {ttl:?}: taking over");
+            kv.update(LEASE_KEY, value.to_vec(), entry.revision)
                 .await
                 .ok()
         }
         // Never held, released, or purged.
-        _ => kv.create(LEASE_KEY, value.to_vec().into()).await.ok(),
+        _ => kv.create(LEASE_KEY, value.to_vec()).await.ok(),
     }
 }
 
@@ -209,11 +200,11 @@ struct Standby {
 impl Standby {
     /// Whether `entry` is the same revision as first seen at least `ttl` ago; a new revision
     /// starts the count again.
-    fn unrenewed_for(&mut self, entry: &kv::Entry, ttl: Duration) -> bool {
+    fn unrenewed_for(&mut self, entry: &Entry, ttl: Duration) -> bool {
         match self.seen {
             Some((revision, since)) if revision == entry.revision => since.elapsed() >= ttl,
             _ => {
-                let holder = holder_of(&entry.value);
+                let holder = holder_of(entry.value.as_deref().unwrap_or_default());
                 if holder != self.reported_holder {
                     tracing::info!(%holder, "standby: another guardian holds the lease; taking over if it is not renewed for {ttl:?}");
                     self.reported_holder = holder;

@@ -76,7 +76,7 @@ impl Guardian {
         bus: Bus<GuardianIdentity>,
         config: &GuardianConfig,
     ) -> Result<Self, ServiceError> {
-        let store = StateStore::open(bus.jetstream()).await?;
+        let store = StateStore::open(&bus).await?;
         let snapshot = store.load().await?;
         for (key, why) in &snapshot.unreadable {
             tracing::warn!(key, reason = %why, "skipping a record of the state bucket guardian cannot read");
@@ -446,7 +446,7 @@ pub async fn run(
 ) -> Result<Stats, ServiceError> {
     bus.verify_provisioned().await?;
     tokio::pin!(shutdown);
-    let bucket = StateStore::open(bus.jetstream()).await?.bucket().clone();
+    let bucket = StateStore::open(&bus).await?.bucket().clone();
     let acquiring = Lease::acquire(bucket, lease::instance_name(), config.lease_ttl);
     let lease = tokio::select! {
         lease = acquiring => lease,

@@ -20,8 +20,9 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, kv};
-use futures::StreamExt;
+use contracts::buckets::GuardianState;
+use contracts::bus::{Bus, Records, RecordsError};
+use contracts::services::Guardian;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{Group, GROUP_KEY_PREFIX};
@@ -38,16 +39,17 @@ const LOAD_TIMEOUT: Duration = Duration::from_secs(60);
 /// A key-value operation that failed; transient from guardian's point of view (the message is
 /// handed back and retried).
 #[derive(Debug, thiserror::Error)]
-#[error("key-value bucket `{BUCKET}`: {what}: {reason}")]
+#[error("guardian's state: {what}")]
 pub struct StoreError {
     pub what: String,
-    pub reason: String,
+    #[source]
+    pub source: RecordsError,
 }
 
-fn failed(what: impl Into<String>, e: impl std::fmt::Display) -> StoreError {
+fn failed(what: impl Into<String>, source: RecordsError) -> StoreError {
     StoreError {
         what: what.into(),
-        reason: e.to_string(),
+        source,
     }
 }
 
@@ -98,51 +100,31 @@ pub struct Snapshot {
 /// The bucket, as guardian uses it.
 #[derive(Clone)]
 pub struct StateStore {
-    kv: kv::Store,
+    kv: Records<Guardian, GuardianState>,
 }
 
 impl StateStore {
-    pub async fn open(js: &jetstream::Context) -> Result<Self, StoreError> {
-        let kv = js
-            .get_key_value(BUCKET)
+    pub async fn open(bus: &Bus<Guardian>) -> Result<Self, StoreError> {
+        let kv = bus
+            .records::<GuardianState>()
             .await
-            .map_err(|e| failed("opening the bucket (is it provisioned?)", e))?;
+            .map_err(|e| failed("opening the bucket", e))?;
         Ok(Self { kv })
     }
 
     /// Reads the latest value of every key.
     pub async fn load(&self) -> Result<Snapshot, StoreError> {
         let mut snapshot = Snapshot::default();
-        let info = self
+        let entries = self
             .kv
-            .stream
-            .get_info()
-            .await
-            .map_err(|e| failed("reading the bucket's status", e))?;
-        if info.state.messages == 0 {
-            return Ok(snapshot);
-        }
-        let mut watch = self
-            .kv
-            .watch_with_history(">")
+            .latest(">", LOAD_TIMEOUT)
             .await
             .map_err(|e| failed("reading the keys", e))?;
-        let read = async {
-            while let Some(entry) = watch.next().await {
-                let entry = entry.map_err(|e| failed("reading the keys", e))?;
-                let last = entry.delta == 0;
-                if entry.operation == kv::Operation::Put {
-                    self.decode(&entry.key, &entry.value, &mut snapshot);
-                }
-                if last {
-                    break;
-                }
+        for entry in entries {
+            if let Some(value) = &entry.value {
+                self.decode(&entry.key, value, &mut snapshot);
             }
-            Ok::<_, StoreError>(())
-        };
-        tokio::time::timeout(LOAD_TIMEOUT, read)
-            .await
-            .map_err(|_| failed("reading the keys", "timed out"))??;
+        }
         Ok(snapshot)
     }
 
@@ -185,7 +167,7 @@ impl StateStore {
     }
 
     /// The bucket itself (the lease lives in it too).
-    pub fn bucket(&self) -> &kv::Store {
+    pub fn bucket(&self) -> &Records<Guardian, GuardianState> {
         &self.kv
     }
 
@@ -198,7 +180,7 @@ impl StateStore {
         })
         .expect("groups serialize");
         self.kv
-            .put(&key, value.into())
+            .put(&key, value)
             .await
             .map(|_| ())
             .map_err(|e| failed(format!("writing {key} ({})", group.key), e))
@@ -212,7 +194,7 @@ impl StateStore {
         })
         .expect("closings serialize");
         self.kv
-            .put(&closing.key, value.into())
+            .put(&closing.key, value)
             .await
             .map(|_| ())
             .map_err(|e| failed(format!("writing the end of {}", closing.key), e))
@@ -226,7 +208,7 @@ impl StateStore {
         })
         .expect("chunks serialize");
         self.kv
-            .put(&write.key, value.into())
+            .put(&write.key, value)
             .await
             .map(|_| ())
             .map_err(|e| failed(format!("writing {}", write.key), e))
@@ -241,8 +223,7 @@ impl StateStore {
             .delete(key)
             .await
             .map_err(|e| failed(format!("deleting {key}"), e))?;
-        let subject = format!("{}{key}", self.kv.prefix);
-        if let Err(e) = self.kv.stream.purge().filter(subject).await {
+        if let Err(e) = self.kv.purge_history(key).await {
             tracing::warn!(
                 key,
                 error = %e,

@@ -183,14 +183,13 @@ async fn main() {
     let worker_bus = Bus::<OpsWorker>::connect(server.bus_config::<OpsWorker>())
         .await
         .unwrap();
-    let js = worker_bus.jetstream().clone();
     let engine = Engine::connect(DockerConfig::new(["bench-target"]).unwrap())
         .await
         .expect("a Docker engine");
     let executor = Executor {
         engine,
         interlock: Interlock::open(&worker_bus).await.unwrap(),
-        jetstream: js.clone(),
+        bus: worker_bus.clone(),
         stop_timeout: Duration::from_secs(1),
         deploy_ready_timeout: Duration::from_secs(10),
         evidence_log_lines: 10,
@@ -207,8 +206,8 @@ async fn main() {
     let worker = Worker::new(
         worker_bus.clone(),
         executor,
-        command_log(&js).await.unwrap(),
-        ops_worker::control::ControlBoard::open(&js).await.unwrap(),
+        command_log(&worker_bus).await.unwrap(),
+        ops_worker::control::ControlBoard::open(&worker_bus).await.unwrap(),
         settings,
     );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -14,13 +14,12 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, kv};
+use contracts::buckets::OpsControl;
+use contracts::bus::{Bus, Records, RecordsError};
+use contracts::services::OpsWorker;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
-
-/// Bucket of the control board (private to ops-worker; see `schemas/inventory.toml`).
-pub const CONTROL_BUCKET: &str = <contracts::buckets::OpsControl as contracts::Bucket>::INFO.name;
 
 const RUNNING: &str = "running.";
 const CANCEL: &str = "cancel.";
@@ -72,17 +71,16 @@ pub struct Announced {
     pub revision: u64,
 }
 
+/// The board could not be read or written.
 #[derive(Debug, thiserror::Error)]
-#[error("key-value `{CONTROL_BUCKET}`: {what}: {source}")]
+#[error("the control board: {what}")]
 pub struct ControlError {
     what: String,
     #[source]
-    source: Box<dyn std::error::Error + Send + Sync>,
+    source: RecordsError,
 }
 
-fn control_error(
-    what: impl Into<String>,
-) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> ControlError {
+fn control_error(what: impl Into<String>) -> impl FnOnce(RecordsError) -> ControlError {
     let what = what.into();
     move |source| ControlError { what, source }
 }
@@ -90,17 +88,17 @@ fn control_error(
 /// The board (bucket `ops_control`).
 #[derive(Clone)]
 pub struct ControlBoard {
-    store: kv::Store,
+    records: Records<OpsWorker, OpsControl>,
 }
 
 impl ControlBoard {
     /// Opens the bucket (it must be provisioned).
-    pub async fn open(js: &jetstream::Context) -> Result<Self, ControlError> {
-        let store = js
-            .get_key_value(CONTROL_BUCKET)
+    pub async fn open(bus: &Bus<OpsWorker>) -> Result<Self, ControlError> {
+        let records = bus
+            .records::<OpsControl>()
             .await
-            .map_err(|e| control_error("opening the bucket (is it provisioned?)")(e.into()))?;
-        Ok(Self { store })
+            .map_err(control_error("opening the bucket"))?;
+        Ok(Self { records })
     }
 
     /// Registers a command this instance admitted, before it waits for its target. Returns the
@@ -113,17 +111,17 @@ impl ControlBoard {
     ) -> Result<Option<u64>, ControlError> {
         let key = running_key(id);
         let earlier = self
-            .store
+            .records
             .entry(&key)
             .await
-            .map_err(|e| control_error(format!("reading {key}"))(e.into()))?
-            .filter(|e| e.operation == kv::Operation::Put)
+            .map_err(control_error(format!("reading {key}")))?
+            .filter(|e| e.value.is_some())
             .map(|e| e.revision);
         let bytes = serde_json::to_vec(running).expect("records serialize");
-        self.store
-            .put(&key, bytes.into())
+        self.records
+            .put(&key, bytes)
             .await
-            .map_err(|e| control_error(format!("registering {id}"))(e.into()))?;
+            .map_err(control_error(format!("registering {id}")))?;
         Ok(earlier)
     }
 
@@ -150,26 +148,28 @@ impl ControlBoard {
         prefix: &str,
         keep: impl Fn(u64) -> bool,
     ) -> Result<Vec<(String, T)>, ControlError> {
-        let listing = || control_error(format!("listing `{prefix}*`"));
-        let mut keys = self.store.keys().await.map_err(|e| listing()(e.into()))?;
+        let keys = self
+            .records
+            .keys()
+            .await
+            .map_err(control_error(format!("listing `{prefix}*`")))?;
         let mut records = Vec::new();
-        while let Some(key) = keys.next().await {
-            let key = key.map_err(|e| listing()(e.into()))?;
+        for key in keys {
             let Some(rest) = key.strip_prefix(prefix) else {
                 continue;
             };
             let entry = self
-                .store
+                .records
                 .entry(&key)
                 .await
-                .map_err(|e| control_error(format!("reading {key}"))(e.into()))?;
-            let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else {
+                .map_err(control_error(format!("reading {key}")))?;
+            let Some((revision, value)) = entry.and_then(|e| Some((e.revision, e.value?))) else {
                 continue;
             };
-            if !keep(entry.revision) {
+            if !keep(revision) {
                 continue;
             }
-            if let Ok(record) = serde_json::from_slice::<T>(&entry.value) {
+            if let Ok(record) = serde_json::from_slice::<T>(&value) {
                 records.push((rest.to_string(), record));
             }
         }
@@ -178,10 +178,10 @@ impl ControlBoard {
 
     /// Removes a command once its final receipt is published (or it was handed back).
     pub async fn unregister(&self, id: &Uuid) -> Result<(), ControlError> {
-        self.store
-            .delete(running_key(id))
+        self.records
+            .delete(&running_key(id))
             .await
-            .map_err(|e| control_error(format!("unregistering {id}"))(e.into()))
+            .map_err(control_error(format!("unregistering {id}")))
     }
 
     /// Broadcasts `cancellation` under the id of the command that asked for it; returns the
@@ -192,10 +192,10 @@ impl ControlBoard {
         cancellation: &Cancellation,
     ) -> Result<u64, ControlError> {
         let bytes = serde_json::to_vec(cancellation).expect("records serialize");
-        self.store
-            .put(format!("{CANCEL}{}", by_command.hyphenated()), bytes.into())
+        self.records
+            .put(&format!("{CANCEL}{}", by_command.hyphenated()), bytes)
             .await
-            .map_err(|e| control_error(format!("announcing {}", cancellation.by))(e.into()))
+            .map_err(control_error(format!("announcing {}", cancellation.by)))
     }
 
     /// The commands registered before `revision` that `scope` covers, on every instance.
@@ -217,10 +217,11 @@ impl ControlBoard {
     /// Whether the command `id` is still registered by some instance.
     pub async fn is_running(&self, id: &Uuid) -> Result<bool, ControlError> {
         let key = running_key(id);
-        match self.store.entry(&key).await {
-            Ok(entry) => Ok(entry.is_some_and(|e| e.operation == kv::Operation::Put)),
-            Err(e) => Err(control_error(format!("reading {key}"))(e.into())),
-        }
+        self.records
+            .value(&key)
+            .await
+            .map(|value| value.is_some())
+            .map_err(control_error(format!("reading {key}")))
     }
 
     /// Calls `on` with every cancellation announced from now on, with its revision, until the
@@ -228,15 +229,9 @@ impl ControlBoard {
     /// missed while the connection is down.
     pub async fn follow_cancellations(&self, mut on: impl FnMut(Announced)) {
         let mut last: Option<u64> = None;
+        let filter = format!("{CANCEL}>");
         loop {
-            let watch = match last {
-                None => self.store.watch(format!("{CANCEL}>")).await,
-                Some(revision) => {
-                    self.store
-                        .watch_from_revision(format!("{CANCEL}>"), revision + 1)
-                        .await
-                }
-            };
+            let watch = self.records.watch(&filter, last.map(|r| r + 1)).await;
             let mut watch = match watch {
                 Ok(watch) => watch,
                 Err(e) => {
@@ -254,10 +249,10 @@ impl ControlBoard {
                     }
                 };
                 last = Some(entry.revision);
-                if entry.operation != kv::Operation::Put {
+                let Some(value) = entry.value else {
                     continue;
-                }
-                match serde_json::from_slice::<Cancellation>(&entry.value) {
+                };
+                match serde_json::from_slice::<Cancellation>(&value) {
                     Ok(cancellation) => on(Announced {
                         cancellation,
                         revision: entry.revision,

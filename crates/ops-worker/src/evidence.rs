@@ -19,7 +19,9 @@
 
 use std::io::Write;
 
-use async_nats::jetstream::{self, object_store};
+use contracts::buckets::OpsEvidence;
+use contracts::bus::{Bus, ObjectsError};
+use contracts::services::{OpsConsole, OpsWorker};
 use serde::Serialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -67,8 +69,8 @@ impl LogLines {
 pub enum EvidenceError {
     #[error("building the evidence archive: {0}")]
     Archive(#[from] std::io::Error),
-    #[error("object store `{EVIDENCE_STORE}`: {0}")]
-    Store(String),
+    #[error(transparent)]
+    Store(#[from] ObjectsError),
 }
 
 /// A bundle as stored: what the receipt reports.
@@ -184,26 +186,21 @@ fn summary(containers: &[ContainerEvidence], log_lines: LogLines) -> Value {
 
 /// Stores `bytes` as `name` in the evidence object store.
 pub async fn store(
-    js: &jetstream::Context,
+    bus: &Bus<OpsWorker>,
     name: &str,
     bytes: Vec<u8>,
     files: usize,
 ) -> Result<StoredBundle, EvidenceError> {
-    let store = js
-        .get_object_store(EVIDENCE_STORE)
-        .await
-        .map_err(|e| EvidenceError::Store(format!("opening: {e}")))?;
     let sha256 = hex::encode(Sha256::digest(&bytes));
     let size = bytes.len() as u64;
-    let meta = object_store::ObjectMetadata {
-        name: name.to_string(),
-        description: Some(format!("ops-worker evidence bundle, sha256 {sha256}")),
-        ..Default::default()
-    };
-    store
-        .put(meta, &mut bytes.as_slice())
-        .await
-        .map_err(|e| EvidenceError::Store(format!("writing {name}: {e}")))?;
+    bus.objects::<OpsEvidence>()
+        .await?
+        .put(
+            name,
+            &bytes,
+            format!("ops-worker evidence bundle, sha256 {sha256}"),
+        )
+        .await?;
     Ok(StoredBundle {
         object_store: EVIDENCE_STORE.into(),
         name: name.into(),
@@ -214,19 +211,8 @@ pub async fn store(
 }
 
 /// Reads a bundle back (the operator's `evidence get`).
-pub async fn fetch(js: &jetstream::Context, name: &str) -> Result<Vec<u8>, EvidenceError> {
-    use tokio::io::AsyncReadExt;
-    let store = js
-        .get_object_store(EVIDENCE_STORE)
-        .await
-        .map_err(|e| EvidenceError::Store(format!("opening: {e}")))?;
-    let mut object = store
-        .get(name)
-        .await
-        .map_err(|e| EvidenceError::Store(format!("reading {name}: {e}")))?;
-    let mut bytes = Vec::new();
-    object.read_to_end(&mut bytes).await?;
-    Ok(bytes)
+pub async fn fetch(bus: &Bus<OpsConsole>, name: &str) -> Result<Vec<u8>, EvidenceError> {
+    Ok(bus.objects::<OpsEvidence>().await?.get(name).await?)
 }
 
 /// The files of a bundle (path → bytes), checked against its manifest.

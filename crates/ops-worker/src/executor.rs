@@ -3,9 +3,11 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream;
+use contracts::bus::Bus;
 use contracts::generated::ops_command_v1::OpsCommandType;
+use contracts::services::OpsWorker;
 use contracts::OpsCommand;
+use contracts::OpsReceipt;
 use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -24,7 +26,8 @@ pub type Execution = Result<Map<String, Value>, Failure>;
 pub struct Executor {
     pub engine: Engine,
     pub interlock: Interlock,
-    pub jetstream: jetstream::Context,
+    /// The bus, for evidence: the receipts it quotes and the object store it fills.
+    pub bus: Bus<OpsWorker>,
     pub stop_timeout: Duration,
     pub deploy_ready_timeout: Duration,
     /// Log lines per container when the command does not say (clamped to
@@ -224,11 +227,15 @@ impl Executor {
             check_cancelled(cancel)?;
             containers.extend(self.engine.evidence(&service, lines.used).await?);
         }
-        let receipts = recent_receipts(&self.jetstream, self.evidence_receipts).await;
+        // Commands and receipts share the stream; look back at most four messages a receipt.
+        let receipts = self
+            .bus
+            .last_published::<OpsReceipt>(self.evidence_receipts, self.evidence_receipts as u64 * 4)
+            .await;
         let (bytes, files) = evidence::archive(&containers, &receipts, lines)
             .map_err(|e| internal(format!("building the bundle: {e}")))?;
         let name = format!("evidence-{}.tar.gz", command.id);
-        let stored = evidence::store(&self.jetstream, &name, bytes, files)
+        let stored = evidence::store(&self.bus, &name, bytes, files)
             .await
             .map_err(internal)?;
         let mut result = object(serde_json::to_value(&stored).expect("bundles serialize"));
@@ -326,36 +333,4 @@ fn object(value: Value) -> Map<String, Value> {
         Value::Object(map) => map,
         other => Map::from_iter([("value".to_string(), other)]),
     }
-}
-
-/// The last `limit` receipts in the ops stream, oldest first (best effort: an evidence bundle
-/// without receipts is still evidence).
-async fn recent_receipts(js: &jetstream::Context, limit: usize) -> Vec<Value> {
-    let subject = <contracts::OpsReceipt as contracts::Contract>::INFO.subject;
-    let Ok(mut stream) = js
-        .get_stream(<contracts::OpsReceipt as contracts::Contract>::INFO.stream)
-        .await
-    else {
-        return Vec::new();
-    };
-    let Ok(info) = stream.info().await else {
-        return Vec::new();
-    };
-    let (first, last) = (info.state.first_sequence, info.state.last_sequence);
-    let mut receipts = Vec::new();
-    let mut sequence = last;
-    // Commands and receipts share the stream; look back at most this far.
-    let oldest = last.saturating_sub(limit as u64 * 4).max(first).max(1);
-    while sequence >= oldest && receipts.len() < limit {
-        if let Ok(message) = stream.get_raw_message(sequence).await {
-            if message.subject.as_str() == subject {
-                if let Ok(value) = serde_json::from_slice::<Value>(&message.payload) {
-                    receipts.push(value);
-                }
-            }
-        }
-        sequence -= 1;
-    }
-    receipts.reverse();
-    receipts
 }

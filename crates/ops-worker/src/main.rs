@@ -193,7 +193,6 @@ async fn run(config_path: Option<PathBuf>, drain: Duration) -> Result<u8> {
     bus.verify_provisioned()
         .await
         .context("checking ops-worker's streams, consumer and buckets")?;
-    let js = bus.jetstream().clone();
     let engine = Engine::connect(config.docker.clone())
         .await
         .context("connecting to the Docker engine")?;
@@ -207,13 +206,13 @@ async fn run(config_path: Option<PathBuf>, drain: Duration) -> Result<u8> {
     let executor = Executor {
         engine,
         interlock,
-        jetstream: js.clone(),
+        bus: bus.clone(),
         stop_timeout: config.stop_timeout,
         deploy_ready_timeout: config.deploy_ready_timeout,
         evidence_log_lines: config.evidence_log_lines,
         evidence_receipts: config.evidence_receipts,
     };
-    let log = command_log(&js).await?;
+    let log = command_log(&bus).await?;
     tracing::info!(executor_id = %config.executor_id, allowlist = ?config.docker.allowlist, keys = config.keys.len(), "ops-worker starting");
     let settings = WorkerSettings {
         keys: config.keys,
@@ -223,7 +222,7 @@ async fn run(config_path: Option<PathBuf>, drain: Duration) -> Result<u8> {
         cancel_wait: config.cancel_wait,
         executor_id: config.executor_id,
     };
-    let board = ControlBoard::open(&js)
+    let board = ControlBoard::open(&bus)
         .await
         .context("opening the control board")?;
     Worker::new(bus.clone(), executor, log, board, settings)
@@ -347,7 +346,7 @@ async fn evidence_get(
     let bus = Bus::<OpsConsole>::connect(BusConfig::from_env::<OpsConsole>()?)
         .await
         .context("connecting to NATS")?;
-    let bytes = ops_worker::evidence::fetch(bus.jetstream(), &name).await?;
+    let bytes = ops_worker::evidence::fetch(&bus, &name).await?;
     let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
     if let Some(expected) = expected {
         if !expected.eq_ignore_ascii_case(&digest) {

@@ -8,7 +8,6 @@
 //! deploy run. A missing key (never written, or deleted) or a value that breaks its schema (a
 //! record from before contract set 1.1, or garbage) is disarmed.
 
-use async_nats::jetstream;
 use contracts::buckets::OpsInterlock;
 use contracts::bus::{BucketError, BucketHandle, Bus};
 use contracts::generated::interlock_risk_ceiling_v1::InterlockRiskCeilingLevel;
@@ -99,8 +98,8 @@ impl Interlock {
 }
 
 /// The record of every command id (bucket `ops_commands`): claimed, then its final receipt.
-pub async fn command_log(js: &jetstream::Context) -> Result<contracts::bus::ClaimLog, StateError> {
-    contracts::bus::ClaimLog::open(js, COMMANDS_BUCKET)
+pub async fn command_log(bus: &Bus<OpsWorker>) -> Result<contracts::bus::ClaimLog, StateError> {
+    bus.claim_log::<contracts::buckets::OpsCommands>()
         .await
         .map_err(|e| state_error(COMMANDS_BUCKET, "opening the bucket", e))
 }

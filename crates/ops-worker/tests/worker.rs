@@ -599,7 +599,7 @@ async fn export_evidence_stores_a_verified_bundle() {
         .as_u64()
         .unwrap();
 
-    let bytes = ops_worker::evidence::fetch(console.jetstream(), &name)
+    let bytes = ops_worker::evidence::fetch(&console, &name)
         .await
         .unwrap();
     assert_eq!(bytes.len() as u64, size);
@@ -722,7 +722,7 @@ async fn export_evidence_holds_no_secrets_and_caps_log_lines() {
         .as_str()
         .unwrap()
         .to_string();
-    let bytes = ops_worker::evidence::fetch(console.jetstream(), &name)
+    let bytes = ops_worker::evidence::fetch(&console, &name)
         .await
         .unwrap();
     let files: BTreeMap<String, Vec<u8>> = ops_worker::evidence::unpack_verified(&bytes)

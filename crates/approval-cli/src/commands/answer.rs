@@ -1,6 +1,5 @@
 //! `approve`, `deny` and `force`: the signed approval decision answering a request.
 
-use async_nats::HeaderMap;
 use contracts::approval_decision_v1::ApprovalDecisionDecision;
 use contracts::signing::SIGNATURE_HEADER;
 use contracts::{ApprovalDecision, Contract, Timestamp};
@@ -64,10 +63,8 @@ pub(super) async fn run(
         ))
     })?;
     let signature = loaded.key.sign(&wire);
-    let mut headers = HeaderMap::new();
-    headers.insert(SIGNATURE_HEADER, signature.as_str());
     let published = bus
-        .publish_with_headers(&sent, headers)
+        .publish_with_header(&sent, SIGNATURE_HEADER, &signature)
         .await
         .map_err(bus_failure)?;
     bus.close().await.ok();

@@ -38,6 +38,7 @@ mod dead_letter;
 mod error;
 mod exhausted;
 mod isolate;
+mod objects;
 mod provision;
 mod publish;
 mod reader;
@@ -54,12 +55,13 @@ pub use dead_letter::Rejection;
 pub use error::BusError;
 pub use exhausted::advisory_subject;
 pub use isolate::{isolate, HandlerPanicked, Settleable};
+pub use objects::{Objects, ObjectsError};
 pub use provision::{
     provision_all, provision_consumer, seed_interlock, verify_provisioned, ConsumerSettings,
 };
 pub use publish::{idempotency_key, Published};
-pub use records::{Entry, Records, RecordsError, RecordsErrorKind};
 pub use reader::{reader_name, ReadFrom, ReadMessage, Reader, TypedReader};
+pub use records::{Entry, Records, RecordsError, RecordsErrorKind};
 pub use stats::{ConsumerStats, StatsSnapshot};
 pub use subscribe::{
     check_heartbeat_fits, CheckedSubscription, Delivery, Either, EitherSubscription, Incoming,

@@ -72,6 +72,21 @@ impl<S: Service> Bus<S> {
         }
     }
 
+    /// [`Bus::publish`] with one extra header (a signature, a trace id).
+    pub async fn publish_with_header<T: Contract>(
+        &self,
+        message: &T,
+        name: &'static str,
+        value: &str,
+    ) -> Result<Published, BusError>
+    where
+        S: Produces<T>,
+    {
+        let mut headers = HeaderMap::new();
+        headers.insert(name, value);
+        self.publish_with_headers(message, headers).await
+    }
+
     /// [`Bus::publish`] with extra headers (a signature, a trace id).
     pub async fn publish_with_headers<T: Contract>(
         &self,

@@ -13,7 +13,8 @@ use futures::StreamExt;
 use time::OffsetDateTime;
 
 use super::{Bus, BusError};
-use crate::{Contract, Reads, Service, STREAMS};
+use crate::{Contract, Produces, Reads, Service, STREAMS};
+use serde_json::Value;
 
 /// Where a reader starts.
 #[derive(Debug, Clone, Copy)]
@@ -142,6 +143,37 @@ impl<S: Service> Bus<S> {
             reader,
             _contract: PhantomData,
         })
+    }
+
+    /// The last `limit` messages of `T`'s subject that `S` published, oldest first, looking back
+    /// at most `look_back` messages of the stream (streams hold other subjects too). Best effort:
+    /// what cannot be read is left out.
+    pub async fn last_published<T: Contract>(&self, limit: usize, look_back: u64) -> Vec<Value>
+    where
+        S: Produces<T>,
+    {
+        let Ok(mut stream) = self.inner.jetstream.get_stream(T::INFO.stream).await else {
+            return Vec::new();
+        };
+        let Ok(info) = stream.info().await else {
+            return Vec::new();
+        };
+        let (first, last) = (info.state.first_sequence, info.state.last_sequence);
+        let oldest = last.saturating_sub(look_back).max(first).max(1);
+        let mut found = Vec::new();
+        let mut sequence = last;
+        while sequence >= oldest && found.len() < limit {
+            if let Ok(message) = stream.get_raw_message(sequence).await {
+                if message.subject.as_str() == T::INFO.subject {
+                    if let Ok(value) = serde_json::from_slice::<Value>(&message.payload) {
+                        found.push(value);
+                    }
+                }
+            }
+            sequence -= 1;
+        }
+        found.reverse();
+        found
     }
 
     /// An ordered reader on a whole stream, which `S` may open only when the inventory lets it

@@ -196,6 +196,19 @@ impl<S, B: KeyValueBucket> Records<S, B> {
             .map_err(|e| unavailable::<B>(format!("deleting `{key}`"), e))
     }
 
+    /// Removes every message of `key` from the bucket's stream, the delete marker included, so a
+    /// key that no longer exists costs nothing to later loads (needs the stream-purge grant).
+    pub async fn purge_history(&self, key: &str) -> Result<(), RecordsError> {
+        let subject = format!("{}{key}", self.store.prefix);
+        self.store
+            .stream
+            .purge()
+            .filter(subject)
+            .await
+            .map(drop)
+            .map_err(|e| unavailable::<B>(format!("purging the history of `{key}`"), e))
+    }
+
     /// Deletes `key` only if its latest revision is `revision`; a conflict otherwise.
     pub async fn delete_at(&self, key: &str, revision: u64) -> Result<(), RecordsError> {
         self.store

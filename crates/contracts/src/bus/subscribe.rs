@@ -497,8 +497,14 @@ impl<T> Delivery<T> {
         &self.raw.message.payload
     }
 
-    pub fn headers(&self) -> Option<&async_nats::HeaderMap> {
-        self.raw.message.headers.as_ref()
+    /// The value of header `name` (a signature, a trace id), if the message carries it.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.raw
+            .message
+            .headers
+            .as_ref()?
+            .get(name)
+            .map(|value| value.as_str())
     }
 
     pub fn subject(&self) -> &str {

@@ -394,10 +394,14 @@ pub async fn wait_until_events_settled(server: &NatsServer, guardian: &GuardianP
     );
 }
 
-/// The keys of `guardian_state` that hold a value, read as the admin.
+/// The keys of `guardian_state` that hold a value, read as guardian.
 pub async fn live_state_keys(server: &NatsServer) -> Vec<String> {
-    let js = admin_jetstream(server).await;
-    let store = guardian::store::StateStore::open(&js).await.unwrap();
+    let bus = contracts::bus::Bus::<contracts::services::Guardian>::connect(
+        server.bus_config::<contracts::services::Guardian>(),
+    )
+    .await
+    .expect("guardian connects");
+    let store = guardian::store::StateStore::open(&bus).await.unwrap();
     store.live_keys().await.unwrap()
 }
 
