@@ -771,3 +771,57 @@ fn documented_as_family(governance: &str, code: &str) -> bool {
         governance.contains(stem) && governance.contains(&format!("`{suffix}`"))
     })
 }
+
+// --- the SDK boundary ---
+
+#[test]
+fn a_service_crate_that_reaches_past_the_platform_is_refused() {
+    let checkout = Checkout::new();
+    checkout.write(
+        "crates/brain/Cargo.toml",
+        "[package]\nname = \"brain\"\n\n[dependencies]\nasync-nats = \"0.51\"\nnats = { package = \"async-nats\", version = \"0.51\" }\n\n[dev-dependencies]\nasync-nats = \"0.51\"\n",
+    );
+    checkout.write(
+        "crates/brain/src/state.rs",
+        "// async_nats in a comment is fine\nuse async_nats::jetstream::kv;\n",
+    );
+    let found = assert_error(&checkout.check(), "SDK_BYPASSED");
+    let places: Vec<&str> = found.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(
+        places,
+        [
+            "crates/brain/Cargo.toml",
+            "crates/brain/Cargo.toml",
+            "crates/brain/src/state.rs:2"
+        ],
+        "both [dependencies] entries and the source line, not the dev-dependency or the comment"
+    );
+}
+
+#[test]
+fn the_platform_crate_and_dev_dependencies_may_use_the_client() {
+    let checkout = Checkout::new();
+    checkout.write(
+        "crates/contracts/Cargo.toml",
+        "[package]\nname = \"contracts\"\n\n[dependencies]\nasync-nats = \"0.51\"\n",
+    );
+    checkout.write("crates/contracts/src/bus.rs", "use async_nats::Client;\n");
+    checkout.write(
+        "crates/guardian/Cargo.toml",
+        "[package]\nname = \"guardian\"\n\n[dev-dependencies]\nasync-nats = \"0.51\"\n",
+    );
+    checkout.write("crates/guardian/src/lib.rs", "pub fn f() {}\n");
+    assert_clean(&checkout.check());
+}
+
+#[test]
+fn the_service_crates_of_this_repository_reach_nats_only_through_the_platform() {
+    let report = xtask::check::run(&xtask::inventory::Layout::of_this_checkout()).unwrap();
+    let bypasses: Vec<String> = report
+        .findings
+        .iter()
+        .filter(|f| f.code == "SDK_BYPASSED")
+        .map(ToString::to_string)
+        .collect();
+    assert!(bypasses.is_empty(), "{bypasses:#?}");
+}

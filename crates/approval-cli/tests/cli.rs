@@ -98,9 +98,13 @@ impl Platform {
         run_command(self.command(args)).await
     }
 
-    /// Every decodable message stored on `subject`, read as admin.
-    async fn stored(&self, stream: &str, subject: &str) -> Vec<Record> {
-        let raw = approval_cli::streams::read_stream(&self.admin, stream, Some(subject), None)
+    /// Every decodable message stored on `T`'s subject, read as approval-cli reads it.
+    async fn stored<T: Contract>(&self) -> Vec<Record>
+    where
+        ApprovalCli: contracts::Reads<T>,
+    {
+        let bus = connect::<ApprovalCli>(&self.server).await;
+        let raw = approval_cli::streams::read_subject::<T>(&bus)
             .await
             .unwrap();
         let decoded = decode_all(raw);
@@ -109,8 +113,7 @@ impl Platform {
     }
 
     async fn approval_decisions(&self) -> Vec<Record> {
-        self.stored("ORION_DECISIONS", "orion.approval_decision.v1")
-            .await
+        self.stored::<ApprovalDecision>().await
     }
 }
 
@@ -1214,9 +1217,7 @@ async fn ack_publishes_an_acknowledgement_of_an_open_incident_only() {
         ])
         .await;
     run.expect(0);
-    let stored = platform
-        .stored("ORION_INCIDENTS", "orion.incident_acknowledgement.v1")
-        .await;
+    let stored = platform.stored::<IncidentAcknowledgement>().await;
     assert_eq!(stored.len(), 1);
     let Message::IncidentAcknowledgement(ack) = &stored[0].message else {
         unreachable!()

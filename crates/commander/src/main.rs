@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use commander::config::CommanderConfig;
-use commander::service::{CommanderService, ACTIONS_BUCKET};
-use contracts::bus::{Bus, BusConfig, ClaimLog};
+use commander::service::CommanderService;
+use contracts::bus::{Bus, BusConfig};
 use contracts::runtime::{init_tracing, shutdown_signal, LogFormat};
 use contracts::services::Commander;
 
@@ -113,7 +113,10 @@ async fn run(command: Cmd) -> Result<u8> {
     bus.verify_provisioned()
         .await
         .context("checking commander's streams, consumer and buckets")?;
-    let log = ClaimLog::open(bus.jetstream(), ACTIONS_BUCKET).await?;
+    let log = bus
+        .claim_log::<contracts::buckets::CommanderActions>()
+        .await
+        .context("opening commander's claim bucket")?;
     tracing::info!(
         receipt_timeout_s = config.receipt_timeout.as_secs(),
         trusted_brain_keys = config

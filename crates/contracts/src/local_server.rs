@@ -424,7 +424,7 @@ impl NatsServer {
                 .map_err(|e| crate::bus::BusError::Connect {
                     url: self.url(),
                     user: ADMIN_USER.to_string(),
-                    reason: e.to_string(),
+                    source: e.into(),
                 })?;
         Ok(async_nats::jetstream::new(client))
     }
@@ -436,9 +436,9 @@ impl NatsServer {
         subject: &str,
     ) -> Result<Vec<async_nats::jetstream::Message>, crate::bus::BusError> {
         use futures::StreamExt;
-        let failed = |e: &dyn std::fmt::Display| crate::bus::BusError::JetStream {
+        let failed = |source: crate::bus::NatsError| crate::bus::BusError::JetStream {
             what: format!("reading `{subject}`"),
-            reason: e.to_string(),
+            source,
         };
         let info = crate::CONTRACTS
             .iter()
@@ -449,19 +449,19 @@ impl NatsServer {
             .await?
             .get_stream(info.stream)
             .await
-            .map_err(|e| failed(&e))?
+            .map_err(|e| failed(e.into()))?
             .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
                 filter_subject: subject.to_string(),
                 ..Default::default()
             })
             .await
-            .map_err(|e| failed(&e))?;
-        let mut messages = consumer.messages().await.map_err(|e| failed(&e))?;
+            .map_err(|e| failed(e.into()))?;
+        let mut messages = consumer.messages().await.map_err(|e| failed(e.into()))?;
         let mut out = Vec::new();
         while let Ok(Some(message)) =
             tokio::time::timeout(Duration::from_millis(300), messages.next()).await
         {
-            out.push(message.map_err(|e| failed(&e))?);
+            out.push(message.map_err(|e| failed(e.into()))?);
         }
         Ok(out)
     }

@@ -499,9 +499,17 @@ async fn a_wrong_password_is_refused_at_connect() {
     let server = server();
     let config = BusConfig::new(server.url()).with_credentials("guardian", "not-the-password");
     match Bus::<Guardian>::connect(config).await {
-        Err(BusError::Connect { user, reason, .. }) => {
+        Err(e @ BusError::Connect { .. }) => {
+            assert_eq!(e.kind(), contracts::bus::BusErrorKind::Refused, "{e}");
+            let BusError::Connect { user, source, .. } = e else {
+                unreachable!()
+            };
             assert_eq!(user, "guardian");
-            assert!(reason.to_lowercase().contains("authorization"), "{reason}");
+            assert!(!source.is_unreachable(), "{source}");
+            assert!(
+                source.to_string().to_lowercase().contains("authorization"),
+                "{source}"
+            );
         }
         Ok(_) => panic!("connected with a wrong password"),
         Err(other) => panic!("unexpected error {other}"),

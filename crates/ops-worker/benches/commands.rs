@@ -207,7 +207,9 @@ async fn main() {
         worker_bus.clone(),
         executor,
         command_log(&worker_bus).await.unwrap(),
-        ops_worker::control::ControlBoard::open(&worker_bus).await.unwrap(),
+        ops_worker::control::ControlBoard::open(&worker_bus)
+            .await
+            .unwrap(),
         settings,
     );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -18,24 +18,14 @@ use uuid::Uuid;
 /// Bucket of the command records (private to ops-worker; see `schemas/inventory.toml`).
 pub const COMMANDS_BUCKET: &str = <contracts::buckets::OpsCommands as contracts::Bucket>::INFO.name;
 
+/// The command records could not be opened.
 #[derive(Debug, thiserror::Error)]
-#[error("JetStream key-value `{bucket}`: {what}: {reason}")]
+#[error("key-value `{bucket}`: {what}")]
 pub struct StateError {
     pub bucket: &'static str,
     pub what: String,
-    pub reason: String,
-}
-
-fn state_error(
-    bucket: &'static str,
-    what: impl Into<String>,
-    e: impl std::fmt::Display,
-) -> StateError {
-    StateError {
-        bucket,
-        what: what.into(),
-        reason: e.to_string(),
-    }
+    #[source]
+    pub source: contracts::bus::BusError,
 }
 
 /// What the `armed` record says. Anything but [`ArmedRecord::Armed`] means disarmed.
@@ -101,5 +91,9 @@ impl Interlock {
 pub async fn command_log(bus: &Bus<OpsWorker>) -> Result<contracts::bus::ClaimLog, StateError> {
     bus.claim_log::<contracts::buckets::OpsCommands>()
         .await
-        .map_err(|e| state_error(COMMANDS_BUCKET, "opening the bucket", e))
+        .map_err(|source| StateError {
+            bucket: COMMANDS_BUCKET,
+            what: "opening the bucket".into(),
+            source,
+        })
 }

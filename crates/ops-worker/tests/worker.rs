@@ -599,9 +599,7 @@ async fn export_evidence_stores_a_verified_bundle() {
         .as_u64()
         .unwrap();
 
-    let bytes = ops_worker::evidence::fetch(&console, &name)
-        .await
-        .unwrap();
+    let bytes = ops_worker::evidence::fetch(&console, &name).await.unwrap();
     assert_eq!(bytes.len() as u64, size);
     assert_eq!(
         hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)),
@@ -722,9 +720,7 @@ async fn export_evidence_holds_no_secrets_and_caps_log_lines() {
         .as_str()
         .unwrap()
         .to_string();
-    let bytes = ops_worker::evidence::fetch(&console, &name)
-        .await
-        .unwrap();
+    let bytes = ops_worker::evidence::fetch(&console, &name).await.unwrap();
     let files: BTreeMap<String, Vec<u8>> = ops_worker::evidence::unpack_verified(&bytes)
         .unwrap()
         .into_iter()

@@ -9,6 +9,7 @@ mod evolution;
 mod inventory_rules;
 mod repository;
 mod schema_rules;
+mod sdk_boundary;
 mod versioning;
 
 use std::fmt;
@@ -170,6 +171,7 @@ pub const MIGRATIONS_FILE: &str = "MIGRATIONS.md";
 pub fn run(layout: &Layout) -> anyhow::Result<Report> {
     let mut report = Report::default();
     repository::check(layout, &mut report)?;
+    sdk_boundary::check(layout, &mut report)?;
 
     let set = match layout.load() {
         Ok(set) => set,

@@ -20,15 +20,7 @@ pub(super) async fn run(args: AckArgs, json: bool) -> CmdResult {
     let reason = approvals::check_reason(args.reason.as_deref()).map_err(Failure::usage)?;
     let identity = required_identity(args.identity)?;
     let bus = connect().await?;
-    let decoded = decode_all(
-        streams::read_stream(
-            bus.jetstream(),
-            Incident::INFO.stream,
-            Some(Incident::INFO.subject),
-            None,
-        )
-        .await?,
-    );
+    let decoded = decode_all(streams::read_subject::<Incident>(&bus).await?);
     let incident_id = approvals::resolve_id(
         "incident",
         &args.incident_id,

@@ -10,7 +10,7 @@ mod trail;
 mod watch;
 
 use contracts::approval_decision_v1::ApprovalDecisionDecision;
-use contracts::bus::{Bus, BusConfig, BusError};
+use contracts::bus::{Bus, BusConfig, BusError, BusErrorKind};
 use contracts::services::ApprovalCli;
 use contracts::{ApprovalDecision, Contract};
 use serde_json::Value;
@@ -61,14 +61,10 @@ impl From<ReadError> for Failure {
 }
 
 fn bus_failure(e: BusError) -> Failure {
-    let text = e.to_string();
-    match e {
-        BusError::Connect { .. } => Failure::unreachable(text),
-        BusError::Config(_) => Failure::usage(text),
-        _ if text.to_lowercase().contains("timed out") || text.contains("no responders") => {
-            Failure::unreachable(text)
-        }
-        _ => Failure::refused(text),
+    match e.kind() {
+        BusErrorKind::Unreachable => Failure::unreachable(e.to_string()),
+        BusErrorKind::Config => Failure::usage(e.to_string()),
+        _ => Failure::refused(e.to_string()),
     }
 }
 
@@ -105,9 +101,7 @@ async fn read(
     stream: &str,
     since: Option<OffsetDateTime>,
 ) -> Result<Decoded, Failure> {
-    Ok(decode_all(
-        streams::read_stream(bus.jetstream(), stream, None, since).await?,
-    ))
+    Ok(decode_all(streams::read_stream(bus, stream, since).await?))
 }
 
 /// Like [`read`], but a stream that does not exist yet simply holds nothing.
@@ -116,7 +110,7 @@ async fn read_if_present(
     stream: &str,
     since: Option<OffsetDateTime>,
 ) -> Result<Decoded, Failure> {
-    match streams::read_stream(bus.jetstream(), stream, None, since).await {
+    match streams::read_stream(bus, stream, since).await {
         Ok(raw) => Ok(decode_all(raw)),
         Err(ReadError::NoStream(name)) => {
             tracing::debug!(stream = %name, "stream does not exist; nothing to read");

@@ -29,7 +29,7 @@ pub(super) async fn run(args: WatchArgs, json: bool) -> CmdResult {
     let mut followed = Vec::new();
     let mut names = Vec::new();
     for name in stream_names {
-        match streams::follow_stream(bus.jetstream(), name).await {
+        match streams::follow_stream(&bus, name).await {
             Ok(stream) => {
                 followed.push(stream);
                 names.push(name);

@@ -13,7 +13,7 @@ use async_nats::jetstream::{self, kv};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::BusError;
+use super::{BusError, NatsError};
 
 /// What is recorded for one id.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -171,7 +171,11 @@ impl ClaimLog {
                     .await
                     .map_err(|e| failed(&self.bucket, &format!("reading {key}"), e))?
                     .ok_or_else(|| {
-                        failed(&self.bucket, &format!("reading {key}"), "claimed but gone")
+                        failed(
+                            &self.bucket,
+                            &format!("reading {key}"),
+                            NatsError::other("claimed but gone"),
+                        )
                     })?;
                 let record = serde_json::from_slice(&entry.value)
                     .map_err(|e| failed(&self.bucket, &format!("decoding {key}"), e))?;
@@ -295,9 +299,9 @@ fn encode(record: &ClaimRecord) -> bytes::Bytes {
         .into()
 }
 
-fn failed(bucket: &str, what: &str, e: impl std::fmt::Display) -> BusError {
+fn failed(bucket: &str, what: &str, e: impl Into<NatsError>) -> BusError {
     BusError::JetStream {
         what: format!("key-value `{bucket}`: {what}"),
-        reason: e.to_string(),
+        source: e.into(),
     }
 }

@@ -8,7 +8,7 @@ use async_nats::jetstream;
 use tokio::sync::Notify;
 
 use super::stats::StatsRegistry;
-use super::{BusConfig, BusError};
+use super::{BusConfig, BusError, NatsError};
 use crate::Service;
 
 /// A connection to the bus as the service identity `S`. Cheap to clone.
@@ -78,7 +78,7 @@ impl<S: Service> Bus<S> {
             .map_err(|e| BusError::Connect {
                 url: config.url.clone(),
                 user: user.clone(),
-                reason: e.to_string(),
+                source: e.into(),
             })?;
         let mut jetstream = jetstream::new(client.clone());
         jetstream.set_timeout(config.request_timeout);
@@ -92,7 +92,7 @@ impl<S: Service> Bus<S> {
             .await
             .map_err(|e| BusError::JetStream {
                 what: format!("registering micro service `{service}`"),
-                reason: e.to_string(),
+                source: NatsError::other(e),
             })?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -127,20 +127,20 @@ impl<S: Service> Bus<S> {
 
     /// Flushes, stops the micro service and drains the connection.
     pub async fn close(self) -> Result<(), BusError> {
-        let failed = |what: &str, e: &dyn std::fmt::Display| BusError::JetStream {
+        let failed = |what: &str, e: NatsError| BusError::JetStream {
             what: what.to_string(),
-            reason: e.to_string(),
+            source: e,
         };
         self.inner
             .client
             .flush()
             .await
-            .map_err(|e| failed("flushing", &e))?;
+            .map_err(|e| failed("flushing", NatsError::other(e)))?;
         self.inner
             .client
             .drain()
             .await
-            .map_err(|e| failed("draining", &e))
+            .map_err(|e| failed("draining", NatsError::other(e)))
     }
 }
 

@@ -64,7 +64,7 @@ pub(super) async fn watch(
             .await
             .map_err(|e| BusError::JetStream {
                 what: format!("subscribing to `{subject}`"),
-                reason: e.to_string(),
+                source: super::NatsError::other(e),
             })?;
     let task = tokio::spawn(async move {
         while let Some(message) = advisories.next().await {

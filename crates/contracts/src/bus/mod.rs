@@ -52,7 +52,7 @@ pub use claims::{Claim, ClaimFenced, ClaimLog, ClaimRecord, Renewal};
 pub use config::{BusConfig, DEFAULT_NATS_URL};
 pub use connection::{Bus, MICRO_PREFIX};
 pub use dead_letter::Rejection;
-pub use error::BusError;
+pub use error::{BusError, BusErrorKind, NatsError};
 pub use exhausted::advisory_subject;
 pub use isolate::{isolate, HandlerPanicked, Settleable};
 pub use objects::{Objects, ObjectsError};

@@ -8,17 +8,17 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use async_nats::jetstream::{self, object_store, stream};
 
-use super::BusError;
+use super::{BusError, NatsError};
 use crate::buckets::OpsInterlock;
 use crate::{
     BucketInfo, ConsumerInfo, InterlockArmed, Retention, Service, StreamInfo, DURABLE_CONSUMERS,
     KEY_VALUE_BUCKETS, OBJECT_STORES, STREAMS,
 };
 
-fn failed(what: String, e: impl std::fmt::Display) -> BusError {
+fn failed(what: String, e: impl Into<NatsError>) -> BusError {
     BusError::JetStream {
         what,
-        reason: e.to_string(),
+        source: e.into(),
     }
 }
 

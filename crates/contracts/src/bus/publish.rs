@@ -112,19 +112,19 @@ pub(super) async fn publish_value(
     headers.insert("Nats-Msg-Id", message_id.as_str());
     headers.insert(CONTRACT_HEADER, info.schema_id);
     let payload = serde_json::to_vec(value).expect("a JSON value always serializes");
-    let publish_error = |reason: String| BusError::Publish {
+    let publish_error = |source: super::NatsError| BusError::Publish {
         subject: info.subject.to_string(),
-        reason,
+        source,
     };
     let mark = inner.permission_errors.mark();
     let ack = inner
         .jetstream
         .publish_with_headers(info.subject, headers, payload.into())
         .await
-        .map_err(|e| publish_error(e.to_string()))?;
+        .map_err(|e| publish_error(e.into()))?;
     tokio::select! {
         ack = ack => {
-            let ack = ack.map_err(|e| publish_error(e.to_string()))?;
+            let ack = ack.map_err(|e| publish_error(e.into()))?;
             Ok(Published { stream: ack.stream, sequence: ack.sequence, duplicate: ack.duplicate, message_id })
         }
         server_message = inner.permission_errors.wait_for(info.subject, mark) => {

@@ -9,10 +9,11 @@
 use std::marker::PhantomData;
 
 use async_nats::jetstream::consumer::{pull, DeliverPolicy};
+use async_nats::jetstream::context::GetStreamErrorKind;
 use futures::StreamExt;
 use time::OffsetDateTime;
 
-use super::{Bus, BusError};
+use super::{Bus, BusError, NatsError};
 use crate::{Contract, Produces, Reads, Service, STREAMS};
 use serde_json::Value;
 
@@ -76,14 +77,14 @@ impl Reader {
     /// The next message; waits for one to arrive. `None` when the reader ends.
     pub async fn next(&mut self) -> Option<Result<ReadMessage, BusError>> {
         let stream = self.stream;
-        let failed = |e: &dyn std::fmt::Display| BusError::Consume {
+        let failed = |source: NatsError| BusError::Consume {
             subject: stream.to_string(),
-            reason: e.to_string(),
+            source,
         };
         Some(match self.messages.next().await? {
-            Err(e) => Err(failed(&e)),
+            Err(e) => Err(failed(e.into())),
             Ok(message) => match message.info() {
-                Err(e) => Err(failed(&e)),
+                Err(e) => Err(failed(NatsError::other(e))),
                 Ok(info) => Ok(ReadMessage {
                     stream,
                     subject: message.subject.to_string(),
@@ -145,6 +146,16 @@ impl<S: Service> Bus<S> {
         })
     }
 
+    /// An ordered reader on the subject of `T`, handing out the stored messages as they are
+    /// (for an audit trail that shows what does not decode too).
+    pub async fn read_raw<T: Contract>(&self, from: ReadFrom) -> Result<Reader, BusError>
+    where
+        S: Reads<T>,
+    {
+        self.open_reader(T::INFO.stream, Some(T::INFO.subject), from)
+            .await
+    }
+
     /// The last `limit` messages of `T`'s subject that `S` published, oldest first, looking back
     /// at most `look_back` messages of the stream (streams hold other subjects too). Best effort:
     /// what cannot be read is left out.
@@ -197,16 +208,26 @@ impl<S: Service> Bus<S> {
         subject: Option<&'static str>,
         from: ReadFrom,
     ) -> Result<Reader, BusError> {
-        let failed = |what: &str, e: &dyn std::fmt::Display| BusError::JetStream {
+        let failed = |what: &str, source: NatsError| BusError::JetStream {
             what: format!("{what} a reader on `{}`", subject.unwrap_or(stream)),
-            reason: e.to_string(),
+            source,
         };
-        let handle = self.inner.jetstream.get_stream(stream).await.map_err(|e| {
-            BusError::NotProvisioned {
-                what: format!("stream `{stream}`"),
-                problem: format!("cannot be read ({e})"),
-            }
-        })?;
+        let handle = self
+            .inner
+            .jetstream
+            .get_stream(stream)
+            .await
+            .map_err(|e| match e.kind() {
+                GetStreamErrorKind::JetStream(inner)
+                    if inner.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND =>
+                {
+                    BusError::NotProvisioned {
+                        what: format!("stream `{stream}`"),
+                        problem: "does not exist".to_string(),
+                    }
+                }
+                _ => failed("finding the stream of", e.into()),
+            })?;
         let consumer = handle
             .create_consumer(pull::OrderedConfig {
                 name: Some(reader_name(S::NAME)),
@@ -216,12 +237,12 @@ impl<S: Service> Bus<S> {
                 ..Default::default()
             })
             .await
-            .map_err(|e| failed("opening", &e))?;
+            .map_err(|e| failed("opening", e.into()))?;
         let pending_at_open = consumer.cached_info().num_pending;
         let messages = consumer
             .messages()
             .await
-            .map_err(|e| failed("starting", &e))?;
+            .map_err(|e| failed("starting", e.into()))?;
         Ok(Reader {
             stream,
             pending_at_open,

@@ -12,7 +12,7 @@ use futures::{Stream, StreamExt};
 use super::connection::{Inner, MICRO_PREFIX};
 use super::dead_letter::{self, Origin, Rejection};
 use super::stats::ConsumerStats;
-use super::{Bus, BusError};
+use super::{Bus, BusError, NatsError};
 use crate::generated::dead_letter_v1::DeadLetterReasonCode;
 use crate::{Consumes, Contract, DeadLetter, Produces, Service};
 
@@ -153,10 +153,8 @@ impl<S: Service> Bus<S> {
                     S::NAME
                 ))
             })?;
-        let jetstream_error = |what: String, e: &dyn std::fmt::Display| BusError::JetStream {
-            what,
-            reason: e.to_string(),
-        };
+        let jetstream_error =
+            |what: String, source: NatsError| BusError::JetStream { what, source };
         let consumer = super::provision::verify_consumer(&self.inner.jetstream, declared).await?;
         let consumer_name = declared.name.to_string();
         let server_config = &consumer.cached_info().config;
@@ -168,7 +166,9 @@ impl<S: Service> Bus<S> {
             .heartbeat(PULL_HEARTBEAT)
             .messages()
             .await
-            .map_err(|e| jetstream_error(format!("messages of consumer `{consumer_name}`"), &e))?;
+            .map_err(|e| {
+                jetstream_error(format!("messages of consumer `{consumer_name}`"), e.into())
+            })?;
 
         let stats = self.inner.stats.consumer(&consumer_name);
         self.serve_status_endpoint(&consumer_name, stats.clone())
@@ -236,7 +236,7 @@ impl<S: Service> Bus<S> {
             .await
             .map_err(|e| BusError::JetStream {
                 what: format!("micro endpoint `{subject}`"),
-                reason: e.to_string(),
+                source: NatsError::other(e),
             })?;
         tokio::spawn(async move {
             while let Some(request) = endpoint.next().await {
@@ -260,7 +260,7 @@ async fn next_incoming<T: Contract>(
         Err(e) => {
             return Some(Err(BusError::Consume {
                 subject: T::INFO.subject.to_string(),
-                reason: e.to_string(),
+                source: e.into(),
             }))
         }
     };
@@ -325,23 +325,20 @@ async fn reject(
         payload: &message.payload,
         headers: message.headers.as_ref(),
     };
-    let ack_error = |e: &dyn std::fmt::Display| BusError::Ack {
+    let ack_error = |e: async_nats::Error| BusError::Ack {
         subject: message.subject.to_string(),
         stream_sequence,
-        reason: e.to_string(),
+        source: e.into(),
     };
     if let Err(e) = dead_letter::publish(&context.inner, &origin, rejection).await {
         message
             .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
             .await
-            .map_err(|e| ack_error(&e))?;
+            .map_err(ack_error)?;
         return Err(e);
     }
     context.stats.dead_lettered();
-    message
-        .ack_with(AckKind::Term)
-        .await
-        .map_err(|e| ack_error(&e))
+    message.ack_with(AckKind::Term).await.map_err(ack_error)
 }
 
 impl<S, T> Subscription<S, T> {
@@ -434,17 +431,17 @@ impl RawDelivery {
         self.message
             .ack_with(AckKind::Nak(delay))
             .await
-            .map_err(|e| self.ack_error(&e))?;
+            .map_err(|e| self.ack_error(e))?;
         self.mark_settled();
         self.context.stats.naked();
         Ok(())
     }
 
-    fn ack_error(&self, e: &dyn std::fmt::Display) -> BusError {
+    fn ack_error(&self, e: async_nats::Error) -> BusError {
         BusError::Ack {
             subject: self.message.subject.to_string(),
             stream_sequence: self.stream_sequence,
-            reason: e.to_string(),
+            source: e.into(),
         }
     }
 
@@ -456,7 +453,7 @@ impl RawDelivery {
         self.message
             .double_ack()
             .await
-            .map_err(|e| self.ack_error(&e))?;
+            .map_err(|e| self.ack_error(e))?;
         self.mark_settled();
         Ok(())
     }
@@ -539,7 +536,7 @@ impl<T> Delivery<T> {
             .message
             .ack_with(AckKind::Progress)
             .await
-            .map_err(|e| self.raw.ack_error(&e))
+            .map_err(|e| self.raw.ack_error(e))
     }
 
     /// Hands the message back for redelivery after `delay`. On the last allowed delivery the
