@@ -174,10 +174,11 @@ pub struct Startup {
 pub enum StartupError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error(transparent)]
+    /// Every problem of the policy file, with its line.
+    #[error("policy refused")]
     Policy(#[from] PolicyError),
     /// Without its key brain could not publish an action commander runs.
-    #[error("signing key refused: {0}")]
+    #[error("signing key refused")]
     SigningKey(#[from] KeyFileError),
 }
 

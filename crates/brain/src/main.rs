@@ -5,22 +5,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use brain::config::{Flags, Startup};
-use brain::{Brain, Policy};
-use clap::{Parser, Subcommand};
-use contracts::runtime::{self, ExitStatus, LogArgs, RunArgs, ServiceMain};
+use brain::{Brain, BrainError, Policy};
+use clap::Subcommand;
+use contracts::runtime::{self, ExitStatus, Program, RunArgs, Running, ServiceMain};
 use contracts::services;
 use contracts::signing::{SigningKey, BRAIN_SIGNER};
 
-/// Decides how to respond to ORION incidents: policy, autonomy levels, ops interlock and signed
-/// approvals (orion.incident.v1 → orion.decision.v1, orion.action.v1, orion.approval_request.v1).
-#[derive(Parser)]
-#[command(name = "brain", version, long_about = LONG_ABOUT, after_help = runtime::EXIT_CODES_HELP)]
-struct Cli {
-    #[command(flatten)]
-    log: LogArgs,
-    #[command(subcommand)]
-    command: Cmd,
-}
+const PROGRAM: Program = Program::new("brain", env!("CARGO_PKG_VERSION"), ABOUT, LONG_ABOUT);
+
+/// For `-h`.
+const ABOUT: &str = "Decides how to respond to ORION incidents: policy, autonomy levels, ops interlock and signed approvals (orion.incident.v1 → orion.decision.v1, orion.action.v1, orion.approval_request.v1).";
 
 const LONG_ABOUT: &str = "\
 Decides how to respond to ORION incidents. Consumes orion.incident.v1, orion.approval_decision.v1
@@ -134,49 +128,47 @@ enum Tool {
 }
 
 fn main() -> ExitCode {
-    let cli: Cli = match runtime::parse_args() {
-        Ok(cli) => cli,
-        Err(status) => return status.into(),
-    };
-    let (run, policy, signing_key) = match cli.command {
+    runtime::program_main(&PROGRAM, |log, command| match command {
         Cmd::Run {
             run,
             policy,
             signing_key,
-        } => (run, policy, signing_key),
+        } => ServiceMain::<services::Brain>::new(&log, run).run(
+            |source| {
+                let flags = Flags {
+                    policy: policy.as_deref(),
+                    signing_key: signing_key.as_deref(),
+                };
+                Startup::load(source.path, flags, source.env)
+            },
+            serve,
+        ),
         Cmd::Tool(command) => {
-            runtime::init_tracing(cli.log.log_format);
-            return tool(command).into();
+            runtime::init_tracing(log.log_format);
+            tool(command)
         }
-    };
-    ServiceMain::<services::Brain>::new(&cli.log, run).run(
-        |source| {
-            let flags = Flags {
-                policy: policy.as_deref(),
-                signing_key: signing_key.as_deref(),
-            };
-            Startup::load(source.path, flags, source.env)
-        },
-        |running, startup| async move {
-            let Startup {
-                config,
-                policy,
-                signer,
-            } = startup;
-            tracing::info!(
-                policy = %config.policy.display(),
-                level = %policy.autonomy_level,
-                rules = policy.rules.len(),
-                fallback = policy.fallback.is_some(),
-                admins = ?policy.admins,
-                signing_key = %config.signing_key.display(),
-                public_key = %signer.public_key_base64(),
-                "brain's policy and key loaded"
-            );
-            let brain = Brain::start(running.bus, policy, signer, config.settings).await?;
-            brain.run(running.shutdown).await
-        },
-    )
+    })
+}
+
+/// brain, once the bootstrap has connected and checked provisioning.
+async fn serve(running: Running<services::Brain>, startup: Startup) -> Result<(), BrainError> {
+    let Startup {
+        config,
+        policy,
+        signer,
+    } = startup;
+    tracing::info!(
+        policy = %config.policy.display(),
+        level = %policy.autonomy_level,
+        rules = policy.rules.len(),
+        fallback = policy.fallback.is_some(),
+        admins = ?policy.admins,
+        signing_key = %config.signing_key.display(),
+        public_key = %signer.public_key_base64(),
+        "brain's policy and key loaded"
+    );
+    let brain = Brain::start(running.bus, policy, signer, config.settings).await?;
+    brain.run(running.shutdown).await
 }
 
 /// `check`, `keygen`, `public-key`: no bus. A check that finds problems, or a key file that

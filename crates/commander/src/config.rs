@@ -62,16 +62,16 @@ pub struct CommanderConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file, the overlay or the environment (also the checks of the values).
     #[error(transparent)]
     File(#[from] contracts::runtime::ConfigError),
-    #[error(transparent)]
-    Keys(#[from] ops_client::KeysError),
-    #[error("{0}")]
-    Invalid(String),
     #[error("no trusted brain key: commander executes only actions brain signed; set brain_public_keys in the config file or ORION_BRAIN_PUBLIC_KEYS (comma-separated) to brain's public key (`brain keygen` prints it, `brain public-key --signing-key FILE` prints it again)")]
     NoBrainKey,
     #[error("brain public key {index} is not usable: {reason}")]
     BadBrainKey { index: usize, reason: String },
+    /// The ops signing keys (`OPS_SECRET`, …), checked last.
+    #[error(transparent)]
+    Keys(#[from] ops_client::KeysError),
 }
 
 impl ConfigFile for CommanderConfigFile {
@@ -108,9 +108,10 @@ impl CommanderConfig {
     pub fn load(path: Option<&Path>, env: &dyn Environment) -> Result<Self, ConfigError> {
         let file: CommanderConfigFile = contracts::runtime::load(path, env)?;
         if file.receipt_timeout_s == 0 || file.max_in_flight == 0 {
-            return Err(ConfigError::Invalid(
+            return Err(contracts::runtime::ConfigError::Invalid(
                 "receipt_timeout_s and max_in_flight must be above 0".into(),
-            ));
+            )
+            .into());
         }
         let mut brain_keys = Verifier::default();
         for (index, key) in file.brain_public_keys.iter().enumerate() {

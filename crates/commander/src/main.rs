@@ -2,23 +2,17 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::Subcommand;
 use commander::config::CommanderConfig;
 use commander::service::{CommanderService, ACTIONS_BUCKET};
 use contracts::bus::ClaimLog;
-use contracts::runtime::{self, LogArgs, RunArgs, ServiceMain};
+use contracts::runtime::{self, Program, RunArgs, ServiceMain};
 use contracts::services::Commander;
 
-/// Executes ORION actions (orion.action.v1) and reports exactly one outcome per action
-/// (orion.outcome.v1).
-#[derive(Parser)]
-#[command(name = "commander", version, long_about = LONG_ABOUT, after_help = runtime::EXIT_CODES_HELP)]
-struct Cli {
-    #[command(flatten)]
-    log: LogArgs,
-    #[command(subcommand)]
-    command: Cmd,
-}
+const PROGRAM: Program = Program::new("commander", env!("CARGO_PKG_VERSION"), ABOUT, LONG_ABOUT);
+
+/// For `-h`.
+const ABOUT: &str = "Executes ORION actions (orion.action.v1) and reports exactly one outcome per action (orion.outcome.v1).";
 
 const LONG_ABOUT: &str = "\
 Executes ORION actions (orion.action.v1) and reports exactly one outcome per action
@@ -63,34 +57,31 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    let cli: Cli = match runtime::parse_args() {
-        Ok(cli) => cli,
-        Err(status) => return status.into(),
-    };
-    let Cmd::Run(run) = cli.command;
-    ServiceMain::<Commander>::new(&cli.log, run).run(
-        |source| CommanderConfig::load(source.path, source.env),
-        |running, config| async move {
-            let log = ClaimLog::open(running.bus.jetstream(), ACTIONS_BUCKET).await?;
-            tracing::info!(
-                receipt_timeout_s = config.receipt_timeout.as_secs(),
-                trusted_brain_keys = config
-                    .brain_keys
-                    .key_count(contracts::signing::BRAIN_SIGNER),
-                "commander configured"
-            );
-            CommanderService::new(
-                running.bus,
-                log,
-                config.keys,
-                config.brain_keys,
-                config.receipt_timeout,
-                config.ack_wait,
-                config.file.max_in_flight,
-            )
-            .with_reconcile_timeout(config.reconcile_timeout)
-            .run(running.shutdown, running.drain)
-            .await
-        },
-    )
+    runtime::program_main(&PROGRAM, |log, Cmd::Run(run)| {
+        ServiceMain::<Commander>::new(&log, run).run(
+            |source| CommanderConfig::load(source.path, source.env),
+            |running, config| async move {
+                let log = ClaimLog::open(running.bus.jetstream(), ACTIONS_BUCKET).await?;
+                tracing::info!(
+                    receipt_timeout_s = config.receipt_timeout.as_secs(),
+                    trusted_brain_keys = config
+                        .brain_keys
+                        .key_count(contracts::signing::BRAIN_SIGNER),
+                    "commander configured"
+                );
+                CommanderService::new(
+                    running.bus,
+                    log,
+                    config.keys,
+                    config.brain_keys,
+                    config.receipt_timeout,
+                    config.ack_wait,
+                    config.file.max_in_flight,
+                )
+                .with_reconcile_timeout(config.reconcile_timeout)
+                .run(running.shutdown, running.drain)
+                .await
+            },
+        )
+    })
 }

@@ -43,7 +43,9 @@ fn text(output: &Output) -> String {
 fn a_refused_configuration_exits_2_before_connecting() {
     let key = brain_public_key();
     let started = Instant::now();
-    let cases: [(&str, Vec<(&str, &str)>, &str); 3] = [
+    // (case, environment, what the refusal says)
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: [Case; 3] = [
         (
             "no brain key",
             vec![("OPS_SECRET", TEST_SECRET)],

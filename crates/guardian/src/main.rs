@@ -3,21 +3,17 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use contracts::runtime::{self, ConfigArgs, LogArgs, ProcessEnvironment, RunArgs, ServiceMain};
+use clap::Subcommand;
+use contracts::runtime::{
+    self, ConfigArgs, ExitStatus, LogArgs, ProcessEnvironment, Program, RunArgs, ServiceMain,
+};
 use contracts::services::Guardian;
 use guardian::config::{ConfigError, GuardianConfig};
 
-/// Correlates ORION events (orion.event.v1) into incidents (orion.incident.v1) by configurable
-/// rules, and applies incident acknowledgements (orion.incident_acknowledgement.v1).
-#[derive(Parser)]
-#[command(name = "guardian", version, long_about = LONG_ABOUT, after_help = runtime::EXIT_CODES_HELP)]
-struct Cli {
-    #[command(flatten)]
-    log: LogArgs,
-    #[command(subcommand)]
-    command: Cmd,
-}
+const PROGRAM: Program = Program::new("guardian", env!("CARGO_PKG_VERSION"), ABOUT, LONG_ABOUT);
+
+/// For `-h`.
+const ABOUT: &str = "Correlates ORION events (orion.event.v1) into incidents (orion.incident.v1) by configurable rules, and applies incident acknowledgements (orion.incident_acknowledgement.v1).";
 
 const LONG_ABOUT: &str = "\
 Correlates ORION events (orion.event.v1) into incidents (orion.incident.v1) by the rules of its
@@ -69,12 +65,8 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    let cli: Cli = match runtime::parse_args() {
-        Ok(cli) => cli,
-        Err(status) => return status.into(),
-    };
-    match cli.command {
-        Cmd::Run(run) => ServiceMain::<Guardian>::new(&cli.log, run).run(
+    runtime::program_main(&PROGRAM, |log, command| match command {
+        Cmd::Run(run) => ServiceMain::<Guardian>::new(&log, run).run(
             |source| GuardianConfig::load(source.path, source.env),
             |running, config| async move {
                 tracing::info!(rules = config.rules.len(), "guardian rules loaded");
@@ -83,23 +75,24 @@ fn main() -> ExitCode {
                     .map(drop)
             },
         ),
-        Cmd::Check(args) => {
-            runtime::init_tracing(cli.log.log_format);
-            let path = args.path::<Guardian>(&ProcessEnvironment);
-            match GuardianConfig::load(path.as_deref(), &ProcessEnvironment) {
-                Ok(config) => {
-                    print_rules(&config);
-                    ExitCode::SUCCESS
-                }
-                // A check that finds problems exits 1; no file to check is a usage error.
-                Err(e) => {
-                    eprintln!("guardian: configuration refused: {e}");
-                    match e {
-                        ConfigError::NoFile => runtime::ExitStatus::Usage,
-                        _ => runtime::ExitStatus::Failure,
-                    }
-                    .into()
-                }
+        Cmd::Check(args) => check(&log, &args),
+    })
+}
+
+/// `guardian check`: a check that finds problems exits 1; no file to check is a usage error.
+fn check(log: &LogArgs, args: &ConfigArgs) -> ExitStatus {
+    runtime::init_tracing(log.log_format);
+    let path = args.path::<Guardian>(&ProcessEnvironment);
+    match GuardianConfig::load(path.as_deref(), &ProcessEnvironment) {
+        Ok(config) => {
+            print_rules(&config);
+            ExitStatus::Ok
+        }
+        Err(e) => {
+            eprintln!("guardian: configuration refused: {e}");
+            match e {
+                ConfigError::NoFile => ExitStatus::Usage,
+                _ => ExitStatus::Failure,
             }
         }
     }

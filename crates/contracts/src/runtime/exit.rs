@@ -52,6 +52,18 @@ impl ExitStatus {
     }
 }
 
+impl TryFrom<u8> for ExitStatus {
+    type Error = u8;
+
+    /// The status of a code of the convention; `Err` with the code for any other.
+    fn try_from(code: u8) -> Result<Self, u8> {
+        Self::ALL
+            .into_iter()
+            .find(|status| status.code() == code)
+            .ok_or(code)
+    }
+}
+
 impl From<ExitStatus> for std::process::ExitCode {
     fn from(status: ExitStatus) -> Self {
         std::process::ExitCode::from(status.code())
@@ -132,6 +144,8 @@ mod tests {
     fn the_codes_are_the_documented_ones() {
         let codes: Vec<u8> = ExitStatus::ALL.iter().map(|s| s.code()).collect();
         assert_eq!(codes, [0, 1, 2, 3]);
+        assert_eq!(ExitStatus::try_from(2), Ok(ExitStatus::Usage));
+        assert_eq!(ExitStatus::try_from(4), Err(4));
         for status in ExitStatus::ALL {
             let line = format!("  {}  {}", status.code(), status.meaning());
             assert!(EXIT_CODES_HELP.contains(&line), "{line}");

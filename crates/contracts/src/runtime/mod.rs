@@ -30,7 +30,8 @@ pub use files::{create_private_file, write_private_file};
 pub use logging::{init_tracing, init_tracing_at, LogFormat};
 pub use nats::NatsSection;
 pub use service_main::{
-    config_variable, init_client_logs, parse_args, BoxError, ConfigArgs, ConfigSource, LogArgs,
-    RunArgs, Running, ServiceConfig, ServiceError, ServiceMain, CLOSE_MARGIN,
+    client_main, config_variable, fail, parse_args, program_main, BoxError, ConfigArgs,
+    ConfigSource, LogArgs, Program, RunArgs, Running, ServiceConfig, ServiceError, ServiceMain,
+    CLOSE_MARGIN,
 };
 pub use shutdown::{shutdown_signal, Shutdown, ShutdownTrigger};

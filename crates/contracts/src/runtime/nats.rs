@@ -43,6 +43,13 @@ impl Default for NatsSection {
 }
 
 impl NatsSection {
+    /// The defaults with the environment applied: for clients that have no config file.
+    pub fn from_environment(env: &dyn Environment) -> Self {
+        let mut section = Self::default();
+        section.apply_environment(env);
+        section
+    }
+
     /// `ORION_NATS_URL` (or the older `NATS_URL`) replaces the URL, `ORION_NATS_USER` the user.
     pub fn apply_environment(&mut self, env: &dyn Environment) {
         if let Some(url) = env.var("ORION_NATS_URL").or_else(|| env.var("NATS_URL")) {

@@ -11,15 +11,20 @@
 //!   → close the connection                                            a failure → 1; done → 0
 //! ```
 //!
-//! A service's `main` is its clap `Cli` with [`LogArgs`] and [`RunArgs`] flattened in, and:
+//! A service's `main` is its subcommands (with [`RunArgs`] flattened into `run`) and:
 //!
 //! ```ignore
+//! const PROGRAM: Program = Program::new("guardian", env!("CARGO_PKG_VERSION"), ABOUT, LONG_ABOUT);
+//!
 //! fn main() -> std::process::ExitCode {
-//!     let cli: Cli = match runtime::parse_args() { Ok(cli) => cli, Err(status) => return status.into() };
-//!     ServiceMain::<services::Guardian>::new(&cli.log, cli.run)
-//!         .run(|source| GuardianConfig::load(source.path, source.env), |running, config| async move {
-//!             guardian::service::run(running.bus, &config, running.shutdown).await
-//!         })
+//!     runtime::program_main(&PROGRAM, |log, command| match command {
+//!         Cmd::Run(run) => ServiceMain::<services::Guardian>::new(&log, run).run(
+//!             |source| GuardianConfig::load(source.path, source.env),
+//!             |running, config| async move {
+//!                 guardian::service::run(running.bus, &config, running.shutdown).await
+//!             },
+//!         ),
+//!     })
 //! }
 //! ```
 
@@ -33,7 +38,7 @@ use super::{
     exit_status_of, init_tracing, init_tracing_at, report, shutdown_signal, Environment,
     ExitStatus, LogFormat, NatsSection, ProcessEnvironment, Shutdown,
 };
-use crate::bus::{Bus, BusError};
+use crate::bus::{Bus, BusConfig, BusError};
 use crate::Service;
 
 /// Any error, boxed (an `anyhow::Error` converts into it and keeps its sources).
@@ -90,30 +95,85 @@ impl Default for RunArgs {
 
 /// `guardian` → `GUARDIAN_CONFIG`, `ops-worker` → `OPS_WORKER_CONFIG`.
 pub fn config_variable<S: Service>() -> String {
-    let upper: String = S::NAME
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("{upper}_CONFIG")
+    format!("{}_CONFIG", crate::variable_stem(S::NAME))
+}
+
+/// What a binary says about itself in `--help` and `--version`.
+#[derive(Debug, Clone, Copy)]
+pub struct Program {
+    pub name: &'static str,
+    /// `env!("CARGO_PKG_VERSION")` of the binary's crate.
+    pub version: &'static str,
+    /// One line, for `-h`.
+    pub about: &'static str,
+    /// For `--help`; the exit-code table ([`super::EXIT_CODES_HELP`]) follows it.
+    pub long_about: &'static str,
+}
+
+impl Program {
+    pub const fn new(
+        name: &'static str,
+        version: &'static str,
+        about: &'static str,
+        long_about: &'static str,
+    ) -> Self {
+        Self {
+            name,
+            version,
+            about,
+            long_about,
+        }
+    }
+}
+
+/// A binary's command line: `--log-format` and the binary's subcommands `C`.
+#[derive(clap::Parser)]
+struct ProgramArgs<C: clap::Subcommand> {
+    #[command(flatten)]
+    log: LogArgs,
+    #[command(subcommand)]
+    command: C,
+}
+
+/// The `main` of every service binary: parses `--log-format` and the subcommands `C` (help and
+/// version exit 0, bad arguments 2) and returns the exit code of `body` — a [`ServiceMain`]
+/// for `run`, the binary's own code for its other subcommands.
+pub fn program_main<C: clap::Subcommand>(
+    program: &Program,
+    body: impl FnOnce(LogArgs, C) -> ExitStatus,
+) -> std::process::ExitCode {
+    use clap::{CommandFactory, FromArgMatches};
+    let command = ProgramArgs::<C>::command()
+        .name(program.name)
+        .bin_name(program.name)
+        .version(program.version)
+        .about(program.about)
+        .long_about(program.long_about)
+        .after_help(super::EXIT_CODES_HELP);
+    let parsed = command
+        .try_get_matches()
+        .and_then(|matches| ProgramArgs::<C>::from_arg_matches(&matches));
+    match parsed {
+        Ok(args) => body(args.log, args.command),
+        Err(e) => clap_exit(&e),
+    }
+    .into()
 }
 
 /// Parses the command line as `C`. `Err` carries the status to exit with once clap has printed
 /// what it had to: help and version exit 0, bad arguments 2.
 pub fn parse_args<C: clap::Parser>() -> Result<C, ExitStatus> {
-    C::try_parse().map_err(|e| {
-        let _ = e.print();
-        if e.use_stderr() {
-            ExitStatus::Usage
-        } else {
-            ExitStatus::Ok
-        }
-    })
+    C::try_parse().map_err(|e| clap_exit(&e))
+}
+
+/// Prints clap's message; help and version are 0, anything else bad arguments (2).
+fn clap_exit(e: &clap::Error) -> ExitStatus {
+    let _ = e.print();
+    if e.use_stderr() {
+        ExitStatus::Usage
+    } else {
+        ExitStatus::Ok
+    }
 }
 
 /// Where a service's loader reads its configuration from.
@@ -221,6 +281,10 @@ impl ServiceError {
 
 type ShutdownFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
+/// A service's own code with its configuration bound, as the bootstrap runs it.
+type ServiceFn<'a, S> =
+    Box<dyn FnOnce(Running<S>) -> Pin<Box<dyn Future<Output = Result<(), BoxError>> + 'a>> + 'a>;
+
 /// The bootstrap of service `S` (a `contracts::services` identity); see the module docs.
 pub struct ServiceMain<S: Service> {
     log_format: LogFormat,
@@ -254,28 +318,12 @@ impl<S: Service> ServiceMain<S> {
         self
     }
 
-    /// Runs the service and returns the process's exit code; see [`ServiceMain::run_status`].
-    pub fn run<C, E, F, Fut, R>(
-        self,
-        configure: impl FnOnce(ConfigSource<'_>) -> Result<C, E>,
-        service: F,
-    ) -> std::process::ExitCode
-    where
-        C: ServiceConfig,
-        E: Into<BoxError>,
-        F: FnOnce(Running<S>, C) -> Fut,
-        Fut: Future<Output = Result<(), R>>,
-        R: Into<BoxError>,
-    {
-        self.run_status(configure, service).into()
-    }
-
     /// Logs; loads the configuration with `configure` (before anything connects); connects
     /// as `S` (which registers the micro service), verifies provisioning, runs `service` until
     /// it ends (it gets the shutdown and the drain period), closes the bus. A failure is
     /// printed as `<service>: <error>: <its sources>` on stderr, and its kind decides the
     /// status.
-    pub fn run_status<C, E, F, Fut, R>(
+    pub fn run<C, E, F, Fut, R>(
         self,
         configure: impl FnOnce(ConfigSource<'_>) -> Result<C, E>,
         service: F,
@@ -288,38 +336,35 @@ impl<S: Service> ServiceMain<S> {
         R: Into<BoxError>,
     {
         init_tracing(self.log_format);
-        match self.start(configure, service) {
-            Ok(()) => ExitStatus::Ok,
-            Err(error) => {
-                eprintln!("{}: {}", S::NAME, report(&*error));
-                exit_status_of(&*error)
-            }
-        }
-    }
-
-    fn start<C, E, F, Fut, R>(
-        self,
-        configure: impl FnOnce(ConfigSource<'_>) -> Result<C, E>,
-        service: F,
-    ) -> Result<(), BoxError>
-    where
-        C: ServiceConfig,
-        E: Into<BoxError>,
-        F: FnOnce(Running<S>, C) -> Fut,
-        Fut: Future<Output = Result<(), R>>,
-        R: Into<BoxError>,
-    {
         let env = &*self.env;
         let path = self.run.config.path::<S>(env);
         let source = ConfigSource {
             path: path.as_deref(),
             env,
         };
-        let config = configure(source).map_err(ServiceError::config)?;
-        let bus_config = config
-            .nats()
-            .bus_config::<S>(env)
-            .map_err(ServiceError::config)?;
+        let configured = configure(source)
+            .map_err(ServiceError::config)
+            .and_then(|config| {
+                let bus_config = config.nats().bus_config::<S>(env);
+                Ok((bus_config.map_err(ServiceError::config)?, config))
+            });
+        let outcome = match configured {
+            Ok((bus_config, config)) => self.serve(
+                bus_config,
+                Box::new(move |running| {
+                    Box::pin(async move { service(running, config).await.map_err(Into::into) })
+                }),
+            ),
+            Err(refused) => Err(refused.into()),
+        };
+        match outcome {
+            Ok(()) => ExitStatus::Ok,
+            Err(error) => fail(S::NAME, &*error),
+        }
+    }
+
+    /// Connects, verifies, runs `service` with the shutdown and the drain period, closes.
+    fn serve<'a>(self, bus_config: BusConfig, service: ServiceFn<'a, S>) -> Result<(), BoxError> {
         let drain = Duration::from_secs(self.run.drain_s);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -358,9 +403,9 @@ impl<S: Service> ServiceMain<S> {
                 shutdown,
                 drain,
             };
-            let work = service(running, config);
+            let work = service(running);
             let outcome: Result<(), BoxError> = tokio::select! {
-                outcome = work => outcome.map_err(Into::into),
+                outcome = work => outcome,
                 () = async {
                     trigger.fired().await;
                     tokio::time::sleep(drain + CLOSE_MARGIN).await;
@@ -378,10 +423,29 @@ impl<S: Service> ServiceMain<S> {
     }
 }
 
-/// Logs for a command-line client: warnings and errors only unless `RUST_LOG` says otherwise,
-/// so that its own output is not buried in connection logs.
-pub fn init_client_logs(log: &LogArgs) {
+/// Runs a command-line client (`approval-cli`, `ops-worker send`): logs at `warn` unless
+/// `RUST_LOG` says otherwise (so that its own output is not buried in connection logs), a
+/// small tokio runtime, and `work`, which decides the exit status (the same convention,
+/// [`ExitStatus`]).
+pub fn client_main(log: &LogArgs, work: impl Future<Output = ExitStatus>) -> ExitStatus {
     init_tracing_at(log.log_format, "warn");
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(work),
+        Err(e) => {
+            eprintln!("starting the tokio runtime: {e}");
+            ExitStatus::Failure
+        }
+    }
+}
+
+/// Prints `<program>: <error>: <its sources>` and returns the status the error's kind decides.
+pub fn fail(program: &str, error: &(dyn std::error::Error + 'static)) -> ExitStatus {
+    eprintln!("{program}: {}", report(error));
+    exit_status_of(error)
 }
 
 #[cfg(test)]
@@ -450,7 +514,7 @@ mod tests {
     fn a_refused_configuration_exits_2_and_nothing_runs() {
         let ran = Arc::new(AtomicBool::new(false));
         let seen = ran.clone();
-        let status = bootstrap(&[("ORION_ENV", "staging")], RunArgs::default()).run_status(
+        let status = bootstrap(&[("ORION_ENV", "staging")], RunArgs::default()).run(
             load,
             move |_, _| async move {
                 seen.store(true, Ordering::SeqCst);
@@ -465,8 +529,7 @@ mod tests {
             },
             drain_s: 1,
         };
-        let status =
-            bootstrap(&[], missing).run_status(load, |_, _| async { Ok::<(), BoxError>(()) });
+        let status = bootstrap(&[], missing).run(load, |_, _| async { Ok::<(), BoxError>(()) });
         assert_eq!(status, ExitStatus::Usage);
     }
 
@@ -476,7 +539,7 @@ mod tests {
             &[("ORION_NATS_URL", "nats://127.0.0.1:1")],
             RunArgs::default(),
         )
-        .run_status(load, |_, _| async { Ok::<(), BoxError>(()) });
+        .run(load, |_, _| async { Ok::<(), BoxError>(()) });
         assert_eq!(status, ExitStatus::Unreachable);
     }
 
@@ -517,7 +580,7 @@ mod tests {
             .with_shutdown(async move {
                 let _ = stopped.await;
             })
-            .run_status(load, move |running, _config| async move {
+            .run(load, move |running, _config| async move {
                 // Registered as a micro service by the time the service's code runs.
                 let info = admin()
                     .await
