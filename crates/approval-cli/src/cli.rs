@@ -3,23 +3,25 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use contracts::runtime::LogFormat;
+use contracts::runtime::{ExitStatus, LogArgs};
 
+// The codes are those of every ORION binary (`contracts::runtime::ExitStatus`).
 /// Exit code: the command did what was asked.
-pub const EXIT_OK: u8 = 0;
+pub const EXIT_OK: u8 = ExitStatus::Ok.code();
 /// Exit code: refused (unknown or expired request, key file exists, …) or not found.
-pub const EXIT_REFUSED: u8 = 1;
+pub const EXIT_REFUSED: u8 = ExitStatus::Failure.code();
 /// Exit code: bad arguments (missing or empty --reason, no key, unreadable key file, …).
-pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_USAGE: u8 = ExitStatus::Usage.code();
 /// Exit code: NATS could not be reached (or did not answer in time).
-pub const EXIT_UNREACHABLE: u8 = 3;
+pub const EXIT_UNREACHABLE: u8 = ExitStatus::Unreachable.code();
 
 pub const EXIT_CODES: &str = "\
 Exit codes:
   0  done
   1  refused or not found (unknown or expired request, already answered, key file exists, …)
   2  usage: bad or missing arguments (e.g. no --reason, no key), unreadable key file
-  3  cannot reach NATS (connection refused, login failed, or no answer in time)";
+  3  cannot reach NATS (connection refused, login failed, or no answer in time)
+The same codes as every ORION binary: README.md, \"Configuration and exit codes\".";
 
 const LONG_ABOUT: &str = "\
 The operators' command line for ORION: list the approval requests brain is waiting on, show one,
@@ -58,9 +60,9 @@ pub struct Cli {
     /// Print JSON for scripts instead of tables and lines for people.
     #[arg(long, global = true)]
     pub json: bool,
-    /// Log format of diagnostics on stderr: text or json (RUST_LOG filters; default warn).
-    #[arg(long, global = true, env = "ORION_LOG_FORMAT", default_value = "text")]
-    pub log_format: LogFormat,
+    /// Log format of diagnostics on stderr (RUST_LOG filters; default warn).
+    #[command(flatten)]
+    pub log: LogArgs,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -1,5 +1,6 @@
 //! brain's service configuration (not the policy): a TOML file with environment overlays
-//! (`brain.<ORION_ENV>.toml`), then environment variables, then command-line flags.
+//! (`brain.<ORION_ENV>.toml`), then environment variables (`contracts::runtime::load`), then
+//! command-line flags; and [`Startup`], everything `brain run` checks before connecting.
 //!
 //! ```toml
 //! [nats]
@@ -20,22 +21,20 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use contracts::runtime::{ConfigFile, Environment, NatsSection, ServiceConfig};
+use contracts::signing::{KeyFileError, SigningKey, BRAIN_SIGNER};
 use serde::Deserialize;
 
+use crate::policy::{Policy, PolicyError};
 use crate::service::Settings;
 
-#[derive(Debug, Clone, Deserialize)]
+/// The file as written (`brain.toml`, and `brain.<env>.toml`); `[nats]` is the section every
+/// service shares.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct FileConfig {
+pub struct BrainConfigFile {
     pub nats: NatsSection,
     pub brain: BrainSection,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct NatsSection {
-    pub url: String,
-    pub replicas: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -47,24 +46,6 @@ pub struct BrainSection {
     pub signing_key: Option<PathBuf>,
     pub expiry_check_s: u64,
     pub rescan_s: u64,
-}
-
-impl Default for FileConfig {
-    fn default() -> Self {
-        Self {
-            nats: NatsSection {
-                url: contracts::bus::DEFAULT_NATS_URL.to_string(),
-                replicas: 1,
-            },
-            brain: BrainSection::default(),
-        }
-    }
-}
-
-impl Default for NatsSection {
-    fn default() -> Self {
-        FileConfig::default().nats
-    }
 }
 
 impl Default for BrainSection {
@@ -88,8 +69,7 @@ pub struct Flags<'a> {
 /// Everything brain runs with.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub nats_url: String,
-    pub nats_replicas: usize,
+    pub nats: NatsSection,
     pub policy: PathBuf,
     /// The key file brain signs its actions with.
     pub signing_key: PathBuf,
@@ -108,40 +88,56 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+impl ConfigFile for BrainConfigFile {
+    fn nats_mut(&mut self) -> &mut NatsSection {
+        &mut self.nats
+    }
+
+    /// The file's paths are relative to the file.
+    fn file_read(&mut self, dir: Option<&Path>) {
+        let dir = dir.unwrap_or(Path::new(""));
+        for path in [&mut self.brain.policy, &mut self.brain.signing_key]
+            .into_iter()
+            .flatten()
+        {
+            *path = dir.join(&*path);
+        }
+    }
+
+    fn apply_environment(
+        &mut self,
+        env: &dyn Environment,
+    ) -> Result<(), contracts::runtime::ConfigError> {
+        if let Some(policy) = env.var("ORION_BRAIN_POLICY") {
+            self.brain.policy = Some(policy.into());
+        }
+        if let Some(key) = env.var("ORION_BRAIN_SIGNING_KEY_FILE") {
+            self.brain.signing_key = Some(key.into());
+        }
+        Ok(())
+    }
+}
+
 impl Config {
-    /// Loads `path` (+ the overlay of `ORION_ENV`), applies `ORION_NATS_URL`,
+    /// Loads `path` (+ the overlay of `ORION_ENV`), applies `ORION_NATS_*`,
     /// `ORION_BRAIN_POLICY` and `ORION_BRAIN_SIGNING_KEY_FILE`, then the flags.
     pub fn load(
         path: Option<&Path>,
         flags: Flags<'_>,
-        var: impl Fn(&str) -> Option<String>,
+        env: &dyn Environment,
     ) -> Result<Self, ConfigError> {
-        let environment = var("ORION_ENV").unwrap_or_else(|| "base".into());
-        let file: FileConfig = contracts::runtime::load_layered(path, &environment)?;
-        let base = path
-            .and_then(Path::parent)
+        let file: BrainConfigFile = contracts::runtime::load(path, env)?;
+        let b = file.brain;
+        let policy = flags
+            .policy
             .map(Path::to_path_buf)
-            .unwrap_or_default();
-        let pick = |flag: Option<&Path>, env: &str, in_file: &Option<PathBuf>| match (
-            flag,
-            var(env),
-            in_file,
-        ) {
-            (Some(flag), _, _) => Some(flag.to_path_buf()),
-            (None, Some(env), _) => Some(PathBuf::from(env)),
-            (None, None, Some(in_file)) if in_file.is_relative() => Some(base.join(in_file)),
-            (None, None, Some(in_file)) => Some(in_file.clone()),
-            (None, None, None) => None,
-        };
-        let policy = pick(flags.policy, "ORION_BRAIN_POLICY", &file.brain.policy)
+            .or(b.policy)
             .ok_or(ConfigError::NoPolicy)?;
-        let signing_key = pick(
-            flags.signing_key,
-            "ORION_BRAIN_SIGNING_KEY_FILE",
-            &file.brain.signing_key,
-        )
-        .ok_or(ConfigError::NoSigningKey)?;
-        let b = &file.brain;
+        let signing_key = flags
+            .signing_key
+            .map(Path::to_path_buf)
+            .or(b.signing_key)
+            .ok_or(ConfigError::NoSigningKey)?;
         for (name, value) in [
             ("expiry_check_s", b.expiry_check_s),
             ("rescan_s", b.rescan_s),
@@ -153,8 +149,7 @@ impl Config {
             }
         }
         Ok(Self {
-            nats_url: var("ORION_NATS_URL").unwrap_or(file.nats.url),
-            nats_replicas: file.nats.replicas.max(1),
+            nats: file.nats,
             policy,
             signing_key,
             settings: Settings {
@@ -163,6 +158,55 @@ impl Config {
                 ..Settings::default()
             },
         })
+    }
+}
+
+/// Everything `brain run` starts with, checked before anything connects: the configuration,
+/// the policy it names and brain's signing key.
+pub struct Startup {
+    pub config: Config,
+    pub policy: Policy,
+    pub signer: SigningKey,
+}
+
+/// Why `brain run` refuses to start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Every problem of the policy file, with its line.
+    #[error("policy refused")]
+    Policy(#[from] PolicyError),
+    /// Without its key brain could not publish an action commander runs.
+    #[error("signing key refused")]
+    SigningKey(#[from] KeyFileError),
+}
+
+impl Startup {
+    /// [`Config::load`], then the policy, then the signing key (a key readable by others is
+    /// used, with a warning in the log).
+    pub fn load(
+        path: Option<&Path>,
+        flags: Flags<'_>,
+        env: &dyn Environment,
+    ) -> Result<Self, StartupError> {
+        let config = Config::load(path, flags, env)?;
+        let policy = Policy::load(&config.policy)?;
+        let loaded = SigningKey::load(BRAIN_SIGNER, &config.signing_key)?;
+        if let Some(warning) = &loaded.warning {
+            tracing::warn!(%warning, "brain's signing key is readable by others");
+        }
+        Ok(Self {
+            config,
+            policy,
+            signer: loaded.key,
+        })
+    }
+}
+
+impl ServiceConfig for Startup {
+    fn nats(&self) -> &NatsSection {
+        &self.config.nats
     }
 }
 
@@ -175,12 +219,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("brain.toml");
         std::fs::write(&path, "[nats]\nurl = \"nats://file:4222\"\n[brain]\npolicy = \"p.toml\"\nsigning_key = \"brain.key\"\nexpiry_check_s = 2\n").unwrap();
-        let none = |_: &str| None;
+        let none = &|_: &str| None::<String>;
         let no_flags = Flags::default();
         let config = Config::load(Some(&path), no_flags, none).unwrap();
         assert_eq!(config.policy, dir.path().join("p.toml"));
         assert_eq!(config.signing_key, dir.path().join("brain.key"));
-        assert_eq!(config.nats_url, "nats://file:4222");
+        assert_eq!(config.nats.url, "nats://file:4222");
         assert_eq!(config.settings.expiry_check, Duration::from_secs(2));
         let env = |k: &str| match k {
             "ORION_BRAIN_POLICY" => Some("/etc/env.toml".to_string()),
@@ -188,15 +232,15 @@ mod tests {
             "ORION_NATS_URL" => Some("nats://env:4222".to_string()),
             _ => None,
         };
-        let config = Config::load(Some(&path), no_flags, env).unwrap();
+        let config = Config::load(Some(&path), no_flags, &env).unwrap();
         assert_eq!(config.policy, PathBuf::from("/etc/env.toml"));
         assert_eq!(config.signing_key, PathBuf::from("/etc/brain.key"));
-        assert_eq!(config.nats_url, "nats://env:4222");
+        assert_eq!(config.nats.url, "nats://env:4222");
         let flags = Flags {
             policy: Some(Path::new("flag.toml")),
             signing_key: Some(Path::new("flag.key")),
         };
-        let config = Config::load(Some(&path), flags, env).unwrap();
+        let config = Config::load(Some(&path), flags, &env).unwrap();
         assert_eq!(config.policy, PathBuf::from("flag.toml"));
         assert_eq!(config.signing_key, PathBuf::from("flag.key"));
         assert!(matches!(
@@ -213,7 +257,7 @@ mod tests {
         assert!(refused.to_string().contains("brain keygen"), "{refused}");
         let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("brain.toml");
         let key_env = |k: &str| (k == "ORION_BRAIN_SIGNING_KEY_FILE").then(|| "k".to_string());
-        let config = Config::load(Some(&shipped), no_flags, key_env).unwrap();
+        let config = Config::load(Some(&shipped), no_flags, &key_env).unwrap();
         assert_eq!(
             config.policy,
             Path::new(env!("CARGO_MANIFEST_DIR")).join("policy.toml")

@@ -4,31 +4,17 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
-use brain::config::{Config, Flags};
-use brain::{Brain, Policy};
-use clap::{Parser, Subcommand};
-use contracts::bus::{Bus, BusConfig};
-use contracts::runtime::{init_tracing, shutdown_signal, LogFormat};
+use brain::config::{Flags, Startup};
+use brain::{Brain, BrainError, Policy};
+use clap::Subcommand;
+use contracts::runtime::{self, ExitStatus, Program, RunArgs, Running, ServiceMain};
 use contracts::services;
 use contracts::signing::{SigningKey, BRAIN_SIGNER};
 
-/// Exit code: a bad policy or configuration, or brain failed.
-const EXIT_FAILURE: u8 = 1;
-/// Exit code: bad command-line arguments.
-const EXIT_USAGE: u8 = 2;
+const PROGRAM: Program = Program::new("brain", env!("CARGO_PKG_VERSION"), ABOUT, LONG_ABOUT);
 
-/// Decides how to respond to ORION incidents: policy, autonomy levels, ops interlock and signed
-/// approvals (orion.incident.v1 → orion.decision.v1, orion.action.v1, orion.approval_request.v1).
-#[derive(Parser)]
-#[command(name = "brain", version, long_about = LONG_ABOUT)]
-struct Cli {
-    /// Log format: text or json.
-    #[arg(long, global = true, env = "ORION_LOG_FORMAT", default_value = "text")]
-    log_format: LogFormat,
-    #[command(subcommand)]
-    command: Cmd,
-}
+/// For `-h`.
+const ABOUT: &str = "Decides how to respond to ORION incidents: policy, autonomy levels, ops interlock and signed approvals (orion.incident.v1 → orion.decision.v1, orion.action.v1, orion.approval_request.v1).";
 
 const LONG_ABOUT: &str = "\
 Decides how to respond to ORION incidents. Consumes orion.incident.v1, orion.approval_decision.v1
@@ -40,7 +26,7 @@ Every action is signed with brain's own Ed25519 key (header Orion-Signature: ed2
 over the RFC 8785 canonical JSON of the action as published); commander executes only actions
 whose signature verifies against brain's public key(s). `brain keygen --out FILE` creates the
 key and prints the line commander needs; `brain public-key --signing-key FILE` prints it again.
-Without a readable key `brain run` exits 1 before connecting.
+Without a readable key `brain run` exits 2 before connecting.
 
 Autonomy levels (policy `autonomy_level`, capped live by the ops interlock):
   N0  observe: NO_ACTION
@@ -80,7 +66,8 @@ Policy file (TOML, --policy; checked at start, errors give the line; `brain chec
 Config file (TOML, --config; optional): [nats] url, replicas; [brain] policy, signing_key (both
 relative to the file), expiry_check_s, rescan_s, ack_wait_s, max_deliver. An overlay
 <name>.<ORION_ENV>.toml next to it overrides keys; environment variables override both;
---policy and --signing-key override everything.
+--policy and --signing-key override everything (the same precedence for every ORION service;
+README.md, \"Configuration and exit codes\").
 
 Environment:
   ORION_NATS_URL        NATS URL(s), comma-separated (default nats://localhost:4222)
@@ -89,21 +76,20 @@ Environment:
   ORION_BRAIN_POLICY    policy file (instead of [brain] policy)
   ORION_BRAIN_SIGNING_KEY_FILE
                         brain's private key file (instead of [brain] signing_key); required
+  BRAIN_CONFIG          the config file, instead of --config
   ORION_ENV             base, dev, ci or prod: which overlay of the config file to apply
   ORION_LOG_FORMAT      text or json; RUST_LOG filters (default info)
 
 State: key-value bucket brain_state (pending approval requests, cooldowns, rate windows,
-breakers), so a restart loses nothing. Exit codes: 0 stopped by SIGTERM/SIGINT, 1 bad policy,
-signing key, configuration or connection (reported before connecting when it is the policy or
-the key), 2 bad arguments.";
+breakers), so a restart loses nothing. A bad policy, signing key or configuration exits 2
+before connecting (`brain check` exits 1 for a bad policy: the check ran and failed).";
 
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the service until SIGTERM/SIGINT; the message in hand is finished first.
     Run {
-        /// Config file (TOML); see --help for the keys.
-        #[arg(long, short, env = "BRAIN_CONFIG")]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        run: RunArgs,
         /// Policy file (TOML); overrides ORION_BRAIN_POLICY and [brain] policy.
         #[arg(long, short)]
         policy: Option<PathBuf>,
@@ -112,6 +98,13 @@ enum Cmd {
         #[arg(long, value_name = "FILE")]
         signing_key: Option<PathBuf>,
     },
+    #[command(flatten)]
+    Tool(Tool),
+}
+
+/// The subcommands that do not connect anywhere.
+#[derive(Subcommand)]
+enum Tool {
     /// Create brain's Ed25519 signing key in FILE (mode 0600, never over an existing file) and
     /// print the public key commander must trust.
     Keygen {
@@ -135,113 +128,35 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
-        }
-    };
-    init_tracing(cli.log_format);
-    match cli.command {
-        Cmd::Check { policy } => match Policy::load(&policy) {
-            Ok(policy) => {
-                print!("{}", policy.summary());
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("brain: {e}");
-                ExitCode::from(EXIT_FAILURE)
-            }
-        },
-        Cmd::Keygen { out } => match SigningKey::write_new(BRAIN_SIGNER, &out) {
-            Ok(key) => {
-                println!(
-                    "Wrote brain's signing key to {} (mode 0600: keep it secret; brain reads it with --signing-key or ORION_BRAIN_SIGNING_KEY_FILE).",
-                    out.display()
-                );
-                println!("Give commander its public key (commander.toml, or ORION_BRAIN_PUBLIC_KEYS=<key>):");
-                println!();
-                println!("brain_public_keys = [\"{}\"]", key.public_key_base64());
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("brain: {e}");
-                ExitCode::from(EXIT_FAILURE)
-            }
-        },
-        Cmd::PublicKey { signing_key } => match SigningKey::load(BRAIN_SIGNER, &signing_key) {
-            Ok(loaded) => {
-                if let Some(warning) = loaded.warning {
-                    eprintln!("brain: warning: {warning}");
-                }
-                println!("{}", loaded.key.public_key_base64());
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("brain: {e}");
-                ExitCode::from(EXIT_FAILURE)
-            }
-        },
+    runtime::program_main(&PROGRAM, |log, command| match command {
         Cmd::Run {
-            config,
+            run,
             policy,
             signing_key,
-        } => {
-            let flags = Flags {
-                policy: policy.as_deref(),
-                signing_key: signing_key.as_deref(),
-            };
-            let config = match Config::load(config.as_deref(), flags, |k| {
-                std::env::var(k).ok().filter(|v| !v.is_empty())
-            }) {
-                Ok(config) => config,
-                Err(e) => {
-                    eprintln!("brain: configuration refused: {e}");
-                    return ExitCode::from(EXIT_FAILURE);
-                }
-            };
-            // The policy is checked before anything connects.
-            let policy = match Policy::load(&config.policy) {
-                Ok(policy) => policy,
-                Err(e) => {
-                    eprintln!("brain: {e}");
-                    return ExitCode::from(EXIT_FAILURE);
-                }
-            };
-            // So is the signing key: without it brain could not publish an action commander runs.
-            let signer = match SigningKey::load(BRAIN_SIGNER, &config.signing_key) {
-                Ok(loaded) => {
-                    if let Some(warning) = &loaded.warning {
-                        tracing::warn!(%warning, "brain's signing key is readable by others");
-                    }
-                    loaded.key
-                }
-                Err(e) => {
-                    eprintln!("brain: signing key refused: {e}");
-                    return ExitCode::from(EXIT_FAILURE);
-                }
-            };
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .expect("tokio runtime");
-            match runtime.block_on(run(config, policy, signer)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("brain: {e:#}");
-                    ExitCode::from(EXIT_FAILURE)
-                }
-            }
+        } => ServiceMain::<services::Brain>::new(&log, run).run(
+            |source| {
+                let flags = Flags {
+                    policy: policy.as_deref(),
+                    signing_key: signing_key.as_deref(),
+                };
+                Startup::load(source.path, flags, source.env)
+            },
+            serve,
+        ),
+        Cmd::Tool(command) => {
+            runtime::init_tracing(log.log_format);
+            tool(command)
         }
-    }
+    })
 }
 
-async fn run(config: Config, policy: Policy, signer: SigningKey) -> Result<()> {
-    let mut bus_config =
-        BusConfig::from_env::<services::Brain>().context("reading the NATS settings")?;
-    bus_config.url = config.nats_url.clone();
-    bus_config.replicas = config.nats_replicas;
+/// brain, once the bootstrap has connected and checked provisioning.
+async fn serve(running: Running<services::Brain>, startup: Startup) -> Result<(), BrainError> {
+    let Startup {
+        config,
+        policy,
+        signer,
+    } = startup;
     tracing::info!(
         policy = %config.policy.display(),
         level = %policy.autonomy_level,
@@ -250,19 +165,49 @@ async fn run(config: Config, policy: Policy, signer: SigningKey) -> Result<()> {
         admins = ?policy.admins,
         signing_key = %config.signing_key.display(),
         public_key = %signer.public_key_base64(),
-        "brain starting"
+        "brain's policy and key loaded"
     );
-    let bus = Bus::<services::Brain>::connect(bus_config)
-        .await
-        .context("connecting to NATS")?;
-    bus.verify_provisioned()
-        .await
-        .context("checking brain's streams, consumers and buckets")?;
-    let brain = Brain::start(bus.clone(), policy, signer, config.settings)
-        .await
-        .context("opening brain's state")?;
-    brain.run(shutdown_signal()).await?;
-    bus.close().await.context("closing the NATS connection")?;
-    tracing::info!("brain stopped");
-    Ok(())
+    let brain = Brain::start(running.bus, policy, signer, config.settings).await?;
+    brain.run(running.shutdown).await
+}
+
+/// `check`, `keygen`, `public-key`: no bus. A check that finds problems, or a key file that
+/// cannot be written or read, exits 1.
+fn tool(command: Tool) -> ExitStatus {
+    let failed = |e: &dyn std::fmt::Display| {
+        eprintln!("brain: {e}");
+        ExitStatus::Failure
+    };
+    match command {
+        Tool::Check { policy } => match Policy::load(&policy) {
+            Ok(policy) => {
+                print!("{}", policy.summary());
+                ExitStatus::Ok
+            }
+            Err(e) => failed(&e),
+        },
+        Tool::Keygen { out } => match SigningKey::write_new(BRAIN_SIGNER, &out) {
+            Ok(key) => {
+                println!(
+                    "Wrote brain's signing key to {} (mode 0600: keep it secret; brain reads it with --signing-key or ORION_BRAIN_SIGNING_KEY_FILE).",
+                    out.display()
+                );
+                println!("Give commander its public key (commander.toml, or ORION_BRAIN_PUBLIC_KEYS=<key>):");
+                println!();
+                println!("brain_public_keys = [\"{}\"]", key.public_key_base64());
+                ExitStatus::Ok
+            }
+            Err(e) => failed(&e),
+        },
+        Tool::PublicKey { signing_key } => match SigningKey::load(BRAIN_SIGNER, &signing_key) {
+            Ok(loaded) => {
+                if let Some(warning) = loaded.warning {
+                    eprintln!("brain: warning: {warning}");
+                }
+                println!("{}", loaded.key.public_key_base64());
+                ExitStatus::Ok
+            }
+            Err(e) => failed(&e),
+        },
+    }
 }

@@ -38,7 +38,7 @@ fn keygen(dir: &std::path::Path) -> (std::path::PathBuf, String) {
 }
 
 #[test]
-fn a_bad_policy_exits_1_with_the_line_before_connecting() {
+fn a_bad_policy_exits_2_with_the_line_before_connecting() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad-policy.toml");
     std::fs::write(
@@ -65,7 +65,7 @@ cooldown_s = 60
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(
         stderr.contains(
             "bad-policy.toml:6:10: rule `restart`: unknown action type \"reboot_everything\""
@@ -83,6 +83,14 @@ cooldown_s = 60
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("bad-policy.toml:2:"), "{stderr}");
+    // `check` ran and found the problem: 1.
+    let output = Command::new(BRAIN)
+        .args(["check", "--policy", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("bad-policy.toml:2:"), "{stderr}");
 
@@ -92,7 +100,7 @@ cooldown_s = 60
         .env_remove("ORION_BRAIN_POLICY")
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("no policy file"));
 }
 
@@ -136,6 +144,9 @@ fn check_prints_the_policy_and_help_explains_the_keys() {
         "Orion-Signature",
         "ORION_ENV",
         "ORION_LOG_FORMAT",
+        "BRAIN_CONFIG",
+        "Exit codes",
+        "README.md",
     ] {
         assert!(help.contains(needle), "--help lacks {needle}:\n{help}");
     }
@@ -144,7 +155,7 @@ fn check_prints_the_policy_and_help_explains_the_keys() {
 }
 
 #[test]
-fn without_a_readable_signing_key_brain_exits_1_before_connecting() {
+fn without_a_readable_signing_key_brain_exits_2_before_connecting() {
     let dir = tempfile::tempdir().unwrap();
     let run = |key: Option<&std::path::Path>| {
         let mut command = Command::new(BRAIN);
@@ -160,7 +171,7 @@ fn without_a_readable_signing_key_brain_exits_1_before_connecting() {
         let output = command.output().unwrap();
         assert!(started.elapsed() < Duration::from_secs(5));
         let stderr = String::from_utf8_lossy(&output.stderr).to_string();
-        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
         assert!(!stderr.to_lowercase().contains("connect"), "{stderr}");
         stderr
     };

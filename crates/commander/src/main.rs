@@ -1,28 +1,17 @@
 //! `commander`: executes ORION actions through ops-worker and reports their outcomes.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::Subcommand;
 use commander::config::CommanderConfig;
 use commander::service::CommanderService;
-use contracts::bus::{Bus, BusConfig};
-use contracts::runtime::{init_tracing, shutdown_signal, LogFormat};
+use contracts::runtime::{self, Program, RunArgs, ServiceMain};
 use contracts::services::Commander;
 
-/// Executes ORION actions (orion.action.v1) and reports exactly one outcome per action
-/// (orion.outcome.v1).
-#[derive(Parser)]
-#[command(name = "commander", version, long_about = LONG_ABOUT)]
-struct Cli {
-    /// Log format: text or json.
-    #[arg(long, global = true, env = "ORION_LOG_FORMAT", default_value = "text")]
-    log_format: LogFormat,
-    #[command(subcommand)]
-    command: Cmd,
-}
+const PROGRAM: Program = Program::new("commander", env!("CARGO_PKG_VERSION"), ABOUT, LONG_ABOUT);
+
+/// For `-h`.
+const ABOUT: &str = "Executes ORION actions (orion.action.v1) and reports exactly one outcome per action (orion.outcome.v1).";
 
 const LONG_ABOUT: &str = "\
 Executes ORION actions (orion.action.v1) and reports exactly one outcome per action
@@ -51,92 +40,50 @@ Environment:
   ORION_ENV             base, dev, ci or prod: which overlay of the config file to apply
   ORION_LOG_FORMAT      text or json; RUST_LOG filters (default info)
 
-Config file (TOML, --config): nats_url, receipt_timeout_s (120), reconcile_timeout_s (600), max_in_flight (16),
-ack_wait_s (30), brain_public_keys = [\"<base64>\", ..] (several while brain's key rotates);
-<name>.<ORION_ENV>.toml next to it overrides keys.";
+  COMMANDER_CONFIG      the config file, instead of --config
+
+Config file (TOML, --config): [nats] url, replicas, user, password_file (or the older top-level
+nats_url), receipt_timeout_s (120), reconcile_timeout_s (600), max_in_flight (16), ack_wait_s
+(30), brain_public_keys = [\"<base64>\", ..] (several while brain's key rotates);
+<name>.<ORION_ENV>.toml next to it overrides keys, environment variables override both (the
+same for every ORION service; README.md, \"Configuration and exit codes\"). A refused
+configuration (no OPS_SECRET, no trusted brain key) exits 2 before connecting.";
 
 #[derive(Subcommand)]
 enum Cmd {
     /// Run until SIGTERM/SIGINT, then drain the actions in flight.
-    Run {
-        #[arg(long, short, env = "COMMANDER_CONFIG")]
-        config: Option<PathBuf>,
-        /// How long to wait for actions in flight at shutdown.
-        #[arg(long, default_value = "60")]
-        drain_s: u64,
-    },
+    Run(RunArgs),
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
-        }
-    };
-    init_tracing(cli.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    match runtime.block_on(run(cli.command)) {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            eprintln!("commander: {e:#}");
-            ExitCode::from(1)
-        }
-    }
-}
-
-async fn run(command: Cmd) -> Result<u8> {
-    let Cmd::Run { config, drain_s } = command;
-    let config = match CommanderConfig::load(config.as_deref()) {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("commander: configuration refused: {e}");
-            return Ok(1);
-        }
-    };
-    let keys = match ops_client::keys_from_env(&contracts::runtime::ProcessEnvironment) {
-        Ok(keys) => keys,
-        Err(e) => {
-            eprintln!("commander: configuration refused: {e}");
-            return Ok(1);
-        }
-    };
-    let mut bus_config = BusConfig::from_env::<Commander>().context("reading the NATS settings")?;
-    bus_config.url = config.file.nats_url.clone();
-    let bus = Bus::<Commander>::connect(bus_config)
-        .await
-        .context("connecting to NATS")?;
-    bus.verify_provisioned()
-        .await
-        .context("checking commander's streams, consumer and buckets")?;
-    let log = bus
-        .claim_log::<contracts::buckets::CommanderActions>()
-        .await
-        .context("opening commander's claim bucket")?;
-    tracing::info!(
-        receipt_timeout_s = config.receipt_timeout.as_secs(),
-        trusted_brain_keys = config
-            .brain_keys
-            .key_count(contracts::signing::BRAIN_SIGNER),
-        "commander starting"
-    );
-    CommanderService::new(
-        bus.clone(),
-        log,
-        keys,
-        config.brain_keys,
-        config.receipt_timeout,
-        config.ack_wait,
-        config.file.max_in_flight,
-    )
-    .with_reconcile_timeout(config.reconcile_timeout)
-    .run(shutdown_signal(), Duration::from_secs(drain_s))
-    .await?;
-    bus.close().await?;
-    tracing::info!("commander stopped");
-    Ok(0)
+    runtime::program_main(&PROGRAM, |log, Cmd::Run(run)| {
+        ServiceMain::<Commander>::new(&log, run).run(
+            |source| CommanderConfig::load(source.path, source.env),
+            |running, config| async move {
+                let log = running
+                    .bus
+                    .claim_log::<contracts::buckets::CommanderActions>()
+                    .await?;
+                tracing::info!(
+                    receipt_timeout_s = config.receipt_timeout.as_secs(),
+                    trusted_brain_keys = config
+                        .brain_keys
+                        .key_count(contracts::signing::BRAIN_SIGNER),
+                    "commander configured"
+                );
+                CommanderService::new(
+                    running.bus,
+                    log,
+                    config.keys,
+                    config.brain_keys,
+                    config.receipt_timeout,
+                    config.ack_wait,
+                    config.file.max_in_flight,
+                )
+                .with_reconcile_timeout(config.reconcile_timeout)
+                .run(running.shutdown, running.drain)
+                .await
+            },
+        )
+    })
 }

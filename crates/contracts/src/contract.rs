@@ -269,8 +269,13 @@ pub trait WritesBucket<B: Bucket>: ReadsBucket<B> {}
 /// `ORION_NATS_PASSWORD_GUARDIAN`): the generated server config reads it, and
 /// `BusConfig::from_env` falls back to it.
 pub fn nats_password_var(user: &str) -> String {
-    let upper: String = user
-        .chars()
+    format!("ORION_NATS_PASSWORD_{}", variable_stem(user))
+}
+
+/// A name as it appears in environment variable names: upper case, anything but ASCII letters
+/// and digits as `_` (`ops-worker` → `OPS_WORKER`).
+pub fn variable_stem(name: &str) -> String {
+    name.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() {
                 c.to_ascii_uppercase()
@@ -278,6 +283,5 @@ pub fn nats_password_var(user: &str) -> String {
                 '_'
             }
         })
-        .collect();
-    format!("ORION_NATS_PASSWORD_{upper}")
+        .collect()
 }

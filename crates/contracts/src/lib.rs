@@ -57,9 +57,9 @@ pub mod signing;
 
 pub use codec::{decode, decode_value, encode, to_value};
 pub use contract::{
-    nats_password_var, Bucket, BucketInfo, BucketKind, ConsumerInfo, Consumes, Contract,
-    ContractInfo, IdentityInfo, KeyInfo, KeyValue, KeyValueBucket, ObjectStoreBucket, Produces,
-    Reads, ReadsBucket, Retention, Service, SignatureSpec, StreamInfo, WritesBucket,
+    nats_password_var, variable_stem, Bucket, BucketInfo, BucketKind, ConsumerInfo, Consumes,
+    Contract, ContractInfo, IdentityInfo, KeyInfo, KeyValue, KeyValueBucket, ObjectStoreBucket,
+    Produces, Reads, ReadsBucket, Retention, Service, SignatureSpec, StreamInfo, WritesBucket,
 };
 pub use error::{ContractError, Violation};
 pub use generated::*;

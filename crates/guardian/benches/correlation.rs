@@ -25,7 +25,7 @@ use contracts::local_server::NatsServer;
 use contracts::services::{EventSource, Guardian as GuardianIdentity};
 use contracts::{Event, Timestamp};
 use futures::StreamExt;
-use guardian::config::FileConfig;
+use guardian::config::GuardianConfigFile;
 use guardian::engine::{Engine, Limits, Step};
 use serde_json::json;
 use uuid::Uuid;
@@ -35,7 +35,7 @@ const RUNS: usize = 5;
 fn config() -> guardian::GuardianConfig {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/guardian.toml"))
         .expect("the example config");
-    let file: FileConfig = toml::from_str(&text).unwrap();
+    let file: GuardianConfigFile = toml::from_str(&text).unwrap();
     file.validate().unwrap()
 }
 

@@ -5,29 +5,22 @@
 use std::path::Path;
 use std::time::Duration;
 
+use contracts::runtime::{ConfigFile, NatsSection, ServiceConfig};
 use serde::Deserialize;
 
 use crate::engine::Limits;
 use crate::rules::{Rule, RuleError, RuleSpec};
 
-/// The file as written (`guardian.toml`, and `guardian.<env>.toml`).
+/// The file as written (`guardian.toml`, and `guardian.<env>.toml`); `[nats]` is the section
+/// every service shares (`contracts::runtime::NatsSection`).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct FileConfig {
+pub struct GuardianConfigFile {
     pub nats: NatsSection,
     pub consumer: ConsumerSection,
     pub limits: LimitsSection,
     pub lease: LeaseSection,
     pub rules: Vec<RuleSpec>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct NatsSection {
-    /// NATS URL(s), comma-separated. `ORION_NATS_URL` overrides it.
-    pub url: String,
-    /// Replicas of the streams and bucket guardian uses (1, or 3 in a cluster).
-    pub replicas: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -62,15 +55,6 @@ pub struct LimitsSection {
     pub max_seen_event_ids: usize,
     pub seen_ttl_s: u64,
     pub max_event_ids_per_incident: usize,
-}
-
-impl Default for NatsSection {
-    fn default() -> Self {
-        Self {
-            url: contracts::bus::DEFAULT_NATS_URL.to_string(),
-            replicas: 1,
-        }
-    }
 }
 
 impl Default for ConsumerSection {
@@ -110,8 +94,7 @@ pub struct ConsumerSettings {
 /// Everything guardian runs with, validated.
 #[derive(Debug, Clone)]
 pub struct GuardianConfig {
-    pub nats_url: String,
-    pub nats_replicas: usize,
+    pub nats: NatsSection,
     pub consumer: ConsumerSettings,
     pub limits: Limits,
     /// How long a standby waits for the active guardian's lease renewal (see `crate::lease`).
@@ -142,33 +125,32 @@ pub enum ConfigError {
 pub use contracts::runtime::{Environment, ProcessEnvironment};
 
 impl GuardianConfig {
-    /// Loads `path` and its overlay for `ORION_ENV`, applies `ORION_NATS_URL`, and checks
-    /// everything.
+    /// Loads `path`, its overlay for `ORION_ENV` and the environment (`contracts::runtime::load`:
+    /// guardian has no variables of its own), and checks everything.
     pub fn load(path: Option<&Path>, env: &dyn Environment) -> Result<Self, ConfigError> {
         let path = path.ok_or(ConfigError::NoFile)?;
-        let environment = env.var("ORION_ENV").unwrap_or_else(|| "base".into());
-        let mut file: FileConfig = contracts::runtime::load_layered(Some(path), &environment)?;
-        if let Some(url) = env.var("ORION_NATS_URL") {
-            file.nats.url = url;
-        }
+        let file: GuardianConfigFile = contracts::runtime::load(Some(path), env)?;
         file.validate()
     }
 }
 
-impl FileConfig {
-    /// Checks every section and rule.
+impl ConfigFile for GuardianConfigFile {
+    fn nats_mut(&mut self) -> &mut NatsSection {
+        &mut self.nats
+    }
+}
+
+impl ServiceConfig for GuardianConfig {
+    fn nats(&self) -> &NatsSection {
+        &self.nats
+    }
+}
+
+impl GuardianConfigFile {
+    /// Checks every section and rule (`[nats]` is checked by `contracts::runtime::load`).
     pub fn validate(self) -> Result<GuardianConfig, ConfigError> {
         let invalid =
             |field: &'static str, problem: String| ConfigError::Invalid { field, problem };
-        if self.nats.url.trim().is_empty() {
-            return Err(invalid("nats.url", "is empty".into()));
-        }
-        if !matches!(self.nats.replicas, 1..=5) {
-            return Err(invalid(
-                "nats.replicas",
-                format!("{} is out of range: 1 to 5", self.nats.replicas),
-            ));
-        }
         let c = &self.consumer;
         if c.batch == 0 {
             return Err(invalid("consumer.batch", "must be at least 1".into()));
@@ -216,8 +198,7 @@ impl FileConfig {
             rules.push(rule);
         }
         Ok(GuardianConfig {
-            nats_url: self.nats.url,
-            nats_replicas: self.nats.replicas,
+            nats: self.nats,
             consumer: ConsumerSettings {
                 retry_delay: Duration::from_millis(c.retry_delay_ms),
                 batch: c.batch,
@@ -274,7 +255,7 @@ mod tests {
         assert_eq!((metric.threshold, metric.window.whole_seconds()), (3, 60));
         let api = &config.rules[3];
         assert_eq!(api.threshold, 3);
-        assert_eq!(config.nats_url, "nats://localhost:4222");
+        assert_eq!(config.nats.url, "nats://localhost:4222");
     }
 
     #[test]
@@ -284,7 +265,7 @@ mod tests {
             &vars(&[("ORION_NATS_URL", "nats://elsewhere:4222")]),
         )
         .unwrap();
-        assert_eq!(config.nats_url, "nats://elsewhere:4222");
+        assert_eq!(config.nats.url, "nats://elsewhere:4222");
     }
 
     #[test]
@@ -298,9 +279,9 @@ mod tests {
         )
         .unwrap();
         let prod = GuardianConfig::load(Some(&base), &vars(&[("ORION_ENV", "prod")])).unwrap();
-        assert_eq!((prod.nats_replicas, prod.limits.max_groups), (3, 50));
+        assert_eq!((prod.nats.replicas, prod.limits.max_groups), (3, 50));
         let dev = GuardianConfig::load(Some(&base), &vars(&[("ORION_ENV", "dev")])).unwrap();
-        assert_eq!(dev.nats_replicas, 1);
+        assert_eq!(dev.nats.replicas, 1);
         let bad = GuardianConfig::load(Some(&base), &vars(&[("ORION_ENV", "staging")]))
             .unwrap_err()
             .to_string();

@@ -1,32 +1,19 @@
 //! `guardian`: correlates ORION events into incidents (`run`), or checks a configuration
 //! (`check`).
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
-use contracts::bus::{Bus, BusConfig};
-use contracts::runtime::{init_tracing, shutdown_signal, LogFormat};
-use contracts::services::Guardian as GuardianIdentity;
-use guardian::config::{GuardianConfig, ProcessEnvironment};
+use clap::Subcommand;
+use contracts::runtime::{
+    self, ConfigArgs, ExitStatus, LogArgs, ProcessEnvironment, Program, RunArgs, ServiceMain,
+};
+use contracts::services::Guardian;
+use guardian::config::{ConfigError, GuardianConfig};
 
-/// Exit code: a bad configuration, or guardian failed.
-const EXIT_FAILURE: u8 = 1;
-/// Exit code: bad arguments.
-const EXIT_USAGE: u8 = 2;
+const PROGRAM: Program = Program::new("guardian", env!("CARGO_PKG_VERSION"), ABOUT, LONG_ABOUT);
 
-/// Correlates ORION events (orion.event.v1) into incidents (orion.incident.v1) by configurable
-/// rules, and applies incident acknowledgements (orion.incident_acknowledgement.v1).
-#[derive(Parser)]
-#[command(name = "guardian", version, long_about = LONG_ABOUT)]
-struct Cli {
-    /// Log format: text or json.
-    #[arg(long, global = true, env = "ORION_LOG_FORMAT", default_value = "text")]
-    log_format: LogFormat,
-    #[command(subcommand)]
-    command: Cmd,
-}
+/// For `-h`.
+const ABOUT: &str = "Correlates ORION events (orion.event.v1) into incidents (orion.incident.v1) by configurable rules, and applies incident acknowledgements (orion.incident_acknowledgement.v1).";
 
 const LONG_ABOUT: &str = "\
 Correlates ORION events (orion.event.v1) into incidents (orion.incident.v1) by the rules of its
@@ -65,75 +52,50 @@ and exits 1 (let the supervisor restart it: it comes back as a standby).
 Incident tags (a contract with brain): for each group_by key its last path segment → value
 (data.service_name → service_name), plus rule → the rule's name.
 
-Exit codes: 0 stopped cleanly (SIGTERM/SIGINT), 1 bad configuration or failure, 2 bad arguments.";
+Configuration precedence: the file, then its ORION_ENV overlay, then environment variables (the
+same for every ORION service; README.md, \"Configuration and exit codes\"). A refused
+configuration exits 2 before connecting; a lost lease exits 1.";
 
 #[derive(Subcommand)]
 enum Cmd {
     /// Run until SIGTERM/SIGINT; the message in hand is finished before exiting.
-    Run {
-        /// Config file (TOML); see --help for the keys.
-        #[arg(long, short, env = "GUARDIAN_CONFIG")]
-        config: Option<PathBuf>,
-    },
+    Run(RunArgs),
     /// Check a configuration and print its rules, without connecting to NATS.
-    Check {
-        /// Config file (TOML).
-        #[arg(long, short, env = "GUARDIAN_CONFIG")]
-        config: Option<PathBuf>,
-    },
+    Check(ConfigArgs),
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
-        }
-    };
-    init_tracing(cli.log_format);
-    let (config_path, check_only) = match cli.command {
-        Cmd::Run { config } => (config, false),
-        Cmd::Check { config } => (config, true),
-    };
-    let config = match GuardianConfig::load(config_path.as_deref(), &ProcessEnvironment) {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("guardian: configuration refused: {e}");
-            return ExitCode::from(EXIT_FAILURE);
-        }
-    };
-    if check_only {
-        print_rules(&config);
-        return ExitCode::SUCCESS;
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    match runtime.block_on(run(config)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("guardian: {e:#}");
-            ExitCode::from(EXIT_FAILURE)
-        }
-    }
+    runtime::program_main(&PROGRAM, |log, command| match command {
+        Cmd::Run(run) => ServiceMain::<Guardian>::new(&log, run).run(
+            |source| GuardianConfig::load(source.path, source.env),
+            |running, config| async move {
+                tracing::info!(rules = config.rules.len(), "guardian rules loaded");
+                guardian::service::run(running.bus, &config, running.shutdown)
+                    .await
+                    .map(drop)
+            },
+        ),
+        Cmd::Check(args) => check(&log, &args),
+    })
 }
 
-async fn run(config: GuardianConfig) -> Result<()> {
-    let mut bus_config =
-        BusConfig::from_env::<GuardianIdentity>().context("reading the NATS settings")?;
-    bus_config.url = config.nats_url.clone();
-    bus_config.replicas = config.nats_replicas;
-    let bus = Bus::<GuardianIdentity>::connect(bus_config)
-        .await
-        .context("connecting to NATS")?;
-    tracing::info!(rules = config.rules.len(), url = %config.nats_url, "guardian starting");
-    guardian::service::run(bus, &config, shutdown_signal())
-        .await
-        .context("running guardian")?;
-    tracing::info!("guardian stopped");
-    Ok(())
+/// `guardian check`: a check that finds problems exits 1; no file to check is a usage error.
+fn check(log: &LogArgs, args: &ConfigArgs) -> ExitStatus {
+    runtime::init_tracing(log.log_format);
+    let path = args.path::<Guardian>(&ProcessEnvironment);
+    match GuardianConfig::load(path.as_deref(), &ProcessEnvironment) {
+        Ok(config) => {
+            print_rules(&config);
+            ExitStatus::Ok
+        }
+        Err(e) => {
+            eprintln!("guardian: configuration refused: {e}");
+            match e {
+                ConfigError::NoFile => ExitStatus::Usage,
+                _ => ExitStatus::Failure,
+            }
+        }
+    }
 }
 
 fn print_rules(config: &GuardianConfig) {

@@ -436,28 +436,25 @@ pub fn subscribe_options(settings: &ConsumerSettings) -> SubscribeOptions {
     }
 }
 
-/// Everything `guardian run` does after loading the configuration: check provisioning, wait for the lease
-/// (a standby waits here), restore, consume until `shutdown` or until the lease is lost, release
-/// the lease, close.
+/// What `guardian run` does once the bootstrap (`contracts::runtime::ServiceMain`) has
+/// connected and checked provisioning: wait for the lease (a standby waits here), restore,
+/// consume until `shutdown` or until the lease is lost, release the lease. The bootstrap closes
+/// the bus.
 pub async fn run(
     bus: Bus<GuardianIdentity>,
     config: &GuardianConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Stats, ServiceError> {
-    bus.verify_provisioned().await?;
     tokio::pin!(shutdown);
     let bucket = StateStore::open(&bus).await?.bucket().clone();
     let acquiring = Lease::acquire(bucket, lease::instance_name(), config.lease_ttl);
     let lease = tokio::select! {
         lease = acquiring => lease,
-        () = &mut shutdown => {
-            bus.close().await?;
-            return Ok(Stats::default());
-        }
+        () = &mut shutdown => return Ok(Stats::default()),
     };
     let keeper = lease.keep();
     let lost = keeper.lost();
-    let stats = match Guardian::start(bus.clone(), config).await {
+    let stats = match Guardian::start(bus, config).await {
         Ok(guardian) => {
             guardian
                 .run(async {
@@ -471,7 +468,5 @@ pub async fn run(
         Err(e) => Err(e),
     };
     keeper.release().await?;
-    let stats = stats?;
-    bus.close().await?;
-    Ok(stats)
+    stats
 }

@@ -46,6 +46,8 @@ fn help_explains_the_config_keys_and_the_environment() {
         "resolve_after_s",
         "max_seen_event_ids",
         "last path segment",
+        "Exit codes",
+        "README.md",
     ] {
         assert!(
             help.contains(needle),
@@ -66,10 +68,14 @@ fn check_accepts_the_shipped_example() {
         printed.contains("metric-anomaly: 3 × [metric_threshold_exceeded] in 60 s"),
         "{printed}"
     );
+    // GUARDIAN_CONFIG instead of --config.
+    let output = guardian(&["check"], &[("GUARDIAN_CONFIG", &example())]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(text(&output).contains("4 rule(s)"), "{}", text(&output));
 }
 
 #[test]
-fn a_bad_rule_exits_1_naming_the_rule_and_the_field() {
+fn a_bad_rule_exits_2_naming_the_rule_and_the_field_and_check_says_1() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("guardian.toml");
     std::fs::write(
@@ -78,7 +84,8 @@ fn a_bad_rule_exits_1_naming_the_rule_and_the_field() {
     )
     .unwrap();
     let output = guardian(&["run", "--config", path.to_str().unwrap()], &[]);
-    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    // The convention of every binary (contracts::runtime::ExitStatus): 2, configuration refused.
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
     let message = text(&output);
     assert!(
         message.contains("configuration refused")
@@ -90,10 +97,14 @@ fn a_bad_rule_exits_1_naming_the_rule_and_the_field() {
         !message.contains("connecting"),
         "it must not try to connect: {message}"
     );
+    // `check` ran and found a problem: 1.
+    let checked = guardian(&["check", "--config", path.to_str().unwrap()], &[]);
+    assert_eq!(checked.status.code(), Some(1), "{}", text(&checked));
+    assert!(text(&checked).contains("window_s"), "{}", text(&checked));
 }
 
 #[test]
-fn other_bad_configurations_exit_1_with_the_reason() {
+fn other_bad_configurations_exit_2_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
         ("unknown_type.toml", "[[rules]]\nname = \"x\"\nwindow_s = 60\nthreshold = 1\nincident_type = \"meltdown\"\n[rules.match]\nevent_type = [\"service_down\"]\n", "meltdown"),
@@ -106,17 +117,17 @@ fn other_bad_configurations_exit_1_with_the_reason() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, content).unwrap();
         let output = guardian(&["run", "--config", path.to_str().unwrap()], &[]);
-        assert_eq!(output.status.code(), Some(1), "{name}: {}", text(&output));
+        assert_eq!(output.status.code(), Some(2), "{name}: {}", text(&output));
         assert!(text(&output).contains(needle), "{name}: {}", text(&output));
     }
     let missing = guardian(&["run"], &[]);
-    assert_eq!(missing.status.code(), Some(1));
+    assert_eq!(missing.status.code(), Some(2));
     assert!(text(&missing).contains("--config"), "{}", text(&missing));
     let unknown_env = guardian(
         &["run", "--config", &example()],
         &[("ORION_ENV", "staging")],
     );
-    assert_eq!(unknown_env.status.code(), Some(1));
+    assert_eq!(unknown_env.status.code(), Some(2));
     assert!(text(&unknown_env).contains("staging"));
     let bad_args = guardian(&["run", "--bogus"], &[]);
     assert_eq!(bad_args.status.code(), Some(2));

@@ -1,10 +1,12 @@
 //! ops-worker's configuration: a TOML file with environment overlays, then environment
-//! variables. Everything is checked before the worker connects anywhere (fail closed).
+//! variables (`contracts::runtime::load`). Everything is checked before the worker connects
+//! anywhere (fail closed).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use contracts::runtime::{ConfigFile, NatsSection, ServiceConfig};
 use serde::Deserialize;
 
 use crate::docker::DockerConfig;
@@ -14,22 +16,14 @@ use ops_client::SigningKeys;
 const PUBLISHED_TEST_SECRET: &str = "test-ops-secret-32chars!!!!!!!!";
 
 /// The settings as they appear in the file (`ops-worker.toml`, and `ops-worker.<env>.toml`).
-/// Secrets never live here: they come from `OPS_SECRET` / `OPS_SECRET_FILE`.
+/// Secrets never live here: they come from `OPS_SECRET` / `OPS_SECRET_FILE`. `[nats]` is the
+/// section every service shares.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct FileConfig {
+pub struct OpsWorkerConfigFile {
     pub nats: NatsSection,
     pub docker: DockerSection,
     pub commands: CommandsSection,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct NatsSection {
-    /// NATS URL(s), comma-separated.
-    pub url: String,
-    /// Streams' replicas when the worker provisions them.
-    pub replicas: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -69,15 +63,6 @@ pub struct CommandsSection {
     pub cancel_wait_s: u64,
 }
 
-impl Default for NatsSection {
-    fn default() -> Self {
-        Self {
-            url: contracts::bus::DEFAULT_NATS_URL.to_string(),
-            replicas: 1,
-        }
-    }
-}
-
 impl Default for DockerSection {
     fn default() -> Self {
         Self {
@@ -108,8 +93,7 @@ impl Default for CommandsSection {
 #[derive(Debug)]
 pub struct WorkerConfig {
     pub keys: SigningKeys,
-    pub nats_url: String,
-    pub nats_replicas: usize,
+    pub nats: NatsSection,
     pub docker: DockerConfig,
     pub clock_skew: Duration,
     pub stop_timeout: Duration,
@@ -131,12 +115,6 @@ pub enum ConfigError {
     Keys(#[from] ops_client::KeysError),
     #[error("{0} — set a strong OPS_SECRET")]
     WeakSecret(String),
-    #[error("{name}={value:?} is not valid: {why}")]
-    BadVariable {
-        name: &'static str,
-        value: String,
-        why: String,
-    },
     #[error("{0}")]
     Invalid(String),
 }
@@ -149,11 +127,9 @@ impl WorkerConfig {
     /// accepted), `OPS_SECRET_FILE`, `NATS_URL` / `ORION_NATS_URL`, `DOCKER_SOCKET`,
     /// `OPS_ALLOWLIST` (comma-separated), `OPS_SERVICE_LABEL`, `OPS_CLOCK_SKEW_S`.
     pub fn load(path: Option<&Path>, env: &dyn Environment) -> Result<Self, ConfigError> {
-        let environment = env.var("ORION_ENV").unwrap_or_else(|| "base".into());
-        let mut file: FileConfig = contracts::runtime::load_layered(path, &environment)?;
-        apply_environment(&mut file, env)?;
+        let file: OpsWorkerConfigFile = contracts::runtime::load(path, env)?;
         let keys = signing_keys(env)?;
-        if environment == "prod"
+        if env.var("ORION_ENV").as_deref() == Some("prod")
             && ops_client::keys::secrets(env)?
                 .iter()
                 .any(|s| s == PUBLISHED_TEST_SECRET)
@@ -197,8 +173,7 @@ impl WorkerConfig {
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         Ok(Self {
             keys,
-            nats_url: file.nats.url,
-            nats_replicas: file.nats.replicas.max(1),
+            nats: file.nats,
             docker,
             clock_skew: Duration::from_secs(file.commands.clock_skew_s),
             stop_timeout: Duration::from_secs(file.commands.stop_timeout_s),
@@ -223,27 +198,33 @@ pub fn signing_keys(env: &dyn Environment) -> Result<SigningKeys, ConfigError> {
     Ok(ops_client::keys_from_env(env)?)
 }
 
-fn apply_environment(file: &mut FileConfig, env: &dyn Environment) -> Result<(), ConfigError> {
-    if let Some(url) = env.var("ORION_NATS_URL").or_else(|| env.var("NATS_URL")) {
-        file.nats.url = url;
+impl ConfigFile for OpsWorkerConfigFile {
+    fn nats_mut(&mut self) -> &mut NatsSection {
+        &mut self.nats
     }
-    if let Some(socket) = env.var("DOCKER_SOCKET") {
-        file.docker.socket = socket.into();
+
+    fn apply_environment(
+        &mut self,
+        env: &dyn Environment,
+    ) -> Result<(), contracts::runtime::ConfigError> {
+        if let Some(socket) = env.var("DOCKER_SOCKET") {
+            self.docker.socket = socket.into();
+        }
+        if let Some(list) = env.list("OPS_ALLOWLIST") {
+            self.docker.allowlist = list;
+        }
+        if let Some(label) = env.var("OPS_SERVICE_LABEL") {
+            self.docker.service_label = label;
+        }
+        if let Some(skew) = env.parsed("OPS_CLOCK_SKEW_S")? {
+            self.commands.clock_skew_s = skew;
+        }
+        Ok(())
     }
-    if let Some(list) = env.var("OPS_ALLOWLIST") {
-        file.docker.allowlist = list.split(',').map(str::to_string).collect();
+}
+
+impl ServiceConfig for WorkerConfig {
+    fn nats(&self) -> &NatsSection {
+        &self.nats
     }
-    if let Some(label) = env.var("OPS_SERVICE_LABEL") {
-        file.docker.service_label = label;
-    }
-    if let Some(skew) = env.var("OPS_CLOCK_SKEW_S") {
-        file.commands.clock_skew_s =
-            skew.parse()
-                .map_err(|e: std::num::ParseIntError| ConfigError::BadVariable {
-                    name: "OPS_CLOCK_SKEW_S",
-                    value: skew.clone(),
-                    why: e.to_string(),
-                })?;
-    }
-    Ok(())
 }

@@ -4,13 +4,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand};
-use contracts::bus::{Bus, BusConfig};
-use contracts::runtime::{init_tracing, shutdown_signal, LogFormat};
+use clap::{Args, Subcommand};
+use contracts::bus::Bus;
+use contracts::runtime::{
+    self, fail, BoxError, ExitStatus, NatsSection, ProcessEnvironment, Program, RunArgs, Running,
+    ServiceError, ServiceMain,
+};
 use contracts::services::{OpsConsole, OpsWorker};
 use ops_client::client::{self, CommandRequest};
-use ops_worker::config::{self, ProcessEnvironment, WorkerConfig};
+use ops_worker::config::{self, WorkerConfig};
 use ops_worker::control::ControlBoard;
 use ops_worker::docker::Engine;
 use ops_worker::executor::Executor;
@@ -18,31 +20,17 @@ use ops_worker::state::{command_log, ArmedRecord, Interlock};
 use ops_worker::worker::{Worker, WorkerSettings};
 use serde_json::{Map, Value};
 
-/// Exit code: the command ran and failed, or a check failed.
-const EXIT_FAILURE: u8 = 1;
-/// Exit code: bad arguments or configuration.
-const EXIT_USAGE: u8 = 2;
-/// Exit code: no final receipt in time, or the bus could not be reached.
-const EXIT_UNREACHABLE: u8 = 3;
+const PROGRAM: Program = Program::new("ops-worker", env!("CARGO_PKG_VERSION"), ABOUT, LONG_ABOUT);
 
-/// Executes HMAC-signed ops commands (titan.ops.command.v1) against the Docker engine and
-/// answers with receipts (titan.ops.receipt.v1); also the operator's client for them.
-#[derive(Parser)]
-#[command(name = "ops-worker", version, long_about = LONG_ABOUT)]
-struct Cli {
-    /// Log format: text or json.
-    #[arg(long, global = true, env = "ORION_LOG_FORMAT", default_value = "text")]
-    log_format: LogFormat,
-    #[command(subcommand)]
-    command: Cmd,
-}
+/// For `-h`.
+const ABOUT: &str = "Executes HMAC-signed ops commands (titan.ops.command.v1) against the Docker engine and answers with receipts (titan.ops.receipt.v1); also the operator's client for them.";
 
 const LONG_ABOUT: &str = "\
 Executes HMAC-signed ops commands (titan.ops.command.v1) against the Docker engine and answers
 with receipts (titan.ops.receipt.v1). `run` is the worker; `send` and `evidence get` are the
 operator's client.
 
-Environment (the worker fails closed: without a strong secret it exits 1 before connecting):
+Environment (the worker fails closed: without a strong secret it exits 2 before connecting):
   OPS_SECRET            HMAC-SHA256 key (UTF-8 bytes), at least 24 bytes; signs and verifies
   OPS_SECRET_PREVIOUS   older keys still accepted during a rotation, comma-separated
   OPS_SECRET_FILE       instead of OPS_SECRET: a file with one key per line, the first signing
@@ -54,13 +42,16 @@ Environment (the worker fails closed: without a strong secret it exits 1 before 
   OPS_SERVICE_LABEL     container label naming a service (default com.docker.compose.service)
   DOCKER_SOCKET         Docker engine socket (default /var/run/docker.sock)
   OPS_CLOCK_SKEW_S      replay window in seconds (default 300)
+  OPS_WORKER_CONFIG     the config file, instead of --config
   ORION_ENV             base, dev, ci or prod: which overlay of the config file to apply
   ORION_LOG_FORMAT      text or json; RUST_LOG filters (default info)
 
 Config file (TOML, --config): [nats] url, replicas; [docker] socket, service_label, allowlist,
 call_timeout_s; [commands] clock_skew_s, stop_timeout_s, deploy_ready_timeout_s,
 evidence_log_lines (at most 5000), evidence_receipts, ack_wait_s, max_in_flight, cancel_wait_s. An overlay
-<name>.<ORION_ENV>.toml next to it overrides keys; environment variables override both.
+<name>.<ORION_ENV>.toml next to it overrides keys; environment variables override both (the
+same for every ORION service; README.md, \"Configuration and exit codes\"). [nats] also takes
+user and password_file.
 
 Evidence bundles (export_evidence, param log_lines clamped to 5000; logs at most 1 MiB per
 container) never hold environment values, credential-like labels and arguments, or URL user
@@ -76,14 +67,7 @@ runs: targets are never trimmed or case-folded. The allowlist must hold canonica
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the worker until SIGTERM/SIGINT, then drain the commands in flight.
-    Run {
-        /// Config file (TOML); see --help for the keys.
-        #[arg(long, short, env = "OPS_WORKER_CONFIG")]
-        config: Option<PathBuf>,
-        /// How long to wait for commands in flight at shutdown.
-        #[arg(long, default_value = "60")]
-        drain_s: u64,
-    },
+    Run(RunArgs),
     /// Sign a command with OPS_SECRET, send it as ops-console, and wait for its final receipt.
     /// Exit code: 0 success, 1 failure receipt, 2 usage, 3 no final receipt in time.
     Send(SendArgs),
@@ -137,34 +121,10 @@ enum EvidenceCmd {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
-        }
-    };
-    match cli.command {
-        Cmd::Run { .. } => init_tracing(cli.log_format),
-        _ => contracts::runtime::init_tracing_at(cli.log_format, "warn"),
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    match runtime.block_on(dispatch(cli.command)) {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            eprintln!("ops-worker: {e:#}");
-            ExitCode::from(EXIT_FAILURE)
-        }
-    }
-}
-
-async fn dispatch(command: Cmd) -> Result<u8> {
-    match command {
-        Cmd::Run { config, drain_s } => run(config, Duration::from_secs(drain_s)).await,
-        Cmd::Send(args) => send(args).await,
+    runtime::program_main(&PROGRAM, |log, command| match command {
+        Cmd::Run(run) => ServiceMain::<OpsWorker>::new(&log, run)
+            .run(|source| WorkerConfig::load(source.path, source.env), serve),
+        Cmd::Send(args) => runtime::client_main(&log, send(args)),
         Cmd::Evidence {
             command:
                 EvidenceCmd::Get {
@@ -172,30 +132,16 @@ async fn dispatch(command: Cmd) -> Result<u8> {
                     output,
                     sha256,
                 },
-        } => evidence_get(name, output, sha256).await,
-    }
+        } => runtime::client_main(&log, evidence_get(name, output, sha256)),
+    })
 }
 
-async fn run(config_path: Option<PathBuf>, drain: Duration) -> Result<u8> {
-    let config = match WorkerConfig::load(config_path.as_deref(), &ProcessEnvironment) {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("ops-worker: configuration refused: {e}");
-            return Ok(EXIT_FAILURE);
-        }
-    };
-    let mut bus_config = BusConfig::from_env::<OpsWorker>().context("reading the NATS settings")?;
-    bus_config.url = config.nats_url.clone();
-    bus_config.replicas = config.nats_replicas;
-    let bus = Bus::<OpsWorker>::connect(bus_config)
-        .await
-        .context("connecting to NATS")?;
-    bus.verify_provisioned()
-        .await
-        .context("checking ops-worker's streams, consumer and buckets")?;
+/// The worker, once the bootstrap has connected and checked provisioning.
+async fn serve(running: Running<OpsWorker>, config: WorkerConfig) -> Result<(), BoxError> {
+    let bus = running.bus;
     let engine = Engine::connect(config.docker.clone())
         .await
-        .context("connecting to the Docker engine")?;
+        .map_err(|e| ServiceError::unreachable("connecting to the Docker engine", e))?;
     let interlock = Interlock::open(&bus).await?;
     match interlock.armed().await {
         ArmedRecord::Armed(_) => tracing::info!("the interlock is armed"),
@@ -213,7 +159,7 @@ async fn run(config_path: Option<PathBuf>, drain: Duration) -> Result<u8> {
         evidence_receipts: config.evidence_receipts,
     };
     let log = command_log(&bus).await?;
-    tracing::info!(executor_id = %config.executor_id, allowlist = ?config.docker.allowlist, keys = config.keys.len(), "ops-worker starting");
+    tracing::info!(executor_id = %config.executor_id, allowlist = ?config.docker.allowlist, keys = config.keys.len(), "ops-worker configured");
     let settings = WorkerSettings {
         keys: config.keys,
         clock_skew: config.clock_skew,
@@ -222,18 +168,25 @@ async fn run(config_path: Option<PathBuf>, drain: Duration) -> Result<u8> {
         cancel_wait: config.cancel_wait,
         executor_id: config.executor_id,
     };
-    let board = ControlBoard::open(&bus)
-        .await
-        .context("opening the control board")?;
-    Worker::new(bus.clone(), executor, log, board, settings)
-        .run(shutdown_signal(), drain)
+    let board = ControlBoard::open(&bus).await?;
+    Worker::new(bus, executor, log, board, settings)
+        .run(running.shutdown, running.drain)
         .await?;
-    bus.close().await?;
-    tracing::info!("ops-worker stopped");
-    Ok(0)
+    Ok(())
 }
 
-fn parse_params(params: &[String]) -> Result<Option<Map<String, Value>>> {
+/// The operator's connection: ops-console, with the `[nats]` defaults and the environment.
+async fn console() -> Result<Bus<OpsConsole>, BoxError> {
+    let config = NatsSection::from_environment(&ProcessEnvironment)
+        .bus_config::<OpsConsole>(&ProcessEnvironment);
+    let config = config.map_err(ServiceError::config)?;
+    Bus::<OpsConsole>::connect(config)
+        .await
+        .map_err(|e| ServiceError::bus("connecting to NATS", e).into())
+}
+
+/// `--param KEY=VALUE`s as a JSON object.
+fn parse_params(params: &[String]) -> Result<Option<Map<String, Value>>, String> {
     if params.is_empty() {
         return Ok(None);
     }
@@ -241,7 +194,7 @@ fn parse_params(params: &[String]) -> Result<Option<Map<String, Value>>> {
     for param in params {
         let (key, value) = param
             .split_once('=')
-            .with_context(|| format!("--param {param:?} is not KEY=VALUE"))?;
+            .ok_or_else(|| format!("--param {param:?} is not KEY=VALUE"))?;
         let value =
             serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_string()));
         map.insert(key.to_string(), value);
@@ -249,34 +202,30 @@ fn parse_params(params: &[String]) -> Result<Option<Map<String, Value>>> {
     Ok(Some(map))
 }
 
-async fn send(args: SendArgs) -> Result<u8> {
+async fn send(args: SendArgs) -> ExitStatus {
+    const SEND: &str = "ops-worker send";
     let keys = match config::signing_keys(&ProcessEnvironment) {
         Ok(keys) => keys,
-        Err(e) => {
-            eprintln!("ops-worker send: {e}");
-            return Ok(EXIT_USAGE);
-        }
+        Err(e) => return fail(SEND, &ServiceError::config(e)),
+    };
+    let params = match parse_params(&args.params) {
+        Ok(params) => params,
+        Err(e) => return fail(SEND, &ServiceError::config(e)),
     };
     let request = CommandRequest {
         command_type: args.command_type,
         target: args.target,
-        params: parse_params(&args.params)?,
+        params,
         initiator_id: args.initiator,
         reason: args.reason,
     };
     let command = match client::build_signed(&request, &keys) {
         Ok(command) => command,
-        Err(e) => {
-            eprintln!("ops-worker send: {e}");
-            return Ok(EXIT_USAGE);
-        }
+        Err(e) => return fail(SEND, &ServiceError::config(e)),
     };
-    let bus = match Bus::<OpsConsole>::connect(BusConfig::from_env::<OpsConsole>()?).await {
+    let bus = match console().await {
         Ok(bus) => bus,
-        Err(e) => {
-            eprintln!("ops-worker send: {e}");
-            return Ok(EXIT_UNREACHABLE);
-        }
+        Err(e) => return fail(SEND, &*e),
     };
     if !args.json {
         eprintln!(
@@ -317,57 +266,68 @@ async fn send(args: SendArgs) -> Result<u8> {
         },
     )
     .await;
-    let code = match receipts {
+    let status = match receipts {
+        // Sending or reading the receipts failed: no final receipt, as good as unreachable.
         Err(e) => {
-            eprintln!("ops-worker send: {e}");
-            EXIT_UNREACHABLE
+            eprintln!("{SEND}: {e}");
+            ExitStatus::Unreachable
         }
         Ok(receipts) => match receipts.last {
             None => {
                 eprintln!(
-                    "ops-worker send: no final receipt within {} s (is ops-worker running?)",
+                    "{SEND}: no final receipt within {} s (is ops-worker running?)",
                     args.wait_s
                 );
-                EXIT_UNREACHABLE
+                ExitStatus::Unreachable
             }
-            Some(last) if last.status.to_string() == "success" => 0,
-            Some(_) => EXIT_FAILURE,
+            Some(last) if last.status == contracts::ops_receipt_v1::OpsReceiptStatus::Success => {
+                ExitStatus::Ok
+            }
+            Some(_) => ExitStatus::Failure,
         },
     };
     bus.close().await.ok();
-    Ok(code)
+    status
 }
 
 async fn evidence_get(
     name: String,
     output: Option<PathBuf>,
     expected: Option<String>,
-) -> Result<u8> {
-    let bus = Bus::<OpsConsole>::connect(BusConfig::from_env::<OpsConsole>()?)
-        .await
-        .context("connecting to NATS")?;
-    let bytes = ops_worker::evidence::fetch(&bus, &name).await?;
+) -> ExitStatus {
+    const EVIDENCE: &str = "ops-worker evidence";
+    let bus = match console().await {
+        Ok(bus) => bus,
+        Err(e) => return fail(EVIDENCE, &*e),
+    };
+    let bytes = match ops_worker::evidence::fetch(&bus, &name).await {
+        Ok(bytes) => bytes,
+        Err(e) => return fail(EVIDENCE, &e),
+    };
     let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
     if let Some(expected) = expected {
         if !expected.eq_ignore_ascii_case(&digest) {
-            eprintln!("ops-worker evidence: {name} has sha256 {digest}, expected {expected}");
-            return Ok(EXIT_FAILURE);
+            eprintln!("{EVIDENCE}: {name} has sha256 {digest}, expected {expected}");
+            return ExitStatus::Failure;
         }
     }
     let files = match ops_worker::evidence::unpack_verified(&bytes) {
         Ok(files) => files,
         Err(e) => {
-            eprintln!("ops-worker evidence: {name} fails its manifest check: {e}");
-            return Ok(EXIT_FAILURE);
+            eprintln!("{EVIDENCE}: {name} fails its manifest check: {e}");
+            return ExitStatus::Failure;
         }
     };
     let path = output.unwrap_or_else(|| PathBuf::from(&name));
-    std::fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+    if let Err(e) = std::fs::write(&path, &bytes) {
+        eprintln!("{EVIDENCE}: writing {}: {e}", path.display());
+        return ExitStatus::Failure;
+    }
     println!(
         "{}: {} bytes, sha256 {digest}, {} files, manifest verified",
         path.display(),
         bytes.len(),
         files.len()
     );
-    Ok(0)
+    ExitStatus::Ok
 }

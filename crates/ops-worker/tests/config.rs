@@ -129,7 +129,7 @@ fn file_overlay_and_environment_layer_in_that_order() {
         &vars(&[("OPS_SECRET", PROD_TEST_SECRET), ("ORION_ENV", "prod")]),
     )
     .unwrap();
-    assert_eq!((prod.clock_skew.as_secs(), prod.nats_replicas), (120, 3));
+    assert_eq!((prod.clock_skew.as_secs(), prod.nats.replicas), (120, 3));
     let env = WorkerConfig::load(
         Some(&example()),
         &vars(&[
@@ -142,7 +142,7 @@ fn file_overlay_and_environment_layer_in_that_order() {
     )
     .unwrap();
     assert_eq!(env.clock_skew.as_secs(), 30);
-    assert_eq!(env.nats_url, "nats://other:4222");
+    assert_eq!(env.nats.url, "nats://other:4222");
     assert_eq!(env.docker.allowlist.iter().collect::<Vec<_>>(), ["api"]);
 }
 
@@ -184,14 +184,15 @@ fn rotation_keys_come_from_the_environment_or_a_file() {
 }
 
 #[test]
-fn the_binary_exits_1_before_connecting_when_the_secret_is_missing() {
+fn the_binary_exits_2_before_connecting_when_the_secret_is_missing() {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_ops-worker"))
         .args(["run", "--config", example().to_str().unwrap()])
         .env_clear()
         .env("ORION_NATS_URL", "nats://127.0.0.1:1")
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(1));
+    // Configuration refused: 2 (contracts::runtime::ExitStatus, the same for every binary).
+    assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("OPS_SECRET"), "{stderr}");
     assert!(

@@ -98,7 +98,7 @@ fn check_sources(layout: &Layout, src: &Path, report: &mut Report) -> Result<()>
             if code.contains(CLIENT_PATH) {
                 report.error(
                     "SDK_BYPASSED",
-                    &format!("{rel}:{}", number + 1),
+                    format!("{rel}:{}", number + 1),
                     format!("names `{CLIENT_PATH}`: a service reaches NATS only through `contracts::bus`"),
                     "use the platform's Bus, Records, Objects, readers and headers instead (add what is missing to contracts::bus)",
                 );

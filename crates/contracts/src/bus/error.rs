@@ -42,6 +42,15 @@ impl NatsError {
         }
     }
 
+    /// A failure to reach the server (tests build one without a server).
+    #[cfg(test)]
+    pub(crate) fn unreachable(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self {
+            unreachable: true,
+            source: source.into(),
+        }
+    }
+
     /// Whether the server could not be reached, did not answer in time, or nothing answered.
     pub fn is_unreachable(&self) -> bool {
         self.unreachable

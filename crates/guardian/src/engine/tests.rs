@@ -6,7 +6,7 @@ use contracts::incident_v1::{IncidentIncidentType, IncidentSeverity, IncidentSta
 use serde_json::json;
 
 use super::*;
-use crate::config::FileConfig;
+use crate::config::GuardianConfigFile;
 
 const T0: &str = "2026-02-14T12:00:00Z";
 
@@ -22,7 +22,7 @@ fn secs(s: i64) -> i64 {
 fn engine_with(limits: Limits) -> Engine {
     let text =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/guardian.toml")).unwrap();
-    let file: FileConfig = toml::from_str(&text).unwrap();
+    let file: GuardianConfigFile = toml::from_str(&text).unwrap();
     Engine::new(file.validate().unwrap().rules, limits)
 }
 
@@ -31,7 +31,7 @@ fn engine() -> Engine {
 }
 
 fn engine_from(rules: &str, limits: Limits) -> Engine {
-    let file: FileConfig = toml::from_str(rules).unwrap();
+    let file: GuardianConfigFile = toml::from_str(rules).unwrap();
     Engine::new(file.validate().unwrap().rules, limits)
 }
 
