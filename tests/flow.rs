@@ -106,11 +106,10 @@ async fn a_risky_action_waits_for_approval_and_runs_once_approved() {
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", stack.logs()));
     assert_eq!(request.action_type, "scale_service");
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(
-        stack.all::<Action>().await.unwrap().is_empty(),
-        "a RISKY action ran without approval"
-    );
+    stack
+        .none_within::<Action>(Duration::from_secs(2), |_| true)
+        .await
+        .unwrap_or_else(|e| panic!("a RISKY action ran without approval: {e}"));
 
     let id = request.approval_request_id.to_string();
     let key = stack.admin_key_file.to_str().unwrap().to_string();
@@ -308,6 +307,7 @@ async fn nothing_runs_while_the_platform_is_disarmed() {
     let service = unique("db");
     let workload = Workload::start(&docker, &service).await.unwrap();
     let (stack, _dir) = stack("disarmed", &[&service], 300).await;
+    let interlock_changes = stack.logged("brain", "ops interlock changed");
     let disarm = stack
         .run(
             "ops-worker",
@@ -320,7 +320,11 @@ async fn nothing_runs_while_the_platform_is_disarmed() {
         "{}",
         String::from_utf8_lossy(&disarm.stderr)
     );
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // brain follows the interlock live: the incident comes once it has seen the disarm.
+    stack
+        .wait_logged("brain", "ops interlock changed", interlock_changes, WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", stack.logs()));
 
     workload.crash().await.unwrap();
     let probe = Probe::new(stack.bus().await.unwrap());
@@ -343,8 +347,10 @@ async fn nothing_runs_while_the_platform_is_disarmed() {
         "{}",
         decision.reasoning.as_str()
     );
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(stack.all::<Action>().await.unwrap().is_empty());
+    stack
+        .none_within::<Action>(Duration::from_secs(2), |_| true)
+        .await
+        .unwrap_or_else(|e| panic!("nothing may run while disarmed: {e}"));
     assert_eq!(
         workload.running().await,
         0,

@@ -420,6 +420,57 @@ impl Stack {
         }
     }
 
+    /// Watches the stream of `T` for `window` and fails as soon as a message that `unwanted`
+    /// accepts is there (one that already arrived counts): a bounded wait for something that
+    /// must not happen, which ends early when it does.
+    pub async fn none_within<T: Contract>(
+        &self,
+        window: Duration,
+        unwanted: impl Fn(&T) -> bool,
+    ) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + window;
+        loop {
+            if let Some(found) = self.all::<T>().await?.into_iter().find(|m| unwanted(m)) {
+                bail!(
+                    "an unwanted {} arrived: {}",
+                    T::INFO.subject,
+                    String::from_utf8_lossy(&contracts::encode(&found).unwrap_or_default())
+                );
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// How many lines of `service`'s log contain `needle`.
+    pub fn logged(&self, service: &str, needle: &str) -> usize {
+        self.services
+            .iter()
+            .find(|p| p.name == service)
+            .map(|p| p.log_text().lines().filter(|l| l.contains(needle)).count())
+            .unwrap_or(0)
+    }
+
+    /// Waits up to `timeout` until `service` has logged `needle` more than `before` times.
+    pub async fn wait_logged(
+        &self,
+        service: &str,
+        needle: &str,
+        before: usize,
+        timeout: Duration,
+    ) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.logged(service, needle) <= before {
+            if tokio::time::Instant::now() >= deadline {
+                bail!("{service} did not log {needle:?} within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+
     async fn read<T: Contract>(&self, idle: Duration, limit: usize) -> Result<Vec<T>> {
         let js = async_nats::jetstream::new(admin_client(&self.server).await?);
         let stream = js.get_stream(T::INFO.stream).await?;

@@ -2,12 +2,9 @@
 //! the signed answer an administrator sends. Pure: it works on records already read.
 
 use std::collections::HashSet;
-use std::str::FromStr;
 
 use contracts::approval_decision_v1::{ApprovalDecisionDecision, ApprovalDecisionVersion};
-use contracts::{
-    ApprovalDecision, ApprovalRequest, Contract, ContractError, Message, Timestamp, Violation,
-};
+use contracts::{ApprovalDecision, ApprovalRequest, ContractError, Message, Timestamp};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -326,8 +323,12 @@ pub fn build_decision(
         issued_at: now,
         override_circuit_breaker: answer.override_circuit_breaker,
         override_cooldown: answer.override_cooldown,
-        reason: field::<ApprovalDecision, _>("/reason", "minLength", &answer.reason)?,
-        source: field::<ApprovalDecision, _>("/source", "pattern", SOURCE)?,
+        reason: contracts::parse_field::<ApprovalDecision, _>(
+            "/reason",
+            "minLength",
+            &answer.reason,
+        )?,
+        source: contracts::parse_field::<ApprovalDecision, _>("/source", "pattern", SOURCE)?,
         tags: Default::default(),
         timestamp: now,
         version: ApprovalDecisionVersion::X10,
@@ -335,24 +336,6 @@ pub fn build_decision(
     // typify does not enforce every rule (the override flags only on `force`): the schema does.
     contracts::to_value(&decision)?;
     Ok(decision)
-}
-
-/// A field of a generated type from text; text that does not fit is refused as the schema
-/// validation refuses it (a violation of `rule` at `path`), so callers see one kind of error.
-pub(crate) fn field<T: Contract, F>(path: &str, rule: &str, text: &str) -> Result<F, ContractError>
-where
-    F: FromStr,
-    F::Err: std::fmt::Display,
-{
-    text.parse().map_err(|e: F::Err| ContractError::Invalid {
-        contract: T::INFO.name,
-        violations: vec![Violation {
-            instance_path: path.to_string(),
-            rule: rule.to_string(),
-            value: Value::String(text.to_string()).to_string(),
-            message: format!("{text:?}: {e}"),
-        }],
-    })
 }
 
 #[cfg(test)]

@@ -2,7 +2,6 @@
 //! new UUID v4 ids and `source = orion-brain`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::str::FromStr;
 
 use contracts::generated::action_v1::{
     ActionActionType, ActionSafetyClassification, ActionSource, ActionState, ActionVersion,
@@ -15,7 +14,7 @@ use contracts::generated::decision_v1::{
     DecisionDecisionType, DecisionProposedAction, DecisionSafetyClassification, DecisionSource,
     DecisionVersion,
 };
-use contracts::{Action, ApprovalRequest, Contract, ContractError, Decision, Timestamp, Violation};
+use contracts::{Action, ApprovalRequest, Contract, ContractError, Decision, Timestamp};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
@@ -61,7 +60,11 @@ impl DecisionDraft {
                 action_type: p.action_type.clone(),
                 parameters: normalized(&p.parameters),
             }),
-            reasoning: field::<Decision, _>("/reasoning", "minLength", &self.reasoning)?,
+            reasoning: contracts::parse_field::<Decision, _>(
+                "/reasoning",
+                "minLength",
+                &self.reasoning,
+            )?,
             requires_approval: self.decision_type == DecisionDecisionType::RequestApproval,
             safety_classification: match self.safety {
                 Safety::Safe => DecisionSafetyClassification::Safe,
@@ -103,7 +106,7 @@ impl ActionDraft<'_> {
                 Safety::Safe => ActionSafetyClassification::Safe,
                 Safety::Risky | Safety::Unknown => ActionSafetyClassification::Risky,
             },
-            source: field::<Action, ActionSource>("/source", "pattern", SOURCE)?,
+            source: contracts::parse_field::<Action, ActionSource>("/source", "pattern", SOURCE)?,
             state: ActionState::Pending,
             tags: hash_map(&self.tags),
             timestamp: now,
@@ -138,7 +141,7 @@ impl RequestDraft<'_> {
             requested_action: ApprovalRequestRequestedAction {
                 action_type: self.action_type.to_string(),
                 parameters: normalized(self.parameters),
-                reasoning: Some(field::<ApprovalRequest, _>(
+                reasoning: Some(contracts::parse_field::<ApprovalRequest, _>(
                     "/requested_action/reasoning",
                     "minLength",
                     self.reasoning,
@@ -156,7 +159,7 @@ impl RequestDraft<'_> {
 /// The action type an approval request names (brain wrote it from a rule's action), refused
 /// like a message with that `action_type` if it is not one.
 pub fn action_type(text: &str) -> Result<ActionActionType, ContractError> {
-    field::<Action, _>("/action_type", "enum", text)
+    contracts::parse_field::<Action, _>("/action_type", "enum", text)
 }
 
 /// `message` once its schema accepts it: typify does not enforce every rule (constants,
@@ -164,24 +167,6 @@ pub fn action_type(text: &str) -> Result<ActionActionType, ContractError> {
 fn validated<T: Contract>(message: T) -> Result<T, ContractError> {
     contracts::to_value(&message)?;
     Ok(message)
-}
-
-/// A field of a generated type from text; text that does not fit is refused as the schema
-/// validation refuses it (a violation of `rule` at `path`), so callers see one kind of error.
-fn field<T: Contract, F>(path: &str, rule: &str, text: &str) -> Result<F, ContractError>
-where
-    F: FromStr,
-    F::Err: std::fmt::Display,
-{
-    text.parse().map_err(|e: F::Err| ContractError::Invalid {
-        contract: T::INFO.name,
-        violations: vec![Violation {
-            instance_path: path.to_string(),
-            rule: rule.to_string(),
-            value: Value::String(text.to_string()).to_string(),
-            message: format!("{text:?}: {e}"),
-        }],
-    })
 }
 
 fn hash_map(tags: &BTreeMap<String, String>) -> HashMap<String, String> {

@@ -36,7 +36,7 @@ pub fn normalized(parameters: &Map<String, Value>) -> Map<String, Value> {
     let mut parameters = parameters.clone();
     parameters
         .values_mut()
-        .for_each(integral_floats_to_integers);
+        .for_each(contracts::integral_floats_to_integers);
     parameters
 }
 
@@ -49,28 +49,6 @@ fn take<T: DeserializeOwned + Serialize>(extra: &mut Map<String, Value>, key: &s
     }
     extra.remove(key);
     Some(typed)
-}
-
-/// The normalization of `contracts::decode_value`: JSON Schema counts `3.0` as an integer, so
-/// the schema accepts it, and the decoded action carries the integer `3`.
-fn integral_floats_to_integers(value: &mut Value) {
-    const EXACT_IN_F64: f64 = 9_007_199_254_740_992.0; // 2^53
-    match value {
-        Value::Number(number) if number.is_f64() => {
-            let Some(float) = number.as_f64() else { return };
-            if float.fract() != 0.0 || float.abs() > EXACT_IN_F64 {
-                return;
-            }
-            *number = if float >= 0.0 {
-                serde_json::Number::from(float as u64)
-            } else {
-                serde_json::Number::from(float as i64)
-            };
-        }
-        Value::Array(items) => items.iter_mut().for_each(integral_floats_to_integers),
-        Value::Object(fields) => fields.values_mut().for_each(integral_floats_to_integers),
-        _ => {}
-    }
 }
 
 #[cfg(test)]

@@ -382,6 +382,7 @@ circuit_breaker = { failures = 2, within_s = 300, open_s = 600 }
         );
         let action = seen.action().await;
         publish_outcome(&server, action.action_id, "failed").await;
+        // Time itself is the condition: the rule's 1 s cooldown must be over.
         tokio::time::sleep(Duration::from_millis(1300)).await;
     }
     publish_incident(
@@ -494,12 +495,14 @@ async fn a_redelivered_incident_replays_the_stored_effects_with_the_same_ids() {
     assert_eq!(seen.decision().await.decision_id, decision.decision_id);
     assert_eq!(seen.action().await.action_id, action.action_id);
     seen.quiet().await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        kv.get(&key).await.unwrap(),
-        None,
-        "the outbox is gone once acked"
-    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while kv.get(&key).await.unwrap().is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the outbox is gone once acked"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     brain.stop().await;
 }
 

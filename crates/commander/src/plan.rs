@@ -10,9 +10,11 @@
 //! | `acknowledge_incident` | an `IncidentAcknowledgement` to guardian for `incident_id` |
 //! | `send_notification` | a `Notification` operators see in `approval-cli watch` |
 
+use contracts::generated::action_v1::ActionActionType;
 use contracts::generated::notification_v1::{
     NotificationChannel, NotificationMessage, NotificationSeverity,
 };
+use contracts::generated::ops_command_v1::OpsCommandType;
 use serde_json::{json, Map, Value};
 
 /// What to do for one action.
@@ -20,7 +22,7 @@ use serde_json::{json, Map, Value};
 pub enum Plan {
     /// Send a signed ops command to ops-worker and wait for its receipt.
     Ops {
-        command_type: &'static str,
+        command_type: OpsCommandType,
         target: String,
         params: Option<Map<String, Value>>,
     },
@@ -45,14 +47,14 @@ pub struct PlanError {
 }
 
 /// A parameter the notification contract refuses (empty message, unknown severity, …).
-fn invalid(action: &str, parameter: &str, e: impl std::fmt::Display) -> PlanError {
+fn invalid(action: ActionActionType, parameter: &str, e: impl std::fmt::Display) -> PlanError {
     PlanError {
         code: "invalid_parameters",
         message: format!("{action}: parameters.{parameter} is not valid: {e}"),
     }
 }
 
-fn missing(action: &str, parameter: &str) -> PlanError {
+fn missing(action: ActionActionType, parameter: &str) -> PlanError {
     PlanError {
         code: "invalid_parameters",
         message: format!("{action} needs parameters.{parameter}"),
@@ -67,7 +69,10 @@ fn text<'a>(parameters: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
 }
 
 /// The plan for an action of `action_type` with `parameters`.
-pub fn plan(action_type: &str, parameters: &Map<String, Value>) -> Result<Plan, PlanError> {
+pub fn plan(
+    action_type: ActionActionType,
+    parameters: &Map<String, Value>,
+) -> Result<Plan, PlanError> {
     let service = || text(parameters, "service_name").map(str::to_string);
     let device = || text(parameters, "device_id").map(str::to_string);
     let passthrough = |keys: &[&str]| {
@@ -78,44 +83,44 @@ pub fn plan(action_type: &str, parameters: &Map<String, Value>) -> Result<Plan, 
         (!picked.is_empty()).then_some(picked)
     };
     match action_type {
-        "restart_service" => Ok(Plan::Ops {
-            command_type: "restart",
+        ActionActionType::RestartService => Ok(Plan::Ops {
+            command_type: OpsCommandType::Restart,
             target: service().ok_or_else(|| missing(action_type, "service_name"))?,
             params: passthrough(&["timeout_s"]),
         }),
-        "restart_edge_device" => Ok(Plan::Ops {
-            command_type: "restart",
+        ActionActionType::RestartEdgeDevice => Ok(Plan::Ops {
+            command_type: OpsCommandType::Restart,
             target: device().ok_or_else(|| missing(action_type, "device_id"))?,
             params: passthrough(&["timeout_s"]),
         }),
-        "scale_service" => {
+        ActionActionType::ScaleService => {
             let target = service().ok_or_else(|| missing(action_type, "service_name"))?;
             if parameters.get("replicas").and_then(Value::as_u64).is_none() {
                 return Err(missing(action_type, "replicas (a whole number)"));
             }
             Ok(Plan::Ops {
-                command_type: "deploy",
+                command_type: OpsCommandType::Deploy,
                 target,
                 params: passthrough(&["replicas", "image", "timeout_s"]),
             })
         }
-        "stop_edge_device" => Ok(Plan::Ops {
-            command_type: "halt",
+        ActionActionType::StopEdgeDevice => Ok(Plan::Ops {
+            command_type: OpsCommandType::Halt,
             target: device().ok_or_else(|| missing(action_type, "device_id"))?,
             params: passthrough(&["timeout_s"]),
         }),
-        "run_diagnostic" => Ok(Plan::Ops {
-            command_type: "export_evidence",
+        ActionActionType::RunDiagnostic => Ok(Plan::Ops {
+            command_type: OpsCommandType::ExportEvidence,
             target: service().unwrap_or_else(|| "all".to_string()),
             params: passthrough(&["log_lines"]),
         }),
-        "acknowledge_incident" => {
+        ActionActionType::AcknowledgeIncident => {
             let incident_id = text(parameters, "incident_id")
                 .and_then(|s| s.parse().ok())
                 .ok_or_else(|| missing(action_type, "incident_id (a UUID)"))?;
             Ok(Plan::Acknowledge { incident_id })
         }
-        "send_notification" => Ok(Plan::Notify {
+        ActionActionType::SendNotification => Ok(Plan::Notify {
             message: text(parameters, "message")
                 .ok_or_else(|| missing(action_type, "message"))?
                 .parse()
@@ -129,10 +134,6 @@ pub fn plan(action_type: &str, parameters: &Map<String, Value>) -> Result<Plan, 
                 .transpose()
                 .map_err(|e| invalid(action_type, "channel", e))?,
             incident_id: text(parameters, "incident_id").and_then(|s| s.parse().ok()),
-        }),
-        other => Err(PlanError {
-            code: "unsupported_action",
-            message: format!("commander does not know action type `{other}`"),
         }),
     }
 }
@@ -171,46 +172,52 @@ mod tests {
     fn every_action_type_maps_to_real_work() {
         assert_eq!(
             plan(
-                "restart_service",
+                ActionActionType::RestartService,
                 &params(json!({"service_name": "web", "timeout_s": 5}))
             ),
             Ok(Plan::Ops {
-                command_type: "restart",
+                command_type: OpsCommandType::Restart,
                 target: "web".into(),
                 params: Some(params(json!({"timeout_s": 5})))
             })
         );
         assert!(matches!(
-            plan("restart_edge_device", &params(json!({"device_id": "gw-7"}))),
+            plan(
+                ActionActionType::RestartEdgeDevice,
+                &params(json!({"device_id": "gw-7"}))
+            ),
             Ok(Plan::Ops {
-                command_type: "restart",
+                command_type: OpsCommandType::Restart,
                 ..
             })
         ));
         assert!(matches!(
             plan(
-                "scale_service",
+                ActionActionType::ScaleService,
                 &params(json!({"service_name": "web", "replicas": 3}))
             ),
             Ok(Plan::Ops {
-                command_type: "deploy",
+                command_type: OpsCommandType::Deploy,
                 ..
             })
         ));
         assert!(matches!(
-            plan("stop_edge_device", &params(json!({"device_id": "gw-7"}))),
+            plan(
+                ActionActionType::StopEdgeDevice,
+                &params(json!({"device_id": "gw-7"}))
+            ),
             Ok(Plan::Ops {
-                command_type: "halt",
+                command_type: OpsCommandType::Halt,
                 ..
             })
         ));
         assert!(
-            matches!(plan("run_diagnostic", &params(json!({}))), Ok(Plan::Ops { command_type: "export_evidence", ref target, .. }) if target == "all")
+            matches!(plan(ActionActionType::RunDiagnostic, &params(json!({}))), Ok(Plan::Ops { command_type: OpsCommandType::ExportEvidence, ref target, .. }) if target == "all")
         );
         let incident = uuid::Uuid::new_v4();
         assert_eq!(
             plan(
-                "acknowledge_incident",
+                ActionActionType::AcknowledgeIncident,
                 &params(json!({"incident_id": incident.to_string()}))
             ),
             Ok(Plan::Acknowledge {
@@ -218,7 +225,10 @@ mod tests {
             })
         );
         assert!(matches!(
-            plan("send_notification", &params(json!({"message": "hi"}))),
+            plan(
+                ActionActionType::SendNotification,
+                &params(json!({"message": "hi"}))
+            ),
             Ok(Plan::Notify {
                 severity: NotificationSeverity::Info,
                 ..
@@ -228,23 +238,20 @@ mod tests {
 
     #[test]
     fn missing_parameters_name_what_is_missing() {
-        let err = plan("restart_service", &Map::new()).unwrap_err();
+        let err = plan(ActionActionType::RestartService, &Map::new()).unwrap_err();
         assert_eq!(err.code, "invalid_parameters");
         assert!(err.message.contains("service_name"));
-        assert!(
-            plan("scale_service", &params(json!({"service_name": "web"})))
-                .unwrap_err()
-                .message
-                .contains("replicas")
-        );
         assert!(plan(
-            "acknowledge_incident",
+            ActionActionType::ScaleService,
+            &params(json!({"service_name": "web"}))
+        )
+        .unwrap_err()
+        .message
+        .contains("replicas"));
+        assert!(plan(
+            ActionActionType::AcknowledgeIncident,
             &params(json!({"incident_id": "INC-1"}))
         )
         .is_err());
-        assert_eq!(
-            plan("reboot_everything", &Map::new()).unwrap_err().code,
-            "unsupported_action"
-        );
     }
 }

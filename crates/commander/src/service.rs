@@ -24,6 +24,7 @@ use contracts::generated::incident_acknowledgement_v1::{
     IncidentAcknowledgementSource, IncidentAcknowledgementVersion,
 };
 use contracts::generated::notification_v1::{NotificationSource, NotificationVersion};
+use contracts::generated::ops_command_v1::OpsCommandType;
 use contracts::generated::ops_receipt_v1::OpsReceiptStatus;
 use contracts::generated::outcome_v1::{
     OutcomeError, OutcomeSource, OutcomeStatus, OutcomeVersion,
@@ -145,11 +146,7 @@ impl CommanderService {
             .bus
             .subscribe::<Action>(self.options.clone())
             .await?;
-        contracts::bus::check_heartbeat_fits(
-            actions.consumer(),
-            self.shared.once.ack_wait(),
-            actions.ack_wait(),
-        )?;
+        self.shared.once.fits(&actions)?;
         let tasks = TaskTracker::new();
         serve(actions, shutdown, tasks.clone(), drain, |delivery| {
             let shared = self.shared.clone();
@@ -227,7 +224,7 @@ impl Shared {
             Ok(Value::Object(map)) => map,
             _ => Map::new(),
         };
-        let plan = match plan(&action.action_type.to_string(), &parameters) {
+        let plan = match plan(action.action_type, &parameters) {
             Ok(plan) => plan,
             Err(e) => {
                 return Ending::Failed {
@@ -308,12 +305,12 @@ impl Shared {
     async fn run_ops(
         &self,
         action: &Action,
-        command_type: &str,
+        command_type: OpsCommandType,
         target: String,
         params: Option<Map<String, Value>>,
     ) -> Ending {
         let request = CommandRequest {
-            command_type: command_type.to_string(),
+            command_type,
             target,
             params,
             initiator_id: "orion-commander".into(),
@@ -380,7 +377,7 @@ impl Shared {
             }
             tracing::warn!(command_id = %command.id, "no final receipt in time: withdrawing the ops command");
             let request = CommandRequest {
-                command_type: "withdraw".into(),
+                command_type: OpsCommandType::Withdraw,
                 target: String::new(),
                 params: Some(Map::from_iter([
                     ("command_id".to_string(), json!(command.id)),

@@ -42,10 +42,11 @@ pub fn decode_value<T: Contract>(mut value: Value) -> Result<T, ContractError> {
     })
 }
 
-/// JSON Schema counts `5840.0` as an integer, so producers in languages without an integer type
+/// [`decode_value`]'s normalization, for code that builds a field of a generated type from open
+/// JSON the same way. JSON Schema counts `5840.0` as an integer, so producers in languages without an integer type
 /// send it and the schema accepts it; serde's integer types do not. Every float with no fractional
 /// part that an `f64` holds exactly becomes an integer, which `f64` fields accept as well.
-fn integral_floats_to_integers(value: &mut Value) {
+pub fn integral_floats_to_integers(value: &mut Value) {
     const EXACT_IN_F64: f64 = 9_007_199_254_740_992.0; // 2^53
     match value {
         Value::Number(number) if number.is_f64() => {
@@ -63,4 +64,23 @@ fn integral_floats_to_integers(value: &mut Value) {
         Value::Object(fields) => fields.values_mut().for_each(integral_floats_to_integers),
         _ => {}
     }
+}
+
+/// A field of a generated type parsed from text, for code that builds a message of contract `T`
+/// as a struct literal: text the type refuses is reported as the schema validation reports it (a
+/// violation of `rule` at `path`), so callers see one kind of error whichever check refused it.
+pub fn parse_field<T: Contract, F>(path: &str, rule: &str, text: &str) -> Result<F, ContractError>
+where
+    F: std::str::FromStr,
+    F::Err: std::fmt::Display,
+{
+    text.parse().map_err(|e: F::Err| ContractError::Invalid {
+        contract: T::INFO.name,
+        violations: vec![crate::Violation {
+            instance_path: path.to_string(),
+            rule: rule.to_string(),
+            value: Value::String(text.to_string()).to_string(),
+            message: format!("{text:?}: {e}"),
+        }],
+    })
 }

@@ -55,7 +55,7 @@ pub mod runtime;
 #[cfg(feature = "service")]
 pub mod signing;
 
-pub use codec::{decode, decode_value, encode, to_value};
+pub use codec::{decode, decode_value, encode, integral_floats_to_integers, parse_field, to_value};
 pub use contract::{
     nats_password_var, variable_stem, Bucket, BucketInfo, BucketKind, ConsumerInfo, Consumes,
     Contract, ContractInfo, IdentityInfo, KeyInfo, KeyValue, KeyValueBucket, ObjectStoreBucket,

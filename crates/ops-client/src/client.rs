@@ -3,15 +3,19 @@
 use std::time::Duration;
 
 use contracts::bus::{Bus, BusError, ReadFrom};
+use contracts::generated::ops_command_v1::{
+    OpsCommandMeta, OpsCommandMetaSignature, OpsCommandType, OpsCommandV,
+};
+use contracts::generated::ops_receipt_v1::OpsReceiptStatus;
 use contracts::{OpsCommand, OpsReceipt, Timestamp};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use crate::signing::{SignatureError, SigningKeys};
 
 /// What the operator asks for.
 #[derive(Debug, Clone)]
 pub struct CommandRequest {
-    pub command_type: String,
+    pub command_type: OpsCommandType,
     pub target: String,
     /// `None` sends no `params` at all.
     pub params: Option<Map<String, Value>>,
@@ -28,7 +32,7 @@ pub enum ClientError {
     #[error(transparent)]
     Bus(#[from] BusError),
     #[error("reading receipts: {0}")]
-    Receipts(String),
+    Receipts(#[source] BusError),
 }
 
 /// The receipts of one command, as far as they arrived.
@@ -45,30 +49,47 @@ pub fn build_signed(
     request: &CommandRequest,
     keys: &SigningKeys,
 ) -> Result<OpsCommand, ClientError> {
-    let mut value = json!({
-        "v": 1,
-        "id": uuid::Uuid::new_v4(),
-        "ts": Timestamp::now(),
-        "type": request.command_type,
-        "target": request.target,
-        "meta": { "initiator_id": request.initiator_id, "reason": request.reason, "signature": "0".repeat(64) },
-    });
-    if let Some(params) = &request.params {
-        value["params"] = Value::Object(params.clone());
-    }
-    sign(value, keys)
+    let command = OpsCommand {
+        id: uuid::Uuid::new_v4(),
+        meta: OpsCommandMeta {
+            initiator_id: request.initiator_id.clone(),
+            reason: request.reason.clone(),
+            signature: unsigned(),
+        },
+        params: request.params.clone().unwrap_or_default(),
+        target: request.target.clone(),
+        ts: Timestamp::now(),
+        type_: request.command_type,
+        v: OpsCommandV::try_from(1).expect("1 is the command contract's version"),
+    };
+    sign_typed(command, keys)
+}
+
+/// The placeholder a command carries before it is signed (the signature never covers itself).
+fn unsigned() -> OpsCommandMetaSignature {
+    "0".repeat(64)
+        .parse()
+        .expect("64 hex digits fit the signature field")
+}
+
+/// Signs `command` over its JSON exactly as the bus will send it.
+fn sign_typed(mut command: OpsCommand, keys: &SigningKeys) -> Result<OpsCommand, ClientError> {
+    command.meta.signature = unsigned();
+    let wire = contracts::to_value(&command)?;
+    let signature = keys.sign(&wire)?;
+    command.meta.signature =
+        contracts::parse_field::<OpsCommand, _>("/meta/signature", "pattern", &signature)?;
+    Ok(command)
 }
 
 /// Signs a command given as JSON (its `meta.signature`, if any, is replaced). The signature
 /// covers the command exactly as the bus will send it: the typed command re-serialized.
 pub fn sign(mut command: Value, keys: &SigningKeys) -> Result<OpsCommand, ClientError> {
+    // Given as JSON (an operator's file): read through the contract like any received message.
     if let Some(meta) = command.get_mut("meta").and_then(Value::as_object_mut) {
-        meta.insert("signature".into(), json!("0".repeat(64)));
+        meta.insert("signature".into(), Value::String(unsigned().to_string()));
     }
-    let unsigned: OpsCommand = contracts::decode_value(command)?;
-    let wire = contracts::to_value(&unsigned)?;
-    let signed = keys.signed(&wire)?;
-    Ok(contracts::decode_value(signed)?)
+    sign_typed(contracts::decode_value(command)?, keys)
 }
 
 /// Publishes `command` as `S` (the operator's ops-console, or commander) and waits up to `wait`
@@ -92,7 +113,7 @@ where
     let mut reader = bus
         .read::<OpsReceipt>(ReadFrom::Time(start))
         .await
-        .map_err(|e| ClientError::Receipts(e.to_string()))?;
+        .map_err(ClientError::Receipts)?;
     // What the bus sends: the command encoded, exactly as a refusal would digest it.
     let sent = contracts::encode(command)?;
     bus.publish(command).await?;
@@ -104,14 +125,14 @@ where
             Err(_) | Ok(None) => break,
             // A receipt that breaks its contract cannot be ours to wait for.
             Ok(Some(Err(BusError::Contract(_)))) => continue,
-            Ok(Some(Err(e))) => return Err(ClientError::Receipts(e.to_string())),
+            Ok(Some(Err(e))) => return Err(ClientError::Receipts(e)),
             Ok(Some(Ok((receipt, _)))) => receipt,
         };
         if !issued_for(&receipt, command, &sent) {
             continue;
         }
         on_receipt(&receipt);
-        if receipt.status.to_string() == "pending" {
+        if receipt.status == OpsReceiptStatus::Pending {
             receipts.pending.push(receipt);
         } else {
             receipts.last = Some(receipt);
@@ -128,7 +149,7 @@ where
 /// run), or a receipt relabelled for this command from ending the wait.
 pub fn issued_for(receipt: &OpsReceipt, command: &OpsCommand, sent: &[u8]) -> bool {
     use crate::ids::{receipt_id, refusal_id};
-    let expected = if receipt.status.to_string() == "pending" {
+    let expected = if receipt.status == OpsReceiptStatus::Pending {
         vec![receipt_id(&command.id, "pending")]
     } else {
         vec![
@@ -137,6 +158,6 @@ pub fn issued_for(receipt: &OpsReceipt, command: &OpsCommand, sent: &[u8]) -> bo
         ]
     };
     receipt.command_id == command.id
-        && receipt.type_.to_string() == command.type_.to_string()
+        && receipt.type_ == crate::ids::receipt_type(command.type_)
         && expected.contains(&receipt.id)
 }

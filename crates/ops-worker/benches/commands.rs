@@ -133,7 +133,7 @@ async fn typed_round_trips(
         .unwrap();
     let mut receipts = receipts.messages().await.unwrap();
     let request = CommandRequest {
-        command_type: "arm".into(),
+        command_type: contracts::generated::ops_command_v1::OpsCommandType::Arm,
         target: String::new(),
         params: None,
         initiator_id: "bench".into(),
@@ -225,7 +225,7 @@ async fn main() {
 
     let sample = build_signed(
         &CommandRequest {
-            command_type: "arm".into(),
+            command_type: contracts::generated::ops_command_v1::OpsCommandType::Arm,
             target: String::new(),
             params: None,
             initiator_id: "bench".into(),

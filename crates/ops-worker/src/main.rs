@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use contracts::bus::Bus;
+use contracts::generated::ops_command_v1::OpsCommandType;
 use contracts::runtime::{
     self, fail, BoxError, ExitStatus, NatsSection, ProcessEnvironment, Program, RunArgs, Running,
     ServiceError, ServiceMain,
@@ -82,8 +83,8 @@ enum Cmd {
 struct SendArgs {
     /// restart, deploy, halt, disarm, arm, set_risk, cancel_all, export_evidence or withdraw
     /// (with --param command_id=<id> --param command_type=<type>).
-    #[arg(long = "type", value_name = "TYPE")]
-    command_type: String,
+    #[arg(long = "type", value_name = "TYPE", value_parser = command_type)]
+    command_type: OpsCommandType,
     /// An allowlisted service spelled exactly as allowlisted (never trimmed or case-folded),
     /// `all`, or empty for platform-wide commands.
     #[arg(long, default_value = "")]
@@ -200,6 +201,10 @@ fn parse_params(params: &[String]) -> Result<Option<Map<String, Value>>, String>
         map.insert(key.to_string(), value);
     }
     Ok(Some(map))
+}
+
+fn command_type(text: &str) -> Result<OpsCommandType, String> {
+    text.parse().map_err(|e| format!("{e}"))
 }
 
 async fn send(args: SendArgs) -> ExitStatus {

@@ -177,11 +177,7 @@ impl Worker {
             .bus
             .subscribe_checked::<OpsCommand>(self.options.clone())
             .await?;
-        contracts::bus::check_heartbeat_fits(
-            commands.consumer(),
-            self.shared.once.ack_wait(),
-            commands.ack_wait(),
-        )?;
+        self.shared.once.fits(&commands)?;
         serve(commands, shutdown, self.tasks.clone(), drain, |incoming| {
             let worker = &self;
             async move {

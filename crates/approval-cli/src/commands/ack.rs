@@ -83,7 +83,7 @@ fn acknowledgement(
     now: Timestamp,
 ) -> Result<IncidentAcknowledgement, ContractError> {
     let acknowledgement = IncidentAcknowledgement {
-        acknowledged_by: approvals::field::<IncidentAcknowledgement, _>(
+        acknowledged_by: contracts::parse_field::<IncidentAcknowledgement, _>(
             "/acknowledged_by",
             "minLength",
             identity,

@@ -149,6 +149,12 @@ where
         self.ack_wait
     }
 
+    /// Refuses to run on a consumer provisioned with a shorter ack wait than this driver's: the
+    /// server would redeliver work still running between two heartbeats.
+    pub fn fits<Src: Source>(&self, source: &Src) -> Result<(), BusError> {
+        super::check_heartbeat_fits(source.consumer_name(), self.ack_wait, source.ack_wait())
+    }
+
     /// Claims `id` for the work `delivery` asks for (see the module docs).
     pub async fn admit<T>(&self, delivery: Delivery<T>, id: uuid::Uuid) -> Admission<T> {
         let held = |delivery, revision| Held {
@@ -332,6 +338,8 @@ pub trait Source {
     fn next_item(&mut self) -> impl Future<Output = Option<Result<Self::Item, BusError>>> + Send;
     /// The consumer's name, for the logs.
     fn consumer_name(&self) -> &str;
+    /// The ack wait the consumer was provisioned with.
+    fn ack_wait(&self) -> Duration;
 }
 
 impl<S: Send, T: Send + 'static> Source for Subscription<S, T> {
@@ -342,6 +350,9 @@ impl<S: Send, T: Send + 'static> Source for Subscription<S, T> {
     fn consumer_name(&self) -> &str {
         self.consumer()
     }
+    fn ack_wait(&self) -> Duration {
+        Subscription::ack_wait(self)
+    }
 }
 
 impl<S: Send, T: Send + 'static> Source for CheckedSubscription<S, T> {
@@ -351,6 +362,9 @@ impl<S: Send, T: Send + 'static> Source for CheckedSubscription<S, T> {
     }
     fn consumer_name(&self) -> &str {
         self.consumer()
+    }
+    fn ack_wait(&self) -> Duration {
+        CheckedSubscription::ack_wait(self)
     }
 }
 
