@@ -1,12 +1,12 @@
 //! guardian's configuration and correlation rules on arbitrary text, read as guardian reads its
-//! file (TOML table, then `FileConfig`) and validated; an accepted configuration's rules are
+//! file (TOML table, then `GuardianConfigFile`) and validated; an accepted configuration's rules are
 //! applied to the fixture events. Never panics.
 #![no_main]
 
 use std::sync::LazyLock;
 
 use contracts::Event;
-use guardian::config::FileConfig;
+use guardian::config::GuardianConfigFile;
 use libfuzzer_sys::fuzz_target;
 
 static EVENTS: LazyLock<Vec<Event>> = LazyLock::new(|| {
@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(table) = text.parse::<toml::Table>() else {
         return;
     };
-    let Ok(file) = toml::Value::Table(table).try_into::<FileConfig>() else {
+    let Ok(file) = toml::Value::Table(table).try_into::<GuardianConfigFile>() else {
         return;
     };
     match file.validate() {
