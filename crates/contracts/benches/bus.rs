@@ -15,6 +15,7 @@ use futures::StreamExt;
 
 const CORE_MESSAGES: u64 = 50_000;
 const JETSTREAM_MESSAGES: u64 = 5_000;
+const PIPELINED_MESSAGES: u64 = 20_000;
 
 fn event(id: u64) -> Event {
     let bytes = std::fs::read(concat!(
@@ -139,12 +140,71 @@ async fn main() {
         Some(raw),
     );
 
+    println!("\n-- JetStream publish, {PIPELINED_MESSAGES} messages, acks in flight --");
+    for (round, window) in [64usize, 256, 1024].into_iter().enumerate() {
+        let base = 10_000_000 * (round as u64 + 2);
+        let raw_ids: Vec<Event> = (0..PIPELINED_MESSAGES).map(|i| event(base + i)).collect();
+        let raw_payloads: Vec<Vec<u8>> = raw_ids.iter().map(|m| encode(m).unwrap()).collect();
+        let typed: Vec<Event> = (0..PIPELINED_MESSAGES)
+            .map(|i| event(base + 5_000_000 + i))
+            .collect();
+        purge(&js).await;
+        let start = Instant::now();
+        let mut acks: futures::stream::FuturesOrdered<
+            <async_nats::jetstream::context::PublishAckFuture as std::future::IntoFuture>::IntoFuture,
+        > = futures::stream::FuturesOrdered::new();
+        for (message, payload) in raw_ids.iter().zip(&raw_payloads) {
+            if acks.len() >= window {
+                acks.next().await.unwrap().unwrap();
+            }
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", message.event_id.to_string().as_str());
+            acks.push_back(std::future::IntoFuture::into_future(
+                js.publish_with_headers(Event::INFO.subject, headers, payload.clone().into())
+                    .await
+                    .unwrap(),
+            ));
+        }
+        while let Some(ack) = acks.next().await {
+            ack.unwrap();
+        }
+        let raw = report(
+            &format!("raw pipelined publish, {window} in flight"),
+            PIPELINED_MESSAGES,
+            start.elapsed(),
+            None,
+        );
+        purge(&js).await;
+        let start = Instant::now();
+        let results = producer.publish_all(&typed, window).await;
+        let took = start.elapsed();
+        assert!(results
+            .iter()
+            .all(|r| r.as_ref().is_ok_and(|p| !p.duplicate)));
+        report(
+            &format!("Bus::publish_all, {window} in flight"),
+            PIPELINED_MESSAGES,
+            took,
+            Some(raw),
+        );
+    }
+    // The consume phases read what the sequential Bus::publish stored.
+    purge(&js).await;
+    let refill: Vec<Event> = (0..JETSTREAM_MESSAGES)
+        .map(|i| event(90_000_000 + i))
+        .collect();
+    assert!(producer
+        .publish_all(&refill, 256)
+        .await
+        .iter()
+        .all(Result::is_ok));
+
     println!("\n-- JetStream consume, {JETSTREAM_MESSAGES} messages, explicit ack --");
     let mut stream = js.get_stream("ORION_EVENTS").await.unwrap();
     assert_eq!(
         stream.info().await.unwrap().state.messages,
         JETSTREAM_MESSAGES,
-        "the consume phases read what Bus::publish stored"
+        "the consume phases read what was stored for them"
     );
     let config = async_nats::jetstream::consumer::pull::Config {
         durable_name: Some("raw".into()),

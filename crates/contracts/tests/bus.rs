@@ -517,6 +517,63 @@ async fn a_wrong_password_is_refused_at_connect() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_publishing_answers_for_each_message_in_order() {
+    let server = server();
+    provision(&server).await;
+    let commander = connect::<Commander>(&server).await;
+    let outcome = |n: u128| {
+        let mut outcome: Outcome = fixture("full.json");
+        outcome.outcome_id = uuid::Uuid::from_u128(n);
+        outcome
+    };
+    let mut outcomes: Vec<Outcome> = (1..=40).map(outcome).collect();
+    // One the schema refuses (failed without an error), and a repeat of an earlier id.
+    outcomes[10].status = contracts::generated::outcome_v1::OutcomeStatus::Failed;
+    outcomes[10].error = None;
+    outcomes.push(outcome(3));
+
+    let results = commander.publish_all(&outcomes, 8).await;
+
+    assert_eq!(results.len(), outcomes.len(), "one result per message");
+    for (i, (result, sent)) in results.iter().zip(&outcomes).enumerate() {
+        match (i, result) {
+            (10, Err(BusError::Contract(_))) => {}
+            (10, other) => panic!("the invalid outcome was not refused alone: {other:?}"),
+            (_, Ok(published)) => {
+                assert_eq!(
+                    published.message_id,
+                    sent.outcome_id.to_string(),
+                    "result {i} is not its message's"
+                );
+                assert_eq!(
+                    published.duplicate,
+                    i == 40,
+                    "only the repeat is a duplicate"
+                );
+            }
+            (_, Err(e)) => panic!("message {i} failed: {e}"),
+        }
+    }
+    let sequences: Vec<u64> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .filter(|p| !p.duplicate)
+        .map(|p| p.sequence)
+        .collect();
+    assert!(
+        sequences.windows(2).all(|w| w[0] < w[1]),
+        "stored in the order given: {sequences:?}"
+    );
+    let reader = connect::<ApprovalCli>(&server).await;
+    let stored = reader.read::<Outcome>(ReadFrom::Start).await.unwrap();
+    assert_eq!(
+        stored.pending_at_open(),
+        39,
+        "40 valid, one of them repeated"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_message_is_not_sent() {
     let server = server();
     provision(&server).await;

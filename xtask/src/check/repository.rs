@@ -11,6 +11,9 @@ use crate::inventory::{rel_to_string, Inventory, Layout, INVENTORY_FILE};
 
 /// Directories never inspected: build output and version control.
 const SKIPPED_DIRS: &[&str] = &[".git", "target"];
+/// Directories never inspected wherever they are: installed third-party packages (the npm
+/// install of the benchmark anchors), which are not ours to name.
+const SKIPPED_ANYWHERE: &[&str] = &["node_modules"];
 /// Words that describe a moment rather than an intent.
 const TIMELINE_WORDS: &[&str] = &[
     "tmp", "temp", "new", "old", "final", "copy", "backup", "bak", "orig", "wip", "draft",
@@ -24,7 +27,9 @@ pub fn check(layout: &Layout, report: &mut Report) -> Result<()> {
         .sort_by_file_name()
         .into_iter()
         .filter_entry(|e| {
-            e.depth() != 1 || !SKIPPED_DIRS.contains(&e.file_name().to_string_lossy().as_ref())
+            let name = e.file_name().to_string_lossy();
+            !SKIPPED_ANYWHERE.contains(&name.as_ref())
+                && (e.depth() != 1 || !SKIPPED_DIRS.contains(&name.as_ref()))
         });
     for entry in walker {
         let entry = entry.with_context(|| format!("walking {}", layout.root.display()))?;

@@ -72,6 +72,49 @@ impl<S: Service> Bus<S> {
         }
     }
 
+    /// Publishes `messages` in order with up to `in_flight` of them handed to the server and not
+    /// yet confirmed (at least 1): the round trips overlap instead of adding up. Each message is
+    /// validated and carries its `Nats-Msg-Id` as with [`Bus::publish`], every acknowledgement
+    /// is checked, and the result at index `i` is the one of `messages[i]` — an invalid message,
+    /// a refusal or a lost ack fails that message alone, and the others go on. Safe to repeat
+    /// for the failed ones: the server drops a copy that did arrive as a duplicate.
+    pub async fn publish_all<T: Contract>(
+        &self,
+        messages: &[T],
+        in_flight: usize,
+    ) -> Vec<Result<Published, BusError>>
+    where
+        S: Produces<T>,
+    {
+        use futures::stream::{FuturesOrdered, StreamExt};
+
+        let in_flight = in_flight.max(1);
+        let mut results = Vec::with_capacity(messages.len());
+        let mut waiting = FuturesOrdered::new();
+        for message in messages {
+            if waiting.len() >= in_flight {
+                if let Some(result) = waiting.next().await {
+                    results.push(result);
+                }
+            }
+            let sent = match crate::to_value(message) {
+                Ok(value) => send_value(&self.inner, T::INFO, &value, HeaderMap::new()).await,
+                Err(e) => Err(e.into()),
+            };
+            // A message that never left keeps its place in the order of the results.
+            waiting.push_back(async move {
+                match sent {
+                    Ok(sent) => sent.stored().await,
+                    Err(e) => Err(e),
+                }
+            });
+        }
+        while let Some(result) = waiting.next().await {
+            results.push(result);
+        }
+        results
+    }
+
     /// [`Bus::publish`] with one extra header (a signature, a trace id).
     pub async fn publish_with_header<T: Contract>(
         &self,
@@ -101,39 +144,82 @@ impl<S: Service> Bus<S> {
     }
 }
 
-/// Publishes an already validated value of the contract `info` on `inner`'s connection.
+/// Publishes an already validated value of the contract `info` on `inner`'s connection and
+/// waits for JetStream to store it.
 pub(super) async fn publish_value(
     inner: &Inner,
     info: &'static ContractInfo,
     value: &Value,
-    mut headers: HeaderMap,
+    headers: HeaderMap,
 ) -> Result<Published, BusError> {
+    send_value(inner, info, value, headers)
+        .await?
+        .stored()
+        .await
+}
+
+/// A message handed to the server whose storage is not confirmed yet.
+pub(super) struct Sent<'a> {
+    inner: &'a Inner,
+    info: &'static ContractInfo,
+    message_id: String,
+    mark: usize,
+    ack: async_nats::jetstream::context::PublishAckFuture,
+}
+
+impl Sent<'_> {
+    /// Waits for JetStream's acknowledgement, or the server's permission refusal.
+    pub(super) async fn stored(self) -> Result<Published, BusError> {
+        let Sent {
+            inner,
+            info,
+            message_id,
+            mark,
+            ack,
+        } = self;
+        tokio::select! {
+            ack = ack => {
+                let ack = ack.map_err(|e| BusError::Publish { subject: info.subject.to_string(), source: e.into() })?;
+                Ok(Published { stream: ack.stream, sequence: ack.sequence, duplicate: ack.duplicate, message_id })
+            }
+            server_message = inner.permission_errors.wait_for(info.subject, mark) => {
+                Err(BusError::PermissionDenied {
+                    operation: "publish",
+                    subject: info.subject.to_string(),
+                    user: inner.user.clone(),
+                    server_message,
+                })
+            }
+        }
+    }
+}
+
+/// Hands a validated value to the server with its `Nats-Msg-Id` and contract header; the
+/// storage is confirmed by [`Sent::stored`].
+pub(super) async fn send_value<'a>(
+    inner: &'a Inner,
+    info: &'static ContractInfo,
+    value: &Value,
+    mut headers: HeaderMap,
+) -> Result<Sent<'a>, BusError> {
     let message_id = idempotency_key(info, value);
     headers.insert("Nats-Msg-Id", message_id.as_str());
     headers.insert(CONTRACT_HEADER, info.schema_id);
     let payload = serde_json::to_vec(value).expect("a JSON value always serializes");
-    let publish_error = |source: super::NatsError| BusError::Publish {
-        subject: info.subject.to_string(),
-        source,
-    };
     let mark = inner.permission_errors.mark();
     let ack = inner
         .jetstream
         .publish_with_headers(info.subject, headers, payload.into())
         .await
-        .map_err(|e| publish_error(e.into()))?;
-    tokio::select! {
-        ack = ack => {
-            let ack = ack.map_err(|e| publish_error(e.into()))?;
-            Ok(Published { stream: ack.stream, sequence: ack.sequence, duplicate: ack.duplicate, message_id })
-        }
-        server_message = inner.permission_errors.wait_for(info.subject, mark) => {
-            Err(BusError::PermissionDenied {
-                operation: "publish",
-                subject: info.subject.to_string(),
-                user: inner.user.clone(),
-                server_message,
-            })
-        }
-    }
+        .map_err(|e| BusError::Publish {
+            subject: info.subject.to_string(),
+            source: e.into(),
+        })?;
+    Ok(Sent {
+        inner,
+        info,
+        message_id,
+        mark,
+        ack,
+    })
 }
