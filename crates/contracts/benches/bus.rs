@@ -16,6 +16,7 @@ use futures::StreamExt;
 const CORE_MESSAGES: u64 = 50_000;
 const JETSTREAM_MESSAGES: u64 = 5_000;
 const PIPELINED_MESSAGES: u64 = 20_000;
+const ACKS_IN_FLIGHT: usize = 64;
 
 fn event(id: u64) -> Event {
     let bytes = std::fs::read(concat!(
@@ -188,8 +189,10 @@ async fn main() {
             Some(raw),
         );
     }
-    // The consume phases read what the sequential Bus::publish stored.
+    // The consume phases read a fresh 5,000; purging dropped guardian's durable: provision it
+    // again (it starts at the first message the stream holds).
     purge(&js).await;
+    contracts::bus::provision_all(&js, 1).await.unwrap();
     let refill: Vec<Event> = (0..JETSTREAM_MESSAGES)
         .map(|i| event(90_000_000 + i))
         .collect();
@@ -254,4 +257,75 @@ async fn main() {
             report(case, JETSTREAM_MESSAGES, took, None);
         }
     }
+
+    println!(
+        "\n-- JetStream consume, {JETSTREAM_MESSAGES} messages, {ACKS_IN_FLIGHT} confirmed acks in flight --"
+    );
+    let first_new = stream.info().await.unwrap().state.last_sequence + 1;
+    let refill: Vec<Event> = (0..JETSTREAM_MESSAGES)
+        .map(|i| event(95_000_000 + i))
+        .collect();
+    assert!(producer
+        .publish_all(&refill, 256)
+        .await
+        .iter()
+        .all(Result::is_ok));
+    let _ = js.delete_consumer_from_stream("raw", "ORION_EVENTS").await;
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: first_new,
+            },
+            ..config.clone()
+        })
+        .await
+        .unwrap();
+    let mut raw_messages = consumer
+        .stream()
+        .max_messages_per_batch(100)
+        .messages()
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let mut acks = futures::stream::FuturesUnordered::new();
+    for _ in 0..JETSTREAM_MESSAGES {
+        let message = raw_messages.next().await.unwrap().unwrap();
+        let _: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
+        acks.push(async move { message.double_ack().await });
+        if acks.len() > ACKS_IN_FLIGHT {
+            acks.next().await.unwrap().unwrap();
+        }
+    }
+    while let Some(ack) = acks.next().await {
+        ack.unwrap();
+    }
+    let raw = report(
+        "raw pull + double_ack, acks in flight",
+        JETSTREAM_MESSAGES,
+        start.elapsed(),
+        None,
+    );
+    // guardian's durable goes on after the 5,000 it acknowledged: the refill.
+    let mut sub = guardian
+        .subscribe::<Event>(SubscribeOptions { batch: 100 })
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let mut acks = futures::stream::FuturesUnordered::new();
+    for _ in 0..JETSTREAM_MESSAGES {
+        let delivery = sub.next().await.unwrap().unwrap();
+        acks.push(delivery.ack());
+        if acks.len() > ACKS_IN_FLIGHT {
+            acks.next().await.unwrap().unwrap();
+        }
+    }
+    while let Some(ack) = acks.next().await {
+        ack.unwrap();
+    }
+    report(
+        "Bus::subscribe (decode + validate) + ack, in flight",
+        JETSTREAM_MESSAGES,
+        start.elapsed(),
+        Some(raw),
+    );
 }
