@@ -64,6 +64,22 @@ fn anchor(program: &str, args: &[&str]) -> f64 {
     printed["median_ns"].as_f64().expect("a median")
 }
 
+/// python-jsonschema on `message` against the schema at `schema` (relative to the repository).
+fn python_anchor(schema: &str, message: &Path, iterations: &str, rounds: &str) -> f64 {
+    let script = root().join("bench/anchors/jsonschema_decode.py");
+    let schema = root().join(schema);
+    anchor(
+        "python3",
+        &[
+            script.to_str().unwrap(),
+            schema.to_str().unwrap(),
+            message.to_str().unwrap(),
+            iterations,
+            rounds,
+        ],
+    )
+}
+
 fn install_zod(dir: &Path) {
     if dir.join("node_modules/zod").is_dir() {
         return;
@@ -113,18 +129,11 @@ fn main() {
             &rounds,
         ],
     );
-    let python = anchor(
-        "python3",
-        &[
-            anchors.join("jsonschema_decode.py").to_str().unwrap(),
-            root()
-                .join("schemas/titan/ops_command.v1.schema.json")
-                .to_str()
-                .unwrap(),
-            command_file.to_str().unwrap(),
-            &iterations,
-            &rounds,
-        ],
+    let python = python_anchor(
+        "schemas/titan/ops_command.v1.schema.json",
+        &command_file,
+        &iterations,
+        &rounds,
     );
     row(&label, "contracts::decode (ours)", ours, ours);
     println!(
@@ -139,18 +148,11 @@ fn main() {
     let label = format!("decision ({} B)", decision.len());
     let ours = median_ns(|| contracts::decode::<Decision>(&decision).is_ok());
     let serde = median_ns(|| serde_json::from_slice::<Decision>(&decision).is_ok());
-    let python = anchor(
-        "python3",
-        &[
-            anchors.join("jsonschema_decode.py").to_str().unwrap(),
-            root()
-                .join("schemas/orion/decision.v1.schema.json")
-                .to_str()
-                .unwrap(),
-            decision_file.to_str().unwrap(),
-            &iterations,
-            &rounds,
-        ],
+    let python = python_anchor(
+        "schemas/orion/decision.v1.schema.json",
+        &decision_file,
+        &iterations,
+        &rounds,
     );
     row(&label, "contracts::decode (ours)", ours, ours);
     println!(

@@ -1,7 +1,10 @@
 //! The at-most-once worker driver against a real `nats-server`: commander's identity, its
 //! `orion.action.v1` consumer, its claim bucket and its `orion.outcome.v1` results.
 
-use std::path::PathBuf;
+mod support;
+
+use support::fixture;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +14,7 @@ use contracts::bus::{
 };
 use contracts::local_server::NatsServer;
 use contracts::services::{ApprovalCli, Brain, Commander};
-use contracts::{decode, Action, Contract, Outcome};
+use contracts::{Action, Contract, Outcome};
 use tokio_util::task::TaskTracker;
 
 /// How long a claim may go without renewal before it counts as abandoned, here.
@@ -50,16 +53,6 @@ async fn stack() -> (
         .expect("subscribe");
     let once = AtMostOnce::new(commander, log, "test-holder", ACK_WAIT);
     (server, brain, once, actions)
-}
-
-fn fixture<T: Contract>(name: &str) -> T {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fixtures")
-        .join(T::INFO.name)
-        .join("valid")
-        .join(name);
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    decode(&bytes).unwrap()
 }
 
 fn action(id: u128) -> Action {

@@ -1,7 +1,10 @@
 //! The typed bus against a real `nats-server` (started per test on free loopback ports).
 
+mod support;
+
+use support::fixture;
+
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use base64::Engine;
@@ -37,16 +40,6 @@ async fn provision(server: &NatsServer) {
 
 async fn admin_jetstream(server: &NatsServer) -> async_nats::jetstream::Context {
     server.admin_jetstream().await.expect("admin connects")
-}
-
-fn fixture<T: Contract>(name: &str) -> T {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fixtures")
-        .join(T::INFO.name)
-        .join("valid")
-        .join(name);
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    decode(&bytes).unwrap()
 }
 
 fn event(id: u128) -> Event {

@@ -3,6 +3,10 @@
 //! (`orion.notification.v1`, one per action), as the `commander` identity, started, drained and
 //! stopped by the one bootstrap against a real `nats-server`.
 
+mod support;
+
+use support::fixture;
+
 use std::time::Duration;
 
 use contracts::bus::{serve, Bus, BusError, ReadFrom, SubscribeOptions};
@@ -15,7 +19,7 @@ use contracts::runtime::{
     ServiceConfig, ServiceMain,
 };
 use contracts::services::{ApprovalCli, Brain, Commander};
-use contracts::{decode, Action, Contract, Notification, Timestamp};
+use contracts::{Action, Notification, Timestamp};
 use tokio_util::task::TaskTracker;
 
 // ---- the service: everything below this line up to the tests is all it needs ----
@@ -91,15 +95,6 @@ fn start(log: &LogArgs, run: RunArgs) -> ServiceMain<Commander> {
 }
 
 // ---- the test ----
-
-fn fixture<T: Contract>(name: &str) -> T {
-    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fixtures")
-        .join(T::INFO.name)
-        .join("valid")
-        .join(name);
-    decode(&std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
-}
 
 #[test]
 fn a_service_is_its_logic_and_a_few_lines_of_main() {
