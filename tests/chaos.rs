@@ -62,8 +62,11 @@ circuit_breaker = { failures = 3, within_s = 60, open_s = 10 }
 const KILLS_EACH: u32 = 2;
 /// The faults come within this span (after a short lead).
 const FAULT_SPAN: Duration = Duration::from_secs(50);
-/// Longest wait for the platform to settle after the flood.
-const SETTLE_TIMEOUT: Duration = Duration::from_secs(150);
+/// Longest wait for the platform to settle after the flood: a halt or cancel_all may wait
+/// ops-worker's `cancel_wait` (120 s) for the work it cancelled, and a command whose holder was
+/// killed is judged abandoned only after a whole ack wait (30 s), each possibly twice in a row;
+/// 150 s left a slow but correct end looking like a stall.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long the supervisor looks after the processes between two looks at the flood or the
 /// broker.
 const TEND: Duration = Duration::from_millis(500);
