@@ -92,6 +92,17 @@ fn install_zod(dir: &Path) {
     assert!(status.success(), "npm install of zod failed");
 }
 
+/// Our row and the plain-serde floor's, which ours is slower than.
+fn ours_and_floor(message: &str, ours: f64, serde: f64) {
+    row(message, "contracts::decode (ours)", ours, ours);
+    println!(
+        "{message:<34} {:<40} {:>9.2} µs   ours costs {:.2}× of it",
+        "serde_json::from_slice (no validation)",
+        serde / 1000.0,
+        ours / serde
+    );
+}
+
 fn row(message: &str, decoder: &str, ns: f64, ours: f64) {
     println!(
         "{message:<34} {decoder:<40} {:>9.2} µs   ours is {:>6.1}× faster",
@@ -135,13 +146,7 @@ fn main() {
         &iterations,
         &rounds,
     );
-    row(&label, "contracts::decode (ours)", ours, ours);
-    println!(
-        "{label:<34} {:<40} {:>9.2} µs   ours costs {:.2}× of it",
-        "serde_json::from_slice (no validation)",
-        serde / 1000.0,
-        ours / serde
-    );
+    ours_and_floor(&label, ours, serde);
     row(&label, "Zod 3, Node 20 (JSON.parse + parse)", zod, ours);
     row(&label, "python-jsonschema 2020-12 + formats", python, ours);
 
@@ -154,12 +159,6 @@ fn main() {
         &iterations,
         &rounds,
     );
-    row(&label, "contracts::decode (ours)", ours, ours);
-    println!(
-        "{label:<34} {:<40} {:>9.2} µs   ours costs {:.2}× of it",
-        "serde_json::from_slice (no validation)",
-        serde / 1000.0,
-        ours / serde
-    );
+    ours_and_floor(&label, ours, serde);
     row(&label, "python-jsonschema 2020-12 + formats", python, ours);
 }
