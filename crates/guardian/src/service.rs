@@ -3,14 +3,21 @@
 //! Messages are handled one at a time, in the order they arrive, so the engine never sees two
 //! changes to one group at once. Each message is acknowledged only after its effects are done
 //! (state stored, incident versions published); on a transient failure it is handed back with a
-//! delay (`nak`) and nothing of it is applied in memory, so the retry plans it again from the
-//! same state. The order of the effects of one change:
+//! delay (`nak`). Memory follows the bucket: a change is applied in memory once it is stored,
+//! never before, so a retry plans from what the bucket holds. The order of the effects of one change:
 //!
-//! - a new incident: store the group (which fixes the random incident id), then publish;
-//! - a group that changes: publish the version (it is rebuilt identically on a retry, so a
-//!   second publish is dropped by the server as a duplicate), then store the group;
-//! - a group that ends (resolved, cleared, expired): publish the final version, remember the
-//!   group's event ids in the seen set, then delete the group's record.
+//! - a group that opens or changes: store the group (which fixes the random incident id of a
+//!   new incident), apply it in memory, then publish the version. A version is never published
+//!   before the state that contains it is stored: otherwise a crash (or a failed write) between
+//!   the two, followed by another event of the group before the redelivery, would publish a
+//!   next version built on the older state — one that drops an event the previous version
+//!   listed. If the publish fails or guardian dies before it, the redelivered message finds its
+//!   change stored ("already applied") and publishes the version it caused again (the server
+//!   drops a second copy as a duplicate); if another event changed the group first, that later
+//!   version, which lists this event too, is the one published;
+//! - a group that ends with a last version (resolved): record the closing, publish, then
+//!   remember the group's event ids in the seen set and delete the record (see `close`);
+//! - a group that ends silently (cleared, expired): remember its event ids, delete its record.
 //!
 //! Each message is handled through [`contracts::bus::isolate`]: a panic while handling one
 //! message is logged, the message is handed back (and dead-lettered as `handler_panicked` after
@@ -295,28 +302,19 @@ impl Guardian {
             };
             return self.close(change, closing).await;
         }
-        if change.opens_incident() {
-            let group = change
-                .after
-                .as_ref()
-                .expect("an opened incident has a group");
-            self.store.put_group(group).await?;
-            self.publish(change.emit.as_ref().expect("an opened incident is emitted"))
-                .await?;
-        } else {
-            if let Some(version) = &change.emit {
-                self.publish(version).await?;
-            }
-            match &change.after {
-                Some(group) => self.store.put_group(group).await?,
-                None => {
-                    self.remember(&change.forget, OffsetDateTime::now_utc())
-                        .await?;
-                    self.store.delete(&change.key.storage_key()).await?
-                }
+        match &change.after {
+            Some(group) => self.store.put_group(group).await?,
+            None => {
+                self.remember(&change.forget, OffsetDateTime::now_utc())
+                    .await?;
+                self.store.delete(&change.key.storage_key()).await?
             }
         }
+        let version = change.emit.clone();
         self.commit(change).await;
+        if let Some(version) = &version {
+            self.publish(version).await?;
+        }
         Ok(())
     }
 

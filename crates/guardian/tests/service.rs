@@ -530,6 +530,77 @@ async fn a_transient_failure_hands_the_event_back_until_it_can_be_handled() {
     );
 }
 
+/// A version is published only once the state that contains it is stored. Before: guardian
+/// published a grown incident first and stored the group after; when the store failed (or
+/// guardian died in between, as in the chaos run with seed 17660734304768111536), the next event
+/// of the group was handled from the older state, and its version dropped an event the
+/// published one listed — the redelivered event then opened a second incident once the first
+/// was resolved. Here the bucket goes away while the second event is handled, and a third
+/// event comes before the second's retry: every version must list everything the one before it
+/// listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_store_publishes_nothing_that_a_later_version_contradicts() {
+    let server = provisioned_server().await;
+    // A lease longer than the outage, and a retry well after the third event.
+    let config = TEST_CONFIG
+        .replace("ttl_s = 2", "ttl_s = 60")
+        .replace("retry_delay_ms = 200", "retry_delay_ms = 10000");
+    let guardian = GuardianProcess::start(&server, &config).await;
+    let producer = Producer::connect(&server).await;
+    let mut incidents = Incidents::open(&server).await;
+    let js = admin_jetstream(&server).await;
+
+    let first = service_down("ledger");
+    producer.publish(&first).await;
+    let opened = incidents.next(&guardian).await;
+    assert_eq!(ids(&opened), vec![first.event_id]);
+
+    js.delete_stream("KV_guardian_state").await.unwrap();
+    let second = service_down("ledger");
+    producer.publish(&second).await;
+    wait_logged(&guardian, "will be retried").await;
+    contracts::bus::provision_all(&js, 1).await.unwrap();
+    let third = service_down("ledger");
+    producer.publish(&third).await;
+
+    let mut versions = vec![opened];
+    while versions.last().unwrap().event_ids.len() < 3 {
+        versions.push(incidents.next(&guardian).await);
+    }
+    let lists: Vec<Vec<_>> = versions.iter().map(ids).collect();
+    for pair in lists.windows(2) {
+        assert!(
+            pair[0].iter().all(|id| pair[1].contains(id)),
+            "a version dropped an event the version before it listed: {lists:?}"
+        );
+    }
+    assert!(
+        versions
+            .iter()
+            .all(|v| v.incident_id == versions[0].incident_id),
+        "one incident: {versions:#?}"
+    );
+    assert_eq!(
+        lists[1],
+        vec![first.event_id, third.event_id],
+        "the third event is handled before the second one's retry (the case under test)"
+    );
+    incidents.assert_quiet(QUIET).await;
+}
+
+/// Waits (bounded) until guardian's log contains `text`.
+async fn wait_logged(guardian: &GuardianProcess, text: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !guardian.log_text().contains(text) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "guardian did not log {text:?} within 10 s; its log:\n{}",
+            guardian.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Poison events: each edge-of-time timestamp ends as a dead letter naming `/timestamp` and the
 /// range rule, guardian keeps running, and the next valid event opens its incident. (Before the
 /// range existed, an incident opened at 9999-12-31T23:59:59.999Z panicked guardian on its next
