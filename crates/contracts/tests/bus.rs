@@ -1193,3 +1193,44 @@ async fn a_handler_that_panics_after_acking_is_not_dead_lettered() {
     let mut letters = cli.read::<DeadLetter>(ReadFrom::Start).await.unwrap();
     assert!(read_within(&mut letters, QUIET).await.is_none());
 }
+
+/// `latest_since` reads the state from a copy that holds a given write: one that has it answers
+/// at once, and a read that never reaches it (a replica behind on a cluster; here, a revision the
+/// bucket has not reached yet) fails after the bound with an error saying how far behind it was,
+/// instead of handing back an older state as if it were current.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_read_since_a_write_refuse_an_older_copy() {
+    let server = server();
+    provision(&server).await;
+    let guardian = connect::<Guardian>(&server).await;
+    let records = guardian
+        .records::<contracts::buckets::GuardianState>()
+        .await
+        .unwrap();
+    records.put("group.a", "1").await.unwrap();
+    let written = records.put("group.b", "2").await.unwrap();
+
+    let entries = records
+        .latest_since(">", Duration::from_secs(5), written)
+        .await
+        .expect("the bucket holds the write");
+    let keys: BTreeSet<_> = entries.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, BTreeSet::from(["group.a", "group.b"]));
+
+    let begun = std::time::Instant::now();
+    let error = records
+        .latest_since(">", Duration::from_millis(600), written + 10)
+        .await
+        .expect_err("no copy holds that revision");
+    assert_eq!(error.kind(), contracts::bus::RecordsErrorKind::Unavailable);
+    let text = format!("{error}");
+    assert!(
+        text.contains(&format!("older than revision {}", written + 10))
+            && text.contains(&format!("the newest it had was {written}")),
+        "{text}"
+    );
+    assert!(
+        begun.elapsed() >= Duration::from_millis(500),
+        "it read again until the bound"
+    );
+}

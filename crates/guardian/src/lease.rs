@@ -77,6 +77,12 @@ impl Lease {
         }
     }
 
+    /// The bucket revision of this instance's lease when it took it: the state it starts from
+    /// must be at least that recent (see [`crate::store::StateStore::load_since`]).
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
     /// Keeps the lease renewed in the background until [`LeaseKeeper::release`]; when it cannot,
     /// [`LeaseKeeper::lost`] fires.
     pub fn keep(self) -> LeaseKeeper {

@@ -83,8 +83,18 @@ impl Guardian {
         bus: Bus<GuardianIdentity>,
         config: &GuardianConfig,
     ) -> Result<Self, ServiceError> {
+        Self::start_since(bus, config, 0).await
+    }
+
+    /// [`Guardian::start`] from a state at least as recent as bucket revision `written` (the
+    /// lease this instance took; see [`StateStore::load_since`]).
+    pub async fn start_since(
+        bus: Bus<GuardianIdentity>,
+        config: &GuardianConfig,
+        written: u64,
+    ) -> Result<Self, ServiceError> {
         let store = StateStore::open(&bus).await?;
-        let snapshot = store.load().await?;
+        let snapshot = store.load_since(written).await?;
         for (key, why) in &snapshot.unreadable {
             tracing::warn!(key, reason = %why, "skipping a record of the state bucket guardian cannot read");
         }
@@ -450,9 +460,10 @@ pub async fn run(
         lease = acquiring => lease,
         () = &mut shutdown => return Ok(Stats::default()),
     };
+    let taken_at = lease.revision();
     let keeper = lease.keep();
     let lost = keeper.lost();
-    let stats = match Guardian::start(bus, config).await {
+    let stats = match Guardian::start_since(bus, config, taken_at).await {
         Ok(guardian) => {
             guardian
                 .run(async {

@@ -136,6 +136,18 @@ fn conflict<B: KeyValueBucket>(
 #[error("timed out after {0:?}")]
 struct TimedOut(Duration);
 
+/// Every read within the bound came from a copy of the bucket older than a write made before.
+#[derive(Debug, thiserror::Error)]
+#[error("every read within {within:?} came from a copy older than revision {written} (the newest it had was {newest})")]
+struct Behind {
+    within: Duration,
+    written: u64,
+    newest: u64,
+}
+
+/// Pause between two reads of [`Records::latest_since`] that came from a copy behind.
+const BEHIND_PAUSE: Duration = Duration::from_millis(100);
+
 impl<S, B: KeyValueBucket> Records<S, B> {
     /// The latest entry of `key` (`None`: never written).
     pub async fn entry(&self, key: &str) -> Result<Option<Entry>, RecordsError> {
@@ -268,6 +280,49 @@ impl<S, B: KeyValueBucket> Records<S, B> {
         tokio::time::timeout(within, read)
             .await
             .map_err(|_| unavailable::<B>(reading(), TimedOut(within)))?
+    }
+
+    /// [`Records::latest`], from a copy of the bucket that holds revision `written` (a write of
+    /// a key matching `filter` that this process made or saw before): a read from an older copy
+    /// is made again until `within` is over.
+    ///
+    /// Why: on a cluster the reading consumer may be placed on any replica of the bucket
+    /// (nats-server 2.9–2.11 picks one at random for a short-lived consumer), and a replica that
+    /// has not caught up yet — right after a node was lost, typically — answers with an older
+    /// state: a key written just before is missing or old. An instance taking over from a dead
+    /// one would then start from a state its predecessor had already moved past.
+    pub async fn latest_since(
+        &self,
+        filter: &str,
+        within: Duration,
+        written: u64,
+    ) -> Result<Vec<Entry>, RecordsError> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let entries = self.latest(filter, left).await?;
+            let newest = entries.iter().map(|e| e.revision).max().unwrap_or(0);
+            if newest >= written {
+                return Ok(entries);
+            }
+            if tokio::time::Instant::now() + BEHIND_PAUSE >= deadline {
+                return Err(unavailable::<B>(
+                    format!("reading the keys `{filter}`"),
+                    Behind {
+                        within,
+                        written,
+                        newest,
+                    },
+                ));
+            }
+            tracing::warn!(
+                bucket = B::INFO.name,
+                written,
+                newest,
+                "read an older copy of the bucket than a write made before; reading again"
+            );
+            tokio::time::sleep(BEHIND_PAUSE).await;
+        }
     }
 
     /// Every change of a key matching `filter` from now on, or from `from_revision` on.
