@@ -233,7 +233,7 @@ impl Brain {
         delivery: &Delivery<Incident>,
         key: &str,
     ) -> Result<Outbox, Failure> {
-        if let Some(outbox) = self.replay_stored(key).await? {
+        if let Some(outbox) = self.replay_redelivered(delivery, key).await? {
             return Ok(outbox);
         }
         let incident = delivery.message();
@@ -304,7 +304,7 @@ impl Brain {
         delivery: &Delivery<ApprovalDecision>,
         key: &str,
     ) -> Result<Outbox, Failure> {
-        if let Some(outbox) = self.replay_stored(key).await? {
+        if let Some(outbox) = self.replay_redelivered(delivery, key).await? {
             return Ok(outbox);
         }
         let approval = delivery.message();
@@ -423,7 +423,7 @@ impl Brain {
         delivery: &Delivery<Approval>,
         key: &str,
     ) -> Result<Outbox, Failure> {
-        if let Some(outbox) = self.replay_stored(key).await? {
+        if let Some(outbox) = self.replay_redelivered(delivery, key).await? {
             return Ok(outbox);
         }
         let approval = delivery.message();
@@ -625,6 +625,20 @@ impl Brain {
 
     // ---- the outbox ------------------------------------------------------------------------
 
+    /// [`Self::replay_stored`] for a message delivered before. A first delivery skips the
+    /// lookup (one round trip less on every message): nothing can be stored for it yet, and if
+    /// something is (a consumer reset), storing the new outbox finds it and carries that out.
+    async fn replay_redelivered<T>(
+        &mut self,
+        delivery: &Delivery<T>,
+        key: &str,
+    ) -> Result<Option<Outbox>, Failure> {
+        if delivery.delivery_attempt() <= 1 {
+            return Ok(None);
+        }
+        self.replay_stored(key).await
+    }
+
     /// If an outbox is stored under `key` (a redelivery after a crash), carries it out again.
     async fn replay_stored(&mut self, key: &str) -> Result<Option<Outbox>, Failure> {
         match self.store.outbox(key).await? {
@@ -669,26 +683,35 @@ impl Brain {
                 Err(e) => return Err(e.into()),
             }
         }
+        // All effects are handed to the server before any is confirmed: one round trip for
+        // them all, stored in this order (one connection). A failure retries the whole outbox;
+        // a copy that did arrive is dropped as a duplicate of its id.
+        let failed = |effect: &Effect, e: BusError| {
+            Failure::Retry(format!("publishing {}: {e}", effect.describe()))
+        };
+        let mut sent = Vec::with_capacity(outbox.effects.len());
         for effect in &outbox.effects {
-            let published = match effect {
-                Effect::Decision(d) => self.bus.publish(d.as_ref()).await,
-                Effect::Action(a) => self.publish_signed(a).await,
-                Effect::ApprovalRequest(r) => self.bus.publish(r.as_ref()).await,
+            let sending = match effect {
+                Effect::Decision(d) => self.bus.send(d.as_ref()).await,
+                Effect::Action(a) => self.send_signed(a).await,
+                Effect::ApprovalRequest(r) => self.bus.send(r.as_ref()).await,
             };
-            published
-                .map_err(|e| Failure::Retry(format!("publishing {}: {e}", effect.describe())))?;
+            sent.push((effect, sending.map_err(|e| failed(effect, e))?));
+        }
+        for (effect, sending) in sent {
+            sending.stored().await.map_err(|e| failed(effect, e))?;
         }
         Ok(())
     }
 
-    /// Publishes `action` with brain's signature over it, exactly as published, in the
+    /// Sends `action` with brain's signature over it, exactly as published, in the
     /// `Orion-Signature` header. Ed25519 is deterministic: a replayed outbox sends the same
     /// header, and the server drops the copy as a duplicate of its action id anyway.
-    async fn publish_signed(&self, action: &Action) -> Result<contracts::bus::Published, BusError> {
+    async fn send_signed(&self, action: &Action) -> Result<contracts::bus::Sent<'_>, BusError> {
         let value = contracts::to_value(action)?;
         let signature = self.signer.sign(&value);
         self.bus
-            .publish_with_header(action, SIGNATURE_HEADER, &signature)
+            .send_with_header(action, SIGNATURE_HEADER, &signature)
             .await
     }
 

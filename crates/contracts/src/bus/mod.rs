@@ -59,7 +59,7 @@ pub use objects::{Objects, ObjectsError};
 pub use provision::{
     provision_all, provision_consumer, seed_interlock, verify_provisioned, ConsumerSettings,
 };
-pub use publish::{idempotency_key, Published};
+pub use publish::{idempotency_key, Published, Sent};
 pub use reader::{reader_name, ReadFrom, ReadMessage, Reader, TypedReader};
 pub use records::{Entry, Records, RecordsError, RecordsErrorKind};
 pub use stats::{ConsumerStats, StatsSnapshot};

@@ -125,9 +125,50 @@ impl<S: Service> Bus<S> {
     where
         S: Produces<T>,
     {
+        self.send_with_header(message, name, value)
+            .await?
+            .stored()
+            .await
+    }
+
+    /// The first half of [`Bus::publish_with_headers`]: validates `message` and hands it to the
+    /// server, without waiting for JetStream to store it; [`Sent::stored`] waits. Messages
+    /// handed over one after the other on one bus are stored in that order (one connection), so
+    /// several can be sent before any is confirmed: their round trips overlap. Nothing is known
+    /// to be stored until `stored` says so.
+    pub async fn send_with_headers<T: Contract>(
+        &self,
+        message: &T,
+        headers: HeaderMap,
+    ) -> Result<Sent<'_>, BusError>
+    where
+        S: Produces<T>,
+    {
+        let value = crate::to_value(message)?;
+        send_value(&self.inner, T::INFO, &value, headers).await
+    }
+
+    /// [`Bus::send_with_headers`] without extra headers.
+    pub async fn send<T: Contract>(&self, message: &T) -> Result<Sent<'_>, BusError>
+    where
+        S: Produces<T>,
+    {
+        self.send_with_headers(message, HeaderMap::new()).await
+    }
+
+    /// [`Bus::send_with_headers`] with one extra header (a signature, a trace id).
+    pub async fn send_with_header<T: Contract>(
+        &self,
+        message: &T,
+        name: &'static str,
+        value: &str,
+    ) -> Result<Sent<'_>, BusError>
+    where
+        S: Produces<T>,
+    {
         let mut headers = HeaderMap::new();
         headers.insert(name, value);
-        self.publish_with_headers(message, headers).await
+        self.send_with_headers(message, headers).await
     }
 
     /// [`Bus::publish`] with extra headers (a signature, a trace id).
@@ -139,8 +180,10 @@ impl<S: Service> Bus<S> {
     where
         S: Produces<T>,
     {
-        let value = crate::to_value(message)?;
-        publish_value(&self.inner, T::INFO, &value, headers).await
+        self.send_with_headers(message, headers)
+            .await?
+            .stored()
+            .await
     }
 }
 
@@ -158,8 +201,9 @@ pub(super) async fn publish_value(
         .await
 }
 
-/// A message handed to the server whose storage is not confirmed yet.
-pub(super) struct Sent<'a> {
+/// A message handed to the server whose storage is not confirmed yet ([`Bus::send_with_headers`]).
+#[must_use = "a sent message is not known to be stored until `stored` confirms it"]
+pub struct Sent<'a> {
     inner: &'a Inner,
     info: &'static ContractInfo,
     message_id: String,
@@ -169,7 +213,7 @@ pub(super) struct Sent<'a> {
 
 impl Sent<'_> {
     /// Waits for JetStream's acknowledgement, or the server's permission refusal.
-    pub(super) async fn stored(self) -> Result<Published, BusError> {
+    pub async fn stored(self) -> Result<Published, BusError> {
         let Sent {
             inner,
             info,
