@@ -463,7 +463,8 @@ impl Shared {
         covered.dedup();
         let deadline = tokio::time::Instant::now() + self.cancel_wait;
         let mut left = covered.clone();
-        let mut look = tokio::time::interval(Duration::from_millis(100));
+        let every = Duration::from_millis(100);
+        let mut look = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         loop {
             let mut still = Vec::new();
             for id in left {
@@ -529,9 +530,11 @@ impl Shared {
         arrived: Instant,
     ) {
         let command = delivery.message().clone();
-        let mut heartbeat =
-            tokio::time::interval((self.once.ack_wait() / 3).max(Duration::from_millis(1)));
-        heartbeat.tick().await;
+        let mut heartbeat = {
+            // The first beat one period from now (an immediate first tick costs ~1 ms).
+            let period = (self.once.ack_wait() / 3).max(Duration::from_millis(1));
+            tokio::time::interval_at(tokio::time::Instant::now() + period, period)
+        };
 
         // Wait for the target's lane (reporting progress, so JetStream does not redeliver).
         let lane = is_laned(command.type_).then(|| self.lane(&command.target));

@@ -248,8 +248,10 @@ where
         F: Future,
     {
         tokio::pin!(work);
-        let mut beat = tokio::time::interval((self.ack_wait / 3).max(Duration::from_millis(1)));
-        beat.tick().await;
+        // The first beat one period from now: awaiting an interval's immediate first tick costs
+        // a tick of the timer wheel (about 1 ms) on every message.
+        let period = (self.ack_wait / 3).max(Duration::from_millis(1));
+        let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         loop {
             tokio::select! {
                 done = &mut work => return Ok(done),
