@@ -1211,7 +1211,7 @@ async fn records_read_since_a_write_refuse_an_older_copy() {
     let written = records.put("group.b", "2").await.unwrap();
 
     let entries = records
-        .latest_since(">", Duration::from_secs(5), written)
+        .latest_since(">", Duration::from_secs(5), || written)
         .await
         .expect("the bucket holds the write");
     let keys: BTreeSet<_> = entries.iter().map(|e| e.key.as_str()).collect();
@@ -1219,7 +1219,7 @@ async fn records_read_since_a_write_refuse_an_older_copy() {
 
     let begun = std::time::Instant::now();
     let error = records
-        .latest_since(">", Duration::from_millis(600), written + 10)
+        .latest_since(">", Duration::from_millis(600), || written + 10)
         .await
         .expect_err("no copy holds that revision");
     assert_eq!(error.kind(), contracts::bus::RecordsErrorKind::Unavailable);

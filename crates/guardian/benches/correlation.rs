@@ -13,7 +13,11 @@
 //!   republishes each to a second stream and acks it (confirmed), the sender reads them back:
 //!   the transport floor of "one message in, one message out";
 //! - guardian: events published → incident versions consumed (threshold 1, so one version per
-//!   event), each event stored, published and acknowledged before the next.
+//!   event), the producer waiting for each event's acknowledgement (so bound by the producer);
+//! - backlog: the events are in the stream before guardian starts, and the clock runs from its
+//!   start until every version is read back: guardian's own sustained rate. Baseline in the same
+//!   run: raw async-nats doing the same in batches of the same size — pull a batch, publish one
+//!   message per input without waiting, confirm them, then confirm-ack the batch.
 //!
 //! Run: `cargo bench -p guardian --bench correlation` (needs nats-server on PATH).
 
@@ -350,6 +354,175 @@ async fn guardian_round_trips(
     took
 }
 
+/// Raw JetStream draining a backlog in batches: pull up to `batch`, republish each (all sent,
+/// then all confirmed), confirm-ack them all; the floor of guardian's batched loop.
+async fn raw_backlog(
+    js: &jetstream::Context,
+    payloads: &[Vec<u8>],
+    run: usize,
+    batch: usize,
+) -> Duration {
+    let (input, output) = (format!("BACKLOG_IN_{run}"), format!("BACKLOG_OUT_{run}"));
+    for name in [&input, &output] {
+        js.create_stream(stream::Config {
+            name: name.clone(),
+            subjects: vec![format!("bench.{}", name.to_lowercase())],
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let in_subject = format!("bench.{}", input.to_lowercase());
+    let out_subject = format!("bench.{}", output.to_lowercase());
+    // Loaded 256 in flight at a time (the client bounds the acks it waits for).
+    for chunk in payloads.chunks(256) {
+        let mut acks = Vec::with_capacity(chunk.len());
+        for payload in chunk {
+            acks.push(
+                js.publish(in_subject.clone(), payload.clone().into())
+                    .await
+                    .unwrap(),
+            );
+        }
+        for ack in acks {
+            ack.await.unwrap();
+        }
+    }
+    let consumer = js
+        .get_stream(&input)
+        .await
+        .unwrap()
+        .create_consumer(pull::Config {
+            durable_name: Some("drain".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(batch)
+        .messages()
+        .await
+        .unwrap()
+        .ready_chunks(batch);
+    let start = Instant::now();
+    let mut done = 0;
+    while done < payloads.len() {
+        let chunk = messages.next().await.unwrap();
+        let mut sent = Vec::with_capacity(chunk.len());
+        for message in &chunk {
+            let message = message.as_ref().unwrap();
+            sent.push(
+                js.publish(out_subject.clone(), message.payload.clone())
+                    .await
+                    .unwrap(),
+            );
+        }
+        for ack in sent {
+            ack.await.unwrap();
+        }
+        let confirmations = chunk
+            .iter()
+            .map(|message| message.as_ref().unwrap().double_ack());
+        for confirmed in futures::future::join_all(confirmations).await {
+            confirmed.unwrap();
+        }
+        done += chunk.len();
+    }
+    start.elapsed()
+}
+
+/// Raw key-value writes to a bucket configured as `guardian_state` (history 1, file storage):
+/// `count` puts of `size` bytes over `keys` keys, `batch` in flight at a time. What one of
+/// guardian's batches costs the server, without guardian.
+async fn raw_puts(
+    js: &jetstream::Context,
+    run: usize,
+    size: usize,
+    keys: usize,
+    count: usize,
+    batch: usize,
+) -> Duration {
+    let name = format!("bench_{run}_{size}");
+    js.create_stream(stream::Config {
+        name: format!("KV_{name}"),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: 1,
+        storage: stream::StorageType::File,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::New,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let kv = js.get_key_value(&name).await.unwrap();
+    let value = vec![b'x'; size];
+    let start = Instant::now();
+    for chunk in (0..count).collect::<Vec<_>>().chunks(batch) {
+        let puts = chunk
+            .iter()
+            .map(|n| kv.put(format!("group.{}", n % keys), value.clone().into()));
+        for put in futures::future::join_all(puts).await {
+            put.unwrap();
+        }
+    }
+    start.elapsed()
+}
+
+/// guardian draining a backlog: the events are stored before it starts; from the end of its
+/// start (state restored) until every incident version is read back.
+async fn guardian_backlog(
+    server: &NatsServer,
+    producer: &Bus<EventSource>,
+    js: &jetstream::Context,
+    events: &[Event],
+) -> Duration {
+    for result in producer.publish_all(events, 256).await {
+        result.unwrap();
+    }
+    let config = config();
+    let bus = Bus::<GuardianIdentity>::connect(server.bus_config::<GuardianIdentity>())
+        .await
+        .unwrap();
+    let mut versions = js
+        .get_stream("ORION_INCIDENTS")
+        .await
+        .unwrap()
+        .create_consumer(pull::OrderedConfig {
+            filter_subject: "orion.incident.v1".into(),
+            deliver_policy: jetstream::consumer::DeliverPolicy::New,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .messages()
+        .await
+        .unwrap();
+    let guardian = guardian::Guardian::start(bus.clone(), &config)
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(guardian.run(async {
+        let _ = stopped.await;
+    }));
+    for _ in events {
+        tokio::time::timeout(Duration::from_secs(60), versions.next())
+            .await
+            .expect("an incident version within 60 s")
+            .unwrap()
+            .unwrap();
+    }
+    let took = start.elapsed();
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+    bus.close().await.unwrap();
+    took
+}
+
 async fn through_nats() {
     const N: usize = 2_000;
     const SERVICES: usize = 50;
@@ -393,6 +566,53 @@ async fn through_nats() {
         median(typed),
         Some(raw),
     );
+
+    const BACKLOG: usize = 20_000;
+    println!("\n== a backlog of {BACKLOG} events (file storage), median of 3 runs ==");
+    let batch = config().consumer.batch;
+    let mut raw = Vec::new();
+    let mut ours = Vec::new();
+    for run in 0..3 {
+        // 500 services a run, each growing to 40 events (every event a version).
+        let events: Vec<Event> = (0..BACKLOG)
+            .map(|n| service_down(10_000 + run * 1000 + n % 500, n as i64))
+            .collect();
+        let payloads: Vec<Vec<u8>> = events
+            .iter()
+            .map(|e| contracts::encode(e).unwrap())
+            .collect();
+        raw.push(BACKLOG as f64 / raw_backlog(&js, &payloads, run, batch).await.as_secs_f64());
+        ours.push(
+            BACKLOG as f64
+                / guardian_backlog(&server, &producer, &js, &events)
+                    .await
+                    .as_secs_f64(),
+        );
+    }
+    let raw = median(raw);
+    report(
+        &format!("baseline: raw async-nats, batches of {batch}: pull, republish, confirm, ack"),
+        raw,
+        None,
+    );
+    report(
+        "guardian: backlog → every incident version read back",
+        median(ours),
+        Some(raw),
+    );
+    // The bucket writes alone, as guardian makes them (one per group a batch changes).
+    for size in [500, 6_000] {
+        let mut rates = Vec::new();
+        for run in 0..3 {
+            let took = raw_puts(&js, run, size, 500, BACKLOG, batch).await;
+            rates.push(BACKLOG as f64 / took.as_secs_f64());
+        }
+        report(
+            &format!("raw key-value puts, {size} B over 500 keys, {batch} in flight"),
+            median(rates),
+            Some(raw),
+        );
+    }
 }
 
 fn nats_version() -> String {

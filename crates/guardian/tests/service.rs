@@ -535,9 +535,9 @@ async fn a_transient_failure_hands_the_event_back_until_it_can_be_handled() {
 /// guardian died in between, as in the chaos run with seed 17660734304768111536), the next event
 /// of the group was handled from the older state, and its version dropped an event the
 /// published one listed — the redelivered event then opened a second incident once the first
-/// was resolved. Here the bucket goes away while the second event is handled, and a third
-/// event comes before the second's retry: every version must list everything the one before it
-/// listed.
+/// was resolved. Here the bucket refuses writes (its largest message made tiny) while the second
+/// event is handled, and a third event comes before the second's retry: every version must list
+/// everything the one before it listed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_store_publishes_nothing_that_a_later_version_contradicts() {
     let server = provisioned_server().await;
@@ -555,11 +555,20 @@ async fn a_failed_store_publishes_nothing_that_a_later_version_contradicts() {
     let opened = incidents.next(&guardian).await;
     assert_eq!(ids(&opened), vec![first.event_id]);
 
-    js.delete_stream("KV_guardian_state").await.unwrap();
+    let largest_message = |bytes: i32| {
+        let js = js.clone();
+        async move {
+            let mut stream = js.get_stream("KV_guardian_state").await.unwrap();
+            let mut config = stream.info().await.unwrap().config.clone();
+            config.max_message_size = bytes;
+            js.update_stream(config).await.unwrap();
+        }
+    };
+    largest_message(16).await;
     let second = service_down("ledger");
     producer.publish(&second).await;
     wait_logged(&guardian, "will be retried").await;
-    contracts::bus::provision_all(&js, 1).await.unwrap();
+    largest_message(-1).await;
     let third = service_down("ledger");
     producer.publish(&third).await;
 
