@@ -35,6 +35,7 @@ mod codec;
 mod contract;
 mod error;
 mod key_values;
+mod tape;
 mod timestamp;
 mod validation;
 
@@ -56,6 +57,8 @@ pub mod runtime;
 pub mod signing;
 
 pub use codec::{decode, decode_value, encode, integral_floats_to_integers, parse_field, to_value};
+#[doc(hidden)]
+pub use codec::{decode_fast, decode_reference};
 pub use contract::{
     nats_password_var, variable_stem, Bucket, BucketInfo, BucketKind, ConsumerInfo, Consumes,
     Contract, ContractInfo, IdentityInfo, KeyInfo, KeyValue, KeyValueBucket, ObjectStoreBucket,

@@ -1,0 +1,845 @@
+//! A parsed JSON document laid out flat ("a tape"), borrowing its strings from the bytes it was
+//! parsed from: what `decode` validates on its fast path instead of a [`serde_json::Value`].
+//!
+//! Why: building a `Value` allocates every key, every string and a `BTreeMap` per object, and was
+//! the largest part of what `decode` cost beyond plain serde (BENCHMARKS.md). The
+//! tape is one `Vec` of slots filled by serde_json's own parser (the same tokenizer, number
+//! parsing, escapes and depth limit as `serde_json::from_slice::<Value>`), read by the
+//! `jsonschema` crate through its custom-representation traits ([`Tape`]), and read again by
+//! serde to build the typed message ([`Tape::deserialize`]), without a `Value` in between.
+//!
+//! What keeps acceptance exactly as before: the tape is only ever a fast way to say "yes".
+//! Anything it cannot mirror exactly (duplicate keys, which a `Value` resolves last-wins) makes
+//! [`Document::parse`] report it, and the codec then takes the reference path; every refusal is
+//! decided, and its error built, by the reference path (parse to `Value`, validate, deserialize),
+//! so errors are the same text as ever. `tests/differential.rs` checks the two paths against
+//! each other on generated and mutated messages of every contract.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use jsonschema::json::{Array, Json, Node, NodeIdentity, Object};
+use jsonschema::JsonType;
+use serde::de::{
+    self, DeserializeSeed, Deserializer, IntoDeserializer, MapAccess, SeqAccess, Visitor,
+};
+use serde_json::{Map, Number, Value};
+
+/// One node of the document. A container is followed by its members (an object's as key slot,
+/// value subtree, key slot, …); `end` is the index just past its last descendant.
+#[derive(Debug, Clone, PartialEq)]
+enum Slot<'a> {
+    Null,
+    Bool(bool),
+    Number(Number),
+    Str(Cow<'a, str>),
+    Array { end: u32, len: u32 },
+    Object { end: u32, len: u32 },
+}
+
+/// A parsed document; strings without escapes borrow from the bytes.
+#[derive(Debug)]
+pub(crate) struct Document<'a> {
+    slots: Vec<Slot<'a>>,
+    /// Some object repeats a key: a `Value` keeps the last, which the tape does not mirror.
+    duplicate_keys: bool,
+}
+
+impl<'a> Document<'a> {
+    /// Parses `bytes` exactly as `serde_json::from_slice::<Value>` would (same parser, same
+    /// trailing-characters check), or fails where it fails.
+    pub(crate) fn parse(bytes: &'a [u8]) -> Result<Self, serde_json::Error> {
+        let mut slots = Vec::with_capacity(bytes.len() / 8 + 1);
+        let mut duplicate_keys = false;
+        let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+        Builder {
+            slots: &mut slots,
+            duplicate_keys: &mut duplicate_keys,
+        }
+        .deserialize(&mut deserializer)?;
+        deserializer.end()?;
+        Ok(Self {
+            slots,
+            duplicate_keys,
+        })
+    }
+
+    /// Whether the tape reads exactly as the `Value` of the same bytes would.
+    pub(crate) fn mirrors_value(&self) -> bool {
+        !self.duplicate_keys && self.slots.len() < u32::MAX as usize
+    }
+
+    /// The root node, for the validator.
+    pub(crate) fn root(&self) -> TapeNode<'_> {
+        TapeNode {
+            slots: &self.slots,
+            at: 0,
+        }
+    }
+
+    /// Deserializes `T` from the document as `serde_json::from_value` would from the `Value`
+    /// after [`crate::integral_floats_to_integers`].
+    pub(crate) fn deserialize<T: de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        T::deserialize(TapeDeserializer {
+            slots: &self.slots,
+            at: 0,
+        })
+    }
+
+    /// The `Value` the same bytes parse to (for tests).
+    #[cfg(test)]
+    fn to_value(&self) -> Value {
+        self.root().to_value().into_owned()
+    }
+}
+
+/// Index just past the subtree starting at `at`.
+fn skip(slots: &[Slot<'_>], at: usize) -> usize {
+    match slots[at] {
+        Slot::Array { end, .. } | Slot::Object { end, .. } => end as usize,
+        _ => at + 1,
+    }
+}
+
+fn key<'s, 'a>(slots: &'s [Slot<'a>], at: usize) -> &'s Cow<'a, str> {
+    match &slots[at] {
+        Slot::Str(key) => key,
+        other => unreachable!("an object member starts with its key, found {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Building the tape with serde_json's parser
+// ---------------------------------------------------------------------------------------------
+
+struct Builder<'s, 'a> {
+    slots: &'s mut Vec<Slot<'a>>,
+    duplicate_keys: &'s mut bool,
+}
+
+impl<'a> DeserializeSeed<'a> for Builder<'_, 'a> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'a>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'a> Visitor<'a> for Builder<'_, 'a> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any valid JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
+        self.slots.push(Slot::Bool(v));
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+        self.slots.push(Slot::Number(v.into()));
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+        self.slots.push(Slot::Number(v.into()));
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
+        // As `Value`'s visitor: a float with no JSON number (never produced by the parser) is null.
+        self.slots
+            .push(Number::from_f64(v).map_or(Slot::Null, Slot::Number));
+        Ok(())
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'a str) -> Result<(), E> {
+        self.slots.push(Slot::Str(Cow::Borrowed(v)));
+        Ok(())
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        self.slots.push(Slot::Str(Cow::Owned(v.to_owned())));
+        Ok(())
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<(), E> {
+        self.slots.push(Slot::Str(Cow::Owned(v)));
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.slots.push(Slot::Null);
+        Ok(())
+    }
+
+    fn visit_none<E>(self) -> Result<(), E> {
+        self.slots.push(Slot::Null);
+        Ok(())
+    }
+
+    fn visit_some<D: Deserializer<'a>>(self, deserializer: D) -> Result<(), D::Error> {
+        self.deserialize(deserializer)
+    }
+
+    fn visit_seq<A: SeqAccess<'a>>(self, mut seq: A) -> Result<(), A::Error> {
+        let start = self.slots.len();
+        self.slots.push(Slot::Array { end: 0, len: 0 });
+        let mut len = 0u32;
+        while seq
+            .next_element_seed(Builder {
+                slots: self.slots,
+                duplicate_keys: self.duplicate_keys,
+            })?
+            .is_some()
+        {
+            len = len.saturating_add(1);
+        }
+        let end = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
+        self.slots[start] = Slot::Array { end, len };
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'a>>(self, mut map: A) -> Result<(), A::Error> {
+        let start = self.slots.len();
+        self.slots.push(Slot::Object { end: 0, len: 0 });
+        let mut len = 0u32;
+        while let Some(name) = map.next_key_seed(KeySeed)? {
+            self.slots.push(Slot::Str(name));
+            map.next_value_seed(Builder {
+                slots: self.slots,
+                duplicate_keys: self.duplicate_keys,
+            })?;
+            len = len.saturating_add(1);
+        }
+        let end = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
+        self.slots[start] = Slot::Object { end, len };
+        if len > 1 && !*self.duplicate_keys {
+            *self.duplicate_keys = repeats_a_key(self.slots, start);
+        }
+        Ok(())
+    }
+}
+
+/// Whether the object at `object` names a key twice.
+fn repeats_a_key(slots: &[Slot<'_>], object: usize) -> bool {
+    let end = skip(slots, object);
+    let mut names: Vec<&str> = Vec::new();
+    let mut at = object + 1;
+    while at < end {
+        names.push(key(slots, at));
+        at = skip(slots, at + 1);
+    }
+    if names.len() <= 12 {
+        return names
+            .iter()
+            .enumerate()
+            .any(|(i, name)| names[i + 1..].contains(name));
+    }
+    names.sort_unstable();
+    names.windows(2).any(|pair| pair[0] == pair[1])
+}
+
+struct KeySeed;
+
+impl<'a> DeserializeSeed<'a> for KeySeed {
+    type Value = Cow<'a, str>;
+
+    fn deserialize<D: Deserializer<'a>>(self, deserializer: D) -> Result<Cow<'a, str>, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'a> Visitor<'a> for KeySeed {
+    type Value = Cow<'a, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'a str) -> Result<Cow<'a, str>, E> {
+        Ok(Cow::Borrowed(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Cow<'a, str>, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Cow<'a, str>, E> {
+        Ok(Cow::Owned(v))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tape as a jsonschema instance representation
+// ---------------------------------------------------------------------------------------------
+
+/// The tape as an instance representation of the `jsonschema` crate (`options_for::<Tape>()`).
+pub(crate) struct Tape;
+
+/// One node of a [`Document`].
+#[derive(Clone, Copy)]
+pub(crate) struct TapeNode<'a> {
+    slots: &'a [Slot<'a>],
+    at: usize,
+}
+
+impl Json for Tape {
+    type Node<'a> = TapeNode<'a>;
+    type PreparedKey = Box<str>;
+    type StringBuffer = ();
+
+    const ACYCLIC: bool = true;
+
+    fn prepare_key(key: &str) -> Box<str> {
+        key.into()
+    }
+
+    fn with_string_node<T>((): &mut (), string: &str, f: impl FnOnce(TapeNode<'_>) -> T) -> T {
+        let slots = [Slot::Str(Cow::Borrowed(string))];
+        f(TapeNode {
+            slots: &slots,
+            at: 0,
+        })
+    }
+}
+
+impl<'a> TapeNode<'a> {
+    fn slot(&self) -> &'a Slot<'a> {
+        &self.slots[self.at]
+    }
+
+    fn str(&self) -> Option<&'a str> {
+        match self.slot() {
+            Slot::Str(text) => Some(text),
+            _ => None,
+        }
+    }
+}
+
+impl<'a> Node<'a, Tape> for TapeNode<'a> {
+    type Object = TapeObject<'a>;
+    type Array = TapeArray<'a>;
+    type Number = &'a Number;
+
+    fn as_object(&self) -> Option<TapeObject<'a>> {
+        match self.slot() {
+            Slot::Object { end, len } => Some(TapeObject {
+                slots: self.slots,
+                at: self.at,
+                end: *end as usize,
+                len: *len as usize,
+            }),
+            _ => None,
+        }
+    }
+
+    fn as_array(&self) -> Option<TapeArray<'a>> {
+        match self.slot() {
+            Slot::Array { end, len } => Some(TapeArray {
+                slots: self.slots,
+                at: self.at,
+                end: *end as usize,
+                len: *len as usize,
+            }),
+            _ => None,
+        }
+    }
+
+    fn as_string(&self) -> Option<Cow<'a, str>> {
+        self.str().map(Cow::Borrowed)
+    }
+
+    fn as_number(&self) -> Option<&'a Number> {
+        match self.slot() {
+            Slot::Number(number) => Some(number),
+            _ => None,
+        }
+    }
+
+    fn as_boolean(&self) -> Option<bool> {
+        match self.slot() {
+            Slot::Bool(value) => Some(*value),
+            _ => None,
+        }
+    }
+
+    fn is_null(&self) -> bool {
+        matches!(self.slot(), Slot::Null)
+    }
+
+    fn json_type(&self) -> JsonType {
+        match self.slot() {
+            Slot::Null => JsonType::Null,
+            Slot::Bool(_) => JsonType::Boolean,
+            Slot::Number(_) => JsonType::Number,
+            Slot::Str(_) => JsonType::String,
+            Slot::Array { .. } => JsonType::Array,
+            Slot::Object { .. } => JsonType::Object,
+        }
+    }
+
+    fn string_length_within(&self, min: u64, max: u64) -> Option<bool> {
+        let text = self.str()?;
+        // A code point takes one to four bytes: the byte length often decides without counting.
+        let bytes = text.len() as u64;
+        if bytes < min || bytes.div_ceil(4) > max {
+            return Some(false);
+        }
+        if min <= bytes.div_ceil(4) && bytes <= max {
+            return Some(true);
+        }
+        Some((min..=max).contains(&(text.chars().count() as u64)))
+    }
+
+    fn equals_value(&self, expected: &Value) -> bool {
+        match (self.slot(), expected) {
+            (Slot::Str(text), Value::String(other)) => text == other,
+            (Slot::Bool(value), Value::Bool(other)) => value == other,
+            (Slot::Null, Value::Null) => true,
+            (Slot::Number(number), Value::Number(other)) => {
+                jsonschema::json::cmp::equal_numbers(number, other)
+            }
+            (Slot::Array { .. } | Slot::Object { .. }, _) => {
+                jsonschema::json::cmp::equal(&self.to_value(), expected)
+            }
+            _ => false,
+        }
+    }
+
+    fn to_value(&self) -> Cow<'a, Value> {
+        Cow::Owned(value_at(self.slots, self.at))
+    }
+
+    fn identity(&self) -> Option<NodeIdentity> {
+        Some(NodeIdentity::tagged(
+            self.slots.as_ptr() as usize,
+            u32::try_from(self.at).unwrap_or(u32::MAX),
+        ))
+    }
+}
+
+/// The `Value` of the subtree at `at` (cold: errors and container constants).
+fn value_at(slots: &[Slot<'_>], at: usize) -> Value {
+    match &slots[at] {
+        Slot::Null => Value::Null,
+        Slot::Bool(value) => Value::Bool(*value),
+        Slot::Number(number) => Value::Number(number.clone()),
+        Slot::Str(text) => Value::String(text.to_string()),
+        Slot::Array { end, .. } => {
+            let mut items = Vec::new();
+            let mut i = at + 1;
+            while i < *end as usize {
+                items.push(value_at(slots, i));
+                i = skip(slots, i);
+            }
+            Value::Array(items)
+        }
+        Slot::Object { end, .. } => {
+            let mut fields = Map::new();
+            let mut i = at + 1;
+            while i < *end as usize {
+                fields.insert(key(slots, i).to_string(), value_at(slots, i + 1));
+                i = skip(slots, i + 1);
+            }
+            Value::Object(fields)
+        }
+    }
+}
+
+pub(crate) struct TapeObject<'a> {
+    slots: &'a [Slot<'a>],
+    at: usize,
+    end: usize,
+    len: usize,
+}
+
+pub(crate) struct Members<'a> {
+    slots: &'a [Slot<'a>],
+    next: usize,
+    end: usize,
+}
+
+impl<'a> Iterator for Members<'a> {
+    type Item = (&'a str, TapeNode<'a>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.next >= self.end {
+            return None;
+        }
+        let name = key(self.slots, self.next);
+        let value = TapeNode {
+            slots: self.slots,
+            at: self.next + 1,
+        };
+        self.next = skip(self.slots, self.next + 1);
+        Some((name, value))
+    }
+}
+
+impl<'a> Object<'a, Tape> for TapeObject<'a> {
+    type Node = TapeNode<'a>;
+    type MemberName = &'a str;
+    type MembersIter = Members<'a>;
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn get(&self, wanted: &Box<str>) -> Option<TapeNode<'a>> {
+        self.members()
+            .find(|(name, _)| *name == &**wanted)
+            .map(|(_, value)| value)
+    }
+
+    fn members(&self) -> Members<'a> {
+        Members {
+            slots: self.slots,
+            next: self.at + 1,
+            end: self.end,
+        }
+    }
+}
+
+pub(crate) struct TapeArray<'a> {
+    slots: &'a [Slot<'a>],
+    at: usize,
+    end: usize,
+    len: usize,
+}
+
+pub(crate) struct Elements<'a> {
+    slots: &'a [Slot<'a>],
+    next: usize,
+    end: usize,
+}
+
+impl<'a> Iterator for Elements<'a> {
+    type Item = TapeNode<'a>;
+
+    fn next(&mut self) -> Option<TapeNode<'a>> {
+        if self.next >= self.end {
+            return None;
+        }
+        let node = TapeNode {
+            slots: self.slots,
+            at: self.next,
+        };
+        self.next = skip(self.slots, self.next);
+        Some(node)
+    }
+}
+
+impl<'a> Array<'a, Tape> for TapeArray<'a> {
+    type Node = TapeNode<'a>;
+    type ElementsIter = Elements<'a>;
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn elements(&self) -> Elements<'a> {
+        Elements {
+            slots: self.slots,
+            next: self.at + 1,
+            end: self.end,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading the typed message back out of the tape
+// ---------------------------------------------------------------------------------------------
+
+/// Serde's view of one node, behaving as serde_json's `Value` deserializer does on the
+/// normalized value (whole floats as integers, as [`crate::integral_floats_to_integers`]).
+struct TapeDeserializer<'s, 'a> {
+    slots: &'s [Slot<'a>],
+    at: usize,
+}
+
+impl<'de> Deserializer<'de> for TapeDeserializer<'_, 'de> {
+    type Error = serde_json::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        match &self.slots[self.at] {
+            Slot::Null => visitor.visit_unit(),
+            Slot::Bool(value) => visitor.visit_bool(*value),
+            Slot::Number(number) => crate::codec::integral(number).deserialize_any(visitor),
+            Slot::Str(Cow::Borrowed(text)) => visitor.visit_borrowed_str(text),
+            Slot::Str(Cow::Owned(text)) => visitor.visit_str(text),
+            Slot::Array { end, len } => {
+                let mut elements = TapeSeq {
+                    slots: self.slots,
+                    next: self.at + 1,
+                    end: *end as usize,
+                    left: *len as usize,
+                };
+                let value = visitor.visit_seq(&mut elements)?;
+                match elements.left {
+                    0 => Ok(value),
+                    _ => Err(de::Error::invalid_length(
+                        *len as usize,
+                        &"fewer elements in array",
+                    )),
+                }
+            }
+            Slot::Object { end, len } => {
+                let mut members = TapeMap {
+                    slots: self.slots,
+                    next: self.at + 1,
+                    end: *end as usize,
+                    left: *len as usize,
+                };
+                let value = visitor.visit_map(&mut members)?;
+                match members.left {
+                    0 => Ok(value),
+                    _ => Err(de::Error::invalid_length(
+                        *len as usize,
+                        &"fewer elements in map",
+                    )),
+                }
+            }
+        }
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        match self.slots[self.at] {
+            Slot::Null => visitor.visit_none(),
+            _ => visitor.visit_some(self),
+        }
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        match &self.slots[self.at] {
+            Slot::Str(Cow::Borrowed(text)) => {
+                visitor.visit_enum(de::value::BorrowedStrDeserializer::new(text))
+            }
+            Slot::Str(Cow::Owned(text)) => visitor.visit_enum(text.as_str().into_deserializer()),
+            Slot::Object { len: 1, .. } => visitor.visit_enum(TapeEnum {
+                slots: self.slots,
+                at: self.at + 1,
+            }),
+            _ => Err(de::Error::invalid_type(
+                de::Unexpected::Other("not a string or a map of one entry"),
+                &"an enum",
+            )),
+        }
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        visitor.visit_unit()
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        unit unit_struct seq tuple tuple_struct map struct identifier
+    }
+}
+
+struct TapeSeq<'s, 'a> {
+    slots: &'s [Slot<'a>],
+    next: usize,
+    end: usize,
+    left: usize,
+}
+
+impl<'de> SeqAccess<'de> for TapeSeq<'_, 'de> {
+    type Error = serde_json::Error;
+
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, Self::Error> {
+        if self.next >= self.end {
+            return Ok(None);
+        }
+        let at = self.next;
+        self.next = skip(self.slots, at);
+        self.left -= 1;
+        seed.deserialize(TapeDeserializer {
+            slots: self.slots,
+            at,
+        })
+        .map(Some)
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        Some(self.left)
+    }
+}
+
+struct TapeMap<'s, 'a> {
+    slots: &'s [Slot<'a>],
+    next: usize,
+    end: usize,
+    left: usize,
+}
+
+fn key_deserializer<'s, 'de, T: DeserializeSeed<'de>>(
+    seed: T,
+    name: &'s Cow<'de, str>,
+) -> Result<T::Value, serde_json::Error> {
+    match name {
+        Cow::Borrowed(text) => seed.deserialize(de::value::BorrowedStrDeserializer::new(text)),
+        Cow::Owned(text) => seed.deserialize(text.as_str().into_deserializer()),
+    }
+}
+
+impl<'de> MapAccess<'de> for TapeMap<'_, 'de> {
+    type Error = serde_json::Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Self::Error> {
+        if self.next >= self.end {
+            return Ok(None);
+        }
+        key_deserializer(seed, key(self.slots, self.next)).map(Some)
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, Self::Error> {
+        let at = self.next + 1;
+        self.next = skip(self.slots, at);
+        self.left -= 1;
+        seed.deserialize(TapeDeserializer {
+            slots: self.slots,
+            at,
+        })
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        Some(self.left)
+    }
+}
+
+/// An enum written as a map of one entry: the key names the variant.
+struct TapeEnum<'s, 'a> {
+    slots: &'s [Slot<'a>],
+    /// The key slot.
+    at: usize,
+}
+
+impl<'s, 'de> de::EnumAccess<'de> for TapeEnum<'s, 'de> {
+    type Error = serde_json::Error;
+    type Variant = TapeDeserializer<'s, 'de>;
+
+    fn variant_seed<V: DeserializeSeed<'de>>(
+        self,
+        seed: V,
+    ) -> Result<(V::Value, Self::Variant), Self::Error> {
+        let variant = key_deserializer(seed, key(self.slots, self.at))?;
+        Ok((
+            variant,
+            TapeDeserializer {
+                slots: self.slots,
+                at: self.at + 1,
+            },
+        ))
+    }
+}
+
+impl<'de> de::VariantAccess<'de> for TapeDeserializer<'_, 'de> {
+    type Error = serde_json::Error;
+
+    fn unit_variant(self) -> Result<(), Self::Error> {
+        de::Deserialize::deserialize(self)
+    }
+
+    fn newtype_variant_seed<T: DeserializeSeed<'de>>(
+        self,
+        seed: T,
+    ) -> Result<T::Value, Self::Error> {
+        seed.deserialize(self)
+    }
+
+    fn tuple_variant<V: Visitor<'de>>(
+        self,
+        _len: usize,
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        match self.slots[self.at] {
+            Slot::Array { .. } => self.deserialize_any(visitor),
+            _ => Err(de::Error::invalid_type(
+                de::Unexpected::Other("not an array"),
+                &"tuple variant",
+            )),
+        }
+    }
+
+    fn struct_variant<V: Visitor<'de>>(
+        self,
+        _fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        match self.slots[self.at] {
+            Slot::Object { .. } => self.deserialize_any(visitor),
+            _ => Err(de::Error::invalid_type(
+                de::Unexpected::Other("not an object"),
+                &"struct variant",
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tape_reads_back_as_the_value_of_the_same_bytes() {
+        let text = r#"{"a":[1,-2,3.5,"x\"y",null,true,{"b":{}}],"c":"","d":[],"e":1e3}"#;
+        let document = Document::parse(text.as_bytes()).unwrap();
+        assert!(document.mirrors_value());
+        assert_eq!(
+            document.to_value(),
+            serde_json::from_str::<Value>(text).unwrap()
+        );
+        let round: Value = document.deserialize().unwrap();
+        let mut normalized = serde_json::from_str::<Value>(text).unwrap();
+        crate::integral_floats_to_integers(&mut normalized);
+        assert_eq!(round, normalized);
+    }
+
+    #[test]
+    fn a_repeated_key_is_reported_at_any_depth() {
+        for text in [r#"{"a":1,"a":2}"#, r#"[{"x":{"b":1,"c":2,"b":3}}]"#] {
+            assert!(
+                !Document::parse(text.as_bytes()).unwrap().mirrors_value(),
+                "{text}"
+            );
+        }
+        assert!(Document::parse(br#"{"a":{"a":1},"b":{"a":2}}"#)
+            .unwrap()
+            .mirrors_value());
+    }
+
+    #[test]
+    fn what_serde_json_refuses_the_tape_refuses() {
+        for text in ["", "{", "[1,]", "{\"a\":1} x", "01", "\"\\ud800\"", "1e400"] {
+            assert_eq!(
+                Document::parse(text.as_bytes()).is_ok(),
+                serde_json::from_str::<Value>(text).is_ok(),
+                "{text:?}"
+            );
+        }
+    }
+}
