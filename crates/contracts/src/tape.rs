@@ -204,8 +204,19 @@ impl<'a> Visitor<'a> for Builder<'_, 'a> {
     fn visit_map<A: MapAccess<'a>>(self, mut map: A) -> Result<(), A::Error> {
         let start = self.slots.len();
         self.slots.push(Slot::Object { end: 0, len: 0 });
+        // Where the first keys are, to find a repeated one as each key arrives (no allocation:
+        // most objects have fewer; a larger one is checked whole at its end).
+        let mut keys = [0u32; SCANNED_KEYS];
         let mut len = 0u32;
         while let Some(name) = map.next_key_seed(KeySeed)? {
+            let at = self.slots.len();
+            if (len as usize) < SCANNED_KEYS {
+                let seen = &keys[..len as usize];
+                if seen.iter().any(|&k| **key(self.slots, k as usize) == *name) {
+                    *self.duplicate_keys = true;
+                }
+                keys[len as usize] = u32::try_from(at).unwrap_or(u32::MAX);
+            }
             self.slots.push(Slot::Str(name));
             map.next_value_seed(Builder {
                 slots: self.slots,
@@ -215,12 +226,15 @@ impl<'a> Visitor<'a> for Builder<'_, 'a> {
         }
         let end = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
         self.slots[start] = Slot::Object { end, len };
-        if len > 1 && !*self.duplicate_keys {
+        if len as usize > SCANNED_KEYS && !*self.duplicate_keys {
             *self.duplicate_keys = repeats_a_key(self.slots, start);
         }
         Ok(())
     }
 }
+
+/// Keys of one object checked for repeats as they arrive.
+const SCANNED_KEYS: usize = 16;
 
 /// Whether the object at `object` names a key twice.
 fn repeats_a_key(slots: &[Slot<'_>], object: usize) -> bool {
@@ -230,12 +244,6 @@ fn repeats_a_key(slots: &[Slot<'_>], object: usize) -> bool {
     while at < end {
         names.push(key(slots, at));
         at = skip(slots, at + 1);
-    }
-    if names.len() <= 12 {
-        return names
-            .iter()
-            .enumerate()
-            .any(|(i, name)| names[i + 1..].contains(name));
     }
     names.sort_unstable();
     names.windows(2).any(|pair| pair[0] == pair[1])
@@ -290,6 +298,8 @@ impl Json for Tape {
     type PreparedKey = Box<str>;
     type StringBuffer = ();
 
+    /// A lookup scans the members, so one members pass beats lookups on any object of ours.
+    const KEYS_PER_LOOKUP: usize = 8;
     const ACYCLIC: bool = true;
 
     fn prepare_key(key: &str) -> Box<str> {
@@ -821,7 +831,11 @@ mod tests {
 
     #[test]
     fn a_repeated_key_is_reported_at_any_depth() {
-        for text in [r#"{"a":1,"a":2}"#, r#"[{"x":{"b":1,"c":2,"b":3}}]"#] {
+        let many: Vec<String> = (0..40).map(|i| format!("\"k{i}\":{i}")).collect();
+        let large = format!("{{{},\"k3\":0}}", many.join(","));
+        let large_ok = format!("{{{}}}", many.join(","));
+        assert!(Document::parse(large_ok.as_bytes()).unwrap().mirrors_value());
+        for text in [r#"{"a":1,"a":2}"#, r#"[{"x":{"b":1,"c":2,"b":3}}]"#, &large] {
             assert!(
                 !Document::parse(text.as_bytes()).unwrap().mirrors_value(),
                 "{text}"
