@@ -1,18 +1,17 @@
 //! `encode` and `decode`: the only way a message becomes bytes or comes back from them.
 //!
-//! `encode` builds the message's [`Value`] once, validates it with the compiled schema and
-//! serializes that value (serializing the typed message instead, or validating its serialized
-//! bytes as a flat document, measured no faster: BENCHMARKS.md).
-//!
-//! `decode` has two paths with one meaning. The reference path is the definition: parse the
-//! bytes into a [`Value`], validate it, normalize whole floats ([`integral_floats_to_integers`])
-//! and deserialize the type from it. The fast path does the same work on a flat document
-//! borrowing from the bytes ([`crate::tape`]), without building a `Value`, and may only answer
-//! "valid, and here is the message": whenever it cannot (the message is invalid, does not fit
-//! the type, or repeats a key, which a `Value` resolves last-wins), the reference path runs and
-//! its answer, error text included, is the one returned. So what is accepted, what is refused
-//! and every error are the reference path's; `tests/differential.rs` checks that the fast
-//! path's "yes" agrees with it on generated and mutated messages of every contract.
+//! Each has two paths with one meaning. The reference path is the definition: `decode` parses
+//! the bytes into a [`Value`], validates it with the compiled schema, normalizes whole floats
+//! ([`integral_floats_to_integers`]) and deserializes the type from it; `encode` builds the
+//! message's `Value`, validates it and serializes it. The fast path does the same work on a flat
+//! document ([`crate::tape`]) instead of a `Value` (for `decode` borrowing its strings from the
+//! bytes), and may only answer "valid, and here is the result": whenever it cannot (the message
+//! is invalid, does not fit the type, repeats a key, which a `Value` resolves last-wins, or, for
+//! `encode`, serializes its keys in another order than a `Value` would write them), the
+//! reference path runs and its answer, error text included, is the one returned. So what is
+//! accepted, what is refused, every error and every encoded byte are the reference path's;
+//! `tests/differential.rs` checks that the fast paths agree with it on generated and mutated
+//! messages of every contract.
 
 use serde_json::{Number, Value};
 
@@ -21,6 +20,32 @@ use crate::{Contract, ContractError};
 
 /// Serializes `message` and validates it against its schema; nothing invalid gets out.
 pub fn encode<T: Contract>(message: &T) -> Result<Vec<u8>, ContractError> {
+    if let Some(bytes) = encode_fast(message) {
+        return Ok(bytes);
+    }
+    encode_reference(message)
+}
+
+/// The fast path of [`encode`]: the message's flat document validated, then the message
+/// serialized directly, which writes the reference path's bytes exactly when every object's
+/// keys come in the order a `Value` keeps them (checked while the document is built), or else
+/// the document written in that order. `None` when the reference path must decide.
+#[doc(hidden)]
+pub fn encode_fast<T: Contract>(message: &T) -> Option<Vec<u8>> {
+    let (document, in_order) = Document::of(message).ok()?;
+    if !document.mirrors_value() || !T::validator().is_valid_document(&document) {
+        return None;
+    }
+    if in_order {
+        serde_json::to_vec(message).ok()
+    } else {
+        serde_json::to_vec(&document.in_value_order()).ok()
+    }
+}
+
+/// [`encode`] by its definition: the message's `Value`, validated, then serialized.
+#[doc(hidden)]
+pub fn encode_reference<T: Contract>(message: &T) -> Result<Vec<u8>, ContractError> {
     let value = to_value(message)?;
     serde_json::to_vec(&value).map_err(|source| ContractError::Type {
         contract: T::INFO.name,

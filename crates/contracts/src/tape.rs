@@ -1,8 +1,10 @@
-//! A parsed JSON document laid out flat ("a tape"), borrowing its strings from the bytes it was
-//! parsed from: what `decode` validates on its fast path instead of a [`serde_json::Value`].
+//! A JSON document laid out flat ("a tape"): what `decode` and `encode` validate on their fast
+//! paths instead of a [`serde_json::Value`]. Parsed from bytes it borrows its strings from them;
+//! built from a typed message ([`Document::of`], for `encode`) its keys are the type's own
+//! `&'static str` field names.
 //!
 //! Why: building a `Value` allocates every key, every string and a `BTreeMap` per object, and was
-//! the largest part of what `decode` cost beyond plain serde (BENCHMARKS.md). The
+//! the largest part of what `decode` and `encode` cost beyond plain serde (BENCHMARKS.md). The
 //! tape is one `Vec` of slots filled by serde_json's own parser (the same tokenizer, number
 //! parsing, escapes and depth limit as `serde_json::from_slice::<Value>`), read by the
 //! `jsonschema` crate through its custom-representation traits ([`Tape`]), and read again by
@@ -276,6 +278,599 @@ impl<'a> Visitor<'a> for KeySeed {
 
     fn visit_string<E>(self, v: String) -> Result<Cow<'a, str>, E> {
         Ok(Cow::Owned(v))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Building the tape from a typed message (encode)
+// ---------------------------------------------------------------------------------------------
+
+impl Document<'static> {
+    /// The document of `message` as `serde_json::to_value` would build it, and whether
+    /// `serde_json::to_vec(message)` writes exactly the bytes `serde_json::to_vec` of that
+    /// `Value` would: every object's keys arrive in the `Value`'s (sorted) order, none twice
+    /// (otherwise [`Document::in_value_order`] writes them; a repeated key is reported by
+    /// [`Document::mirrors_value`]). An error where this serializer does not follow `to_value`
+    /// (`f32`, bytes, non-string map keys) only means the caller must take the reference path.
+    pub(crate) fn of<T: serde::Serialize + ?Sized>(
+        message: &T,
+    ) -> Result<(Self, bool), Unsupported> {
+        let mut document = Document {
+            slots: Vec::with_capacity(64),
+            duplicate_keys: false,
+        };
+        let mut in_order = true;
+        message.serialize(SlotSerializer {
+            slots: &mut document.slots,
+            in_order: &mut in_order,
+            duplicate_keys: &mut document.duplicate_keys,
+        })?;
+        Ok((document, in_order))
+    }
+}
+
+/// The document as serde_json writes the `Value` of it: object members in key order.
+pub(crate) struct InValueOrder<'d, 'a>(&'d [Slot<'a>], usize);
+
+impl<'a> Document<'a> {
+    /// The document to serialize as its `Value` would be.
+    pub(crate) fn in_value_order(&self) -> InValueOrder<'_, 'a> {
+        InValueOrder(&self.slots, 0)
+    }
+}
+
+impl serde::Serialize for InValueOrder<'_, '_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        let InValueOrder(slots, at) = *self;
+        match &slots[at] {
+            Slot::Null => serializer.serialize_unit(),
+            Slot::Bool(value) => serializer.serialize_bool(*value),
+            Slot::Number(number) => number.serialize(serializer),
+            Slot::Str(text) => serializer.serialize_str(text),
+            Slot::Array { end, len } => {
+                let mut seq = serializer.serialize_seq(Some(*len as usize))?;
+                let mut i = at + 1;
+                while i < *end as usize {
+                    seq.serialize_element(&InValueOrder(slots, i))?;
+                    i = skip(slots, i);
+                }
+                seq.end()
+            }
+            Slot::Object { end, len } => {
+                let mut members = Vec::with_capacity(*len as usize);
+                let mut i = at + 1;
+                while i < *end as usize {
+                    members.push(i);
+                    i = skip(slots, i + 1);
+                }
+                members.sort_by(|a, b| key(slots, *a).cmp(key(slots, *b)));
+                let mut map = serializer.serialize_map(Some(members.len()))?;
+                for i in members {
+                    map.serialize_entry(&**key(slots, i), &InValueOrder(slots, i + 1))?;
+                }
+                map.end()
+            }
+        }
+    }
+}
+
+/// Something the tape's serializer leaves to `serde_json::to_value`.
+#[derive(Debug)]
+pub(crate) struct Unsupported(String);
+
+impl fmt::Display for Unsupported {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Unsupported {}
+
+impl serde::ser::Error for Unsupported {
+    fn custom<M: fmt::Display>(message: M) -> Self {
+        Unsupported(message.to_string())
+    }
+}
+
+fn unsupported<T>(what: &str) -> Result<T, Unsupported> {
+    Err(Unsupported(format!(
+        "{what} is left to serde_json::to_value"
+    )))
+}
+
+struct SlotSerializer<'s> {
+    slots: &'s mut Vec<Slot<'static>>,
+    in_order: &'s mut bool,
+    duplicate_keys: &'s mut bool,
+}
+
+impl<'s> SlotSerializer<'s> {
+    fn push(self, slot: Slot<'static>) -> Result<(), Unsupported> {
+        self.slots.push(slot);
+        Ok(())
+    }
+
+    fn flags(self) -> Flags<'s> {
+        (self.slots, self.in_order, self.duplicate_keys)
+    }
+}
+
+/// An array or object being filled; `start` is its slot.
+struct Container<'s, 'k> {
+    slots: &'s mut Vec<Slot<'static>>,
+    in_order: &'s mut bool,
+    start: usize,
+    len: u32,
+    /// The slot of the previous key (objects), to check the order and repeats.
+    last_key: Option<usize>,
+    /// A variant wrapping this container: `{"variant": …}`, closed with it.
+    wrapped: Option<usize>,
+    /// Some key came after a greater or equal one.
+    unordered: bool,
+    /// Set when an object repeats a key.
+    duplicate_keys: &'s mut bool,
+    _keys: std::marker::PhantomData<&'k ()>,
+}
+
+fn begin<'s>(
+    (slots, in_order, duplicate_keys): Flags<'s>,
+    object: bool,
+    variant: Option<&'static str>,
+) -> Container<'s, 'static> {
+    let wrapped = variant.map(|name| {
+        let at = slots.len();
+        slots.push(Slot::Object { end: 0, len: 1 });
+        slots.push(Slot::Str(Cow::Borrowed(name)));
+        at
+    });
+    let start = slots.len();
+    slots.push(if object {
+        Slot::Object { end: 0, len: 0 }
+    } else {
+        Slot::Array { end: 0, len: 0 }
+    });
+    Container {
+        slots,
+        in_order,
+        start,
+        len: 0,
+        last_key: None,
+        wrapped,
+        unordered: false,
+        duplicate_keys,
+        _keys: std::marker::PhantomData,
+    }
+}
+
+impl Container<'_, '_> {
+    fn element<T: serde::Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Unsupported> {
+        self.len += 1;
+        value.serialize(SlotSerializer {
+            slots: self.slots,
+            in_order: self.in_order,
+            duplicate_keys: self.duplicate_keys,
+        })
+    }
+
+    fn key(&mut self, name: Cow<'static, str>) {
+        if let Some(last) = self.last_key {
+            // Strictly ascending, as a `BTreeMap` iterates; otherwise the object is checked for
+            // repeats when it closes.
+            if **key(self.slots, last) >= *name {
+                *self.in_order = false;
+                self.unordered = true;
+            }
+        }
+        self.last_key = Some(self.slots.len());
+        self.slots.push(Slot::Str(name));
+    }
+
+    fn close(self) -> Result<(), Unsupported> {
+        let end = u32::try_from(self.slots.len()).map_err(|_| Unsupported("size".into()))?;
+        self.slots[self.start] = match self.slots[self.start] {
+            Slot::Object { .. } => Slot::Object { end, len: self.len },
+            _ => Slot::Array { end, len: self.len },
+        };
+        if let Some(at) = self.wrapped {
+            self.slots[at] = Slot::Object { end, len: 1 };
+        }
+        if self.unordered && repeats_a_key(self.slots, self.start) {
+            *self.duplicate_keys = true;
+        }
+        Ok(())
+    }
+}
+
+/// What a serializer of the tape writes to.
+type Flags<'s> = (&'s mut Vec<Slot<'static>>, &'s mut bool, &'s mut bool);
+
+impl<'s> serde::Serializer for SlotSerializer<'s> {
+    type Ok = ();
+    type Error = Unsupported;
+    type SerializeSeq = Container<'s, 'static>;
+    type SerializeTuple = Container<'s, 'static>;
+    type SerializeTupleStruct = Container<'s, 'static>;
+    type SerializeTupleVariant = Container<'s, 'static>;
+    type SerializeMap = Container<'s, 'static>;
+    type SerializeStruct = Container<'s, 'static>;
+    type SerializeStructVariant = Container<'s, 'static>;
+
+    fn serialize_bool(self, v: bool) -> Result<(), Unsupported> {
+        self.push(Slot::Bool(v))
+    }
+    fn serialize_i8(self, v: i8) -> Result<(), Unsupported> {
+        self.serialize_i64(v.into())
+    }
+    fn serialize_i16(self, v: i16) -> Result<(), Unsupported> {
+        self.serialize_i64(v.into())
+    }
+    fn serialize_i32(self, v: i32) -> Result<(), Unsupported> {
+        self.serialize_i64(v.into())
+    }
+    fn serialize_i64(self, v: i64) -> Result<(), Unsupported> {
+        self.push(Slot::Number(v.into()))
+    }
+    fn serialize_u8(self, v: u8) -> Result<(), Unsupported> {
+        self.serialize_u64(v.into())
+    }
+    fn serialize_u16(self, v: u16) -> Result<(), Unsupported> {
+        self.serialize_u64(v.into())
+    }
+    fn serialize_u32(self, v: u32) -> Result<(), Unsupported> {
+        self.serialize_u64(v.into())
+    }
+    fn serialize_u64(self, v: u64) -> Result<(), Unsupported> {
+        self.push(Slot::Number(v.into()))
+    }
+    fn serialize_f32(self, _v: f32) -> Result<(), Unsupported> {
+        // `to_value` widens it to f64 while `to_vec` writes the f32's own shortest digits.
+        unsupported("an f32")
+    }
+    fn serialize_f64(self, v: f64) -> Result<(), Unsupported> {
+        // As `to_value` (null) and `to_vec` (`null`) do with NaN and infinities.
+        self.push(Number::from_f64(v).map_or(Slot::Null, Slot::Number))
+    }
+    fn serialize_char(self, v: char) -> Result<(), Unsupported> {
+        self.push(Slot::Str(Cow::Owned(v.to_string())))
+    }
+    fn serialize_str(self, v: &str) -> Result<(), Unsupported> {
+        self.push(Slot::Str(Cow::Owned(v.to_owned())))
+    }
+    fn serialize_bytes(self, _v: &[u8]) -> Result<(), Unsupported> {
+        unsupported("a byte string")
+    }
+    fn serialize_none(self) -> Result<(), Unsupported> {
+        self.push(Slot::Null)
+    }
+    fn serialize_some<T: serde::Serialize + ?Sized>(self, value: &T) -> Result<(), Unsupported> {
+        value.serialize(self)
+    }
+    fn serialize_unit(self) -> Result<(), Unsupported> {
+        self.push(Slot::Null)
+    }
+    fn serialize_unit_struct(self, _name: &'static str) -> Result<(), Unsupported> {
+        self.push(Slot::Null)
+    }
+    fn serialize_unit_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+    ) -> Result<(), Unsupported> {
+        self.push(Slot::Str(Cow::Borrowed(variant)))
+    }
+    fn serialize_newtype_struct<T: serde::Serialize + ?Sized>(
+        self,
+        _name: &'static str,
+        value: &T,
+    ) -> Result<(), Unsupported> {
+        value.serialize(self)
+    }
+    fn serialize_newtype_variant<T: serde::Serialize + ?Sized>(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        value: &T,
+    ) -> Result<(), Unsupported> {
+        let start = self.slots.len();
+        self.slots.push(Slot::Object { end: 0, len: 1 });
+        self.slots.push(Slot::Str(Cow::Borrowed(variant)));
+        value.serialize(SlotSerializer {
+            slots: self.slots,
+            in_order: self.in_order,
+            duplicate_keys: self.duplicate_keys,
+        })?;
+        let end = u32::try_from(self.slots.len()).map_err(|_| Unsupported("size".into()))?;
+        self.slots[start] = Slot::Object { end, len: 1 };
+        Ok(())
+    }
+    fn serialize_seq(self, _len: Option<usize>) -> Result<Self::SerializeSeq, Unsupported> {
+        Ok(begin(self.flags(), false, None))
+    }
+    fn serialize_tuple(self, _len: usize) -> Result<Self::SerializeTuple, Unsupported> {
+        Ok(begin(self.flags(), false, None))
+    }
+    fn serialize_tuple_struct(
+        self,
+        _name: &'static str,
+        _len: usize,
+    ) -> Result<Self::SerializeTupleStruct, Unsupported> {
+        Ok(begin(self.flags(), false, None))
+    }
+    fn serialize_tuple_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        _len: usize,
+    ) -> Result<Self::SerializeTupleVariant, Unsupported> {
+        Ok(begin(self.flags(), false, Some(variant)))
+    }
+    fn serialize_map(self, _len: Option<usize>) -> Result<Self::SerializeMap, Unsupported> {
+        Ok(begin(self.flags(), true, None))
+    }
+    fn serialize_struct(
+        self,
+        _name: &'static str,
+        _len: usize,
+    ) -> Result<Self::SerializeStruct, Unsupported> {
+        Ok(begin(self.flags(), true, None))
+    }
+    fn serialize_struct_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        _len: usize,
+    ) -> Result<Self::SerializeStructVariant, Unsupported> {
+        Ok(begin(self.flags(), true, Some(variant)))
+    }
+}
+
+impl serde::ser::SerializeSeq for Container<'_, '_> {
+    type Ok = ();
+    type Error = Unsupported;
+    fn serialize_element<T: serde::Serialize + ?Sized>(
+        &mut self,
+        value: &T,
+    ) -> Result<(), Unsupported> {
+        self.element(value)
+    }
+    fn end(self) -> Result<(), Unsupported> {
+        self.close()
+    }
+}
+
+impl serde::ser::SerializeTuple for Container<'_, '_> {
+    type Ok = ();
+    type Error = Unsupported;
+    fn serialize_element<T: serde::Serialize + ?Sized>(
+        &mut self,
+        value: &T,
+    ) -> Result<(), Unsupported> {
+        self.element(value)
+    }
+    fn end(self) -> Result<(), Unsupported> {
+        self.close()
+    }
+}
+
+impl serde::ser::SerializeTupleStruct for Container<'_, '_> {
+    type Ok = ();
+    type Error = Unsupported;
+    fn serialize_field<T: serde::Serialize + ?Sized>(
+        &mut self,
+        value: &T,
+    ) -> Result<(), Unsupported> {
+        self.element(value)
+    }
+    fn end(self) -> Result<(), Unsupported> {
+        self.close()
+    }
+}
+
+impl serde::ser::SerializeTupleVariant for Container<'_, '_> {
+    type Ok = ();
+    type Error = Unsupported;
+    fn serialize_field<T: serde::Serialize + ?Sized>(
+        &mut self,
+        value: &T,
+    ) -> Result<(), Unsupported> {
+        self.element(value)
+    }
+    fn end(self) -> Result<(), Unsupported> {
+        self.close()
+    }
+}
+
+impl serde::ser::SerializeMap for Container<'_, '_> {
+    type Ok = ();
+    type Error = Unsupported;
+    fn serialize_key<T: serde::Serialize + ?Sized>(&mut self, name: &T) -> Result<(), Unsupported> {
+        let name = name.serialize(KeySerializer)?;
+        self.key(name);
+        Ok(())
+    }
+    fn serialize_value<T: serde::Serialize + ?Sized>(
+        &mut self,
+        value: &T,
+    ) -> Result<(), Unsupported> {
+        self.element(value)
+    }
+    fn end(self) -> Result<(), Unsupported> {
+        self.close()
+    }
+}
+
+impl serde::ser::SerializeStruct for Container<'_, '_> {
+    type Ok = ();
+    type Error = Unsupported;
+    fn serialize_field<T: serde::Serialize + ?Sized>(
+        &mut self,
+        name: &'static str,
+        value: &T,
+    ) -> Result<(), Unsupported> {
+        self.key(Cow::Borrowed(name));
+        self.element(value)
+    }
+    fn end(self) -> Result<(), Unsupported> {
+        self.close()
+    }
+}
+
+impl serde::ser::SerializeStructVariant for Container<'_, '_> {
+    type Ok = ();
+    type Error = Unsupported;
+    fn serialize_field<T: serde::Serialize + ?Sized>(
+        &mut self,
+        name: &'static str,
+        value: &T,
+    ) -> Result<(), Unsupported> {
+        self.key(Cow::Borrowed(name));
+        self.element(value)
+    }
+    fn end(self) -> Result<(), Unsupported> {
+        self.close()
+    }
+}
+
+/// Map keys: strings only (anything `to_value` would convert is left to it).
+struct KeySerializer;
+
+impl serde::Serializer for KeySerializer {
+    type Ok = Cow<'static, str>;
+    type Error = Unsupported;
+    type SerializeSeq = serde::ser::Impossible<Cow<'static, str>, Unsupported>;
+    type SerializeTuple = serde::ser::Impossible<Cow<'static, str>, Unsupported>;
+    type SerializeTupleStruct = serde::ser::Impossible<Cow<'static, str>, Unsupported>;
+    type SerializeTupleVariant = serde::ser::Impossible<Cow<'static, str>, Unsupported>;
+    type SerializeMap = serde::ser::Impossible<Cow<'static, str>, Unsupported>;
+    type SerializeStruct = serde::ser::Impossible<Cow<'static, str>, Unsupported>;
+    type SerializeStructVariant = serde::ser::Impossible<Cow<'static, str>, Unsupported>;
+
+    fn serialize_str(self, v: &str) -> Result<Cow<'static, str>, Unsupported> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+    fn serialize_newtype_struct<T: serde::Serialize + ?Sized>(
+        self,
+        _name: &'static str,
+        value: &T,
+    ) -> Result<Cow<'static, str>, Unsupported> {
+        value.serialize(self)
+    }
+    fn serialize_bool(self, _v: bool) -> Result<Cow<'static, str>, Unsupported> {
+        unsupported("a key")
+    }
+    fn serialize_i8(self, _v: i8) -> Result<Cow<'static, str>, Unsupported> {
+        unsupported("a key")
+    }
+    fn serialize_i16(self, _v: i16) -> Result<Cow<'static, str>, Unsupported> {
+        unsupported("a key")
+    }
+    fn serialize_i32(self, _v: i32) -> Result<Cow<'static, str>, Unsupported> {
+        unsupported("a key")
+    }
+    fn serialize_i64(self, _v: i64) -> Result<Cow<'static, str>, Unsupported> {
+        unsupported("a key")
+    }
+    fn serialize_u8(self, _v: u8) -> Result<Cow<'static, str>, Unsupported> {
+        unsupported("a key")
+    }
+    fn serialize_u16(self, _v: u16) -> Result<Cow<'static, str>, Unsupported> {
+        unsupported("a key")
+    }
+    fn serialize_u32(self, _v: u32) -> Result<Cow<'static, str>, Unsupported> {
+        unsupported("a key")
+    }
+    fn serialize_u64(self, _v: u64) -> Result<Cow<'static, str>, Unsupported> {
+        unsupported("a key")
+    }
+    fn serialize_f32(self, _v: f32) -> Result<Cow<'static, str>, Unsupported> {
+        unsupported("a key")
+    }
+    fn serialize_f64(self, _v: f64) -> Result<Cow<'static, str>, Unsupported> {
+        unsupported("a key")
+    }
+    fn serialize_char(self, _v: char) -> Result<Cow<'static, str>, Unsupported> {
+        unsupported("a key")
+    }
+    fn serialize_bytes(self, _v: &[u8]) -> Result<Cow<'static, str>, Unsupported> {
+        unsupported("a key")
+    }
+    fn serialize_none(self) -> Result<Cow<'static, str>, Unsupported> {
+        unsupported("a key")
+    }
+    fn serialize_some<T: serde::Serialize + ?Sized>(
+        self,
+        _value: &T,
+    ) -> Result<Cow<'static, str>, Unsupported> {
+        unsupported("a key")
+    }
+    fn serialize_unit(self) -> Result<Cow<'static, str>, Unsupported> {
+        unsupported("a key")
+    }
+    fn serialize_unit_struct(self, _name: &'static str) -> Result<Cow<'static, str>, Unsupported> {
+        unsupported("a key")
+    }
+    fn serialize_unit_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        _variant: &'static str,
+    ) -> Result<Cow<'static, str>, Unsupported> {
+        unsupported("a key")
+    }
+    fn serialize_newtype_variant<T: serde::Serialize + ?Sized>(
+        self,
+        _name: &'static str,
+        _index: u32,
+        _variant: &'static str,
+        _value: &T,
+    ) -> Result<Cow<'static, str>, Unsupported> {
+        unsupported("a key")
+    }
+    fn serialize_seq(self, _len: Option<usize>) -> Result<Self::SerializeSeq, Unsupported> {
+        unsupported("a key")
+    }
+    fn serialize_tuple(self, _len: usize) -> Result<Self::SerializeTuple, Unsupported> {
+        unsupported("a key")
+    }
+    fn serialize_tuple_struct(
+        self,
+        _name: &'static str,
+        _len: usize,
+    ) -> Result<Self::SerializeTupleStruct, Unsupported> {
+        unsupported("a key")
+    }
+    fn serialize_tuple_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        _variant: &'static str,
+        _len: usize,
+    ) -> Result<Self::SerializeTupleVariant, Unsupported> {
+        unsupported("a key")
+    }
+    fn serialize_map(self, _len: Option<usize>) -> Result<Self::SerializeMap, Unsupported> {
+        unsupported("a key")
+    }
+    fn serialize_struct(
+        self,
+        _name: &'static str,
+        _len: usize,
+    ) -> Result<Self::SerializeStruct, Unsupported> {
+        unsupported("a key")
+    }
+    fn serialize_struct_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        _variant: &'static str,
+        _len: usize,
+    ) -> Result<Self::SerializeStructVariant, Unsupported> {
+        unsupported("a key")
     }
 }
 
@@ -834,7 +1429,9 @@ mod tests {
         let many: Vec<String> = (0..40).map(|i| format!("\"k{i}\":{i}")).collect();
         let large = format!("{{{},\"k3\":0}}", many.join(","));
         let large_ok = format!("{{{}}}", many.join(","));
-        assert!(Document::parse(large_ok.as_bytes()).unwrap().mirrors_value());
+        assert!(Document::parse(large_ok.as_bytes())
+            .unwrap()
+            .mirrors_value());
         for text in [r#"{"a":1,"a":2}"#, r#"[{"x":{"b":1,"c":2,"b":3}}]"#, &large] {
             assert!(
                 !Document::parse(text.as_bytes()).unwrap().mirrors_value(),

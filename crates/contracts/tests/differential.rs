@@ -1,14 +1,18 @@
-//! `decode`'s fast path against its definition, on generated and mutated messages of every
+//! `decode`'s and `encode`'s fast paths against their definitions, on generated and mutated messages of every
 //! contract and key-value value.
 //!
-//! The definition (`decode_reference`): parse into a `serde_json::Value`, validate it with the
-//! runtime-compiled `jsonschema` validator, normalize whole floats, deserialize with serde. The
-//! fast path (`decode_fast`, crates/contracts/src/tape.rs) validates and deserializes a flat
-//! document instead, and may only say "valid, and this is the message". Checked for every input:
+//! The definitions: `decode_reference` parses into a `serde_json::Value`, validates it with the
+//! runtime-compiled `jsonschema` validator, normalizes whole floats and deserializes with serde;
+//! `encode_reference` builds the message's `Value`, validates it and serializes it. The fast
+//! paths (`decode_fast`, `encode_fast`, crates/contracts/src/tape.rs) validate a flat document
+//! instead, and may only say "valid, and this is the result". Checked for every input:
 //! - whatever the fast path accepts, the definition accepts, with an equal message;
 //! - whatever the definition accepts, the fast path accepts too (unless the input repeats a key,
 //!   where it defers by design), so it is not "correct" by never answering;
-//! - `decode` returns exactly what the definition returns, error text included.
+//! - `decode` returns exactly what the definition returns, error text included;
+//! - `encode`, on every decoded message and on every typed value plain serde makes of an input
+//!   (valid or not), writes the definition's bytes or returns its error, and its fast path
+//!   answers for every message the definition encodes.
 //!
 //! Inputs: every fixture (valid messages, and the messages of the invalid fixtures), each put
 //! through up to four mutations (a field removed or added, a value replaced by another type,
@@ -64,10 +68,51 @@ fn compare<T: Contract + PartialEq + Debug>(bytes: &[u8]) -> Result<Verdict, Str
             T::INFO.name
         ));
     }
+    // Encode, on the decoded message and on whatever plain serde makes of the input (which the
+    // schema may refuse: a typed value is not proof of validity).
+    let typed = serde_json::from_slice::<T>(bytes).ok();
+    for message in reference.as_ref().ok().into_iter().chain(typed.as_ref()) {
+        compare_encode(message)?;
+    }
     Ok(Verdict {
         fast_accepted: fast.is_some(),
         reference_accepted: reference.is_ok(),
     })
+}
+
+/// `encode` against its definition: the same bytes, or the same error.
+fn compare_encode<T: Contract + Debug>(message: &T) -> Result<(), String> {
+    let reference = contracts::encode_reference(message);
+    if let Some(fast) = contracts::encode_fast(message) {
+        match &reference {
+            Ok(bytes) if *bytes == fast => {}
+            other => {
+                return Err(format!(
+                    "{}: the fast path encoded {:?}, the definition {other:?}",
+                    T::INFO.name,
+                    String::from_utf8_lossy(&fast)
+                ))
+            }
+        }
+    } else if reference.is_ok() {
+        return Err(format!(
+            "{}: the fast path deferred on a message the definition encodes: {message:?}",
+            T::INFO.name
+        ));
+    }
+    let encoded = contracts::encode(message);
+    let same = match (&encoded, &reference) {
+        (Ok(a), Ok(b)) => a == b,
+        (Err(a), Err(b)) => a.to_string() == b.to_string(),
+        _ => false,
+    };
+    if !same {
+        return Err(format!(
+            "{}: encode said {encoded:?}, the definition {reference:?}",
+            T::INFO.name
+        ));
+    }
+    Ok(())
 }
 
 type Compare = fn(&[u8]) -> Result<Verdict, String>;
