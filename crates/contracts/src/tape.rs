@@ -338,15 +338,23 @@ impl serde::Serialize for InValueOrder<'_, '_> {
                 seq.end()
             }
             Slot::Object { end, len } => {
-                let mut members = Vec::with_capacity(*len as usize);
+                // The members' key slots, sorted by key (on the stack for most objects).
+                let mut few = [0usize; 16];
+                let mut many = Vec::new();
+                let members: &mut [usize] = if *len as usize <= few.len() {
+                    &mut few[..*len as usize]
+                } else {
+                    many.resize(*len as usize, 0);
+                    &mut many
+                };
                 let mut i = at + 1;
-                while i < *end as usize {
-                    members.push(i);
+                for member in members.iter_mut() {
+                    *member = i;
                     i = skip(slots, i + 1);
                 }
-                members.sort_by(|a, b| key(slots, *a).cmp(key(slots, *b)));
+                members.sort_unstable_by(|a, b| key(slots, *a).cmp(key(slots, *b)));
                 let mut map = serializer.serialize_map(Some(members.len()))?;
-                for i in members {
+                for &i in members.iter() {
                     map.serialize_entry(&**key(slots, i), &InValueOrder(slots, i + 1))?;
                 }
                 map.end()
