@@ -30,6 +30,13 @@
 //! The JSON Schema validator is the authority: typify cannot express every rule (constants,
 //! conditional rules, integer bounds), so a value of a generated type is not proof of validity;
 //! [`encode`] is.
+//!
+//! How [`encode`] and [`decode`] stay fast with the schema as the authority: each validates a
+//! flat document (parsed from the bytes, or serialized from the message) instead of building a
+//! `serde_json::Value`, and only when that path says "valid" is its result returned; every
+//! refusal, and every error's text, comes from the reference path (parse to `Value`, validate,
+//! deserialize; or `to_value`, validate, serialize). `tests/differential.rs` checks the two
+//! against each other; BENCHMARKS.md has what each costs next to plain serde.
 
 mod codec;
 mod contract;
