@@ -337,7 +337,7 @@ impl serde::Serialize for InValueOrder<'_, '_> {
                 }
                 seq.end()
             }
-            Slot::Object { end, len } => {
+            Slot::Object { len, .. } => {
                 // The members' key slots, sorted by key (on the stack for most objects).
                 let mut few = [0usize; 16];
                 let mut many = Vec::new();
