@@ -34,6 +34,10 @@ fn bench_contract<T: Contract>(c: &mut Criterion) {
     group.bench_function("serde_json::to_vec", |b| {
         b.iter(|| serde_json::to_vec(black_box(&typed)).unwrap())
     });
+    // What `encode` builds before validating: the floor of any encode that validates a `Value`.
+    group.bench_function("serde_json::to_value", |b| {
+        b.iter(|| serde_json::to_value(black_box(&typed)).unwrap())
+    });
     group.bench_function("contracts::encode", |b| {
         b.iter(|| contracts::encode(black_box(&typed)).unwrap())
     });

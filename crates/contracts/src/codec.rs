@@ -1,11 +1,51 @@
 //! `encode` and `decode`: the only way a message becomes bytes or comes back from them.
+//!
+//! Each has two paths with one meaning. The reference path is the definition: `decode` parses
+//! the bytes into a [`Value`], validates it with the compiled schema, normalizes whole floats
+//! ([`integral_floats_to_integers`]) and deserializes the type from it; `encode` builds the
+//! message's `Value`, validates it and serializes it. The fast path does the same work on a flat
+//! document ([`crate::tape`]) instead of a `Value` (for `decode` borrowing its strings from the
+//! bytes), and may only answer "valid, and here is the result": whenever it cannot (the message
+//! is invalid, does not fit the type, repeats a key, which a `Value` resolves last-wins, or, for
+//! `encode`, serializes its keys in another order than a `Value` would write them), the
+//! reference path runs and its answer, error text included, is the one returned. So what is
+//! accepted, what is refused, every error and every encoded byte are the reference path's;
+//! `tests/differential.rs` checks that the fast paths agree with it on generated and mutated
+//! messages of every contract.
 
-use serde_json::Value;
+use serde_json::{Number, Value};
 
+use crate::tape::Document;
 use crate::{Contract, ContractError};
 
 /// Serializes `message` and validates it against its schema; nothing invalid gets out.
 pub fn encode<T: Contract>(message: &T) -> Result<Vec<u8>, ContractError> {
+    if let Some(bytes) = encode_fast(message) {
+        return Ok(bytes);
+    }
+    encode_reference(message)
+}
+
+/// The fast path of [`encode`]: the message's flat document validated, then the message
+/// serialized directly, which writes the reference path's bytes exactly when every object's
+/// keys come in the order a `Value` keeps them (checked while the document is built), or else
+/// the document written in that order. `None` when the reference path must decide.
+#[doc(hidden)]
+pub fn encode_fast<T: Contract>(message: &T) -> Option<Vec<u8>> {
+    let (document, in_order) = Document::of(message).ok()?;
+    if !document.mirrors_value() || !T::validator().is_valid_document(&document) {
+        return None;
+    }
+    if in_order {
+        serde_json::to_vec(message).ok()
+    } else {
+        serde_json::to_vec(&document.in_value_order()).ok()
+    }
+}
+
+/// [`encode`] by its definition: the message's `Value`, validated, then serialized.
+#[doc(hidden)]
+pub fn encode_reference<T: Contract>(message: &T) -> Result<Vec<u8>, ContractError> {
     let value = to_value(message)?;
     serde_json::to_vec(&value).map_err(|source| ContractError::Type {
         contract: T::INFO.name,
@@ -25,6 +65,26 @@ pub fn to_value<T: Contract>(message: &T) -> Result<Value, ContractError> {
 
 /// Parses `bytes`, validates them against the schema of `T`, then deserializes.
 pub fn decode<T: Contract>(bytes: &[u8]) -> Result<T, ContractError> {
+    if let Some(message) = decode_fast(bytes) {
+        return Ok(message);
+    }
+    decode_reference(bytes)
+}
+
+/// The fast path of [`decode`]: the bytes parsed once into a flat document, validated, and the
+/// type read from it. `None` when the reference path must decide.
+#[doc(hidden)]
+pub fn decode_fast<T: Contract>(bytes: &[u8]) -> Option<T> {
+    let document = Document::parse(bytes).ok()?;
+    if !document.mirrors_value() || !T::validator().is_valid_document(&document) {
+        return None;
+    }
+    document.deserialize().ok()
+}
+
+/// [`decode`] by its definition: parse into a `Value`, validate, normalize, deserialize.
+#[doc(hidden)]
+pub fn decode_reference<T: Contract>(bytes: &[u8]) -> Result<T, ContractError> {
     let value: Value = serde_json::from_slice(bytes).map_err(|source| ContractError::NotJson {
         contract: T::INFO.name,
         source,
@@ -47,22 +107,27 @@ pub fn decode_value<T: Contract>(mut value: Value) -> Result<T, ContractError> {
 /// send it and the schema accepts it; serde's integer types do not. Every float with no fractional
 /// part that an `f64` holds exactly becomes an integer, which `f64` fields accept as well.
 pub fn integral_floats_to_integers(value: &mut Value) {
-    const EXACT_IN_F64: f64 = 9_007_199_254_740_992.0; // 2^53
     match value {
-        Value::Number(number) if number.is_f64() => {
-            let Some(float) = number.as_f64() else { return };
-            if float.fract() != 0.0 || float.abs() > EXACT_IN_F64 {
-                return;
-            }
-            *number = if float >= 0.0 {
-                serde_json::Number::from(float as u64)
-            } else {
-                serde_json::Number::from(float as i64)
-            };
-        }
+        Value::Number(number) if number.is_f64() => *number = integral(number),
         Value::Array(items) => items.iter_mut().for_each(integral_floats_to_integers),
         Value::Object(fields) => fields.values_mut().for_each(integral_floats_to_integers),
         _ => {}
+    }
+}
+
+/// One number as [`integral_floats_to_integers`] leaves it (shared with the fast path, so the
+/// two cannot drift apart).
+pub(crate) fn integral(number: &Number) -> Number {
+    const EXACT_IN_F64: f64 = 9_007_199_254_740_992.0; // 2^53
+    match number.as_f64() {
+        Some(float) if number.is_f64() && float.fract() == 0.0 && float.abs() <= EXACT_IN_F64 => {
+            if float >= 0.0 {
+                Number::from(float as u64)
+            } else {
+                Number::from(float as i64)
+            }
+        }
+        _ => number.clone(),
     }
 }
 

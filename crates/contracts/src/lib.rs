@@ -30,11 +30,19 @@
 //! The JSON Schema validator is the authority: typify cannot express every rule (constants,
 //! conditional rules, integer bounds), so a value of a generated type is not proof of validity;
 //! [`encode`] is.
+//!
+//! How [`encode`] and [`decode`] stay fast with the schema as the authority: each validates a
+//! flat document (parsed from the bytes, or serialized from the message) instead of building a
+//! `serde_json::Value`, and only when that path says "valid" is its result returned; every
+//! refusal, and every error's text, comes from the reference path (parse to `Value`, validate,
+//! deserialize; or `to_value`, validate, serialize). `tests/differential.rs` checks the two
+//! against each other; BENCHMARKS.md has what each costs next to plain serde.
 
 mod codec;
 mod contract;
 mod error;
 mod key_values;
+mod tape;
 mod timestamp;
 mod validation;
 
@@ -56,6 +64,8 @@ pub mod runtime;
 pub mod signing;
 
 pub use codec::{decode, decode_value, encode, integral_floats_to_integers, parse_field, to_value};
+#[doc(hidden)]
+pub use codec::{decode_fast, decode_reference, encode_fast, encode_reference};
 pub use contract::{
     nats_password_var, variable_stem, Bucket, BucketInfo, BucketKind, ConsumerInfo, Consumes,
     Contract, ContractInfo, IdentityInfo, KeyInfo, KeyValue, KeyValueBucket, ObjectStoreBucket,

@@ -2,16 +2,31 @@
 
 use serde_json::Value;
 
+use crate::tape::{Document, Tape};
 use crate::timestamp::{parse_supported, TimestampError, DATE_TIME_RANGE_RULE};
 use crate::{ContractError, ContractInfo, Violation};
 
 /// Longest offending value quoted in an error; longer ones are cut.
 const MAX_QUOTED_VALUE: usize = 120;
 
-/// A compiled contract schema.
+/// A contract schema compiled twice with the same options: for [`serde_json::Value`] instances
+/// (the reference: every error is built from it) and for the codec's flat documents
+/// ([`crate::tape`], the fast "is it valid" of `decode` and `encode`).
 pub struct Validator {
     info: &'static ContractInfo,
     compiled: jsonschema::Validator,
+    on_tape: jsonschema::Validator<Tape>,
+}
+
+/// The options of both compilations: formats checked, `date-time` by [`parse_supported`].
+fn options<F: jsonschema::json::Json>(
+    options: jsonschema::ValidationOptions<'_, std::sync::Arc<dyn jsonschema::Retrieve>, F>,
+) -> jsonschema::ValidationOptions<'_, std::sync::Arc<dyn jsonschema::Retrieve>, F> {
+    options
+        .should_validate_formats(true)
+        .with_format("date-time", |text: &str| {
+            crate::timestamp::parse_supported(text).is_ok()
+        })
 }
 
 impl Validator {
@@ -20,16 +35,25 @@ impl Validator {
     pub fn compile(info: &'static ContractInfo) -> Self {
         let schema: Value = serde_json::from_str(info.schema)
             .unwrap_or_else(|e| panic!("embedded schema {} is not JSON: {e}", info.schema_path));
-        let compiled = jsonschema::options()
-            .should_validate_formats(true)
-            .with_format("date-time", |text: &str| {
-                crate::timestamp::parse_supported(text).is_ok()
-            })
+        let fail = |e: jsonschema::ValidationError<'_>| -> ! {
+            panic!("embedded schema {} does not compile: {e}", info.schema_path)
+        };
+        let compiled = options(jsonschema::options())
             .build(&schema)
-            .unwrap_or_else(|e| {
-                panic!("embedded schema {} does not compile: {e}", info.schema_path)
-            });
-        Self { info, compiled }
+            .unwrap_or_else(|e| fail(e));
+        let on_tape = options(jsonschema::options_for::<Tape>())
+            .build(&schema)
+            .unwrap_or_else(|e| fail(e));
+        Self {
+            info,
+            compiled,
+            on_tape,
+        }
+    }
+
+    /// Whether the document is valid, as [`Validator::validate`] would say of its `Value`.
+    pub(crate) fn is_valid_document(&self, document: &Document<'_>) -> bool {
+        self.on_tape.is_valid(document.root())
     }
 
     /// Checks `value` against the schema; on failure, lists every broken rule.
