@@ -563,8 +563,8 @@ impl Brain {
                         tracing::warn!(%key, %why, "could not replay an expiry")
                     }
                 }
-            } else if outbox.created_at.saturating_add(time::Duration::DAY) < now {
-                // Its message was acknowledged before the outbox could be deleted.
+            } else if outbox.created_at.saturating_add(OUTBOX_KEPT) < now {
+                // Its message was acknowledged long ago: no delivery of it can come any more.
                 self.store.delete(&key).await?;
             }
         }
@@ -764,15 +764,12 @@ impl Brain {
         match result {
             Ok(outbox) => {
                 self.note(&outbox);
-                match delivery.ack().await {
-                    Ok(()) => {
-                        if let Err(e) = self.store.delete(key).await {
-                            tracing::warn!(%key, error = %e, "could not delete a finished outbox (pruned later)");
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(%subject, sequence, error = %e, "could not acknowledge; the redelivery replays the same effects")
-                    }
+                // The outbox stays after the ack (pruned by the rescan after OUTBOX_KEPT): on a
+                // cluster a confirmed ack can still be lost with the node that confirmed it, and
+                // the message then comes again. It must replay these effects, same ids, not
+                // decide again (a new decision would carry a new action: a second restart).
+                if let Err(e) = delivery.ack().await {
+                    tracing::warn!(%subject, sequence, %key, error = %e, "could not acknowledge; the redelivery replays the same effects")
                 }
             }
             Err(Failure::Conflict(why)) => {
@@ -791,6 +788,11 @@ impl Brain {
         }
     }
 }
+
+/// How long a handled message's outbox is kept: longer than the message could still be
+/// delivered again (ack wait × deliveries, with the retry delays), so a delivery after a lost
+/// acknowledgement replays the stored effects instead of deciding again.
+const OUTBOX_KEPT: time::Duration = time::Duration::HOUR;
 
 async fn receive_failed(e: BusError) {
     tracing::error!(error = %e, "receiving failed; retrying");
