@@ -240,10 +240,14 @@ async fn admin(server: &NatsServer) -> jetstream::Context {
     )
 }
 
-/// Raw JetStream: publish N payloads, a responder republishes each and acks it (confirmed),
-/// the sender reads N answers.
-async fn raw_round_trips(js: &jetstream::Context, payloads: &[Vec<u8>], run: usize) -> Duration {
-    let (input, output) = (format!("BENCH_IN_{run}"), format!("BENCH_OUT_{run}"));
+/// Two file-storage streams `<prefix>_IN_<run>` and `<prefix>_OUT_<run>`: their names, then their
+/// subjects.
+async fn in_and_out(
+    js: &jetstream::Context,
+    prefix: &str,
+    run: usize,
+) -> (String, String, String, String) {
+    let (input, output) = (format!("{prefix}_IN_{run}"), format!("{prefix}_OUT_{run}"));
     for name in [&input, &output] {
         js.create_stream(stream::Config {
             name: name.clone(),
@@ -256,6 +260,13 @@ async fn raw_round_trips(js: &jetstream::Context, payloads: &[Vec<u8>], run: usi
     }
     let in_subject = format!("bench.{}", input.to_lowercase());
     let out_subject = format!("bench.{}", output.to_lowercase());
+    (input, output, in_subject, out_subject)
+}
+
+/// Raw JetStream: publish N payloads, a responder republishes each and acks it (confirmed),
+/// the sender reads N answers.
+async fn raw_round_trips(js: &jetstream::Context, payloads: &[Vec<u8>], run: usize) -> Duration {
+    let (input, output, in_subject, out_subject) = in_and_out(js, "BENCH", run).await;
     let responder = {
         let js = js.clone();
         let consumer = js
@@ -362,19 +373,7 @@ async fn raw_backlog(
     run: usize,
     batch: usize,
 ) -> Duration {
-    let (input, output) = (format!("BACKLOG_IN_{run}"), format!("BACKLOG_OUT_{run}"));
-    for name in [&input, &output] {
-        js.create_stream(stream::Config {
-            name: name.clone(),
-            subjects: vec![format!("bench.{}", name.to_lowercase())],
-            storage: stream::StorageType::File,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    }
-    let in_subject = format!("bench.{}", input.to_lowercase());
-    let out_subject = format!("bench.{}", output.to_lowercase());
+    let (input, _, in_subject, out_subject) = in_and_out(js, "BACKLOG", run).await;
     // Loaded 256 in flight at a time (the client bounds the acks it waits for).
     for chunk in payloads.chunks(256) {
         let mut acks = Vec::with_capacity(chunk.len());
