@@ -752,7 +752,8 @@ impl Brain {
         }
     }
 
-    /// Settles `delivery` after its handling: ack (then forget the outbox), nak or reject.
+    /// Settles `delivery` after its handling: ack (the outbox stays, see `OUTBOX_KEPT`), nak or
+    /// reject.
     async fn finish<T>(
         &mut self,
         delivery: Delivery<T>,

@@ -13,9 +13,10 @@
 //!
 //! Every message brain handles goes through an outbox: the effects (messages to publish, with
 //! their ids) and state changes are decided once and stored under a key derived from the
-//! message (its stream sequence), then applied, then published, then the message is acked and
-//! the outbox deleted. A redelivery after a crash finds the outbox and replays exactly the same
-//! effects (the server drops re-published ids within its duplicate window; commander is
+//! message (its stream sequence), then applied, then published, then the message is acked; the
+//! outbox stays an hour more (a confirmed ack can be lost with a cluster node, and the message
+//! come again) and the rescan prunes it. A redelivery after a crash or a lost ack finds the
+//! outbox and replays exactly the same effects (the server drops re-published ids within its duplicate window; commander is
 //! idempotent per action id), so nothing is lost or done twice. State changes are idempotent;
 //! the first one of an outbox is conditional on the revision brain decided with, so two
 //! instances cannot both act on stale state.
