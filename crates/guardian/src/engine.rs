@@ -155,6 +155,15 @@ pub struct Change {
     pub forget: Vec<Uuid>,
 }
 
+impl Change {
+    /// A new incident gets a random id, so it must be stored before it is published (a retry
+    /// would otherwise open it again under another id). Every other change is rebuilt
+    /// identically from the stored state, so it is published first and stored after.
+    pub fn opens_incident(&self) -> bool {
+        self.kind == ChangeKind::Opened
+    }
+}
+
 /// One rule's share of handling an event.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {

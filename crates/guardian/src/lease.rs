@@ -14,8 +14,6 @@
 //! itself. A holder that stops cleanly deletes the lease, so a standby takes over at its next
 //! poll.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use contracts::buckets::GuardianState;
@@ -55,23 +53,6 @@ pub struct Lease {
     ttl: Duration,
     revision: u64,
     renewal_started: Instant,
-    latest: LeaseRevision,
-}
-
-/// The bucket revision of the lease as this instance last wrote it (0: no lease), shared with
-/// whoever must read a state at least that recent (see [`crate::store::StateStore::load_since`]).
-#[derive(Debug, Clone, Default)]
-pub struct LeaseRevision(Arc<AtomicU64>);
-
-impl LeaseRevision {
-    /// The last revision written.
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Acquire)
-    }
-
-    fn set(&self, revision: u64) {
-        self.0.store(revision, Ordering::Release);
-    }
 }
 
 impl Lease {
@@ -84,26 +65,22 @@ impl Lease {
             let started = Instant::now();
             if let Some(revision) = try_take(&kv, &value, &mut standby, ttl).await {
                 tracing::info!(%holder, "holding the lease: this guardian is the active one");
-                let latest = LeaseRevision::default();
-                latest.set(revision);
                 return Self {
                     kv,
                     holder,
                     ttl,
                     revision,
                     renewal_started: started,
-                    latest,
                 };
             }
             tokio::time::sleep(ttl / 4).await;
         }
     }
 
-    /// The revision of this instance's lease, kept current while it is renewed: a state this
-    /// instance reads must be at least that recent (see
-    /// [`crate::store::StateStore::load_since`]).
-    pub fn revision(&self) -> LeaseRevision {
-        self.latest.clone()
+    /// The bucket revision of this instance's lease when it took it: the state it starts from
+    /// must be at least that recent (see [`crate::store::StateStore::load_since`]).
+    pub fn revision(&self) -> u64 {
+        self.revision
     }
 
     /// Keeps the lease renewed in the background until [`LeaseKeeper::release`]; when it cannot,
@@ -141,13 +118,11 @@ impl Lease {
             match tokio::time::timeout_at(fence_at, renewal).await {
                 Ok(Ok(revision)) => {
                     self.revision = revision;
-                    self.latest.set(revision);
                     self.renewal_started = started;
                 }
                 Ok(Err(e)) if e.is_conflict() => match self.reclaim(&value).await {
                     Ok(revision) => {
                         self.revision = revision;
-                        self.latest.set(revision);
                         self.renewal_started = started;
                     }
                     Err(holder) => {

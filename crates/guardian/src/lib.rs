@@ -15,8 +15,7 @@
 //! - [`incident`] — how each incident version is built (tags, description, timestamps). Pure.
 //! - [`seen`] — the bounded set of handled event ids. Pure.
 //! - [`store`] — the state in the JetStream key-value bucket `guardian_state`.
-//! - [`batch`] — what a batch of handled messages must make durable, coalesced by key. Pure.
-//! - [`service`] — the loop: take a batch, plan it in memory, store, publish, acknowledge.
+//! - [`service`] — the loop: consume, plan, store, publish, acknowledge.
 //!
 //! # Correlation
 //!
@@ -94,7 +93,6 @@
 //! instances contend for a lease in the bucket, and the others wait as standbys that take over
 //! `lease.ttl_s` (plus up to a quarter of it) after the active one stops renewing (see [`lease`]).
 
-pub mod batch;
 pub mod config;
 pub mod engine;
 pub mod incident;

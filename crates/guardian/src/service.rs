@@ -1,53 +1,46 @@
 //! The service loop: events and acknowledgements in, incidents out, state in the bucket.
 //!
-//! Messages are handled in batches: what is ready (up to `consumer.batch` messages) is taken
-//! at once, each message is planned and applied in memory in the order it arrived (so the
-//! engine never sees two changes to one group at once), and its effects are collected in a
-//! [`Batch`] — the last record of every key, the incident versions in order. Then the batch is
-//! made durable as a whole: all records written at once, then the versions published in order
-//! (sent together, confirmed together), then the records of closed groups deleted, and only then
-//! are the batch's messages acknowledged. So a busy guardian pays a few round trips per batch,
-//! not per message.
+//! Messages are handled one at a time, in the order they arrive, so the engine never sees two
+//! changes to one group at once. Each message is acknowledged only after its effects are done
+//! (state stored, incident versions published); on a transient failure it is handed back with a
+//! delay (`nak`). Memory follows the bucket: a change is applied in memory once it is stored,
+//! never before, so a retry plans from what the bucket holds. The order of the effects of one change:
 //!
-//! Memory runs ahead of the bucket only within a batch: if any write or publish of a batch
-//! fails, its messages are handed back with a delay (`nak`) and the engine is restored from the
-//! bucket, exactly as a restart would (the same code), so the retries are planned from what is
-//! stored. A version is never published before the state that contains it is stored: otherwise
-//! a crash between the two, followed by another event of the group before the redelivery, would
-//! publish a next version built on the older state, one that drops an event the previous version
-//! listed. A redelivered message whose change is already stored publishes the version it caused
-//! again (the server drops a second copy as a duplicate); if another event changed the group
-//! first, the later version, which lists this event too, is the one published.
+//! - a group that opens or changes: store the group (which fixes the random incident id of a
+//!   new incident), apply it in memory, then publish the version. A version is never published
+//!   before the state that contains it is stored: otherwise a crash (or a failed write) between
+//!   the two, followed by another event of the group before the redelivery, would publish a
+//!   next version built on the older state — one that drops an event the previous version
+//!   listed. If the publish fails or guardian dies before it, the redelivered message finds its
+//!   change stored ("already applied") and publishes the version it caused again (the server
+//!   drops a second copy as a duplicate); if another event changed the group first, that later
+//!   version, which lists this event too, is the one published;
+//! - a group that ends with a last version (resolved): record the closing, publish, then
+//!   remember the group's event ids in the seen set and delete the record (see `close`);
+//! - a group that ends silently (cleared, expired): remember its event ids, delete its record.
 //!
-//! A group that ends with a last version (resolved) leaves a *closing* record in its batch: the
-//! version is published after the record is written, the record deleted after the version is
-//! out; the next start finishes a closing left half done, and no event joins a closed incident
-//! meanwhile. A change of a group closed in the current batch waits for the next batch (the
-//! current one is flushed first). A group that ends silently (cleared, expired, evicted) has its
-//! record deleted; its event ids move to the seen set in the same batch.
-//!
-//! Each message is planned through [`contracts::bus::isolate`]: a panic while planning one
+//! Each message is handled through [`contracts::bus::isolate`]: a panic while handling one
 //! message is logged, the message is handed back (and dead-lettered as `handler_panicked` after
-//! its last delivery), the rest of its batch is handed back too, and the engine is restored from
-//! the bucket, since the panic may have left half a change in memory. Then guardian goes on.
+//! its last delivery), and guardian goes on. Nothing of a panicked message is committed to the
+//! engine unless its effects were made durable first, so its redelivery plans it again.
 //!
 //! A group's record is the durable proof that its events were handled; the seen set
 //! (`seen.*`) takes over when the record goes, and also holds relevant events no group keeps
-//! (a resolving event).
+//! (a resolving event: remembered after its group is deleted). Then the message is
+//! acknowledged. A redelivered message that the stored state already contains re-publishes the
+//! version it caused (the crash may have come between storing and publishing).
 
 use std::future::Future;
 use std::time::Duration;
 
 use contracts::bus::{isolate, Bus, BusError, Delivery, Either, SubscribeOptions};
 use contracts::services::Guardian as GuardianIdentity;
-use contracts::{Event, IncidentAcknowledgement};
-use futures::FutureExt;
+use contracts::{Event, Incident, IncidentAcknowledgement};
 use time::OffsetDateTime;
 
-use crate::batch::{Batch, Write};
 use crate::config::{ConsumerSettings, GuardianConfig};
-use crate::engine::{AckPlan, Change, ChangeKind, Engine, EventPlan, Stats, Step};
-use crate::lease::{self, Lease, LeaseError, LeaseRevision};
+use crate::engine::{AckPlan, Change, ChangeKind, Engine, Stats, Step};
+use crate::lease::{self, Lease, LeaseError};
 use crate::store::{Closing, StateStore, StoreError};
 
 /// Longest delay before a failed message is retried.
@@ -66,7 +59,7 @@ pub enum ServiceError {
     Lease(#[from] LeaseError),
 }
 
-/// Why a batch could not be made durable now (its messages are retried).
+/// Why one message could not be handled now (it is retried).
 #[derive(Debug, thiserror::Error)]
 enum Transient {
     #[error(transparent)]
@@ -75,22 +68,12 @@ enum Transient {
     Publish(#[from] BusError),
 }
 
-/// A message taken into the current batch, acknowledged once the batch is durable.
-type Taken = Either<Event, IncidentAcknowledgement>;
-
 /// A running guardian: its bus connection, its bucket and its engine.
 pub struct Guardian {
     bus: Bus<GuardianIdentity>,
     store: StateStore,
     engine: Engine,
-    config: GuardianConfig,
-    /// The lease as this instance last wrote it: a restored state must hold it (see
-    /// [`StateStore::load_since`]).
-    lease: LeaseRevision,
-    batch: Batch,
-    taken: Vec<Taken>,
-    /// Set when the state could not be restored after a failed batch: the loop stops with it.
-    unrestorable: Option<ServiceError>,
+    settings: ConsumerSettings,
 }
 
 impl Guardian {
@@ -100,29 +83,59 @@ impl Guardian {
         bus: Bus<GuardianIdentity>,
         config: &GuardianConfig,
     ) -> Result<Self, ServiceError> {
-        Self::start_holding(bus, config, LeaseRevision::default()).await
+        Self::start_since(bus, config, 0).await
     }
 
-    /// [`Guardian::start`] for the holder of the lease `lease`: every state it restores (at
-    /// start, and after a batch failed) is read from a bucket copy that holds its latest lease
-    /// write (see [`StateStore::load_since`]).
-    pub async fn start_holding(
+    /// [`Guardian::start`] from a state at least as recent as bucket revision `written` (the
+    /// lease this instance took; see [`StateStore::load_since`]).
+    pub async fn start_since(
         bus: Bus<GuardianIdentity>,
         config: &GuardianConfig,
-        lease: LeaseRevision,
+        written: u64,
     ) -> Result<Self, ServiceError> {
         let store = StateStore::open(&bus).await?;
-        let engine = restore(&bus, &store, config, &lease).await?;
-        Ok(Self {
+        let snapshot = store.load_since(written).await?;
+        for (key, why) in &snapshot.unreadable {
+            tracing::warn!(key, reason = %why, "skipping a record of the state bucket guardian cannot read");
+        }
+        let now = OffsetDateTime::now_utc();
+        let mut engine = Engine::new(config.rules.clone(), config.limits);
+        let snapshot_closings = snapshot.closings;
+        let report = engine.restore(snapshot.groups, snapshot.seen, now);
+        for key in &report.seen.stale_keys {
+            store.delete(key).await?;
+        }
+        for (id, at_ms) in report.seen.reinsert {
+            let write = engine.plan_seen_at(id, at_ms);
+            store.put_seen(&write).await?;
+            engine.commit_seen(write);
+        }
+        for evicted in &report.evicted {
+            tracing::warn!(group = %evicted.key, incident_id = ?evicted.incident_id, "limits.max_groups is lower than the stored state: forgetting the least recently updated group");
+            store.delete(&evicted.storage_key).await?;
+        }
+        let mut service = Self {
             bus,
             store,
             engine,
-            config: config.clone(),
-            lease,
-            batch: Batch::default(),
-            taken: Vec::new(),
-            unrestorable: None,
-        })
+            settings: config.consumer.clone(),
+        };
+        for closing in &snapshot_closings {
+            // Its last version may never have gone out: publish it (again) before anything else.
+            service.publish(&closing.version).await?;
+            service.finish_closing(closing).await?;
+            tracing::info!(key = closing.key, incident_id = %closing.version.incident_id, "finished closing an incident left half done by the previous instance");
+        }
+        for orphan in &report.orphans {
+            tracing::warn!(group = %orphan, "stored group of a rule that is no longer configured: kept for acknowledgements, no event will join it");
+        }
+        tracing::info!(
+            groups = service.engine.group_count(),
+            incidents = service.engine.incident_count(),
+            seen_event_ids = service.engine.seen().len(),
+            "state restored from the `guardian_state` bucket"
+        );
+        Ok(service)
     }
 
     /// The engine (for inspection).
@@ -130,12 +143,11 @@ impl Guardian {
         &self.engine
     }
 
-    /// Consumes events and acknowledgements until `shutdown` resolves; the batch being handled
-    /// then is finished (its effects done and acknowledged) before this returns. Messages
-    /// pulled but not started are redelivered after the ack wait.
+    /// Consumes events and acknowledgements until `shutdown` resolves; the message being
+    /// handled then is finished (its effects done and acknowledged) before this returns.
+    /// Messages pulled but not started are redelivered after the ack wait.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<Stats, ServiceError> {
-        let settings = self.config.consumer.clone();
-        let options = subscribe_options(&settings);
+        let options = subscribe_options(&self.settings);
         let mut incoming = self
             .bus
             .subscribe_either::<Event, IncidentAcknowledgement>(options.clone(), options)
@@ -144,7 +156,7 @@ impl Guardian {
             rules = self.engine.rules().len(),
             "guardian consuming orion.event.v1 and orion.incident_acknowledgement.v1"
         );
-        let mut tick = tokio::time::interval(settings.tick);
+        let mut tick = tokio::time::interval(self.settings.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         tokio::pin!(shutdown);
         loop {
@@ -158,25 +170,15 @@ impl Guardian {
                         tracing::error!(error = %e, "receiving messages failed; retrying");
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
-                    Some(Ok(first)) => {
-                        self.take(first).await;
-                        // Whatever else is ready joins the batch, without waiting for more.
-                        while self.taken.len() < settings.batch {
-                            match incoming.next().now_or_never() {
-                                Some(Some(Ok(next))) => self.take(next).await,
-                                Some(Some(Err(e))) => {
-                                    tracing::error!(error = %e, "receiving messages failed; retrying");
-                                    break;
-                                }
-                                Some(None) | None => break,
-                            }
-                        }
-                        self.flush().await;
+                    Some(Ok(Either::First(delivery))) => {
+                        let retry = self.settings.retry_delay;
+                        let _ = isolate(delivery, retry, |d| self.on_event(d)).await;
+                    }
+                    Some(Ok(Either::Second(delivery))) => {
+                        let retry = self.settings.retry_delay;
+                        let _ = isolate(delivery, retry, |d| self.on_acknowledgement(d)).await;
                     }
                 }
-            }
-            if let Some(error) = self.unrestorable.take() {
-                return Err(error);
             }
         }
         drop(incoming);
@@ -185,61 +187,27 @@ impl Guardian {
         Ok(stats)
     }
 
-    /// Plans one message into the batch; a panic hands the whole batch back.
-    async fn take(&mut self, message: Taken) {
-        if self.unrestorable.is_some() {
-            // Memory no longer follows the bucket: plan nothing more from it.
-            let why = "guardian is stopping: its state could not be restored";
-            hand_back(message, why, &self.config.consumer).await;
-            return;
-        }
-        let retry = self.config.consumer.retry_delay;
-        let planned = match message {
-            Either::First(delivery) => isolate(delivery, retry, |d| self.take_event(d)).await,
-            Either::Second(delivery) => {
-                isolate(delivery, retry, |d| self.take_acknowledgement(d)).await
-            }
-        };
-        if planned.is_err() {
-            // The panic may have left half a change in memory: start again from the bucket.
-            self.abandon("a message of the batch panicked its handler")
-                .await;
-        }
+    async fn on_event(&mut self, delivery: Delivery<Event>) {
+        let redelivered = delivery.delivery_attempt() > 1;
+        let outcome = self
+            .handle_event(delivery.message(), redelivered, OffsetDateTime::now_utc())
+            .await;
+        settle(delivery, outcome, &self.settings).await;
     }
 
-    async fn take_event(&mut self, delivery: Delivery<Event>) {
-        let now = OffsetDateTime::now_utc();
-        let redelivered = delivery.delivery_attempt() > 1;
-        let event = delivery.message();
+    async fn handle_event(
+        &mut self,
+        event: &Event,
+        redelivered: bool,
+        now: OffsetDateTime,
+    ) -> Result<(), Transient> {
         let event_id = event.event_id;
         if self.engine.is_duplicate(&event_id) {
             self.engine.note_duplicate();
             tracing::debug!(%event_id, redelivered, "duplicate event ignored");
-            self.taken.push(Either::First(delivery));
-            return;
+            return Ok(());
         }
         let plan = self.engine.plan_event(event, now);
-        if self.changes_a_closed_group(&plan.steps) && !self.flush().await {
-            hand_back(
-                Either::First(delivery),
-                "the batch before it failed",
-                &self.config.consumer,
-            )
-            .await;
-            return;
-        }
-        self.stage_event(event_id, plan, redelivered, now);
-        self.taken.push(Either::First(delivery));
-    }
-
-    /// Applies an event's plan in memory and collects its effects.
-    fn stage_event(
-        &mut self,
-        event_id: uuid::Uuid,
-        plan: EventPlan,
-        redelivered: bool,
-        now: OffsetDateTime,
-    ) {
         if plan.is_duplicate() {
             self.engine.note_duplicate();
             tracing::debug!(%event_id, redelivered, "duplicate event ignored");
@@ -252,112 +220,35 @@ impl Guardian {
                 Step::AlreadyApplied { key, republish } => {
                     if let (true, Some(version)) = (redelivered, republish) {
                         tracing::info!(%event_id, group = %key, "redelivered event caused the current version: publishing it again");
-                        self.batch.publish(version);
+                        self.publish(&version).await?;
                     }
                 }
-                Step::Change(change) => self.stage(*change, now),
+                Step::Change(change) => self.apply(*change).await?,
             }
         }
         if plan.remember {
-            self.stage_remember(&[event_id], now);
+            self.remember(&[event_id], now).await?;
         }
+        Ok(())
     }
 
-    async fn take_acknowledgement(&mut self, delivery: Delivery<IncidentAcknowledgement>) {
-        let redelivered = delivery.delivery_attempt() > 1;
-        let ack = delivery.message();
-        let incident_id = ack.incident_id;
-        match self.engine.plan_acknowledgement(ack) {
-            AckPlan::Unknown => {
-                tracing::info!(%incident_id, acknowledgement_id = %ack.acknowledgement_id, "acknowledgement of an incident that is not open (unknown or resolved): nothing to do");
-            }
-            AckPlan::AlreadyAcknowledged => {
-                tracing::info!(%incident_id, acknowledgement_id = %ack.acknowledgement_id, "incident already acknowledged");
-            }
-            AckPlan::AlreadyApplied { republish } => {
-                if redelivered {
-                    self.batch.publish(republish);
-                }
-            }
-            AckPlan::Change(change) => {
-                if self.batch.closes(&change.key.storage_key()) && !self.flush().await {
-                    hand_back(
-                        Either::Second(delivery),
-                        "the batch before it failed",
-                        &self.config.consumer,
-                    )
-                    .await;
-                    return;
-                }
-                self.stage(*change, OffsetDateTime::now_utc());
-            }
-        }
-        self.taken.push(Either::Second(delivery));
-    }
-
-    /// Whether a plan changes a group closed in the current batch.
-    fn changes_a_closed_group(&self, steps: &[Step]) -> bool {
-        steps.iter().any(|step| match step {
-            Step::Change(change) => self.batch.closes(&change.key.storage_key()),
-            _ => false,
-        })
-    }
-
-    /// Quiet incidents resolve, counted events past their window and old seen ids go.
-    async fn on_tick(&mut self, now: OffsetDateTime) {
-        if self.unrestorable.is_some() || !self.flush().await {
-            return;
-        }
-        let (keys, expired) = self.engine.expire_seen(now);
-        if expired > 0 {
-            tracing::debug!(expired, "seen event ids outlived limits.seen_ttl_s");
-        }
-        for key in keys {
-            self.batch.write(key, Write::Delete);
-        }
-        for change in self.engine.plan_expiry(now) {
-            self.stage(change, now);
-        }
-        self.flush().await;
-    }
-
-    /// Applies `change` in memory and collects what it must make durable (see the module docs).
-    fn stage(&mut self, change: Change, now: OffsetDateTime) {
-        let key = change.key.storage_key();
-        match (&change.after, &change.emit) {
-            (None, Some(last)) => {
-                let closing = Closing {
-                    key,
-                    version: last.clone(),
-                    forget: change.forget.clone(),
-                };
-                self.stage_remember(&closing.forget, now);
-                self.batch.close(closing);
-            }
-            (Some(group), emit) => {
-                self.batch.write(key, Write::Group(Box::new(group.clone())));
-                if let Some(version) = emit {
-                    self.batch.publish(version.clone());
-                }
-            }
-            (None, None) => {
-                self.stage_remember(&change.forget, now);
-                self.batch.write(key, Write::Delete);
-            }
-        }
-        self.commit(change, now);
-    }
-
-    /// Adds event ids to the seen set, in memory and in the batch.
-    fn stage_remember(&mut self, ids: &[uuid::Uuid], now: OffsetDateTime) {
+    /// Adds event ids to the seen set: written to the bucket first, then applied.
+    async fn remember(
+        &mut self,
+        ids: &[uuid::Uuid],
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
         if ids.is_empty() {
-            return;
+            return Ok(());
         }
-        let mut forgotten = 0;
-        for write in self.engine.plan_seen_many(ids, now) {
-            forgotten += self.engine.commit_seen(write.clone());
-            self.batch.remember(write);
+        let writes = self.engine.plan_seen_many(ids, now);
+        for write in &writes {
+            self.store.put_seen(write).await?;
         }
+        let forgotten: usize = writes
+            .into_iter()
+            .map(|write| self.engine.commit_seen(write))
+            .sum();
         if forgotten > 0 {
             tracing::warn!(
                 forgotten,
@@ -365,10 +256,101 @@ impl Guardian {
                 "forgot the oldest seen event ids to stay within limits.max_seen_event_ids"
             );
         }
+        Ok(())
     }
 
-    /// Applies `change` to the engine's memory; what its limits evict goes in the batch too.
-    fn commit(&mut self, change: Change, now: OffsetDateTime) {
+    async fn on_acknowledgement(&mut self, delivery: Delivery<IncidentAcknowledgement>) {
+        let redelivered = delivery.delivery_attempt() > 1;
+        let ack = delivery.message();
+        let incident_id = ack.incident_id;
+        let outcome = match self.engine.plan_acknowledgement(ack) {
+            AckPlan::Unknown => {
+                tracing::info!(%incident_id, acknowledgement_id = %ack.acknowledgement_id, "acknowledgement of an incident that is not open (unknown or resolved): nothing to do");
+                Ok(())
+            }
+            AckPlan::AlreadyAcknowledged => {
+                tracing::info!(%incident_id, acknowledgement_id = %ack.acknowledgement_id, "incident already acknowledged");
+                Ok(())
+            }
+            AckPlan::AlreadyApplied { republish } => {
+                if redelivered {
+                    self.publish(&republish).await.map_err(Transient::from)
+                } else {
+                    Ok(())
+                }
+            }
+            AckPlan::Change(change) => self.apply(*change).await,
+        };
+        settle(delivery, outcome, &self.settings).await;
+    }
+
+    async fn on_tick(&mut self, now: OffsetDateTime) {
+        for change in self.engine.plan_expiry(now) {
+            if let Err(e) = self.apply(change).await {
+                tracing::warn!(error = %e, "could not apply an expiry; retrying at the next tick");
+                break;
+            }
+        }
+        let (keys, expired) = self.engine.expire_seen(now);
+        if expired > 0 {
+            tracing::debug!(expired, "seen event ids outlived limits.seen_ttl_s");
+        }
+        for key in keys {
+            if let Err(e) = self.store.delete(&key).await {
+                tracing::warn!(key, error = %e, "could not delete an expired chunk of seen ids; it is dropped at the next start");
+            }
+        }
+    }
+
+    /// Makes one change durable in the order described in the module docs, then applies it.
+    async fn apply(&mut self, change: Change) -> Result<(), Transient> {
+        if let (None, Some(last)) = (&change.after, &change.emit) {
+            let closing = Closing {
+                key: change.key.storage_key(),
+                version: last.clone(),
+                forget: change.forget.clone(),
+            };
+            return self.close(change, closing).await;
+        }
+        match &change.after {
+            Some(group) => self.store.put_group(group).await?,
+            None => {
+                self.remember(&change.forget, OffsetDateTime::now_utc())
+                    .await?;
+                self.store.delete(&change.key.storage_key()).await?
+            }
+        }
+        let version = change.emit.clone();
+        self.commit(change).await;
+        if let Some(version) = &version {
+            self.publish(version).await?;
+        }
+        Ok(())
+    }
+
+    /// Ends a group with its last version. The end is on record before the version is
+    /// published; once it is published the group is over in memory too, whatever happens to the
+    /// clean-up after it (a failed clean-up is left on record for the next start): no event
+    /// may join an incident someone has seen resolved.
+    async fn close(&mut self, change: Change, closing: Closing) -> Result<(), Transient> {
+        self.store.put_closing(&closing).await?;
+        self.publish(&closing.version).await?;
+        self.commit(change).await;
+        if let Err(e) = self.finish_closing(&closing).await {
+            tracing::warn!(key = closing.key, error = %e, "the incident is closed, but its clean-up failed; the next start finishes it");
+        }
+        Ok(())
+    }
+
+    /// Remembers a closed group's events as seen and deletes its record.
+    async fn finish_closing(&mut self, closing: &Closing) -> Result<(), StoreError> {
+        self.remember(&closing.forget, OffsetDateTime::now_utc())
+            .await?;
+        self.store.delete(&closing.key).await
+    }
+
+    /// Applies `change` to the engine's memory (and forgets what its limits evict).
+    async fn commit(&mut self, change: Change) {
         log_change(&change);
         for evicted in self.engine.commit(change) {
             let stats = self.engine.stats();
@@ -380,203 +362,56 @@ impl Guardian {
                     tracing::warn!(group = %evicted.key, groups_evicted = stats.groups_evicted, "limits.max_groups reached: forgetting the least recently updated group below its threshold")
                 }
             }
-            self.stage_remember(&evicted.event_ids, now);
-            self.batch.write(evicted.storage_key, Write::Delete);
-        }
-    }
-
-    /// Makes the batch durable and acknowledges its messages; on failure hands them back and
-    /// restores the engine from the bucket. Whether it was made durable.
-    async fn flush(&mut self) -> bool {
-        if self.batch.is_empty() && self.taken.is_empty() {
-            return true;
-        }
-        let batch = std::mem::take(&mut self.batch);
-        let taken = std::mem::take(&mut self.taken);
-        match self.make_durable(&batch).await {
-            Ok(()) => {
-                let acks = taken.into_iter().map(|message| async move {
-                    let (subject, sequence) = describe(&message);
-                    let acked = match message {
-                        Either::First(delivery) => delivery.ack().await,
-                        Either::Second(delivery) => delivery.ack().await,
-                    };
-                    if let Err(e) = acked {
-                        tracing::warn!(subject, sequence, error = %e, "could not acknowledge; the redelivery will be recognised as a duplicate");
-                    }
-                });
-                futures::future::join_all(acks).await;
-                true
+            if let Err(e) = self
+                .remember(&evicted.event_ids, OffsetDateTime::now_utc())
+                .await
+            {
+                tracing::warn!(group = %evicted.key, error = %e, "could not remember the event ids of a forgotten group");
             }
-            Err(error) => {
-                tracing::warn!(messages = taken.len(), error = %error, "the batch could not be made durable; its messages will be retried");
-                let why = error.to_string();
-                let settings = &self.config.consumer;
-                futures::future::join_all(
-                    taken
-                        .into_iter()
-                        .map(|message| hand_back(message, &why, settings)),
-                )
-                .await;
-                self.reload().await;
-                false
+            if let Err(e) = self.store.delete(&evicted.storage_key).await {
+                tracing::warn!(key = evicted.storage_key, error = %e, "could not delete the record of a forgotten group; it is dropped at the next start");
             }
         }
     }
 
-    /// Writes the records, then publishes the versions in order, then deletes closed records.
-    async fn make_durable(&self, batch: &Batch) -> Result<(), Transient> {
-        let writes = batch.writes().map(|(key, write)| self.write(key, write));
-        futures::future::try_join_all(writes).await?;
-        let mut sent = Vec::with_capacity(batch.versions().len());
-        for version in batch.versions() {
-            sent.push(self.bus.send(version).await?);
-        }
-        for sending in sent {
-            let published = sending.stored().await?;
-            tracing::debug!(
-                sequence = published.sequence,
-                duplicate = published.duplicate,
-                "incident version published"
-            );
-        }
-        let cleanups = batch.cleanups().map(|key| async move {
-            if let Err(e) = self.store.delete(key).await {
-                tracing::warn!(key, error = %e, "the incident is closed, but its clean-up failed; the next start finishes it");
-            }
-        });
-        futures::future::join_all(cleanups).await;
+    async fn publish(&self, incident: &Incident) -> Result<(), BusError> {
+        let published = self.bus.publish(incident).await?;
+        tracing::debug!(
+            incident_id = %incident.incident_id,
+            state = %incident.state,
+            duplicate = published.duplicate,
+            sequence = published.sequence,
+            "incident version published"
+        );
         Ok(())
     }
+}
 
-    async fn write(&self, key: &str, write: &Write) -> Result<(), StoreError> {
-        match write {
-            Write::Group(group) => self.store.put_group(group).await,
-            Write::Closing(closing) => self.store.put_closing(closing).await,
-            Write::Seen(seen) => self.store.put_seen(seen).await,
-            Write::Delete => self.store.delete(key).await,
-        }
-    }
-
-    /// Hands back what the current batch took and starts again from the bucket.
-    async fn abandon(&mut self, why: &str) {
-        self.batch = Batch::default();
-        let settings = &self.config.consumer;
-        let taken = std::mem::take(&mut self.taken);
-        futures::future::join_all(taken.into_iter().map(|m| hand_back(m, why, settings))).await;
-        self.reload().await;
-    }
-
-    /// Restores the engine from the bucket, as a start does. Tried again for twice the lease's
-    /// time to live (at least 10 s); after that the loop stops with the error
-    /// ([`Guardian::run`] returns it): a supervisor restarting guardian does the same, and the
-    /// lease would be lost meanwhile anyway.
-    async fn reload(&mut self) {
-        self.batch = Batch::default();
-        let deadline =
-            tokio::time::Instant::now() + (self.config.lease_ttl * 2).max(Duration::from_secs(10));
-        loop {
-            match restore(&self.bus, &self.store, &self.config, &self.lease).await {
-                Ok(engine) => {
-                    self.engine = engine;
-                    return;
-                }
-                Err(e) if tokio::time::Instant::now() >= deadline => {
-                    tracing::error!(error = %e, "could not restore the state from the bucket; stopping");
-                    self.unrestorable = Some(e);
-                    return;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not restore the state from the bucket; trying again");
-                    tokio::time::sleep(self.config.consumer.retry_delay).await;
-                }
+/// Acknowledges a handled message, or hands it back after a delay.
+async fn settle<T>(
+    delivery: Delivery<T>,
+    outcome: Result<(), Transient>,
+    settings: &ConsumerSettings,
+) {
+    let subject = delivery.subject().to_string();
+    let sequence = delivery.stream_sequence();
+    match outcome {
+        Ok(()) => {
+            if let Err(e) = delivery.ack().await {
+                tracing::warn!(subject, sequence, error = %e, "could not acknowledge; the redelivery will be recognised as a duplicate");
             }
         }
-    }
-}
-
-/// The engine as the bucket holds it, with what a previous instance left half done finished:
-/// stale seen chunks dropped, groups above `limits.max_groups` forgotten, and every closing
-/// record's last version published (again) and cleaned up.
-async fn restore(
-    bus: &Bus<GuardianIdentity>,
-    store: &StateStore,
-    config: &GuardianConfig,
-    lease: &LeaseRevision,
-) -> Result<Engine, ServiceError> {
-    let snapshot = store.load_since(lease).await?;
-    for (key, why) in &snapshot.unreadable {
-        tracing::warn!(key, reason = %why, "skipping a record of the state bucket guardian cannot read");
-    }
-    let now = OffsetDateTime::now_utc();
-    let mut engine = Engine::new(config.rules.clone(), config.limits);
-    let report = engine.restore(snapshot.groups, snapshot.seen, now);
-    for key in &report.seen.stale_keys {
-        store.delete(key).await?;
-    }
-    for (id, at_ms) in report.seen.reinsert {
-        let write = engine.plan_seen_at(id, at_ms);
-        store.put_seen(&write).await?;
-        engine.commit_seen(write);
-    }
-    for evicted in &report.evicted {
-        tracing::warn!(group = %evicted.key, incident_id = ?evicted.incident_id, "limits.max_groups is lower than the stored state: forgetting the least recently updated group");
-        store.delete(&evicted.storage_key).await?;
-    }
-    for closing in &snapshot.closings {
-        // Its last version may never have gone out: publish it (again) before anything else.
-        bus.publish(&closing.version).await?;
-        for write in engine.plan_seen_many(&closing.forget, now) {
-            store.put_seen(&write).await?;
-            engine.commit_seen(write);
+        Err(error) => {
+            let attempt = delivery.delivery_attempt().max(1) as u32;
+            let delay = settings
+                .retry_delay
+                .saturating_mul(attempt)
+                .min(MAX_RETRY_DELAY);
+            tracing::warn!(subject, sequence, attempt, ?delay, error = %error, "handling failed; the message will be retried");
+            if let Err(e) = delivery.nak(Some(delay), &error.to_string()).await {
+                tracing::warn!(subject, sequence, error = %e, "could not hand the message back; it is redelivered after the ack wait");
+            }
         }
-        store.delete(&closing.key).await?;
-        tracing::info!(key = closing.key, incident_id = %closing.version.incident_id, "finished closing an incident left half done by the previous instance");
-    }
-    for orphan in &report.orphans {
-        tracing::warn!(group = %orphan, "stored group of a rule that is no longer configured: kept for acknowledgements, no event will join it");
-    }
-    tracing::info!(
-        groups = engine.group_count(),
-        incidents = engine.incident_count(),
-        seen_event_ids = engine.seen().len(),
-        "state restored from the `guardian_state` bucket"
-    );
-    Ok(engine)
-}
-
-fn describe(message: &Taken) -> (String, u64) {
-    match message {
-        Either::First(delivery) => (delivery.subject().to_string(), delivery.stream_sequence()),
-        Either::Second(delivery) => (delivery.subject().to_string(), delivery.stream_sequence()),
-    }
-}
-
-/// Hands a message back to be redelivered after a delay that grows with its attempts.
-async fn hand_back(message: Taken, why: &str, settings: &ConsumerSettings) {
-    let (subject, sequence) = describe(&message);
-    let attempt = match &message {
-        Either::First(delivery) => delivery.delivery_attempt(),
-        Either::Second(delivery) => delivery.delivery_attempt(),
-    };
-    let delay = settings
-        .retry_delay
-        .saturating_mul(attempt.max(1) as u32)
-        .min(MAX_RETRY_DELAY);
-    tracing::warn!(
-        subject,
-        sequence,
-        attempt,
-        ?delay,
-        why,
-        "handling failed; the message will be retried"
-    );
-    let handed = match message {
-        Either::First(delivery) => delivery.nak(Some(delay), why).await,
-        Either::Second(delivery) => delivery.nak(Some(delay), why).await,
-    };
-    if let Err(e) = handed {
-        tracing::warn!(subject, sequence, error = %e, "could not hand the message back; it is redelivered after the ack wait");
     }
 }
 
@@ -625,10 +460,10 @@ pub async fn run(
         lease = acquiring => lease,
         () = &mut shutdown => return Ok(Stats::default()),
     };
-    let revision = lease.revision();
+    let taken_at = lease.revision();
     let keeper = lease.keep();
     let lost = keeper.lost();
-    let stats = match Guardian::start_holding(bus, config, revision).await {
+    let stats = match Guardian::start_since(bus, config, taken_at).await {
         Ok(guardian) => {
             guardian
                 .run(async {

@@ -26,7 +26,7 @@ use contracts::services::Guardian;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{Group, GROUP_KEY_PREFIX};
-use crate::lease::{LeaseRevision, LEASE_KEY};
+use crate::lease::LEASE_KEY;
 use crate::seen::{SeenChunk, SeenWrite, KEY_PREFIX as SEEN_KEY_PREFIX};
 
 /// The bucket (see `schemas/inventory.toml`).
@@ -114,19 +114,19 @@ impl StateStore {
 
     /// Reads the latest value of every key.
     pub async fn load(&self) -> Result<Snapshot, StoreError> {
-        self.load_since(&LeaseRevision::default()).await
+        self.load_since(0).await
     }
 
-    /// [`StateStore::load`] from a copy of the bucket that holds this instance's latest lease
-    /// write: on a cluster the read may be served by a replica that is behind,
+    /// [`StateStore::load`] from a copy of the bucket that holds revision `written` (the lease
+    /// this instance took): on a cluster the read may be served by a replica that is behind,
     /// and an instance taking over must not start from a state older than its predecessor's
     /// last writes (a group record written just before it died would be missing, and the event
     /// it held lost).
-    pub async fn load_since(&self, lease: &LeaseRevision) -> Result<Snapshot, StoreError> {
+    pub async fn load_since(&self, written: u64) -> Result<Snapshot, StoreError> {
         let mut snapshot = Snapshot::default();
         let entries = self
             .kv
-            .latest_since(">", LOAD_TIMEOUT, || lease.get())
+            .latest_since(">", LOAD_TIMEOUT, || written)
             .await
             .map_err(|e| failed("reading the keys", e))?;
         for entry in entries {
