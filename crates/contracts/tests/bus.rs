@@ -1234,3 +1234,45 @@ async fn records_read_since_a_write_refuse_an_older_copy() {
         "it read again until the bound"
     );
 }
+
+/// `ack_unconfirmed` does not wait for the server, yet the ack reaches it: the consumer has
+/// nothing pending any more and the message is not delivered again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unconfirmed_ack_settles_the_message_without_a_round_trip() {
+    let server = server();
+    provision(&server).await;
+    let producer = connect::<EventSource>(&server).await;
+    producer.publish(&event(71)).await.unwrap();
+    let guardian = connect::<Guardian>(&server).await;
+    let mut sub = guardian
+        .subscribe::<Event>(SubscribeOptions::default())
+        .await
+        .unwrap();
+    let delivery = next_within(&mut sub, Duration::from_secs(5)).await.unwrap();
+    delivery.ack_unconfirmed().await.unwrap();
+
+    let js = admin_jetstream(&server).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
+            .get_stream("ORION_EVENTS")
+            .await
+            .unwrap()
+            .get_consumer("guardian-event-v1")
+            .await
+            .unwrap();
+        let info = consumer.info().await.unwrap();
+        if info.num_ack_pending == 0 && info.ack_floor.stream_sequence >= 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the ack never reached the server: {info:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        next_within(&mut sub, QUIET).await.is_none(),
+        "not delivered again"
+    );
+}

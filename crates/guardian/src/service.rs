@@ -397,7 +397,9 @@ async fn settle<T>(
     let sequence = delivery.stream_sequence();
     match outcome {
         Ok(()) => {
-            if let Err(e) = delivery.ack().await {
+            // Not waited for: a message that comes again is recognised (its effects are in the
+            // state), so the round trip of a confirmed ack buys nothing here.
+            if let Err(e) = delivery.ack_unconfirmed().await {
                 tracing::warn!(subject, sequence, error = %e, "could not acknowledge; the redelivery will be recognised as a duplicate");
             }
         }
