@@ -1165,20 +1165,32 @@ async fn a_handler_that_panics_on_one_message_does_not_stop_the_consumer() {
     );
 }
 
-/// A handler that settled its message and then panicked: nothing is settled twice and no dead
-/// letter is written.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_handler_that_panics_after_acking_is_not_dead_lettered() {
+/// A provisioned server with event `id` published and delivered to guardian's subscription.
+async fn one_event_delivered(
+    id: u128,
+) -> (
+    NatsServer,
+    contracts::bus::Subscription<Guardian, Event>,
+    contracts::bus::Delivery<Event>,
+) {
     let server = server();
     provision(&server).await;
     let producer = connect::<EventSource>(&server).await;
-    producer.publish(&event(70)).await.unwrap();
+    producer.publish(&event(id)).await.unwrap();
     let guardian = connect::<Guardian>(&server).await;
     let mut sub = guardian
         .subscribe::<Event>(SubscribeOptions::default())
         .await
         .unwrap();
     let delivery = next_within(&mut sub, Duration::from_secs(5)).await.unwrap();
+    (server, sub, delivery)
+}
+
+/// A handler that settled its message and then panicked: nothing is settled twice and no dead
+/// letter is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_that_panics_after_acking_is_not_dead_lettered() {
+    let (server, mut sub, delivery) = one_event_delivered(70).await;
     let result = contracts::bus::isolate(delivery, Duration::from_millis(50), |d| async {
         d.ack().await.unwrap();
         panic!("after the ack");
@@ -1211,7 +1223,7 @@ async fn records_read_since_a_write_refuse_an_older_copy() {
     let written = records.put("group.b", "2").await.unwrap();
 
     let entries = records
-        .latest_since(">", Duration::from_secs(5), || written)
+        .latest_since(">", Duration::from_secs(5), written)
         .await
         .expect("the bucket holds the write");
     let keys: BTreeSet<_> = entries.iter().map(|e| e.key.as_str()).collect();
@@ -1219,7 +1231,7 @@ async fn records_read_since_a_write_refuse_an_older_copy() {
 
     let begun = std::time::Instant::now();
     let error = records
-        .latest_since(">", Duration::from_millis(600), || written + 10)
+        .latest_since(">", Duration::from_millis(600), written + 10)
         .await
         .expect_err("no copy holds that revision");
     assert_eq!(error.kind(), contracts::bus::RecordsErrorKind::Unavailable);
@@ -1239,16 +1251,7 @@ async fn records_read_since_a_write_refuse_an_older_copy() {
 /// nothing pending any more and the message is not delivered again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unconfirmed_ack_settles_the_message_without_a_round_trip() {
-    let server = server();
-    provision(&server).await;
-    let producer = connect::<EventSource>(&server).await;
-    producer.publish(&event(71)).await.unwrap();
-    let guardian = connect::<Guardian>(&server).await;
-    let mut sub = guardian
-        .subscribe::<Event>(SubscribeOptions::default())
-        .await
-        .unwrap();
-    let delivery = next_within(&mut sub, Duration::from_secs(5)).await.unwrap();
+    let (server, mut sub, delivery) = one_event_delivered(71).await;
     delivery.ack_unconfirmed().await.unwrap();
 
     let js = admin_jetstream(&server).await;

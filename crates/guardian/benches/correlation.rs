@@ -351,13 +351,7 @@ async fn guardian_round_trips(
     for event in events {
         producer.publish(event).await.unwrap();
     }
-    for _ in events {
-        tokio::time::timeout(Duration::from_secs(60), versions.next())
-            .await
-            .expect("an incident version within 60 s")
-            .unwrap()
-            .unwrap();
-    }
+    read_versions(&mut versions, events.len()).await;
     let took = start.elapsed();
     let _ = stop.send(());
     running.await.unwrap().unwrap();
@@ -471,6 +465,17 @@ async fn raw_puts(
     start.elapsed()
 }
 
+/// Reads `count` incident versions, each within 60 s.
+async fn read_versions(versions: &mut pull::Ordered, count: usize) {
+    for _ in 0..count {
+        tokio::time::timeout(Duration::from_secs(60), versions.next())
+            .await
+            .expect("an incident version within 60 s")
+            .unwrap()
+            .unwrap();
+    }
+}
+
 /// guardian draining a backlog: the events are stored before it starts; from the end of its
 /// start (state restored) until every incident version is read back.
 async fn guardian_backlog(
@@ -508,13 +513,7 @@ async fn guardian_backlog(
     let running = tokio::spawn(guardian.run(async {
         let _ = stopped.await;
     }));
-    for _ in events {
-        tokio::time::timeout(Duration::from_secs(60), versions.next())
-            .await
-            .expect("an incident version within 60 s")
-            .unwrap()
-            .unwrap();
-    }
+    read_versions(&mut versions, events.len()).await;
     let took = start.elapsed();
     let _ = stop.send(());
     running.await.unwrap().unwrap();

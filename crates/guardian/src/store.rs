@@ -126,7 +126,7 @@ impl StateStore {
         let mut snapshot = Snapshot::default();
         let entries = self
             .kv
-            .latest_since(">", LOAD_TIMEOUT, || written)
+            .latest_since(">", LOAD_TIMEOUT, written)
             .await
             .map_err(|e| failed("reading the keys", e))?;
         for entry in entries {

@@ -282,10 +282,9 @@ impl<S, B: KeyValueBucket> Records<S, B> {
             .map_err(|_| unavailable::<B>(reading(), TimedOut(within)))?
     }
 
-    /// [`Records::latest`], from a copy of the bucket that holds revision `written()` (a write
-    /// of a key matching `filter` that this process made or saw before, asked again before each
-    /// read: it may move on meanwhile, as a renewed lease does): a read from an older copy is made
-    /// again until `within` is over.
+    /// [`Records::latest`], from a copy of the bucket that holds revision `written` (a write of
+    /// a key matching `filter` that this process made or saw before): a read from an older copy
+    /// is made again until `within` is over.
     ///
     /// Why: on a cluster the reading consumer may be placed on any replica of the bucket
     /// (nats-server 2.9–2.11 picks one at random for a short-lived consumer), and a replica that
@@ -296,11 +295,10 @@ impl<S, B: KeyValueBucket> Records<S, B> {
         &self,
         filter: &str,
         within: Duration,
-        written: impl Fn() -> u64,
+        written: u64,
     ) -> Result<Vec<Entry>, RecordsError> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            let written = written();
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let entries = self.latest(filter, left).await?;
             let newest = entries.iter().map(|e| e.revision).max().unwrap_or(0);
