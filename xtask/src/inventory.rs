@@ -77,6 +77,8 @@ pub struct DurableConsumer {
     pub subject: String,
     pub stream: String,
     pub settings: ConsumerSettings,
+    /// Which partition of the service's work it delivers, when the service is partitioned.
+    pub partition: Option<u32>,
 }
 
 impl Inventory {
@@ -93,20 +95,28 @@ impl Inventory {
                     .copied()
                     .unwrap_or_default();
                 let defaults = self.consumer_defaults;
-                durables.push(DurableConsumer {
-                    settings: ConsumerSettings {
-                        max_deliver: overrides.max_deliver.unwrap_or(defaults.max_deliver),
-                        ack_wait_s: overrides.ack_wait_s.unwrap_or(defaults.ack_wait_s),
-                        max_ack_pending: overrides
-                            .max_ack_pending
-                            .unwrap_or(defaults.max_ack_pending),
-                    },
+                let settings = ConsumerSettings {
+                    max_deliver: overrides.max_deliver.unwrap_or(defaults.max_deliver),
+                    ack_wait_s: overrides.ack_wait_s.unwrap_or(defaults.ack_wait_s),
+                    max_ack_pending: overrides
+                        .max_ack_pending
+                        .unwrap_or(defaults.max_ack_pending),
+                };
+                let durable = |name: String, partition: Option<u32>| DurableConsumer {
+                    settings,
                     name,
                     service: service.clone(),
                     contract: contract.name.clone(),
                     subject: contract.subject.clone(),
                     stream: contract.stream.clone(),
-                });
+                    partition,
+                };
+                match self.services.get(service).map(Service::partition_count) {
+                    Some(count) if count > 1 => durables.extend(
+                        (0..count).map(|p| durable(partition_durable_name(&name, p), Some(p))),
+                    ),
+                    _ => durables.push(durable(name, None)),
+                }
             }
         }
         durables
@@ -116,6 +126,11 @@ impl Inventory {
 /// `<service>-<contract>-v<major>`.
 pub fn durable_name(service: &str, contract: &str, major: u32) -> String {
     format!("{service}-{contract}-v{major}")
+}
+
+/// `<durable>-p<partition>`: one durable of a partitioned service.
+pub fn partition_durable_name(durable: &str, partition: u32) -> String {
+    format!("{durable}-p{partition}")
 }
 
 /// The major version a subject ends with (`orion.event.v1` → 1); 0 when it has none (the
@@ -220,6 +235,18 @@ pub struct Service {
     /// Runs outside this repository (legacy or third-party producers); still gets an identity.
     #[serde(default)]
     pub external: bool,
+    /// Shares of the service's work that instances take separately (see `partitions`): each
+    /// durable consumer of the service exists once per partition, `<durable>-p<index>`.
+    /// Absent means 1: one durable per contract, shared by every instance.
+    #[serde(default)]
+    pub partitions: Option<u32>,
+}
+
+impl Service {
+    /// How many partitions the service's work is split into (1 when it is not partitioned).
+    pub fn partition_count(&self) -> u32 {
+        self.partitions.unwrap_or(1)
+    }
 }
 
 /// A JetStream stream holding one contract family.

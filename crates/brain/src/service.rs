@@ -157,7 +157,7 @@ impl Brain {
     }
 
     fn options(&self) -> SubscribeOptions {
-        SubscribeOptions { batch: 10 }
+        SubscribeOptions::batch(10)
     }
 
     /// Consumes until `shutdown` resolves; the message being handled is finished first.

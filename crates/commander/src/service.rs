@@ -118,9 +118,7 @@ impl CommanderService {
                 receipt_timeout,
                 reconcile_timeout: receipt_timeout * 5,
             }),
-            options: SubscribeOptions {
-                batch: max_in_flight.min(20),
-            },
+            options: SubscribeOptions::batch(max_in_flight.min(20)),
         }
     }
 

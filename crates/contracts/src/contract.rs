@@ -123,6 +123,10 @@ pub struct ConsumerInfo {
     pub ack_wait_s: u64,
     /// Unacknowledged messages in flight across all instances.
     pub max_ack_pending: i64,
+    /// The share of the service's work it delivers, when the service is partitioned
+    /// (`partitions` in the inventory): the consumer exists once per partition, all with the
+    /// same filter, and an instance binds the partitions it holds.
+    pub partition: Option<u32>,
 }
 
 /// A service identity from the inventory, as data (the [`Service`] impls carry the same facts
@@ -165,6 +169,9 @@ pub trait Service {
     const NAME: &'static str;
     /// Runs outside this repository (legacy or third-party producer).
     const EXTERNAL: bool;
+    /// Shares its work is split into (`partitions` in the inventory; 1 when not partitioned):
+    /// each of its durable consumers exists once per partition.
+    const PARTITIONS: u32;
     /// Subjects the identity may publish.
     const PRODUCES: &'static [&'static str];
     /// Subjects the identity consumes with its own durable consumers.

@@ -48,7 +48,7 @@ async fn stack() -> (
         .await
         .expect("the claim bucket is provisioned");
     let actions = commander
-        .subscribe::<Action>(SubscribeOptions { batch: 1 })
+        .subscribe::<Action>(SubscribeOptions::batch(1))
         .await
         .expect("subscribe");
     let once = AtMostOnce::new(commander, log, "test-holder", ACK_WAIT);

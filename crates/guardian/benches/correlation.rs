@@ -316,6 +316,27 @@ async fn raw_round_trips(js: &jetstream::Context, payloads: &[Vec<u8>], run: usi
     took
 }
 
+/// Runs a guardian instance in process (it takes every partition at once, being alone) until
+/// the sender is used.
+fn run_guardian(
+    bus: &Bus<GuardianIdentity>,
+    config: &guardian::GuardianConfig,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), guardian::service::ServiceError>>,
+) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let bus = bus.clone();
+    let config = config.clone();
+    let running = tokio::spawn(async move {
+        guardian::instance::run(bus, &config, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    (stop, running)
+}
+
 /// Events published as event-source → incident versions read back, guardian in process.
 async fn guardian_round_trips(
     server: &NatsServer,
@@ -328,13 +349,7 @@ async fn guardian_round_trips(
         .await
         .unwrap();
     bus.verify_provisioned().await.unwrap();
-    let guardian = guardian::Guardian::start(bus.clone(), &config)
-        .await
-        .unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(guardian.run(async {
-        let _ = stopped.await;
-    }));
+    let (stop, running) = run_guardian(&bus, &config);
     let versions = js
         .get_stream("ORION_INCIDENTS")
         .await
@@ -505,14 +520,8 @@ async fn guardian_backlog(
         .messages()
         .await
         .unwrap();
-    let guardian = guardian::Guardian::start(bus.clone(), &config)
-        .await
-        .unwrap();
     let start = Instant::now();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(guardian.run(async {
-        let _ = stopped.await;
-    }));
+    let (stop, running) = run_guardian(&bus, &config);
     read_versions(&mut versions, events.len()).await;
     let took = start.elapsed();
     let _ = stop.send(());

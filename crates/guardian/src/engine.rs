@@ -16,6 +16,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::incident::{self, Acknowledged, Observed, Opening, Resolution, Tracked};
+use crate::partition::Partition;
 use crate::rules::{Role, Rule};
 use crate::seen::{SeenChunk, SeenIds, SeenRestore, SeenWrite};
 
@@ -40,6 +41,19 @@ pub struct Limits {
     pub max_event_ids_per_incident: usize,
 }
 
+impl Limits {
+    /// The limits of one of `partitions` equal shares: the bounds on groups and seen ids are
+    /// divided (rounded up), so that all partitions together keep what the configuration says.
+    pub fn shared_by(self, partitions: u32) -> Self {
+        let partitions = partitions.max(1) as usize;
+        Self {
+            max_groups: self.max_groups.div_ceil(partitions),
+            max_seen_event_ids: self.max_seen_event_ids.div_ceil(partitions),
+            ..self
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Self {
@@ -62,15 +76,18 @@ impl GroupKey {
     /// The group's key in the bucket: `group.<UUID v5 of rule and values>` (any characters in
     /// the values are safe this way).
     pub fn storage_key(&self) -> String {
+        format!("{GROUP_KEY_PREFIX}{}", self.record_id())
+    }
+
+    /// The UUID v5 of rule and values that names the group's record (and picks its
+    /// partition).
+    pub fn record_id(&self) -> Uuid {
         let mut name = self.rule.clone();
         for value in &self.values {
             name.push('\u{1f}');
             name.push_str(value);
         }
-        format!(
-            "{GROUP_KEY_PREFIX}{}",
-            Uuid::new_v5(&GROUP_NAMESPACE, name.as_bytes())
-        )
+        Uuid::new_v5(&GROUP_NAMESPACE, name.as_bytes())
     }
 }
 
@@ -271,6 +288,8 @@ pub struct Engine {
     clock: u64,
     seen: SeenIds,
     stats: Stats,
+    /// The share of the groups this engine handles; events of other groups are not its own.
+    partition: Option<Partition>,
 }
 
 fn unix_ms(t: OffsetDateTime) -> i64 {
@@ -297,6 +316,16 @@ impl Engine {
             clock: 0,
             seen,
             stats: Stats::default(),
+            partition: None,
+        }
+    }
+
+    /// The engine of one partition: events of groups outside it are ignored (another
+    /// partition's engine handles them).
+    pub fn for_partition(rules: Vec<Rule>, limits: Limits, partition: Partition) -> Self {
+        Self {
+            partition: Some(partition),
+            ..Self::new(rules, limits)
         }
     }
 
@@ -380,11 +409,14 @@ impl Engine {
                     continue;
                 }
             };
-            plan.relevant = true;
             let key = GroupKey {
                 rule: rule.name.clone(),
                 values,
             };
+            if self.partition.is_some_and(|p| !p.owns(&key)) {
+                continue;
+            }
+            plan.relevant = true;
             let existing = self.group(&key);
             if let Some(group) = existing.filter(|g| g.contains(&event.event_id)) {
                 held |= group.holds(&event.event_id);

@@ -1,8 +1,9 @@
-//! One active guardian per deployment, any number of standbys.
+//! One holder per partition of the group keys (see [`crate::partition`]).
 //!
-//! Correlation needs every event of a group in one process, so instances contend for the key
-//! `lease` in the `guardian_state` bucket: the holder loads the state and consumes; the others
-//! wait and take over when the holder stops renewing (crash, partition, shutdown).
+//! Correlation needs every event of a group in one process, so instances contend for each
+//! partition's lease key (`p<index>.lease`) in the `guardian_state` bucket: the holder loads
+//! the partition's state and consumes its durables; the others wait and take over when the
+//! holder stops renewing (crash, network partition, shutdown).
 //!
 //! No wall clocks are compared: each instance measures on its own monotonic clock.
 //! - The holder renews every `ttl / 4` (a compare-and-set on the lease's revision) and stops
@@ -24,7 +25,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// The key the lease lives under.
+/// The key the lease lives under, below a partition's prefix (see [`crate::partition`]).
 pub const LEASE_KEY: &str = "lease";
 
 /// What the lease key holds (for operators reading the bucket; guardian only compares revisions).
@@ -43,12 +44,13 @@ pub enum LeaseError {
     Expired(Duration),
 }
 
-/// The lease, held by this instance.
 /// The bucket the lease lives in (guardian's state).
-type Bucket = Records<Guardian, GuardianState>;
+pub type Bucket = Records<Guardian, GuardianState>;
 
+/// The lease, held by this instance.
 pub struct Lease {
     kv: Bucket,
+    key: String,
     holder: String,
     ttl: Duration,
     revision: u64,
@@ -58,23 +60,37 @@ pub struct Lease {
 impl Lease {
     /// Waits until this instance holds the lease: at once when nobody holds it, otherwise when
     /// the holder has not renewed it for `ttl`.
-    pub async fn acquire(kv: Bucket, holder: String, ttl: Duration) -> Self {
-        let value = record(&holder, ttl);
+    pub async fn acquire(kv: Bucket, key: String, holder: String, ttl: Duration) -> Self {
         let mut standby = Standby::default();
         loop {
-            let started = Instant::now();
-            if let Some(revision) = try_take(&kv, &value, &mut standby, ttl).await {
-                tracing::info!(%holder, "holding the lease: this guardian is the active one");
-                return Self {
-                    kv,
-                    holder,
-                    ttl,
-                    revision,
-                    renewal_started: started,
-                };
+            if let Some(lease) = Self::try_acquire(&kv, &key, &holder, ttl, &mut standby).await {
+                return lease;
             }
             tokio::time::sleep(ttl / 4).await;
         }
+    }
+
+    /// One attempt to take the lease under `key`: it is free, or its holder has not renewed it
+    /// for `ttl` as `standby` has watched it (call again every `ttl / 4` or so).
+    pub async fn try_acquire(
+        kv: &Bucket,
+        key: &str,
+        holder: &str,
+        ttl: Duration,
+        standby: &mut Standby,
+    ) -> Option<Self> {
+        let started = Instant::now();
+        let value = record(holder, ttl);
+        let revision = try_take(kv, key, &value, standby, ttl).await?;
+        tracing::info!(%holder, lease = key, "holding the lease");
+        Some(Self {
+            kv: kv.clone(),
+            key: key.to_owned(),
+            holder: holder.to_owned(),
+            ttl,
+            revision,
+            renewal_started: started,
+        })
     }
 
     /// The bucket revision of this instance's lease when it took it: the state it starts from
@@ -114,7 +130,7 @@ impl Lease {
                 () = tokio::time::sleep(self.ttl / 4) => {}
             }
             let started = Instant::now();
-            let renewal = self.kv.update(LEASE_KEY, value.clone(), self.revision);
+            let renewal = self.kv.update(&self.key, value.clone(), self.revision);
             match tokio::time::timeout_at(fence_at, renewal).await {
                 Ok(Ok(revision)) => {
                     self.revision = revision;
@@ -131,7 +147,7 @@ impl Lease {
                     }
                 },
                 Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "renewing the lease failed; retrying");
+                    tracing::warn!(lease = self.key, error = %e, "renewing the lease failed; retrying");
                 }
                 Err(_) => {
                     lost.cancel();
@@ -144,14 +160,17 @@ impl Lease {
     /// The lease key changed under this holder. When nobody holds it (the key or the whole
     /// bucket was removed), nobody took over: take it again. Otherwise: who holds it now.
     async fn reclaim(&self, value: &[u8]) -> Result<u64, String> {
-        match self.kv.value(LEASE_KEY).await {
+        match self.kv.value(&self.key).await {
             Ok(Some(value)) => return Err(holder_of(&value)),
             Ok(None) => {}
             Err(_) => return Err("another instance".to_owned()),
         }
-        match self.kv.create(LEASE_KEY, value.to_vec()).await {
+        match self.kv.create(&self.key, value.to_vec()).await {
             Ok(revision) => {
-                tracing::warn!("the lease key had been removed; holding it again");
+                tracing::warn!(
+                    lease = self.key,
+                    "the lease key had been removed; holding it again"
+                );
                 Ok(revision)
             }
             Err(_) => Err("another instance".to_owned()),
@@ -160,10 +179,10 @@ impl Lease {
 
     /// Gives the lease up so a standby takes over at once; only if it is still this instance's.
     async fn release(self) {
-        match self.kv.delete_at(LEASE_KEY, self.revision).await {
-            Ok(()) => tracing::info!("lease released"),
+        match self.kv.delete_at(&self.key, self.revision).await {
+            Ok(()) => tracing::info!(lease = self.key, "lease released"),
             Err(e) => {
-                tracing::warn!(error = %e, "could not release the lease; a standby takes over when it expires")
+                tracing::warn!(lease = self.key, error = %e, "could not release the lease; a standby takes over when it expires")
             }
         }
     }
@@ -171,11 +190,17 @@ impl Lease {
 
 /// One attempt to take the lease: free, or not renewed for `ttl`. `None` while it is held (or
 /// when another standby was faster).
-async fn try_take(kv: &Bucket, value: &[u8], standby: &mut Standby, ttl: Duration) -> Option<u64> {
-    let entry = match kv.entry(LEASE_KEY).await {
+async fn try_take(
+    kv: &Bucket,
+    key: &str,
+    value: &[u8],
+    standby: &mut Standby,
+    ttl: Duration,
+) -> Option<u64> {
+    let entry = match kv.entry(key).await {
         Ok(entry) => entry,
         Err(e) => {
-            tracing::warn!(error = %e, "standby: cannot read the lease; retrying");
+            tracing::warn!(lease = key, error = %e, "standby: cannot read the lease; retrying");
             return None;
         }
     };
@@ -185,25 +210,31 @@ async fn try_take(kv: &Bucket, value: &[u8], standby: &mut Standby, ttl: Duratio
                 return None;
             }
             let previous = holder_of(entry.value.as_deref().unwrap_or_default());
-            tracing::warn!(%previous, "the lease was not renewed for {ttl:?}: taking over");
-            kv.update(LEASE_KEY, value.to_vec(), entry.revision)
-                .await
-                .ok()
+            tracing::warn!(%previous, lease = key, "the lease was not renewed for {ttl:?}: taking over");
+            kv.update(key, value.to_vec(), entry.revision).await.ok()
         }
         // Never held, released, or purged.
-        _ => kv.create(LEASE_KEY, value.to_vec()).await.ok(),
+        _ => kv.create(key, value.to_vec()).await.ok(),
     }
 }
 
 /// What a standby has seen of the holder's lease.
 #[derive(Default)]
-struct Standby {
+pub struct Standby {
     /// The revision last seen, and when this instance first saw it.
     seen: Option<(u64, Instant)>,
     reported_holder: String,
 }
 
 impl Standby {
+    /// Watches the lease under `key` without taking it, so that a later attempt knows how long
+    /// it has gone unrenewed.
+    pub async fn observe(&mut self, kv: &Bucket, key: &str, ttl: Duration) {
+        if let Ok(Some(entry @ Entry { value: Some(_), .. })) = kv.entry(key).await {
+            self.unrenewed_for(&entry, ttl);
+        }
+    }
+
     /// Whether `entry` is the same revision as first seen at least `ttl` ago; a new revision
     /// starts the count again.
     fn unrenewed_for(&mut self, entry: &Entry, ttl: Duration) -> bool {
@@ -212,7 +243,7 @@ impl Standby {
             _ => {
                 let holder = holder_of(entry.value.as_deref().unwrap_or_default());
                 if holder != self.reported_holder {
-                    tracing::info!(%holder, "standby: another guardian holds the lease; taking over if it is not renewed for {ttl:?}");
+                    tracing::info!(%holder, "standby: another guardian holds a lease; taking over if it is not renewed for {ttl:?}");
                     self.reported_holder = holder;
                 }
                 self.seen = Some((entry.revision, Instant::now()));

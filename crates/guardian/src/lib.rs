@@ -96,7 +96,10 @@
 pub mod config;
 pub mod engine;
 pub mod incident;
+pub mod instance;
 pub mod lease;
+pub mod members;
+pub mod partition;
 pub mod rules;
 pub mod seen;
 pub mod service;

@@ -70,9 +70,7 @@ fn main() -> ExitCode {
             |source| GuardianConfig::load(source.path, source.env),
             |running, config| async move {
                 tracing::info!(rules = config.rules.len(), "guardian rules loaded");
-                guardian::service::run(running.bus, &config, running.shutdown)
-                    .await
-                    .map(drop)
+                guardian::instance::run(running.bus, &config, running.shutdown).await
             },
         ),
         Cmd::Check(args) => check(&log, &args),

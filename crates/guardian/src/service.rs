@@ -40,7 +40,8 @@ use time::OffsetDateTime;
 
 use crate::config::{ConsumerSettings, GuardianConfig};
 use crate::engine::{AckPlan, Change, ChangeKind, Engine, Stats, Step};
-use crate::lease::{self, Lease, LeaseError};
+use crate::lease::LeaseError;
+use crate::partition::Partition;
 use crate::store::{Closing, StateStore, StoreError};
 
 /// Longest delay before a failed message is retried.
@@ -68,22 +69,25 @@ enum Transient {
     Publish(#[from] BusError),
 }
 
-/// A running guardian: its bus connection, its bucket and its engine.
+/// A running guardian partition: its bus connection, its keys in the bucket and its engine.
 pub struct Guardian {
     bus: Bus<GuardianIdentity>,
     store: StateStore,
     engine: Engine,
     settings: ConsumerSettings,
+    partition: Partition,
 }
 
 impl Guardian {
-    /// Opens the bucket and restores the state found there: open incidents continue, seen event
-    /// ids stay duplicates. The bus must be provisioned (`cargo xtask provision`).
+    /// Opens the bucket and restores the state of `partition` found there: open incidents
+    /// continue, seen event ids stay duplicates. The bus must be provisioned
+    /// (`cargo xtask provision`), and this instance must hold the partition's lease.
     pub async fn start(
         bus: Bus<GuardianIdentity>,
         config: &GuardianConfig,
+        partition: Partition,
     ) -> Result<Self, ServiceError> {
-        Self::start_since(bus, config, 0).await
+        Self::start_since(bus, config, partition, 0).await
     }
 
     /// [`Guardian::start`] from a state at least as recent as bucket revision `written` (the
@@ -91,15 +95,16 @@ impl Guardian {
     pub async fn start_since(
         bus: Bus<GuardianIdentity>,
         config: &GuardianConfig,
+        partition: Partition,
         written: u64,
     ) -> Result<Self, ServiceError> {
-        let store = StateStore::open(&bus).await?;
+        let store = StateStore::open(&bus, partition).await?;
         let snapshot = store.load_since(written).await?;
         for (key, why) in &snapshot.unreadable {
-            tracing::warn!(key, reason = %why, "skipping a record of the state bucket guardian cannot read");
+            tracing::warn!(key, %partition, reason = %why, "skipping a record of the state bucket guardian cannot read");
         }
         let now = OffsetDateTime::now_utc();
-        let mut engine = Engine::new(config.rules.clone(), config.limits);
+        let mut engine = Engine::for_partition(config.rules.clone(), config.limits, partition);
         let snapshot_closings = snapshot.closings;
         let report = engine.restore(snapshot.groups, snapshot.seen, now);
         for key in &report.seen.stale_keys {
@@ -119,6 +124,7 @@ impl Guardian {
             store,
             engine,
             settings: config.consumer.clone(),
+            partition,
         };
         for closing in &snapshot_closings {
             // Its last version may never have gone out: publish it (again) before anything else.
@@ -130,6 +136,7 @@ impl Guardian {
             tracing::warn!(group = %orphan, "stored group of a rule that is no longer configured: kept for acknowledgements, no event will join it");
         }
         tracing::info!(
+            %partition,
             groups = service.engine.group_count(),
             incidents = service.engine.incident_count(),
             seen_event_ids = service.engine.seen().len(),
@@ -147,13 +154,14 @@ impl Guardian {
     /// handled then is finished (its effects done and acknowledged) before this returns.
     /// Messages pulled but not started are redelivered after the ack wait.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<Stats, ServiceError> {
-        let options = subscribe_options(&self.settings);
+        let options = subscribe_options(&self.settings, self.partition);
         let mut incoming = self
             .bus
             .subscribe_either::<Event, IncidentAcknowledgement>(options.clone(), options)
             .await?;
         tracing::info!(
             rules = self.engine.rules().len(),
+            partition = %self.partition,
             "guardian consuming orion.event.v1 and orion.incident_acknowledgement.v1"
         );
         let mut tick = tokio::time::interval(self.settings.tick);
@@ -183,7 +191,7 @@ impl Guardian {
         }
         drop(incoming);
         let stats = self.engine.stats();
-        tracing::info!(?stats, "guardian stopped consuming");
+        tracing::info!(partition = %self.partition, ?stats, "guardian stopped consuming");
         Ok(stats)
     }
 
@@ -265,7 +273,8 @@ impl Guardian {
         let incident_id = ack.incident_id;
         let outcome = match self.engine.plan_acknowledgement(ack) {
             AckPlan::Unknown => {
-                tracing::info!(%incident_id, acknowledgement_id = %ack.acknowledgement_id, "acknowledgement of an incident that is not open (unknown or resolved): nothing to do");
+                // Every partition sees every acknowledgement; only the incident's own knows it.
+                tracing::debug!(%incident_id, acknowledgement_id = %ack.acknowledgement_id, partition = %self.partition, "acknowledgement of an incident this partition does not hold open (another's, unknown or resolved): nothing to do");
                 Ok(())
             }
             AckPlan::AlreadyAcknowledged => {
@@ -439,45 +448,10 @@ fn log_change(change: &Change) {
     }
 }
 
-/// The consumer options guardian uses for both subjects.
-pub fn subscribe_options(settings: &ConsumerSettings) -> SubscribeOptions {
+/// The consumer options guardian uses for both subjects of `partition`.
+pub fn subscribe_options(settings: &ConsumerSettings, partition: Partition) -> SubscribeOptions {
     SubscribeOptions {
         batch: settings.batch,
+        partition: partition.durable(),
     }
-}
-
-/// What `guardian run` does once the bootstrap (`contracts::runtime::ServiceMain`) has
-/// connected and checked provisioning: wait for the lease (a standby waits here), restore,
-/// consume until `shutdown` or until the lease is lost, release the lease. The bootstrap closes
-/// the bus.
-pub async fn run(
-    bus: Bus<GuardianIdentity>,
-    config: &GuardianConfig,
-    shutdown: impl Future<Output = ()>,
-) -> Result<Stats, ServiceError> {
-    tokio::pin!(shutdown);
-    let bucket = StateStore::open(&bus).await?.bucket().clone();
-    let acquiring = Lease::acquire(bucket, lease::instance_name(), config.lease_ttl);
-    let lease = tokio::select! {
-        lease = acquiring => lease,
-        () = &mut shutdown => return Ok(Stats::default()),
-    };
-    let taken_at = lease.revision();
-    let keeper = lease.keep();
-    let lost = keeper.lost();
-    let stats = match Guardian::start_since(bus, config, taken_at).await {
-        Ok(guardian) => {
-            guardian
-                .run(async {
-                    tokio::select! {
-                        () = &mut shutdown => {}
-                        () = lost.cancelled() => {}
-                    }
-                })
-                .await
-        }
-        Err(e) => Err(e),
-    };
-    keeper.release().await?;
-    stats
 }

@@ -1,7 +1,8 @@
 //! guardian's durable state in the JetStream key-value bucket `guardian_state` (guardian is its
 //! only writer; provisioning creates it).
 //!
-//! Keys:
+//! Keys (each under its partition's prefix `p<index>.`, see [`crate::partition`]; a store
+//! handles one partition's keys and names them without the prefix):
 //! - `group.<uuid v5>` — one group (rule + group-by values): the events counted below the
 //!   threshold, or the open/acknowledged incident with everything its next version needs. The
 //!   key is deleted (and purged, delete marker included) when the incident resolves or the
@@ -11,7 +12,9 @@
 //!   over for everyone, even if guardian dies before it has remembered the ids and deleted the
 //!   key: the next start publishes the version again (same id: a duplicate the server drops)
 //!   and finishes the clean-up, and no event joins the closed incident meanwhile.
-//! - `lease` — which instance is the active guardian (see [`crate::lease`]).
+//! - `lease` — which instance holds the partition (see [`crate::lease`]).
+//!
+//! Outside the partitions, `member.<id>` keys say which instances run (see [`crate::members`]).
 //! - `seen.<slot>` — chunks of handled event ids no group record holds any more (see
 //!   [`crate::seen`]): a fixed ring of keys, deleted when their ids outlive the time to live.
 //!
@@ -27,6 +30,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::{Group, GROUP_KEY_PREFIX};
 use crate::lease::LEASE_KEY;
+use crate::members::KEY_PREFIX as MEMBER_KEY_PREFIX;
+use crate::partition::Partition;
 use crate::seen::{SeenChunk, SeenWrite, KEY_PREFIX as SEEN_KEY_PREFIX};
 
 /// The bucket (see `schemas/inventory.toml`).
@@ -97,19 +102,29 @@ pub struct Snapshot {
     pub lease_held: bool,
 }
 
-/// The bucket, as guardian uses it.
+/// The bucket, as one partition of guardian uses it.
 #[derive(Clone)]
 pub struct StateStore {
     kv: Records<Guardian, GuardianState>,
+    /// Put before every key this store names (`p<index>.`, or nothing).
+    prefix: String,
 }
 
 impl StateStore {
-    pub async fn open(bus: &Bus<Guardian>) -> Result<Self, StoreError> {
+    /// The keys of `partition`.
+    pub async fn open(bus: &Bus<Guardian>, partition: Partition) -> Result<Self, StoreError> {
         let kv = bus
             .records::<GuardianState>()
             .await
             .map_err(|e| failed("opening the bucket", e))?;
-        Ok(Self { kv })
+        Ok(Self {
+            kv,
+            prefix: partition.key_prefix(),
+        })
+    }
+
+    fn full_key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
     }
 
     /// Reads the latest value of every key.
@@ -124,15 +139,18 @@ impl StateStore {
     /// it held lost).
     pub async fn load_since(&self, written: u64) -> Result<Snapshot, StoreError> {
         let mut snapshot = Snapshot::default();
+        let filter = self.full_key(">");
         let entries = self
             .kv
-            .latest_since(">", LOAD_TIMEOUT, written)
+            .latest_since(&filter, LOAD_TIMEOUT, written)
             .await
-            .map_err(|e| failed("reading the keys", e))?;
+            .map_err(|e| failed(format!("reading the keys {filter}"), e))?;
         for entry in entries {
-            if let Some(value) = &entry.value {
-                self.decode(&entry.key, value, &mut snapshot);
-            }
+            let (Some(value), Some(key)) = (&entry.value, entry.key.strip_prefix(&self.prefix))
+            else {
+                continue;
+            };
+            self.decode(key, value, &mut snapshot);
         }
         Ok(snapshot)
     }
@@ -140,6 +158,9 @@ impl StateStore {
     fn decode(&self, key: &str, value: &[u8], snapshot: &mut Snapshot) {
         if key == LEASE_KEY {
             snapshot.lease_held = true;
+            return;
+        }
+        if self.prefix.is_empty() && key.starts_with(MEMBER_KEY_PREFIX) {
             return;
         }
         let problem = if key.starts_with(GROUP_KEY_PREFIX) {
@@ -182,7 +203,7 @@ impl StateStore {
 
     /// Stores a group under its key.
     pub async fn put_group(&self, group: &Group) -> Result<(), StoreError> {
-        let key = group.key.storage_key();
+        let key = self.full_key(&group.key.storage_key());
         let value = serde_json::to_vec(&GroupRecord {
             format: FORMAT,
             group: group.clone(),
@@ -203,7 +224,7 @@ impl StateStore {
         })
         .expect("closings serialize");
         self.kv
-            .put(&closing.key, value)
+            .put(&self.full_key(&closing.key), value)
             .await
             .map(|_| ())
             .map_err(|e| failed(format!("writing the end of {}", closing.key), e))
@@ -217,7 +238,7 @@ impl StateStore {
         })
         .expect("chunks serialize");
         self.kv
-            .put(&write.key, value)
+            .put(&self.full_key(&write.key), value)
             .await
             .map(|_| ())
             .map_err(|e| failed(format!("writing {}", write.key), e))
@@ -228,6 +249,7 @@ impl StateStore {
     /// make the bucket, and every start's load, grow with the number of distinct groups. Live
     /// watchers still see the delete. A failed purge only costs that marker, so it is logged.
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let key = &self.full_key(key);
         self.kv
             .delete(key)
             .await
@@ -242,7 +264,8 @@ impl StateStore {
         Ok(())
     }
 
-    /// The keys that currently hold a value (not deleted), sorted.
+    /// The keys of the partition that currently hold a value (not deleted), sorted, without
+    /// the partition's prefix.
     pub async fn live_keys(&self) -> Result<Vec<String>, StoreError> {
         let snapshot = self.load().await?;
         let mut keys: Vec<String> = snapshot

@@ -163,7 +163,7 @@ async fn an_acknowledgement_moves_the_incident_to_acknowledged_and_re_emits_it()
     incidents.assert_quiet(QUIET).await;
     assert!(guardian
         .log_text()
-        .contains("not open (unknown or resolved)"));
+        .contains("does not hold open (another's, unknown or resolved)"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -196,43 +196,81 @@ async fn a_quiet_incident_resolves_after_resolve_after_s() {
     assert_eq!(state_stream_messages(&server).await, keys.len() as u64);
 }
 
+/// Events of many services, so that their groups fall into every partition.
+fn outages(services: &[String]) -> Vec<contracts::Event> {
+    services.iter().map(|s| service_down(s)).collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_standby_takes_over_the_open_incidents_when_the_active_guardian_dies() {
+async fn two_instances_share_the_partitions_and_the_survivor_takes_over_the_open_incidents() {
     let server = provisioned_server().await;
-    let mut active = GuardianProcess::start(&server, TEST_CONFIG).await;
-    let mut standby = GuardianProcess::start_standby(&server, TEST_CONFIG).await;
+    let partitions = <contracts::services::Guardian as contracts::Service>::PARTITIONS as usize;
+    let mut first = GuardianProcess::start(&server, TEST_CONFIG).await;
+    first.wait_holding(partitions).await;
+    let mut second = GuardianProcess::start_another(&server, TEST_CONFIG);
+    // The first hands half back, the newcomer takes it: an even share each.
+    second.wait_holding(partitions / 2).await;
+    first.wait_holding(partitions - partitions / 2).await;
+
     let producer = Producer::connect(&server).await;
     let mut incidents = Incidents::open(&server).await;
-
-    let first = service_down("payments");
-    producer.publish(&first).await;
-    let opened = incidents.next(&active).await;
-    wait_until_events_settled(&server, &active).await;
+    let services: Vec<String> = (0..12).map(|n| format!("svc-{n}")).collect();
+    let before = outages(&services);
+    for event in &before {
+        producer.publish(event).await;
+    }
+    let mut opened = std::collections::HashMap::new();
+    for _ in &services {
+        let incident = incidents.next(&first).await;
+        opened.insert(tag(&incident, "service_name").to_owned(), incident);
+    }
+    assert_eq!(
+        opened.len(),
+        services.len(),
+        "one incident per service: {opened:#?}"
+    );
+    let logs = [first.log_text(), second.log_text()];
     assert!(
-        !standby.log_text().contains("guardian consuming"),
-        "the standby consumed while the lease was held:\n{}",
-        standby.log_text()
+        logs.iter().all(|log| log.contains("incident opened")),
+        "both instances handled a share of the groups:\n{}\n---\n{}",
+        logs[0],
+        logs[1]
     );
 
-    active.kill_9();
-    standby.wait_ready(&server).await;
-    let log = standby.log_text();
+    // The second dies: the first takes its partitions over and continues their incidents.
+    wait_until_events_settled(&server, &first).await;
+    second.kill_9();
+    first.wait_holding(partitions).await;
+    let log = first.log_text();
     assert!(
         log.contains("taking over") && log.contains("state restored"),
         "{log}"
     );
-    let second = service_down("payments");
-    producer.publish(&second).await;
-    let grown = incidents.next(&standby).await;
-    assert_eq!(
-        grown.incident_id, opened.incident_id,
-        "the standby continued the open incident"
-    );
-    assert_eq!(ids(&grown), vec![first.event_id, second.event_id]);
+    let after = outages(&services);
+    for event in &after {
+        producer.publish(event).await;
+    }
+    for _ in &services {
+        let grown = incidents.next(&first).await;
+        let service = tag(&grown, "service_name").to_owned();
+        let was = &opened[&service];
+        assert_eq!(
+            grown.incident_id, was.incident_id,
+            "{service}: the same incident"
+        );
+        assert_eq!(grown.event_ids.len(), 2, "{service}: {grown:#?}");
+    }
+    incidents.assert_quiet(QUIET).await;
 
-    // A clean stop releases the lease: the next instance does not wait for it to expire.
-    assert_eq!(standby.terminate(), Some(0), "{}", standby.log_text());
-    assert!(standby.log_text().contains("lease released"));
+    // A clean stop releases the leases: the next instance does not wait for them to expire.
+    let released_before = first.log_text().matches("lease released").count();
+    assert_eq!(first.terminate(), Some(0), "{}", first.log_text());
+    assert_eq!(
+        first.log_text().matches("lease released").count() - released_before,
+        partitions,
+        "{}",
+        first.log_text()
+    );
     let next = GuardianProcess::start(&server, TEST_CONFIG).await;
     assert!(!next.log_text().contains("standby"), "{}", next.log_text());
     incidents.assert_quiet(QUIET).await;
@@ -247,7 +285,7 @@ async fn a_guardian_whose_lease_was_taken_over_stops_handling_events() {
     // As a standby would after a partition hid the holder from it for a whole lease.
     bucket
         .put(
-            guardian::lease::LEASE_KEY,
+            lease_key(0),
             r#"{"holder":"standby-b","ttl_ms":2000}"#.into(),
         )
         .await
@@ -269,7 +307,7 @@ async fn a_removed_lease_key_is_taken_again_by_its_holder() {
     let bucket = js.get_key_value("guardian_state").await.unwrap();
 
     // Nobody took it over: the holder's next renewal finds the key gone and takes it again.
-    bucket.delete(guardian::lease::LEASE_KEY).await.unwrap();
+    bucket.delete(lease_key(0)).await.unwrap();
     let mut retaken = false;
     for _ in 0..50 {
         if guardian
@@ -354,9 +392,11 @@ async fn many_distinct_keys_keep_memory_and_the_bucket_bounded() {
     let groups = keys.iter().filter(|k| k.starts_with("group.")).count();
     let seen = keys.iter().filter(|k| k.starts_with("seen.")).count();
     assert!(groups <= 20, "{groups} group records: {keys:?}");
+    // 128 ids shared by the partitions: at most one chunk of 64 each.
+    let partitions = <contracts::services::Guardian as contracts::Service>::PARTITIONS as usize;
     assert!(
-        seen <= 2,
-        "{seen} seen chunks (128 ids = 2 chunks of 64): {keys:?}"
+        seen <= partitions,
+        "{seen} seen chunks (128 ids over {partitions} partitions): {keys:?}"
     );
     assert_eq!(
         state_stream_messages(&server).await,
@@ -768,16 +808,21 @@ async fn a_closing_left_half_done_is_finished_by_the_next_start() {
     let mut group_key = None;
     while let Some(key) = futures::StreamExt::next(&mut keys).await {
         let key = key.unwrap();
-        if key.starts_with("group.") {
+        if key.contains(".group.") || key.starts_with("group.") {
             group_key = Some(key);
         }
     }
     let group_key = group_key.expect("the open group's record");
     let mut resolved = serde_json::to_value(&opened).unwrap();
     resolved["state"] = serde_json::json!("resolved");
+    // The record names its key within the partition (without the `p<index>.` prefix).
+    let key_in_partition = match group_key.split_once(".group.") {
+        Some((_, id)) => format!("group.{id}"),
+        None => group_key.clone(),
+    };
     let closing = serde_json::json!({
         "format": 1,
-        "closing": { "key": group_key, "version": resolved, "forget": [down.event_id] },
+        "closing": { "key": key_in_partition, "version": resolved, "forget": [down.event_id] },
     });
     bucket
         .put(&group_key, serde_json::to_vec(&closing).unwrap().into())

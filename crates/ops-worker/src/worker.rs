@@ -132,9 +132,7 @@ impl Worker {
         board: ControlBoard,
         settings: WorkerSettings,
     ) -> Self {
-        let options = SubscribeOptions {
-            batch: settings.max_in_flight.min(20),
-        };
+        let options = SubscribeOptions::batch(settings.max_in_flight.min(20));
         Self {
             shared: Arc::new(Shared {
                 once: AtMostOnce::new(bus.clone(), log, settings.executor_id, settings.ack_wait),

@@ -97,16 +97,20 @@ pub fn plan(
     plan
 }
 
-/// The durable consumer through which each service takes its main work.
-fn main_consumer(service: &str) -> Option<&'static contracts::ConsumerInfo> {
-    let name = match service {
-        "ops-worker" => "ops-worker-ops_command-v1",
-        "commander" => "commander-action-v1",
-        "brain" => "brain-incident-v1",
-        "guardian" => "guardian-event-v1",
-        _ => return None,
+/// The durable consumers through which each service takes its main work (one per partition
+/// for a partitioned service).
+fn main_consumers(service: &str) -> Vec<&'static contracts::ConsumerInfo> {
+    let contract = match service {
+        "ops-worker" => "ops_command",
+        "commander" => "action",
+        "brain" => "incident",
+        "guardian" => "event",
+        _ => return Vec::new(),
     };
-    contracts::DURABLE_CONSUMERS.iter().find(|c| c.name == name)
+    contracts::DURABLE_CONSUMERS
+        .iter()
+        .filter(|c| c.service == service && c.contract == contract)
+        .collect()
 }
 
 /// Carries out a plan on a stack and keeps its processes running.
@@ -226,18 +230,22 @@ impl Supervisor {
     /// messages; returns how many it had when the wait ended. (Messages a killed instance left
     /// unacknowledged count too until they are redelivered: then this is just a random moment.)
     async fn wait_until_busy(&self, service: &str) -> usize {
-        let Some(consumer) = main_consumer(service) else {
+        let consumers = main_consumers(service);
+        if consumers.is_empty() {
             return 0;
-        };
+        }
         let until = Instant::now() + BUSY_PATIENCE;
         loop {
-            let unacked = match self.admin.get_stream(consumer.stream).await {
-                Ok(stream) => stream
-                    .consumer_info(consumer.name)
-                    .await
-                    .map_or(0, |i| i.num_ack_pending),
-                Err(_) => 0,
-            };
+            let mut unacked = 0;
+            for consumer in &consumers {
+                unacked += match self.admin.get_stream(consumer.stream).await {
+                    Ok(stream) => stream
+                        .consumer_info(consumer.name)
+                        .await
+                        .map_or(0, |i| i.num_ack_pending),
+                    Err(_) => 0,
+                };
+            }
             if unacked > 0 || Instant::now() >= until {
                 return unacked;
             }

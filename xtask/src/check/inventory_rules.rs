@@ -9,6 +9,8 @@ use serde_json::Value;
 use super::{Context, Report};
 
 const INVENTORY: &str = "schemas/inventory.toml";
+/// The most partitions a service may be split into.
+const MAX_PARTITIONS: u32 = 64;
 
 pub fn check(cx: &Context, report: &mut Report) {
     let inventory = &cx.set.inventory;
@@ -335,8 +337,24 @@ fn is_bucket_key(key: &str) -> bool {
 /// reads something.
 fn check_consumers(inventory: &crate::inventory::Inventory, report: &mut Report) {
     let durables = inventory.durable_consumers();
+    for (service, entry) in &inventory.services {
+        if let Some(count) = entry.partitions {
+            if !(1..=MAX_PARTITIONS).contains(&count) {
+                report.error(
+                    "INVENTORY_PARTITIONS_INVALID",
+                    format!("{INVENTORY}#services.{service}"),
+                    format!("partitions = {count}: it must be between 1 and {MAX_PARTITIONS}"),
+                    "each partition is a durable consumer per contract and a lease: pick a small number (at least the largest count of instances you will run)",
+                );
+            }
+        }
+    }
+    let settles = |name: &str, d: &crate::inventory::DurableConsumer| match d.partition {
+        None => d.name == name,
+        Some(p) => d.name == crate::inventory::partition_durable_name(name, p),
+    };
     for name in inventory.consumer_settings.keys() {
-        if !durables.iter().any(|d| &d.name == name) {
+        if !durables.iter().any(|d| settles(name, d)) {
             report.error(
                 "INVENTORY_CONSUMER_UNKNOWN",
                 format!("{INVENTORY}#consumer_settings.{name}"),

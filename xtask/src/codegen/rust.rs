@@ -690,9 +690,10 @@ fn consumers_table(out: &mut String, set: &ContractSet) {
     for d in set.inventory.durable_consumers() {
         writeln!(
             out,
-            "    crate::ConsumerInfo {{ name: {:?}, service: {:?}, contract: {:?}, filter_subject: {:?}, stream: {:?}, max_deliver: {}, ack_wait_s: {}, max_ack_pending: {} }},",
+            "    crate::ConsumerInfo {{ name: {:?}, service: {:?}, contract: {:?}, filter_subject: {:?}, stream: {:?}, max_deliver: {}, ack_wait_s: {}, max_ack_pending: {}, partition: {:?} }},",
             d.name, d.service, d.contract, d.subject, d.stream,
             d.settings.max_deliver, d.settings.ack_wait_s, d.settings.max_ack_pending,
+            d.partition,
         )
         .unwrap();
     }
@@ -804,6 +805,12 @@ fn services_module(
         writeln!(out, "    impl crate::Service for {type_name} {{").unwrap();
         writeln!(out, "        const NAME: &'static str = {name:?};").unwrap();
         writeln!(out, "        const EXTERNAL: bool = {};", service.external).unwrap();
+        writeln!(
+            out,
+            "        const PARTITIONS: u32 = {};",
+            service.partition_count()
+        )
+        .unwrap();
         writeln!(
             out,
             "        const PRODUCES: &'static [&'static str] = &[{}];",

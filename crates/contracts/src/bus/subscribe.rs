@@ -32,11 +32,33 @@ pub struct SubscribeOptions {
     /// Messages one instance pulls at a time. Smaller spreads work more evenly across
     /// instances; larger is faster for a single instance.
     pub batch: usize,
+    /// Which partition's durable to bind, for a service whose work is partitioned
+    /// (`partitions` in the inventory; [`crate::Service::PARTITIONS`] > 1). It must be `None`
+    /// for a service that is not partitioned and `Some(index)` for one that is.
+    pub partition: Option<u32>,
+}
+
+impl SubscribeOptions {
+    /// Pulls `batch` messages at a time from the service's one durable of the contract.
+    pub fn batch(batch: usize) -> Self {
+        Self {
+            batch,
+            partition: None,
+        }
+    }
+
+    /// The same, binding partition `index`'s durable (see [`SubscribeOptions::partition`]).
+    pub fn in_partition(self, index: u32) -> Self {
+        Self {
+            partition: Some(index),
+            ..self
+        }
+    }
 }
 
 impl Default for SubscribeOptions {
     fn default() -> Self {
-        Self { batch: 20 }
+        Self::batch(20)
     }
 }
 
@@ -145,10 +167,26 @@ impl<S: Service> Bus<S> {
         let info = T::INFO;
         let declared = crate::DURABLE_CONSUMERS
             .iter()
-            .find(|c| c.service == S::NAME && c.filter_subject == info.subject)
+            .find(|c| {
+                c.service == S::NAME
+                    && c.filter_subject == info.subject
+                    && c.partition == options.partition
+            })
             .ok_or_else(|| {
+                let which = match (options.partition, S::PARTITIONS) {
+                    (None, 1) => String::new(),
+                    (None, n) => format!(
+                        " without a partition (`{}` is split into {n}: choose one, 0 to {})",
+                        S::NAME,
+                        n - 1
+                    ),
+                    (Some(p), 1) => {
+                        format!(" for partition {p} (`{}` is not partitioned)", S::NAME)
+                    }
+                    (Some(p), n) => format!(" for partition {p} (`{}` has {n})", S::NAME),
+                };
                 BusError::Config(format!(
-                    "the inventory declares no durable consumer of `{}` for `{}`",
+                    "the inventory declares no durable consumer of `{}` for `{}`{which}",
                     info.subject,
                     S::NAME
                 ))

@@ -36,7 +36,7 @@ pub use interlock_risk_ceiling_v1::InterlockRiskCeiling;
 /// Semantic version of the contract set (`schemas/contract-set.toml`).
 pub const CONTRACT_SET_VERSION: &str = "1.1.0";
 /// sha256 over the canonical form of the schemas and the inventory.
-pub const CONTRACT_SET_SHA256: &str = "f5d5b15c95278c0444bf7bc8735757310b2ff08dd14fc05054546239acb17ab4";
+pub const CONTRACT_SET_SHA256: &str = "50870966a3d172f2d1d07476ba98bb5970836016ece3d7fc5938745d681d525a";
 impl crate::Contract for Event {
     const INFO: &'static crate::ContractInfo = &crate::ContractInfo {
         name: "event",
@@ -659,21 +659,27 @@ pub mod buckets {
         keys: &[
             crate::KeyInfo {
                 key: None,
-                pattern: Some("group.<uuid v5>"),
+                pattern: Some("p<partition>.group.<uuid v5>"),
                 schema_path: None,
-                description: "One correlation group (rule + group-by values): the events counted below the threshold, or its open/acknowledged incident. Deleted and purged when the incident resolves or the events leave the window.",
-            },
-            crate::KeyInfo {
-                key: Some("lease"),
-                pattern: None,
-                schema_path: None,
-                description: "Which guardian instance is active, and until when.",
+                description: "One correlation group (rule + group-by values) of the partition its key hashes to: the events counted below the threshold, or its open/acknowledged incident. Deleted and purged when the incident resolves or the events leave the window.",
             },
             crate::KeyInfo {
                 key: None,
-                pattern: Some("seen.<slot>"),
+                pattern: Some("p<partition>.lease"),
                 schema_path: None,
-                description: "A fixed ring of chunks of handled event ids that no group holds any more; deleted when the ids outlive their time to live.",
+                description: "Which guardian instance holds the partition (renewed by compare-and-set; taken over when it stops changing).",
+            },
+            crate::KeyInfo {
+                key: None,
+                pattern: Some("p<partition>.seen.<slot>"),
+                schema_path: None,
+                description: "A fixed ring of chunks of the partition's handled event ids that no group holds any more; deleted when the ids outlive their time to live.",
+            },
+            crate::KeyInfo {
+                key: None,
+                pattern: Some("member.<instance>"),
+                schema_path: None,
+                description: "A running guardian instance, renewed while it runs: the live members share the partitions evenly.",
             },
         ],
     };
@@ -863,7 +869,7 @@ impl KeyValueRecord {
 /// Every durable consumer in the inventory (created by provisioning, bound by its service).
 pub static DURABLE_CONSUMERS: &[crate::ConsumerInfo] = &[
     crate::ConsumerInfo {
-        name: "guardian-event-v1",
+        name: "guardian-event-v1-p0",
         service: "guardian",
         contract: "event",
         filter_subject: "orion.event.v1",
@@ -871,6 +877,40 @@ pub static DURABLE_CONSUMERS: &[crate::ConsumerInfo] = &[
         max_deliver: 10,
         ack_wait_s: 30,
         max_ack_pending: 1000,
+        partition: Some(0),
+    },
+    crate::ConsumerInfo {
+        name: "guardian-event-v1-p1",
+        service: "guardian",
+        contract: "event",
+        filter_subject: "orion.event.v1",
+        stream: "ORION_EVENTS",
+        max_deliver: 10,
+        ack_wait_s: 30,
+        max_ack_pending: 1000,
+        partition: Some(1),
+    },
+    crate::ConsumerInfo {
+        name: "guardian-event-v1-p2",
+        service: "guardian",
+        contract: "event",
+        filter_subject: "orion.event.v1",
+        stream: "ORION_EVENTS",
+        max_deliver: 10,
+        ack_wait_s: 30,
+        max_ack_pending: 1000,
+        partition: Some(2),
+    },
+    crate::ConsumerInfo {
+        name: "guardian-event-v1-p3",
+        service: "guardian",
+        contract: "event",
+        filter_subject: "orion.event.v1",
+        stream: "ORION_EVENTS",
+        max_deliver: 10,
+        ack_wait_s: 30,
+        max_ack_pending: 1000,
+        partition: Some(3),
     },
     crate::ConsumerInfo {
         name: "brain-incident-v1",
@@ -881,6 +921,7 @@ pub static DURABLE_CONSUMERS: &[crate::ConsumerInfo] = &[
         max_deliver: 10,
         ack_wait_s: 30,
         max_ack_pending: 100,
+        partition: None,
     },
     crate::ConsumerInfo {
         name: "commander-action-v1",
@@ -891,6 +932,7 @@ pub static DURABLE_CONSUMERS: &[crate::ConsumerInfo] = &[
         max_deliver: 5,
         ack_wait_s: 30,
         max_ack_pending: 64,
+        partition: None,
     },
     crate::ConsumerInfo {
         name: "approval-telegram-approval_request-v1",
@@ -901,6 +943,7 @@ pub static DURABLE_CONSUMERS: &[crate::ConsumerInfo] = &[
         max_deliver: 5,
         ack_wait_s: 30,
         max_ack_pending: 1000,
+        partition: None,
     },
     crate::ConsumerInfo {
         name: "brain-approval_decision-v1",
@@ -911,6 +954,7 @@ pub static DURABLE_CONSUMERS: &[crate::ConsumerInfo] = &[
         max_deliver: 10,
         ack_wait_s: 30,
         max_ack_pending: 100,
+        partition: None,
     },
     crate::ConsumerInfo {
         name: "brain-approval-v1",
@@ -921,6 +965,7 @@ pub static DURABLE_CONSUMERS: &[crate::ConsumerInfo] = &[
         max_deliver: 10,
         ack_wait_s: 30,
         max_ack_pending: 100,
+        partition: None,
     },
     crate::ConsumerInfo {
         name: "brain-outcome-v1",
@@ -931,9 +976,10 @@ pub static DURABLE_CONSUMERS: &[crate::ConsumerInfo] = &[
         max_deliver: 10,
         ack_wait_s: 30,
         max_ack_pending: 100,
+        partition: None,
     },
     crate::ConsumerInfo {
-        name: "guardian-incident_acknowledgement-v1",
+        name: "guardian-incident_acknowledgement-v1-p0",
         service: "guardian",
         contract: "incident_acknowledgement",
         filter_subject: "orion.incident_acknowledgement.v1",
@@ -941,6 +987,40 @@ pub static DURABLE_CONSUMERS: &[crate::ConsumerInfo] = &[
         max_deliver: 10,
         ack_wait_s: 30,
         max_ack_pending: 1000,
+        partition: Some(0),
+    },
+    crate::ConsumerInfo {
+        name: "guardian-incident_acknowledgement-v1-p1",
+        service: "guardian",
+        contract: "incident_acknowledgement",
+        filter_subject: "orion.incident_acknowledgement.v1",
+        stream: "ORION_INCIDENTS",
+        max_deliver: 10,
+        ack_wait_s: 30,
+        max_ack_pending: 1000,
+        partition: Some(1),
+    },
+    crate::ConsumerInfo {
+        name: "guardian-incident_acknowledgement-v1-p2",
+        service: "guardian",
+        contract: "incident_acknowledgement",
+        filter_subject: "orion.incident_acknowledgement.v1",
+        stream: "ORION_INCIDENTS",
+        max_deliver: 10,
+        ack_wait_s: 30,
+        max_ack_pending: 1000,
+        partition: Some(2),
+    },
+    crate::ConsumerInfo {
+        name: "guardian-incident_acknowledgement-v1-p3",
+        service: "guardian",
+        contract: "incident_acknowledgement",
+        filter_subject: "orion.incident_acknowledgement.v1",
+        stream: "ORION_INCIDENTS",
+        max_deliver: 10,
+        ack_wait_s: 30,
+        max_ack_pending: 1000,
+        partition: Some(3),
     },
     crate::ConsumerInfo {
         name: "ops-worker-ops_command-v1",
@@ -951,6 +1031,7 @@ pub static DURABLE_CONSUMERS: &[crate::ConsumerInfo] = &[
         max_deliver: 5,
         ack_wait_s: 30,
         max_ack_pending: 64,
+        partition: None,
     },
 ];
 /// Service identities. `Produces<T>` / `Consumes<T>` are implemented exactly as the
@@ -1074,6 +1155,7 @@ pub mod services {
     impl crate::Service for ApprovalCli {
         const NAME: &'static str = "approval-cli";
         const EXTERNAL: bool = false;
+        const PARTITIONS: u32 = 1;
         const PRODUCES: &'static [&'static str] = &[
             "orion.approval_decision.v1",
             "orion.incident_acknowledgement.v1",
@@ -1119,6 +1201,7 @@ pub mod services {
     impl crate::Service for ApprovalTelegram {
         const NAME: &'static str = "approval-telegram";
         const EXTERNAL: bool = true;
+        const PARTITIONS: u32 = 1;
         const PRODUCES: &'static [&'static str] = &[
             "orion.approval.v1",
             "orion.approval_decision.v1",
@@ -1136,6 +1219,7 @@ pub mod services {
     impl crate::Service for Brain {
         const NAME: &'static str = "brain";
         const EXTERNAL: bool = false;
+        const PARTITIONS: u32 = 1;
         const PRODUCES: &'static [&'static str] = &[
             "orion.action.v1",
             "orion.approval_request.v1",
@@ -1168,6 +1252,7 @@ pub mod services {
     impl crate::Service for Commander {
         const NAME: &'static str = "commander";
         const EXTERNAL: bool = false;
+        const PARTITIONS: u32 = 1;
         const PRODUCES: &'static [&'static str] = &[
             "orion.incident_acknowledgement.v1",
             "orion.notification.v1",
@@ -1194,6 +1279,7 @@ pub mod services {
     impl crate::Service for EventSource {
         const NAME: &'static str = "event-source";
         const EXTERNAL: bool = true;
+        const PARTITIONS: u32 = 1;
         const PRODUCES: &'static [&'static str] = &["orion.event.v1"];
         const CONSUMES: &'static [&'static str] = &[];
         const READS: &'static [&'static str] = &[];
@@ -1206,6 +1292,7 @@ pub mod services {
     impl crate::Service for Guardian {
         const NAME: &'static str = "guardian";
         const EXTERNAL: bool = false;
+        const PARTITIONS: u32 = 4;
         const PRODUCES: &'static [&'static str] = &[
             "orion.incident.v1",
             "platform.dead_letter.v1",
@@ -1229,6 +1316,7 @@ pub mod services {
     impl crate::Service for OpsConsole {
         const NAME: &'static str = "ops-console";
         const EXTERNAL: bool = true;
+        const PARTITIONS: u32 = 1;
         const PRODUCES: &'static [&'static str] = &["titan.ops.command.v1"];
         const CONSUMES: &'static [&'static str] = &[];
         const READS: &'static [&'static str] = &["titan.ops.receipt.v1"];
@@ -1243,6 +1331,7 @@ pub mod services {
     impl crate::Service for OpsWorker {
         const NAME: &'static str = "ops-worker";
         const EXTERNAL: bool = false;
+        const PARTITIONS: u32 = 1;
         const PRODUCES: &'static [&'static str] = &[
             "platform.dead_letter.v1",
             "titan.ops.receipt.v1",

@@ -13,7 +13,7 @@ use contracts::incident_acknowledgement_v1::{
     IncidentAcknowledgementSource, IncidentAcknowledgementVersion,
 };
 use contracts::local_server::NatsServer;
-use contracts::services::{Commander, EventSource};
+use contracts::services::{Commander, EventSource, Guardian};
 use contracts::{Event, Incident, IncidentAcknowledgement, Timestamp};
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -97,21 +97,31 @@ impl GuardianProcess {
         process
     }
 
-    /// Starts guardian with `config` next to an active one, and waits until it stands by.
-    pub async fn start_standby(server: &NatsServer, config: &str) -> Self {
-        let process = Self::spawn(server, config);
-        for _ in 0..100 {
-            if process
-                .log_text()
-                .contains("standby: another guardian holds the lease")
-            {
-                return process;
+    /// Starts guardian with `config` next to running ones, without waiting for anything.
+    pub fn start_another(server: &NatsServer, config: &str) -> Self {
+        Self::spawn(server, config)
+    }
+
+    /// The partitions this instance holds now, as its log tells (taken minus handed back).
+    pub fn partitions_held(&self) -> usize {
+        let log = self.log_text();
+        let taken = log.matches("holding the lease").count();
+        let given = log.matches("partition handed back").count();
+        taken.saturating_sub(given)
+    }
+
+    /// Waits up to 30 s until this instance holds `count` partitions (and has for a moment).
+    pub async fn wait_holding(&self, count: usize) {
+        for _ in 0..300 {
+            if self.partitions_held() == count {
+                return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!(
-            "guardian did not stand by; its log:\n{}",
-            process.log_text()
+            "guardian holds {} partitions, not {count}; its log:\n{}",
+            self.partitions_held(),
+            self.log_text()
         );
     }
 
@@ -167,9 +177,14 @@ impl GuardianProcess {
                     );
                 }
             }
+            // Two durables per partition, each with its status endpoint.
+            let all = 2 * <Guardian as contracts::Service>::PARTITIONS as usize;
             if let Ok(reply) = admin.request("$SRV.STATS.guardian", "".into()).await {
                 let stats: Value = serde_json::from_slice(&reply.payload).unwrap_or_default();
-                if stats["endpoints"].as_array().is_some_and(|e| e.len() >= 2) {
+                if stats["endpoints"]
+                    .as_array()
+                    .is_some_and(|e| e.len() >= all)
+                {
                     return;
                 }
             }
@@ -375,18 +390,26 @@ impl Incidents {
     }
 }
 
-/// Waits until guardian has settled every event published so far.
+/// Waits until guardian has settled every event published so far, in every partition.
 pub async fn wait_until_events_settled(server: &NatsServer, guardian: &GuardianProcess) {
     let js = admin_jetstream(server).await;
     let stream = js.get_stream("ORION_EVENTS").await.unwrap();
-    for _ in 0..600 {
-        let mut consumer: jetstream::consumer::Consumer<pull::Config> =
-            stream.get_consumer("guardian-event-v1").await.unwrap();
-        let info = consumer.info().await.unwrap();
-        if info.num_pending == 0 && info.num_ack_pending == 0 {
-            return;
+    let durables: Vec<&str> = contracts::DURABLE_CONSUMERS
+        .iter()
+        .filter(|c| c.service == "guardian" && c.contract == "event")
+        .map(|c| c.name)
+        .collect();
+    'wait: for _ in 0..600 {
+        for name in &durables {
+            let mut consumer: jetstream::consumer::Consumer<pull::Config> =
+                stream.get_consumer(name).await.unwrap();
+            let info = consumer.info().await.unwrap();
+            if info.num_pending > 0 || info.num_ack_pending > 0 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue 'wait;
+            }
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        return;
     }
     panic!(
         "guardian did not settle the events within 60 s; its log:\n{}",
@@ -394,15 +417,43 @@ pub async fn wait_until_events_settled(server: &NatsServer, guardian: &GuardianP
     );
 }
 
-/// The keys of `guardian_state` that hold a value, read as guardian.
+/// The keys of `guardian_state` that hold a value, every partition's, each without its
+/// partition's prefix (`p1.group.…` → `group.…`), sorted.
 pub async fn live_state_keys(server: &NatsServer) -> Vec<String> {
-    let bus = contracts::bus::Bus::<contracts::services::Guardian>::connect(
-        server.bus_config::<contracts::services::Guardian>(),
-    )
-    .await
-    .expect("guardian connects");
-    let store = guardian::store::StateStore::open(&bus).await.unwrap();
-    store.live_keys().await.unwrap()
+    let bus = contracts::bus::Bus::<Guardian>::connect(server.bus_config::<Guardian>())
+        .await
+        .expect("guardian connects");
+    let mut keys = Vec::new();
+    for partition in guardian::partition::Partition::all() {
+        let store = guardian::store::StateStore::open(&bus, partition)
+            .await
+            .unwrap();
+        keys.extend(store.live_keys().await.unwrap());
+    }
+    let records = bus
+        .records::<contracts::buckets::GuardianState>()
+        .await
+        .unwrap();
+    let members = records
+        .latest("member.>", Duration::from_secs(10))
+        .await
+        .unwrap();
+    keys.extend(
+        members
+            .into_iter()
+            .filter(|e| e.value.is_some())
+            .map(|e| e.key),
+    );
+    keys.sort();
+    keys
+}
+
+/// The lease key of partition `index`.
+pub fn lease_key(index: u32) -> String {
+    guardian::partition::Partition::all()
+        .nth(index as usize)
+        .expect("guardian has that partition")
+        .lease_key()
 }
 
 /// How many messages the state bucket's stream holds: one per live key when deleted keys leave
