@@ -530,6 +530,83 @@ async fn guardian_backlog(
     took
 }
 
+/// `instances` guardians in this process, each on its own connection, sharing the partitions
+/// evenly before the clock starts; then `events` are published (256 acks in flight) and the
+/// clock stops when every incident version is read back.
+async fn guardian_instances(
+    server: &NatsServer,
+    producer: &Bus<EventSource>,
+    js: &jetstream::Context,
+    events: &[Event],
+    instances: usize,
+) -> Duration {
+    let mut config = config();
+    // Short leases, so that a newcomer gets its share within a second or two.
+    config.lease_ttl = Duration::from_secs(2);
+    let mut running = Vec::new();
+    for _ in 0..instances {
+        let bus = Bus::<GuardianIdentity>::connect(server.bus_config::<GuardianIdentity>())
+            .await
+            .unwrap();
+        let (stop, task) = run_guardian(&bus, &config);
+        running.push((bus, stop, task));
+    }
+    wait_for_even_share(js, instances).await;
+    let mut versions = js
+        .get_stream("ORION_INCIDENTS")
+        .await
+        .unwrap()
+        .create_consumer(pull::OrderedConfig {
+            filter_subject: "orion.incident.v1".into(),
+            deliver_policy: jetstream::consumer::DeliverPolicy::New,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .messages()
+        .await
+        .unwrap();
+    let start = Instant::now();
+    for result in producer.publish_all(events, 256).await {
+        result.unwrap();
+    }
+    read_versions(&mut versions, events.len()).await;
+    let took = start.elapsed();
+    for (bus, stop, task) in running {
+        let _ = stop.send(());
+        task.await.unwrap().unwrap();
+        bus.close().await.unwrap();
+    }
+    took
+}
+
+/// Waits until `instances` distinct holders hold every partition's lease, in equal shares.
+async fn wait_for_even_share(js: &jetstream::Context, instances: usize) {
+    let kv = js.get_key_value("guardian_state").await.unwrap();
+    let partitions = guardian::partition::Partition::all().count();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut holders: std::collections::HashMap<Vec<u8>, usize> = Default::default();
+        for partition in guardian::partition::Partition::all() {
+            if let Ok(Some(holder)) = kv.get(partition.lease_key()).await {
+                *holders.entry(holder.to_vec()).or_default() += 1;
+            }
+        }
+        let held: usize = holders.values().sum();
+        if held == partitions
+            && holders.len() == instances
+            && holders.values().all(|&n| n == partitions / instances)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the {instances} instances did not share the {partitions} partitions within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn through_nats() {
     const N: usize = 2_000;
     const SERVICES: usize = 50;
@@ -606,6 +683,35 @@ async fn through_nats() {
         "guardian: backlog → every incident version read back",
         median(ours),
         Some(raw),
+    );
+    println!(
+        "\n== 1 → 2 instances: {BACKLOG} events published (256 acks in flight) while guardian consumes, median of 3 runs =="
+    );
+    let mut by_instances = Vec::new();
+    for instances in [1, 2] {
+        let mut rates = Vec::new();
+        for run in 0..3 {
+            let events: Vec<Event> = (0..BACKLOG)
+                .map(|n| service_down(100_000 * instances + run * 1000 + n % 500, n as i64))
+                .collect();
+            let took = guardian_instances(&server, &producer, &js, &events, instances).await;
+            rates.push(BACKLOG as f64 / took.as_secs_f64());
+        }
+        by_instances.push(median(rates));
+    }
+    report(
+        "guardian, 1 instance (4 partitions)",
+        by_instances[0],
+        Some(raw),
+    );
+    report(
+        "guardian, 2 instances (2 partitions each)",
+        by_instances[1],
+        Some(raw),
+    );
+    println!(
+        "  2 instances vs 1: {:.2}×",
+        by_instances[1] / by_instances[0]
     );
     // The bucket writes alone, as guardian makes them (one per group a batch changes).
     for size in [500, 6_000] {

@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
+use std::time::Duration;
 
 use contracts::buckets::GuardianState;
 use contracts::bus::Bus;
@@ -26,6 +27,10 @@ use crate::members::{fair_share, Members};
 use crate::partition::Partition;
 use crate::service::{Guardian, ServiceError};
 use crate::store::StoreError;
+
+/// First pause before a failed restore is tried again (doubling up to [`MAX_RESTORE_PAUSE`]).
+const RESTORE_PAUSE: Duration = Duration::from_millis(500);
+const MAX_RESTORE_PAUSE: Duration = Duration::from_secs(8);
 
 /// What `guardian run` does once the bootstrap (`contracts::runtime::ServiceMain`) has
 /// connected and checked provisioning: hold a fair share of the partitions and consume them
@@ -43,12 +48,12 @@ pub async fn run(
             source,
         })?;
     let holder = lease::instance_name();
-    let members = Members::join(bucket.clone(), &holder, config.lease_ttl)
-        .await
-        .map_err(|source| StoreError {
-            what: "announcing this instance".into(),
-            source,
-        })?;
+    let members = Members::new(
+        bucket.clone(),
+        GuardianIdentity::PARTITIONS,
+        &holder,
+        config.lease_ttl,
+    );
     let mut instance = Instance {
         bus,
         config: config.clone(),
@@ -171,17 +176,16 @@ impl Instance {
             let taken_at = lease.revision();
             let keeper = lease.keep();
             let lost = keeper.lost();
-            let consumed = match Guardian::start_since(bus, &config, partition, taken_at).await {
-                Ok(guardian) => guardian
-                    .run(async {
-                        tokio::select! {
-                            () = stop.cancelled() => {}
-                            () = lost.cancelled() => {}
-                        }
-                    })
-                    .await
-                    .map(drop),
-                Err(e) => Err(e),
+            let ended = async {
+                tokio::select! {
+                    () = stop.cancelled() => {}
+                    () = lost.cancelled() => {}
+                }
+            };
+            tokio::pin!(ended);
+            let consumed = match restore(&bus, &config, partition, taken_at, &mut ended).await {
+                Some(guardian) => guardian.run(ended).await.map(drop),
+                None => Ok(()),
             };
             let released = keeper.release().await.map_err(ServiceError::from);
             (partition.index, consumed.and(released))
@@ -199,5 +203,31 @@ impl Instance {
             }
         }
         self.held.clear();
+    }
+}
+
+/// Restores `partition`'s state, trying again while it cannot be read (on a cluster that just
+/// lost a node, a read may time out for a while), until `ended` (then `None`). The lease stays
+/// held meanwhile, so nobody else handles the partition either.
+async fn restore(
+    bus: &Bus<GuardianIdentity>,
+    config: &GuardianConfig,
+    partition: Partition,
+    taken_at: u64,
+    ended: &mut (impl Future<Output = ()> + Unpin),
+) -> Option<Guardian> {
+    let mut pause = RESTORE_PAUSE;
+    loop {
+        match Guardian::start_since(bus.clone(), config, partition, taken_at).await {
+            Ok(guardian) => return Some(guardian),
+            Err(e) => {
+                tracing::warn!(%partition, error = %e, retry_in = ?pause, "could not restore the partition's state; trying again");
+            }
+        }
+        tokio::select! {
+            () = &mut *ended => return None,
+            () = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(MAX_RESTORE_PAUSE);
     }
 }

@@ -1,118 +1,150 @@
 //! Which guardian instances are running, so that they share the partitions evenly.
 //!
-//! Each instance keeps a key `member.<id>` in the `guardian_state` bucket and rewrites it every
-//! time it looks at the partitions. Like a lease, a member is judged on this instance's own
-//! monotonic clock: it is alive while its key's revision keeps changing, and counted dead once
-//! the revision has stayed the same for a whole `ttl`. A newcomer counts at once. A key left by
-//! an instance that died is deleted once it has been still for three times `ttl`.
+//! There is one member slot per partition, `member.<slot>` in the `guardian_state` bucket (more
+//! instances than partitions could hold nothing anyway). An instance claims a free or dead slot
+//! and rewrites it every time it looks at the partitions; it reads the others' slots one key at
+//! a time (direct gets: no consumer, so a cluster node that is gone cannot stall the read).
+//! Like a lease, a member is judged on this instance's own monotonic clock: it is alive while
+//! its slot's revision keeps changing, and counted dead once the revision has stayed the same
+//! for a whole `ttl` (then its slot may be claimed). A newcomer counts at once. An instance
+//! always counts itself, slot or not.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use contracts::bus::RecordsError;
 use tokio::time::Instant;
 
 use crate::lease::Bucket;
 
-/// Prefix of the member keys.
+/// Prefix of the member slots.
 pub const KEY_PREFIX: &str = "member.";
 
-/// Longest wait for reading the member keys.
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
+fn slot_key(slot: u32) -> String {
+    format!("{KEY_PREFIX}{slot}")
+}
 
 /// This instance's membership, and what it has seen of the others.
 pub struct Members {
     kv: Bucket,
-    key: String,
+    slots: u32,
     value: Vec<u8>,
     ttl: Duration,
-    /// Per other member key: the revision last seen and when it was first seen.
-    seen: HashMap<String, (u64, Instant)>,
-    /// The last count, kept when the bucket cannot be read.
-    live: usize,
+    /// The slot this instance holds, and the revision it last wrote.
+    mine: Option<(u32, u64)>,
+    /// Per other slot: the revision last seen and when this instance first saw it.
+    seen: HashMap<u32, (u64, Instant)>,
+}
+
+/// What one look at a slot found.
+enum Slot {
+    Live,
+    /// Free (never written, or left), or dead (at this revision): it may be claimed.
+    Claimable(Option<u64>),
+    Unreadable,
 }
 
 impl Members {
-    /// Announces this instance (named `holder` in its key's value).
-    pub async fn join(kv: Bucket, holder: &str, ttl: Duration) -> Result<Self, RecordsError> {
-        let key = format!("{KEY_PREFIX}{}", uuid::Uuid::new_v4().simple());
+    /// A member among `slots` slots, named `holder` in its slot's value; it claims a slot at
+    /// its first [`Members::renew_and_count`].
+    pub fn new(kv: Bucket, slots: u32, holder: &str, ttl: Duration) -> Self {
         let value = serde_json::to_vec(&serde_json::json!({ "holder": holder }))
             .expect("a member record serializes");
-        kv.put(&key, value.clone()).await?;
-        tracing::info!(member = key, %holder, "joined the guardian instances");
-        Ok(Self {
+        Self {
             kv,
-            key,
+            slots: slots.max(1),
             value,
             ttl,
+            mine: None,
             seen: HashMap::new(),
-            live: 1,
-        })
+        }
     }
 
-    /// Renews this instance's key and counts the live members, this one included.
+    /// Renews (or claims) this instance's slot and counts the live members, this one included.
     pub async fn renew_and_count(&mut self) -> usize {
-        if let Err(e) = self.kv.put(&self.key, self.value.clone()).await {
-            tracing::warn!(member = self.key, error = %e, "could not renew this instance's member key; the others may count it out");
-        }
-        let entries = match self
-            .kv
-            .latest(&format!("{KEY_PREFIX}>"), READ_TIMEOUT)
-            .await
-        {
-            Ok(entries) => entries,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not read the member keys; keeping the last count");
-                return self.live;
+        if let Some((slot, revision)) = self.mine {
+            match self
+                .kv
+                .update(&slot_key(slot), self.value.clone(), revision)
+                .await
+            {
+                Ok(revision) => self.mine = Some((slot, revision)),
+                Err(e) if e.is_conflict() => {
+                    tracing::warn!(
+                        slot,
+                        "another instance took this instance's member slot; claiming another"
+                    );
+                    self.mine = None;
+                }
+                Err(e) => {
+                    tracing::warn!(slot, error = %e, "could not renew this instance's member slot; the others may count it out")
+                }
             }
-        };
-        let now = Instant::now();
+        }
         let mut live = 1;
-        let mut present = HashMap::new();
-        for entry in entries.into_iter().filter(|e| e.value.is_some()) {
-            if entry.key == self.key {
+        let mut claimable = Vec::new();
+        for slot in 0..self.slots {
+            if self.mine.is_some_and(|(mine, _)| mine == slot) {
                 continue;
             }
-            let since = match self.seen.get(&entry.key) {
-                Some(&(revision, since)) if revision == entry.revision => since,
-                _ => now,
-            };
-            let still_for = now - since;
-            if still_for < self.ttl {
-                live += 1;
-            } else if still_for >= self.ttl * 3 {
-                forget_dead(&self.kv, &entry.key, entry.revision).await;
-                continue;
+            match self.look(slot).await {
+                Slot::Live => live += 1,
+                Slot::Claimable(revision) => claimable.push((slot, revision)),
+                Slot::Unreadable => {}
             }
-            present.insert(entry.key, (entry.revision, since));
         }
-        self.seen = present;
-        self.live = live;
+        if self.mine.is_none() {
+            self.claim(claimable).await;
+        }
         live
     }
 
-    /// Removes this instance's key.
-    pub async fn leave(self) {
-        if let Err(e) = self.kv.delete(&self.key).await {
-            tracing::warn!(member = self.key, error = %e, "could not remove this instance's member key; the others count it out after the ttl");
+    async fn look(&mut self, slot: u32) -> Slot {
+        let entry = match self.kv.entry(&slot_key(slot)).await {
+            Ok(entry) => entry,
+            Err(e) => {
+                tracing::debug!(slot, error = %e, "could not read a member slot");
+                return Slot::Unreadable;
+            }
+        };
+        let Some(entry) = entry.filter(|e| e.value.is_some()) else {
+            self.seen.remove(&slot);
+            return Slot::Claimable(None);
+        };
+        let now = Instant::now();
+        let since = match self.seen.get(&slot) {
+            Some(&(revision, since)) if revision == entry.revision => since,
+            _ => now,
+        };
+        self.seen.insert(slot, (entry.revision, since));
+        if now - since < self.ttl {
+            Slot::Live
+        } else {
+            Slot::Claimable(Some(entry.revision))
         }
     }
-}
 
-/// Deletes a dead member's key, unless it was renewed meanwhile.
-async fn forget_dead(kv: &Bucket, key: &str, revision: u64) {
-    match kv.delete_at(key, revision).await {
-        Ok(()) => {
-            tracing::info!(
-                member = key,
-                "removed the key of a guardian instance that stopped renewing it"
-            );
-            if let Err(e) = kv.purge_history(key).await {
-                tracing::debug!(member = key, error = %e, "could not purge the member key's delete marker");
+    async fn claim(&mut self, claimable: Vec<(u32, Option<u64>)>) {
+        for (slot, revision) in claimable {
+            let key = slot_key(slot);
+            let claimed = match revision {
+                None => self.kv.create(&key, self.value.clone()).await,
+                Some(revision) => self.kv.update(&key, self.value.clone(), revision).await,
+            };
+            if let Ok(revision) = claimed {
+                tracing::info!(slot, "holding a member slot");
+                self.seen.remove(&slot);
+                self.mine = Some((slot, revision));
+                return;
             }
         }
-        Err(e) => {
-            tracing::debug!(member = key, error = %e, "a dead member's key changed before it could be removed")
+    }
+
+    /// Frees this instance's slot.
+    pub async fn leave(self) {
+        if let Some((slot, revision)) = self.mine {
+            if let Err(e) = self.kv.delete_at(&slot_key(slot), revision).await {
+                tracing::warn!(slot, error = %e, "could not free this instance's member slot; the others count it out after the ttl");
+            }
         }
     }
 }
