@@ -87,11 +87,16 @@
 //! most `max_seen_event_ids / 64` seen chunks (nats-server 2.9 has no per-key TTL, so guardian
 //! deletes keys itself).
 //!
-//! # Standbys
+//! # Several instances (active-active)
 //!
-//! Correlation needs all events of a group in one process, so one guardian is active at a time:
-//! instances contend for a lease in the bucket, and the others wait as standbys that take over
-//! `lease.ttl_s` (plus up to a quarter of it) after the active one stops renewing (see [`lease`]).
+//! Correlation needs all events of a group in one process, so the group keys are split into the
+//! partitions the inventory declares (4; see [`partition`]): a group belongs to one partition,
+//! each partition has its own durables, lease and keys, and one instance at a time holds it.
+//! Every instance joins as a member ([`members`]) and holds an even share of the partitions
+//! ([`instance`]): alone, it holds them all; a newcomer gets its share handed back; when one
+//! dies, the others take its partitions over `lease.ttl_s` (plus up to a quarter of it) after it
+//! stopped renewing (see [`lease`]), and continue its open incidents. Per-group order holds
+//! because a group's events only ever reach the engine of its partition, one at a time.
 
 pub mod config;
 pub mod engine;

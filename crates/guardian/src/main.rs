@@ -37,17 +37,18 @@ Config file (TOML; crates/guardian/guardian.toml is a documented example):
   [consumer]  retry_delay_ms, batch, tick_ms (ack wait and max deliveries are the durable
               consumers' settings in the inventory, applied by `cargo xtask provision`)
   [limits]    max_groups, max_seen_event_ids, seen_ttl_s, max_event_ids_per_incident
-  [lease]     ttl_s (default 10): how long standbys wait for the active guardian's renewal
+  [lease]     ttl_s (default 10): how long the others wait for a partition holder's renewal
   [[rules]]   name, group_by, window_s, threshold, incident_type, severity (optional fixed
               incident severity), resolve_on, resolve_after_s, and a [rules.match] table:
               event_type, source (names or `*` patterns), severity, data.<field> = value(s),
               tags.<name> = value(s)
 
-High availability: run two or more instances. One holds a lease in `guardian_state` and consumes;
-the others log `standby:` and wait. When the active one dies, a standby takes over after
-lease.ttl_s (plus up to a quarter of it) and continues the open incidents; after a clean stop,
-at once. An instance that cannot renew its lease, or finds it taken over, stops handling events
-and exits 1 (let the supervisor restart it: it comes back as a standby).
+Scale-out and high availability: run two or more instances. The group keys are split into
+partitions (schemas/inventory.toml); the instances share them evenly, each partition held by one
+instance through a lease in `guardian_state`. When an instance dies, the others take its
+partitions after lease.ttl_s (plus up to a quarter of it) and continue its open incidents; after a
+clean stop, at once. An instance that cannot renew a lease, or finds one taken over, stops
+handling events and exits 1 (let the supervisor restart it: it comes back and gets its share).
 
 Incident tags (a contract with brain): for each group_by key its last path segment → value
 (data.service_name → service_name), plus rule → the rule's name.
