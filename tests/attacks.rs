@@ -78,7 +78,7 @@ async fn a_stolen_event_source_credential_reads_no_replies_and_takes_no_events()
     assert!(
         thief
             .publish_refused(
-                "$JS.API.CONSUMER.MSG.NEXT.ORION_EVENTS.guardian-event-v1-p0",
+                "$JS.API.CONSUMER.MSG.NEXT.ORION_EVENTS.guardian-event-v1",
                 br#"{"batch":100,"expires":2000000000}"#.to_vec(),
             )
             .await

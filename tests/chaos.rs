@@ -536,7 +536,7 @@ async fn a_resolved_incident_takes_no_more_events_when_guardian_cannot_finish_re
     let _turn = SERIAL.lock().await;
     let dir = KeptOnFailure(Some(stack_dir("resolved")));
     let authorization =
-        deny_publish_to("guardian", "$KV.guardian_state.*.seen.>").expect("guardian's permissions");
+        deny_publish_to("guardian", "$KV.guardian_state.seen.>").expect("guardian's permissions");
     let stack =
         Stack::start_with_authorization(options(dir.path(), &["unused"], 300), authorization)
             .await

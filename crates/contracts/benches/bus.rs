@@ -47,7 +47,7 @@ async fn purge(js: &async_nats::jetstream::Context) {
     assert_eq!(stream.info().await.unwrap().state.messages, 0);
     let _ = js.delete_consumer_from_stream("raw", "ORION_EVENTS").await;
     let _ = js
-        .delete_consumer_from_stream("guardian-event-v1-p0", "ORION_EVENTS")
+        .delete_consumer_from_stream("guardian-event-v1", "ORION_EVENTS")
         .await;
 }
 
@@ -240,7 +240,7 @@ async fn main() {
         if double {
             let raw = report(case, JETSTREAM_MESSAGES, took, None);
             let mut sub = guardian
-                .subscribe::<Event>(SubscribeOptions::default().in_partition(0))
+                .subscribe::<Event>(SubscribeOptions::default())
                 .await
                 .unwrap();
             let start = Instant::now();
@@ -307,7 +307,7 @@ async fn main() {
     );
     // guardian's durable goes on after the 5,000 it acknowledged: the refill.
     let mut sub = guardian
-        .subscribe::<Event>(SubscribeOptions::batch(100).in_partition(0))
+        .subscribe::<Event>(SubscribeOptions::batch(100))
         .await
         .unwrap();
     let start = Instant::now();

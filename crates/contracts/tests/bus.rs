@@ -84,15 +84,6 @@ async fn consumer_state(url: &str, stream: &str) -> String {
     out
 }
 
-/// `options` for partition 0 when `S` is partitioned (guardian is), as they are otherwise.
-fn first_partition<S: Service>(options: SubscribeOptions) -> SubscribeOptions {
-    if S::PARTITIONS > 1 {
-        options.in_partition(0)
-    } else {
-        options
-    }
-}
-
 async fn roundtrip<P, C, T>(server: &NatsServer, fixture_name: &str)
 where
     P: Service + Produces<T>,
@@ -103,7 +94,7 @@ where
     let producer = connect::<P>(server).await;
     let consumer = connect::<C>(server).await;
     let mut sub = consumer
-        .subscribe::<T>(first_partition::<C>(SubscribeOptions::default()))
+        .subscribe::<T>(SubscribeOptions::default())
         .await
         .expect("subscribe");
     let published = producer.publish(&message).await.expect("publish");
@@ -157,7 +148,7 @@ async fn guardian_events_deliver_at_most(
 ) {
     let durable = contracts::DURABLE_CONSUMERS
         .iter()
-        .find(|c| c.name == "guardian-event-v1-p0")
+        .find(|c| c.name == "guardian-event-v1")
         .unwrap();
     let defaults: contracts::bus::ConsumerSettings = durable.into();
     let settings = contracts::bus::ConsumerSettings {
@@ -207,7 +198,7 @@ async fn a_duplicate_publish_is_dropped_by_the_server() {
     let producer = connect::<EventSource>(&server).await;
     let guardian = connect::<Guardian>(&server).await;
     let mut sub = guardian
-        .subscribe::<Event>(SubscribeOptions::default().in_partition(0))
+        .subscribe::<Event>(SubscribeOptions::default())
         .await
         .unwrap();
     let message = event(1);
@@ -254,7 +245,7 @@ async fn invalid_payloads_are_dead_lettered_and_the_consumer_goes_on() {
 
     let guardian = connect::<Guardian>(&server).await;
     let mut sub = guardian
-        .subscribe::<Event>(SubscribeOptions::default().in_partition(0))
+        .subscribe::<Event>(SubscribeOptions::default())
         .await
         .unwrap();
     let delivery = next_within(&mut sub, Duration::from_secs(5))
@@ -274,7 +265,7 @@ async fn invalid_payloads_are_dead_lettered_and_the_consumer_goes_on() {
     assert_eq!(first.reason.code, DeadLetterReasonCode::NotJson);
     assert_eq!(first.subject.as_str(), "orion.event.v1");
     assert_eq!(first.service.as_str(), "guardian");
-    assert_eq!(first.consumer.as_deref(), Some("guardian-event-v1-p0"));
+    assert_eq!(first.consumer.as_deref(), Some("guardian-event-v1"));
     let raw = base64::engine::general_purpose::STANDARD
         .decode(first.payload_base64.as_str())
         .unwrap();
@@ -299,7 +290,7 @@ async fn nak_redelivers_and_the_last_attempt_is_dead_lettered() {
     guardian_events_deliver_at_most(&server, 2, None).await;
     let guardian = connect::<Guardian>(&server).await;
     let mut sub = guardian
-        .subscribe::<Event>(SubscribeOptions::default().in_partition(0))
+        .subscribe::<Event>(SubscribeOptions::default())
         .await
         .unwrap();
 
@@ -349,7 +340,7 @@ async fn a_message_every_delivery_of_which_kills_the_process_is_dead_lettered() 
     for attempt in 1..=2 {
         let guardian = connect::<Guardian>(&server).await;
         let mut sub = guardian
-            .subscribe::<Event>(SubscribeOptions::default().in_partition(0))
+            .subscribe::<Event>(SubscribeOptions::default())
             .await
             .unwrap();
         let delivery = next_within(&mut sub, Duration::from_secs(10))
@@ -363,7 +354,7 @@ async fn a_message_every_delivery_of_which_kills_the_process_is_dead_lettered() 
     // advisory.
     let guardian = connect::<Guardian>(&server).await;
     let mut sub = guardian
-        .subscribe::<Event>(SubscribeOptions::default().in_partition(0))
+        .subscribe::<Event>(SubscribeOptions::default())
         .await
         .unwrap();
     let pulling = tokio::spawn(async move { next_within(&mut sub, Duration::from_secs(8)).await });
@@ -374,7 +365,7 @@ async fn a_message_every_delivery_of_which_kills_the_process_is_dead_lettered() 
         .expect("the exhausted message is dead-lettered");
     assert_eq!(letter.reason.code, DeadLetterReasonCode::DeliveryExhausted);
     assert_eq!(letter.subject.as_str(), "orion.event.v1");
-    assert_eq!(letter.consumer.as_deref(), Some("guardian-event-v1-p0"));
+    assert_eq!(letter.consumer.as_deref(), Some("guardian-event-v1"));
     assert_eq!(letter.stream_sequence.map(|n| n.get()), Some(1));
     assert!(
         letter
@@ -392,7 +383,7 @@ async fn instances_sharing_a_durable_split_the_work_without_handling_twice() {
     let server = server();
     provision(&server).await;
     const COUNT: u128 = 200;
-    let options = SubscribeOptions::batch(5).in_partition(0);
+    let options = SubscribeOptions::batch(5);
     let mut subscriptions = Vec::new();
     for _ in 0..2 {
         let bus = connect::<Guardian>(&server).await;
@@ -613,7 +604,7 @@ async fn acked_messages_survive_a_server_restart() {
     server.restart().expect("restart with the same store");
     let guardian = connect::<Guardian>(&server).await;
     let mut sub = guardian
-        .subscribe::<Event>(SubscribeOptions::default().in_partition(0))
+        .subscribe::<Event>(SubscribeOptions::default())
         .await
         .unwrap();
     let mut ids = BTreeSet::new();
@@ -675,7 +666,7 @@ async fn services_are_visible_as_nats_micro_services_with_consumer_stats() {
     producer.publish(&event(7)).await.unwrap();
     let guardian = connect::<Guardian>(&server).await;
     let mut sub = guardian
-        .subscribe::<Event>(SubscribeOptions::default().in_partition(0))
+        .subscribe::<Event>(SubscribeOptions::default())
         .await
         .unwrap();
     next_within(&mut sub, Duration::from_secs(5))
@@ -705,12 +696,12 @@ async fn services_are_visible_as_nats_micro_services_with_consumer_stats() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|e| e["name"] == "guardian-event-v1-p0")
+        .find(|e| e["name"] == "guardian-event-v1")
         .expect("consumer endpoint");
     assert_eq!(endpoint["data"]["received"], 1, "{stats}");
     assert_eq!(endpoint["data"]["acked"], 1, "{stats}");
     let status = admin
-        .request("orion.micro.guardian.guardian-event-v1-p0", "".into())
+        .request("orion.micro.guardian.guardian-event-v1", "".into())
         .await
         .unwrap();
     let status: Value = serde_json::from_slice(&status.payload).unwrap();
@@ -748,7 +739,7 @@ async fn a_three_node_cluster_keeps_replicated_messages_when_a_node_stops() {
     let mut sub = None;
     for _ in 0..50 {
         match guardian
-            .subscribe::<Event>(SubscribeOptions::default().in_partition(0))
+            .subscribe::<Event>(SubscribeOptions::default())
             .await
         {
             Ok(s) => {
@@ -908,14 +899,14 @@ async fn a_service_creates_nothing_and_refuses_to_run_on_what_is_not_provisioned
     js.get_stream("ORION_EVENTS")
         .await
         .unwrap()
-        .delete_consumer("guardian-event-v1-p0")
+        .delete_consumer("guardian-event-v1")
         .await
         .unwrap();
     js.get_stream("ORION_EVENTS")
         .await
         .unwrap()
         .create_consumer(async_nats::jetstream::consumer::pull::Config {
-            durable_name: Some("guardian-event-v1-p0".into()),
+            durable_name: Some("guardian-event-v1".into()),
             filter_subject: "orion.>".into(),
             ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
             ..Default::default()
@@ -923,13 +914,13 @@ async fn a_service_creates_nothing_and_refuses_to_run_on_what_is_not_provisioned
         .await
         .unwrap();
     let wrong = guardian
-        .subscribe::<Event>(SubscribeOptions::default().in_partition(0))
+        .subscribe::<Event>(SubscribeOptions::default())
         .await
         .err()
         .expect("a durable with the wrong filter is refused");
     let text = wrong.to_string();
     assert!(
-        text.contains("consumer `guardian-event-v1-p0`") && text.contains("orion.>"),
+        text.contains("consumer `guardian-event-v1`") && text.contains("orion.>"),
         "{text}"
     );
 }
@@ -1122,7 +1113,7 @@ async fn a_handler_that_panics_on_one_message_does_not_stop_the_consumer() {
     producer.publish(&event(67)).await.unwrap();
     let guardian = connect::<Guardian>(&server).await;
     let mut sub = guardian
-        .subscribe::<Event>(SubscribeOptions::default().in_partition(0))
+        .subscribe::<Event>(SubscribeOptions::default())
         .await
         .unwrap();
 
@@ -1188,7 +1179,7 @@ async fn one_event_delivered(
     producer.publish(&event(id)).await.unwrap();
     let guardian = connect::<Guardian>(&server).await;
     let mut sub = guardian
-        .subscribe::<Event>(SubscribeOptions::default().in_partition(0))
+        .subscribe::<Event>(SubscribeOptions::default())
         .await
         .unwrap();
     let delivery = next_within(&mut sub, Duration::from_secs(5)).await.unwrap();
@@ -1270,7 +1261,7 @@ async fn an_unconfirmed_ack_settles_the_message_without_a_round_trip() {
             .get_stream("ORION_EVENTS")
             .await
             .unwrap()
-            .get_consumer("guardian-event-v1-p0")
+            .get_consumer("guardian-event-v1")
             .await
             .unwrap();
         let info = consumer.info().await.unwrap();
@@ -1290,18 +1281,23 @@ async fn an_unconfirmed_ack_settles_the_message_without_a_round_trip() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_partitioned_service_binds_one_partition_s_durable_and_must_name_a_real_one() {
+async fn a_service_binds_its_partitions_durables_and_must_name_one_it_has() {
     let server = server();
     provision(&server).await;
     let guardian = connect::<Guardian>(&server).await;
     let partitions = <Guardian as Service>::PARTITIONS;
-    assert!(partitions > 1, "guardian is partitioned in the inventory");
-    for options in [
-        SubscribeOptions::default(),
-        SubscribeOptions::default().in_partition(partitions),
-    ] {
-        let refused = guardian.subscribe::<Event>(options.clone()).await.err();
-        match refused {
+    // Not partitioned: naming a partition is refused. Partitioned: naming none, or one past
+    // the last, is refused.
+    let refused_options = if partitions == 1 {
+        vec![SubscribeOptions::default().in_partition(0)]
+    } else {
+        vec![
+            SubscribeOptions::default(),
+            SubscribeOptions::default().in_partition(partitions),
+        ]
+    };
+    for options in refused_options {
+        match guardian.subscribe::<Event>(options.clone()).await.err() {
             Some(BusError::Config(text)) => assert!(
                 text.contains("orion.event.v1") && text.contains("partition"),
                 "{options:?}: {text}"
@@ -1309,20 +1305,22 @@ async fn a_partitioned_service_binds_one_partition_s_durable_and_must_name_a_rea
             other => panic!("{options:?}: expected a configuration error, got {other:?}"),
         }
     }
-    // Every partition's durable gets every event: each partition picks its own share.
+    // Every partition's durable gets every event: each partition keeps its own share.
     let producer = connect::<EventSource>(&server).await;
     let event = event(9_001);
     producer.publish(&event).await.unwrap();
-    for index in 0..partitions {
-        let mut sub = guardian
-            .subscribe::<Event>(SubscribeOptions::default().in_partition(index))
+    let bindings: Vec<SubscribeOptions> = if partitions == 1 {
+        vec![SubscribeOptions::default()]
+    } else {
+        (0..partitions)
+            .map(|p| SubscribeOptions::default().in_partition(p))
+            .collect()
+    };
+    for options in bindings {
+        let mut sub = guardian.subscribe::<Event>(options.clone()).await.unwrap();
+        let delivery = next_within(&mut sub, Duration::from_secs(10))
             .await
-            .unwrap();
-        let delivery = tokio::time::timeout(Duration::from_secs(10), sub.next())
-            .await
-            .unwrap_or_else(|_| panic!("partition {index} got nothing"))
-            .expect("the subscription goes on")
-            .expect("a valid event");
+            .unwrap_or_else(|| panic!("{options:?}: nothing delivered"));
         assert_eq!(delivery.message().event_id, event.event_id);
         delivery.ack().await.unwrap();
     }

@@ -441,6 +441,62 @@ async fn raw_backlog(
     start.elapsed()
 }
 
+/// What delivering every event to `consumers` durables costs the server (as guardian's
+/// partitions each get every event): the backlog is loaded, then each durable pulls it in
+/// batches of `batch` and acknowledges every message (unconfirmed, as guardian does), all
+/// durables at once; the clock stops when the last one has every message.
+async fn raw_fan_out(
+    js: &jetstream::Context,
+    payloads: &[Vec<u8>],
+    run: usize,
+    batch: usize,
+    consumers: usize,
+) -> Duration {
+    let (input, _, in_subject, _) = in_and_out(js, &format!("FANOUT{consumers}"), run).await;
+    for chunk in payloads.chunks(256) {
+        let mut acks = Vec::with_capacity(chunk.len());
+        for payload in chunk {
+            acks.push(
+                js.publish(in_subject.clone(), payload.clone().into())
+                    .await
+                    .unwrap(),
+            );
+        }
+        for ack in acks {
+            ack.await.unwrap();
+        }
+    }
+    let stream = js.get_stream(&input).await.unwrap();
+    let mut pulls = Vec::new();
+    for n in 0..consumers {
+        let consumer = stream
+            .create_consumer(pull::Config {
+                durable_name: Some(format!("fan{n}")),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        pulls.push(
+            consumer
+                .stream()
+                .max_messages_per_batch(batch)
+                .messages()
+                .await
+                .unwrap(),
+        );
+    }
+    let count = payloads.len();
+    let start = Instant::now();
+    let drains = pulls.into_iter().map(|mut messages| async move {
+        for _ in 0..count {
+            let message = messages.next().await.unwrap().unwrap();
+            message.ack().await.unwrap();
+        }
+    });
+    futures::future::join_all(drains).await;
+    start.elapsed()
+}
+
 /// Raw key-value writes to a bucket configured as `guardian_state` (history 1, file storage):
 /// `count` puts of `size` bytes over `keys` keys, `batch` in flight at a time. What one of
 /// guardian's batches costs the server, without guardian.
@@ -580,7 +636,9 @@ async fn guardian_instances(
     took
 }
 
-/// Waits until `instances` distinct holders hold every partition's lease, in equal shares.
+/// Waits until every partition's lease is held, in equal shares, by as many distinct holders
+/// as there can be (`instances`, at most one per partition: with one partition the others
+/// stand by).
 async fn wait_for_even_share(js: &jetstream::Context, instances: usize) {
     let kv = js.get_key_value("guardian_state").await.unwrap();
     let partitions = guardian::partition::Partition::all().count();
@@ -593,9 +651,10 @@ async fn wait_for_even_share(js: &jetstream::Context, instances: usize) {
             }
         }
         let held: usize = holders.values().sum();
+        let sharing = instances.min(partitions);
         if held == partitions
-            && holders.len() == instances
-            && holders.values().all(|&n| n == partitions / instances)
+            && holders.len() == sharing
+            && holders.values().all(|&n| n == partitions / sharing)
         {
             return;
         }
@@ -684,6 +743,25 @@ async fn through_nats() {
         median(ours),
         Some(raw),
     );
+    for consumers in [1, 4] {
+        let mut rates = Vec::new();
+        for run in 0..3 {
+            let events: Vec<Event> = (0..BACKLOG)
+                .map(|n| service_down(50_000 + run * 1000 + n % 500, n as i64))
+                .collect();
+            let payloads: Vec<Vec<u8>> = events
+                .iter()
+                .map(|e| contracts::encode(e).unwrap())
+                .collect();
+            let took = raw_fan_out(&js, &payloads, run, batch, consumers).await;
+            rates.push(BACKLOG as f64 / took.as_secs_f64());
+        }
+        report(
+            &format!("raw: every event to {consumers} durable(s), pulled and acked"),
+            median(rates),
+            Some(raw),
+        );
+    }
     println!(
         "\n== 1 → 2 instances: {BACKLOG} events published (256 acks in flight) while guardian consumes, median of 3 runs =="
     );
@@ -699,13 +777,14 @@ async fn through_nats() {
         }
         by_instances.push(median(rates));
     }
+    let partitions = guardian::partition::Partition::all().count();
     report(
-        "guardian, 1 instance (4 partitions)",
+        &format!("guardian, 1 instance ({partitions} partition(s))"),
         by_instances[0],
         Some(raw),
     );
     report(
-        "guardian, 2 instances (2 partitions each)",
+        &format!("guardian, 2 instances ({partitions} partition(s) shared)"),
         by_instances[1],
         Some(raw),
     );
@@ -737,6 +816,10 @@ fn nats_version() -> String {
 }
 
 fn main() {
+    // `RUST_LOG=guardian=info cargo bench …` shows what guardian does during the runs.
+    if std::env::var_os("RUST_LOG").is_some() {
+        contracts::runtime::init_tracing(contracts::runtime::LogFormat::Text);
+    }
     // `cargo bench` passes `--bench`; `cargo test --benches` runs this too: keep that quick.
     if std::env::args().any(|a| a == "--test" || a == "--list") {
         return;

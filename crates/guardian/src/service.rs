@@ -386,6 +386,7 @@ impl Guardian {
     async fn publish(&self, incident: &Incident) -> Result<(), BusError> {
         let published = self.bus.publish(incident).await?;
         tracing::debug!(
+            partition = %self.partition,
             incident_id = %incident.incident_id,
             state = %incident.state,
             duplicate = published.duplicate,

@@ -207,8 +207,10 @@ async fn two_instances_share_the_partitions_and_the_survivor_takes_over_the_open
     let partitions = <contracts::services::Guardian as contracts::Service>::PARTITIONS as usize;
     let mut first = GuardianProcess::start(&server, TEST_CONFIG).await;
     first.wait_holding(partitions).await;
-    let mut second = GuardianProcess::start_another(&server, TEST_CONFIG);
-    // The first hands half back, the newcomer takes it: an even share each.
+    let second = GuardianProcess::start_another(&server, TEST_CONFIG);
+    // The first hands half back, the newcomer takes it: an even share each (with a single
+    // partition, the newcomer stands by).
+    second.wait_joined().await;
     second.wait_holding(partitions / 2).await;
     first.wait_holding(partitions - partitions / 2).await;
 
@@ -230,16 +232,22 @@ async fn two_instances_share_the_partitions_and_the_survivor_takes_over_the_open
         "one incident per service: {opened:#?}"
     );
     let logs = [first.log_text(), second.log_text()];
-    assert!(
-        logs.iter().all(|log| log.contains("incident opened")),
-        "both instances handled a share of the groups:\n{}\n---\n{}",
+    let handling = if partitions > 1 { 2 } else { 1 };
+    assert_eq!(
+        logs.iter()
+            .filter(|log| log.contains("incident opened"))
+            .count(),
+        handling,
+        "{handling} instance(s) should have handled the groups:\n{}\n---\n{}",
         logs[0],
         logs[1]
     );
 
-    // The second dies: the first takes its partitions over and continues their incidents.
+    // The first dies: the second takes its partitions over and continues their incidents.
     wait_until_events_settled(&server, &first).await;
-    second.kill_9();
+    first.kill_9();
+    let (mut first, second) = (second, first);
+    drop(second);
     first.wait_holding(partitions).await;
     let log = first.log_text();
     assert!(
@@ -392,10 +400,10 @@ async fn many_distinct_keys_keep_memory_and_the_bucket_bounded() {
     let groups = keys.iter().filter(|k| k.starts_with("group.")).count();
     let seen = keys.iter().filter(|k| k.starts_with("seen.")).count();
     assert!(groups <= 20, "{groups} group records: {keys:?}");
-    // 128 ids shared by the partitions: at most one chunk of 64 each.
+    // 128 ids shared by the partitions (chunks of 64): at most two chunks in all, or one each.
     let partitions = <contracts::services::Guardian as contracts::Service>::PARTITIONS as usize;
     assert!(
-        seen <= partitions,
+        seen <= partitions.max(2),
         "{seen} seen chunks (128 ids over {partitions} partitions): {keys:?}"
     );
     assert_eq!(

@@ -36,7 +36,7 @@ pub use interlock_risk_ceiling_v1::InterlockRiskCeiling;
 /// Semantic version of the contract set (`schemas/contract-set.toml`).
 pub const CONTRACT_SET_VERSION: &str = "1.1.0";
 /// sha256 over the canonical form of the schemas and the inventory.
-pub const CONTRACT_SET_SHA256: &str = "50870966a3d172f2d1d07476ba98bb5970836016ece3d7fc5938745d681d525a";
+pub const CONTRACT_SET_SHA256: &str = "9a7e85d430c45aad1a4ff10b386517e55fdaa18588ba4e551ea88583456e4e24";
 impl crate::Contract for Event {
     const INFO: &'static crate::ContractInfo = &crate::ContractInfo {
         name: "event",
@@ -659,27 +659,27 @@ pub mod buckets {
         keys: &[
             crate::KeyInfo {
                 key: None,
-                pattern: Some("p<partition>.group.<uuid v5>"),
+                pattern: Some("group.<uuid v5>"),
                 schema_path: None,
-                description: "One correlation group (rule + group-by values) of the partition its key hashes to: the events counted below the threshold, or its open/acknowledged incident. Deleted and purged when the incident resolves or the events leave the window.",
+                description: "One correlation group (rule + group-by values), under its partition's prefix `p<partition>.` when guardian has more than one: the events counted below the threshold, or its open/acknowledged incident. Deleted and purged when the incident resolves or the events leave the window.",
+            },
+            crate::KeyInfo {
+                key: Some("lease"),
+                pattern: None,
+                schema_path: None,
+                description: "Which guardian instance holds the partition (`p<partition>.lease` when guardian has more than one) (renewed by compare-and-set; taken over when it stops changing).",
             },
             crate::KeyInfo {
                 key: None,
-                pattern: Some("p<partition>.lease"),
+                pattern: Some("seen.<slot>"),
                 schema_path: None,
-                description: "Which guardian instance holds the partition (renewed by compare-and-set; taken over when it stops changing).",
+                description: "A fixed ring of chunks of the partition's handled event ids (under `p<partition>.` when guardian has more than one) that no group holds any more; deleted when the ids outlive their time to live.",
             },
             crate::KeyInfo {
                 key: None,
-                pattern: Some("p<partition>.seen.<slot>"),
+                pattern: Some("member.<slot>"),
                 schema_path: None,
-                description: "A fixed ring of chunks of the partition's handled event ids that no group holds any more; deleted when the ids outlive their time to live.",
-            },
-            crate::KeyInfo {
-                key: None,
-                pattern: Some("member.<instance>"),
-                schema_path: None,
-                description: "A running guardian instance, renewed while it runs: the live members share the partitions evenly.",
+                description: "A running guardian instance (one slot per partition), renewed while it runs: the live members share the partitions evenly.",
             },
         ],
     };
@@ -869,7 +869,7 @@ impl KeyValueRecord {
 /// Every durable consumer in the inventory (created by provisioning, bound by its service).
 pub static DURABLE_CONSUMERS: &[crate::ConsumerInfo] = &[
     crate::ConsumerInfo {
-        name: "guardian-event-v1-p0",
+        name: "guardian-event-v1",
         service: "guardian",
         contract: "event",
         filter_subject: "orion.event.v1",
@@ -877,40 +877,7 @@ pub static DURABLE_CONSUMERS: &[crate::ConsumerInfo] = &[
         max_deliver: 10,
         ack_wait_s: 30,
         max_ack_pending: 1000,
-        partition: Some(0),
-    },
-    crate::ConsumerInfo {
-        name: "guardian-event-v1-p1",
-        service: "guardian",
-        contract: "event",
-        filter_subject: "orion.event.v1",
-        stream: "ORION_EVENTS",
-        max_deliver: 10,
-        ack_wait_s: 30,
-        max_ack_pending: 1000,
-        partition: Some(1),
-    },
-    crate::ConsumerInfo {
-        name: "guardian-event-v1-p2",
-        service: "guardian",
-        contract: "event",
-        filter_subject: "orion.event.v1",
-        stream: "ORION_EVENTS",
-        max_deliver: 10,
-        ack_wait_s: 30,
-        max_ack_pending: 1000,
-        partition: Some(2),
-    },
-    crate::ConsumerInfo {
-        name: "guardian-event-v1-p3",
-        service: "guardian",
-        contract: "event",
-        filter_subject: "orion.event.v1",
-        stream: "ORION_EVENTS",
-        max_deliver: 10,
-        ack_wait_s: 30,
-        max_ack_pending: 1000,
-        partition: Some(3),
+        partition: None,
     },
     crate::ConsumerInfo {
         name: "brain-incident-v1",
@@ -979,7 +946,7 @@ pub static DURABLE_CONSUMERS: &[crate::ConsumerInfo] = &[
         partition: None,
     },
     crate::ConsumerInfo {
-        name: "guardian-incident_acknowledgement-v1-p0",
+        name: "guardian-incident_acknowledgement-v1",
         service: "guardian",
         contract: "incident_acknowledgement",
         filter_subject: "orion.incident_acknowledgement.v1",
@@ -987,40 +954,7 @@ pub static DURABLE_CONSUMERS: &[crate::ConsumerInfo] = &[
         max_deliver: 10,
         ack_wait_s: 30,
         max_ack_pending: 1000,
-        partition: Some(0),
-    },
-    crate::ConsumerInfo {
-        name: "guardian-incident_acknowledgement-v1-p1",
-        service: "guardian",
-        contract: "incident_acknowledgement",
-        filter_subject: "orion.incident_acknowledgement.v1",
-        stream: "ORION_INCIDENTS",
-        max_deliver: 10,
-        ack_wait_s: 30,
-        max_ack_pending: 1000,
-        partition: Some(1),
-    },
-    crate::ConsumerInfo {
-        name: "guardian-incident_acknowledgement-v1-p2",
-        service: "guardian",
-        contract: "incident_acknowledgement",
-        filter_subject: "orion.incident_acknowledgement.v1",
-        stream: "ORION_INCIDENTS",
-        max_deliver: 10,
-        ack_wait_s: 30,
-        max_ack_pending: 1000,
-        partition: Some(2),
-    },
-    crate::ConsumerInfo {
-        name: "guardian-incident_acknowledgement-v1-p3",
-        service: "guardian",
-        contract: "incident_acknowledgement",
-        filter_subject: "orion.incident_acknowledgement.v1",
-        stream: "ORION_INCIDENTS",
-        max_deliver: 10,
-        ack_wait_s: 30,
-        max_ack_pending: 1000,
-        partition: Some(3),
+        partition: None,
     },
     crate::ConsumerInfo {
         name: "ops-worker-ops_command-v1",
@@ -1292,7 +1226,7 @@ pub mod services {
     impl crate::Service for Guardian {
         const NAME: &'static str = "guardian";
         const EXTERNAL: bool = false;
-        const PARTITIONS: u32 = 4;
+        const PARTITIONS: u32 = 1;
         const PRODUCES: &'static [&'static str] = &[
             "orion.incident.v1",
             "platform.dead_letter.v1",

@@ -102,6 +102,19 @@ impl GuardianProcess {
         Self::spawn(server, config)
     }
 
+    /// Waits up to 30 s until this instance has joined the others: it holds a member slot, or
+    /// (all slots taken) watches a lease it may take over.
+    pub async fn wait_joined(&self) {
+        for _ in 0..300 {
+            let log = self.log_text();
+            if log.contains("holding a member slot") || log.contains("standby:") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("guardian did not join; its log:\n{}", self.log_text());
+    }
+
     /// The partitions this instance holds now, as its log tells (taken minus handed back).
     pub fn partitions_held(&self) -> usize {
         let log = self.log_text();
