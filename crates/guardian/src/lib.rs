@@ -90,7 +90,8 @@
 //! # Several instances (active-active)
 //!
 //! Correlation needs all events of a group in one process, so the group keys are split into the
-//! partitions the inventory declares (4; see [`partition`]): a group belongs to one partition,
+//! partitions the inventory declares (1 by default; see [`partition`] and docs/RELIABILITY.md
+//! for why): a group belongs to one partition,
 //! each partition has its own durables, lease and keys, and one instance at a time holds it.
 //! Every instance joins as a member ([`members`]) and holds an even share of the partitions
 //! ([`instance`]): alone, it holds them all; a newcomer gets its share handed back; when one
