@@ -350,18 +350,7 @@ async fn guardian_round_trips(
         .unwrap();
     bus.verify_provisioned().await.unwrap();
     let (stop, running) = run_guardian(&bus, &config);
-    let versions = js
-        .get_stream("ORION_INCIDENTS")
-        .await
-        .unwrap()
-        .create_consumer(pull::OrderedConfig {
-            filter_subject: "orion.incident.v1".into(),
-            deliver_policy: jetstream::consumer::DeliverPolicy::New,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let mut versions = versions.messages().await.unwrap();
+    let mut versions = new_versions(js).await;
     let start = Instant::now();
     for event in events {
         producer.publish(event).await.unwrap();
@@ -374,6 +363,24 @@ async fn guardian_round_trips(
     took
 }
 
+/// Publishes `payloads` to `subject`, 256 in flight at a time (the client bounds the acks it
+/// waits for).
+async fn load(js: &jetstream::Context, subject: &str, payloads: &[Vec<u8>]) {
+    for chunk in payloads.chunks(256) {
+        let mut acks = Vec::with_capacity(chunk.len());
+        for payload in chunk {
+            acks.push(
+                js.publish(subject.to_owned(), payload.clone().into())
+                    .await
+                    .unwrap(),
+            );
+        }
+        for ack in acks {
+            ack.await.unwrap();
+        }
+    }
+}
+
 /// Raw JetStream draining a backlog in batches: pull up to `batch`, republish each (all sent,
 /// then all confirmed), confirm-ack them all; the floor of guardian's batched loop.
 async fn raw_backlog(
@@ -383,20 +390,7 @@ async fn raw_backlog(
     batch: usize,
 ) -> Duration {
     let (input, _, in_subject, out_subject) = in_and_out(js, "BACKLOG", run).await;
-    // Loaded 256 in flight at a time (the client bounds the acks it waits for).
-    for chunk in payloads.chunks(256) {
-        let mut acks = Vec::with_capacity(chunk.len());
-        for payload in chunk {
-            acks.push(
-                js.publish(in_subject.clone(), payload.clone().into())
-                    .await
-                    .unwrap(),
-            );
-        }
-        for ack in acks {
-            ack.await.unwrap();
-        }
-    }
+    load(js, &in_subject, payloads).await;
     let consumer = js
         .get_stream(&input)
         .await
@@ -453,19 +447,7 @@ async fn raw_fan_out(
     consumers: usize,
 ) -> Duration {
     let (input, _, in_subject, _) = in_and_out(js, &format!("FANOUT{consumers}"), run).await;
-    for chunk in payloads.chunks(256) {
-        let mut acks = Vec::with_capacity(chunk.len());
-        for payload in chunk {
-            acks.push(
-                js.publish(in_subject.clone(), payload.clone().into())
-                    .await
-                    .unwrap(),
-            );
-        }
-        for ack in acks {
-            ack.await.unwrap();
-        }
-    }
+    load(js, &in_subject, payloads).await;
     let stream = js.get_stream(&input).await.unwrap();
     let mut pulls = Vec::new();
     for n in 0..consumers {
@@ -547,6 +529,36 @@ async fn read_versions(versions: &mut pull::Ordered, count: usize) {
     }
 }
 
+/// `count` service_down events over 500 services numbered from `first` (each growing to
+/// count / 500 events), and their bytes.
+fn growing_outages(count: usize, first: usize) -> (Vec<Event>, Vec<Vec<u8>>) {
+    let events: Vec<Event> = (0..count)
+        .map(|n| service_down(first + n % 500, n as i64))
+        .collect();
+    let payloads = events
+        .iter()
+        .map(|e| contracts::encode(e).unwrap())
+        .collect();
+    (events, payloads)
+}
+
+/// The incident versions published from now on.
+async fn new_versions(js: &jetstream::Context) -> pull::Ordered {
+    js.get_stream("ORION_INCIDENTS")
+        .await
+        .unwrap()
+        .create_consumer(pull::OrderedConfig {
+            filter_subject: "orion.incident.v1".into(),
+            deliver_policy: jetstream::consumer::DeliverPolicy::New,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .messages()
+        .await
+        .unwrap()
+}
+
 /// guardian draining a backlog: the events are stored before it starts; from the end of its
 /// start (state restored) until every incident version is read back.
 async fn guardian_backlog(
@@ -562,20 +574,7 @@ async fn guardian_backlog(
     let bus = Bus::<GuardianIdentity>::connect(server.bus_config::<GuardianIdentity>())
         .await
         .unwrap();
-    let mut versions = js
-        .get_stream("ORION_INCIDENTS")
-        .await
-        .unwrap()
-        .create_consumer(pull::OrderedConfig {
-            filter_subject: "orion.incident.v1".into(),
-            deliver_policy: jetstream::consumer::DeliverPolicy::New,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .messages()
-        .await
-        .unwrap();
+    let mut versions = new_versions(js).await;
     let start = Instant::now();
     let (stop, running) = run_guardian(&bus, &config);
     read_versions(&mut versions, events.len()).await;
@@ -608,20 +607,7 @@ async fn guardian_instances(
         running.push((bus, stop, task));
     }
     wait_for_even_share(js, instances).await;
-    let mut versions = js
-        .get_stream("ORION_INCIDENTS")
-        .await
-        .unwrap()
-        .create_consumer(pull::OrderedConfig {
-            filter_subject: "orion.incident.v1".into(),
-            deliver_policy: jetstream::consumer::DeliverPolicy::New,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .messages()
-        .await
-        .unwrap();
+    let mut versions = new_versions(js).await;
     let start = Instant::now();
     for result in producer.publish_all(events, 256).await {
         result.unwrap();
@@ -717,13 +703,7 @@ async fn through_nats() {
     let mut ours = Vec::new();
     for run in 0..3 {
         // 500 services a run, each growing to 40 events (every event a version).
-        let events: Vec<Event> = (0..BACKLOG)
-            .map(|n| service_down(10_000 + run * 1000 + n % 500, n as i64))
-            .collect();
-        let payloads: Vec<Vec<u8>> = events
-            .iter()
-            .map(|e| contracts::encode(e).unwrap())
-            .collect();
+        let (events, payloads) = growing_outages(BACKLOG, 10_000 + run * 1000);
         raw.push(BACKLOG as f64 / raw_backlog(&js, &payloads, run, batch).await.as_secs_f64());
         ours.push(
             BACKLOG as f64
@@ -746,13 +726,7 @@ async fn through_nats() {
     for consumers in [1, 4] {
         let mut rates = Vec::new();
         for run in 0..3 {
-            let events: Vec<Event> = (0..BACKLOG)
-                .map(|n| service_down(50_000 + run * 1000 + n % 500, n as i64))
-                .collect();
-            let payloads: Vec<Vec<u8>> = events
-                .iter()
-                .map(|e| contracts::encode(e).unwrap())
-                .collect();
+            let (_, payloads) = growing_outages(BACKLOG, 50_000 + run * 1000);
             let took = raw_fan_out(&js, &payloads, run, batch, consumers).await;
             rates.push(BACKLOG as f64 / took.as_secs_f64());
         }
