@@ -6,7 +6,7 @@
 //!   (state bucket opened, interlock read) until every decision is read back from
 //!   `ORION_DECISIONS`. Two policies:
 //!   - observe (N0): every incident gets a `NO_ACTION` decision and nothing else;
-//!   - act (N3, `send_notification` SAFE, the latency benchmark's rule): every incident gets
+//!   - act (N2, `send_notification` SAFE, the latency benchmark's rule): every incident gets
 //!     an `EXECUTE_SAFE_ACTION` decision and a signed action (distinct targets, so no
 //!     cooldown applies), with the cooldown recorded in `brain_state`.
 //! - baseline: raw async-nats draining the same bytes from a stream in batches of brain's
@@ -45,9 +45,10 @@ safety = "SAFE"
 parameters = { message = "${tags.service_name} is down", incident_id = "${incident.incident_id}" }
 cooldown_s = 1
 "#;
-/// The act case: tests/config/latency-policy.toml's rule (an outage → a notification action).
+/// The act case: tests/config/latency-policy.toml's rule (an outage → a notification action), at
+/// N2 (which runs SAFE actions as N3 does; N3 also needs [[admins]] for RISKY ones).
 const ACT: &str = r#"
-autonomy_level = "N3"
+autonomy_level = "N2"
 approval_timeout_s = 300
 
 [[rules]]
@@ -263,7 +264,7 @@ async fn bench() {
     for (case, policy) in [
         ("observe (N0): one NO_ACTION decision each", OBSERVE),
         (
-            "act (N3): decision + signed send_notification action each",
+            "act (N2): decision + signed send_notification action each",
             ACT,
         ),
     ] {

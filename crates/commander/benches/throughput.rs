@@ -44,7 +44,6 @@ fn action(n: usize) -> Action {
         "timestamp": Timestamp::now(),
         "source": "orion-brain",
         "decision_id": Uuid::new_v4(),
-        "incident_id": Uuid::new_v4(),
         "action_type": "send_notification",
         "safety_classification": "SAFE",
         "state": "pending",
