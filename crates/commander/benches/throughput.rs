@@ -18,9 +18,12 @@
 //! Run: `cargo bench -p commander --bench throughput` (needs nats-server on PATH; fails without
 //! it).
 
+#[path = "../../../bench/raw_relay.rs"]
+mod raw_relay;
+
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, consumer::pull, stream};
+use async_nats::jetstream::{self, consumer::pull};
 use commander::service::{CommanderService, ACTIONS_BUCKET};
 use contracts::bus::{Bus, ClaimLog};
 use contracts::local_server::NatsServer;
@@ -144,84 +147,10 @@ async fn commander_backlog(actions: &[Action]) -> Duration {
     took
 }
 
-/// Raw async-nats: the actions' bytes in a stream, drained in batches of `batch`: pull, publish
-/// one message of each of `replies` per input with a msg id (all sent, then all confirmed),
-/// confirm-ack the batch.
+/// The raw baseline on a server of its own, provisioned like the service's.
 async fn raw_backlog(payloads: &[Vec<u8>], replies: &[Vec<u8>], batch: usize) -> Duration {
     let (_server, js) = provisioned().await;
-    for name in ["RAW_IN", "RAW_OUT"] {
-        js.create_stream(stream::Config {
-            name: name.into(),
-            subjects: vec![format!("bench.{}", name.to_lowercase())],
-            storage: stream::StorageType::File,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    }
-    for chunk in payloads.chunks(256) {
-        let mut acks = Vec::with_capacity(chunk.len());
-        for payload in chunk {
-            acks.push(
-                js.publish_with_headers("bench.raw_in", msg_id(), payload.clone().into())
-                    .await
-                    .unwrap(),
-            );
-        }
-        for ack in acks {
-            ack.await.unwrap();
-        }
-    }
-    let consumer = js
-        .get_stream("RAW_IN")
-        .await
-        .unwrap()
-        .create_consumer(pull::Config {
-            durable_name: Some("drain".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let start = Instant::now();
-    let mut messages = consumer
-        .stream()
-        .max_messages_per_batch(batch)
-        .messages()
-        .await
-        .unwrap()
-        .ready_chunks(batch);
-    let mut done = 0;
-    while done < payloads.len() {
-        let chunk = messages.next().await.unwrap();
-        let mut sent = Vec::with_capacity(chunk.len());
-        for message in &chunk {
-            message.as_ref().unwrap();
-            for reply in replies {
-                sent.push(
-                    js.publish_with_headers("bench.raw_out", msg_id(), reply.clone().into())
-                        .await
-                        .unwrap(),
-                );
-            }
-        }
-        for ack in sent {
-            ack.await.unwrap();
-        }
-        let confirmations = chunk
-            .iter()
-            .map(|message| message.as_ref().unwrap().double_ack());
-        for confirmed in futures::future::join_all(confirmations).await {
-            confirmed.unwrap();
-        }
-        done += chunk.len();
-    }
-    start.elapsed()
-}
-
-fn msg_id() -> async_nats::HeaderMap {
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Nats-Msg-Id", Uuid::new_v4().to_string().as_str());
-    headers
+    raw_relay::drain(&js, payloads, replies, batch).await
 }
 
 /// Valid fixtures of the sizes commander publishes per action: a notification and an outcome.
