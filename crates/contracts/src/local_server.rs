@@ -228,7 +228,24 @@ impl NatsCluster {
         Self::launch(size, true)
     }
 
+    /// Starts the nodes; ports are picked free, released, then bound by the servers, so a
+    /// concurrent test may take one in between: that start is tried again on other ports.
     fn launch(size: usize, auth: bool) -> Result<Self, LocalServerError> {
+        const ATTEMPTS: usize = 3;
+        let mut attempt = 1;
+        loop {
+            match Self::launch_once(size, auth) {
+                Err(LocalServerError::NotReady { log, .. })
+                    if attempt < ATTEMPTS && log.contains("address already in use") =>
+                {
+                    attempt += 1;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    fn launch_once(size: usize, auth: bool) -> Result<Self, LocalServerError> {
         ensure_installed()?;
         let passwords = if auth {
             random_passwords()
