@@ -184,6 +184,41 @@ async fn a_risky_action_waits_for_approval_and_runs_once_approved() {
             "the trail lacks {subject}: {text}"
         );
     }
+    // One trace for the incident: every message after the event carries its trace id (the
+    // incident id's hex digits) in `traceparent`, and every service logged it.
+    let incident_trace = request.incident_id.unwrap().simple().to_string();
+    let envelopes: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+    let mut traced = BTreeSet::new();
+    for envelope in &envelopes {
+        let subject = envelope["subject"].as_str().unwrap();
+        let trace_id = envelope["trace_id"].as_str();
+        if subject == "orion.event.v1" {
+            assert!(
+                trace_id.is_some_and(|t| t != incident_trace),
+                "an event keeps its producer's trace: {envelope}"
+            );
+        } else {
+            assert_eq!(
+                trace_id,
+                Some(incident_trace.as_str()),
+                "{subject} is not on the incident's trace: {envelope}"
+            );
+            traced.insert(subject.to_string());
+        }
+    }
+    assert!(traced.len() >= 8, "{traced:?}");
+    // guardian logs the event under the event's trace and names the incident's (below).
+    for service in ["brain", "commander", "ops-worker"] {
+        assert!(
+            stack.logged(service, &format!("trace_id={incident_trace}")) > 0,
+            "{service} logged nothing on the incident's trace:\n{}",
+            stack.logs()
+        );
+    }
+    assert!(
+        stack.logged("guardian", &format!("incident_trace=\"{incident_trace}\"")) > 0,
+        "guardian links the event's trace to the incident's"
+    );
     assert_eq!(
         stack.refusals(),
         Vec::<String>::new(),

@@ -359,6 +359,7 @@ mod tests {
             stored_at: at(sequence as i64),
             payload: serde_json::to_vec(&value).unwrap(),
             signature: None,
+            trace: None,
         })
         .unwrap_or_else(|e| panic!("{e}"))
     }

@@ -5,6 +5,7 @@
 //! is unit-testable with hand-made records. How a record is shown (lines, the `--json`
 //! envelope) is [`crate::render`]'s, which reads records; this module imports nothing of it.
 
+use contracts::bus::Trace;
 use contracts::Message;
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -24,6 +25,8 @@ pub struct RawRecord {
     pub payload: Vec<u8>,
     /// The `Orion-Signature` header, when the message carried one.
     pub signature: Option<String>,
+    /// Its `traceparent` header, when it carried a valid one.
+    pub trace: Option<Trace>,
 }
 
 /// A stored message that decoded (parsed, validated against its contract, deserialized).
@@ -38,6 +41,8 @@ pub struct Record {
     pub message: Message,
     /// The `Orion-Signature` header, when the message carried one.
     pub signature: Option<String>,
+    /// Its `traceparent` header, when it carried a valid one.
+    pub trace: Option<Trace>,
 }
 
 /// A stored message that did not decode: skipped, and counted in the output.
@@ -95,6 +100,7 @@ impl Record {
             raw: value,
             message,
             signature: raw.signature,
+            trace: raw.trace,
         })
     }
 

@@ -305,11 +305,17 @@ pub fn summarize(message: &Message) -> Summary {
 /// `decision EXECUTE_SAFE_ACTION`).
 const KIND_WIDTH: usize = 28;
 
-/// One timeline line: `TIME  KIND  ID  DETAILS`.
-pub fn timeline_line(record: &Record) -> String {
+/// One timeline line: `TIME  KIND  ID  DETAILS`, and `[trace …]` unless the message is on the
+/// trace `expected` (an event keeps its producer's trace; a message without one says so).
+pub fn timeline_line(record: &Record, expected: Option<&str>) -> String {
     let summary = summarize(&record.message);
+    let trace = match record.trace.map(|t| t.trace_id()) {
+        Some(id) if Some(id.as_str()) == expected => String::new(),
+        Some(id) => format!("  [trace {id}]"),
+        None => "  [no trace]".to_string(),
+    };
     format!(
-        "{}  {:<KIND_WIDTH$}  {}  {}",
+        "{}  {:<KIND_WIDTH$}  {}  {}{trace}",
         format_time(record.time()),
         summary.kind,
         summary.id,
@@ -330,6 +336,9 @@ pub fn envelope(record: &Record) -> Value {
     });
     if let Some(signature) = &record.signature {
         envelope["signature"] = json!(signature);
+    }
+    if let Some(trace) = &record.trace {
+        envelope["trace_id"] = json!(trace.trace_id());
     }
     envelope
 }

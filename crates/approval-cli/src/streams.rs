@@ -63,6 +63,7 @@ struct Stalled(Duration);
 fn raw_record(message: ReadMessage) -> RawRecord {
     RawRecord {
         signature: message.header(SIGNATURE_HEADER).map(str::to_string),
+        trace: message.trace(),
         stream: message.stream.to_string(),
         sequence: message.stream_sequence,
         subject: message.subject,

@@ -284,6 +284,7 @@ mod tests {
                         .unwrap(),
                     payload: serde_json::to_vec(value).unwrap(),
                     signature: None,
+                    trace: None,
                 })
                 .unwrap_or_else(|e| panic!("{e}"))
             })

@@ -991,7 +991,15 @@ async fn trail_prints_the_chain_of_one_incident_in_time_order() {
         run.stdout
     );
     assert!(lines[0].contains("now resolved"), "{}", run.stdout);
-    let body = &lines[1..lines.len() - 1];
+    // The incident's trace id is its id's hex digits; these hand-published messages are each
+    // on a trace of their own, and their lines say so.
+    assert!(
+        lines[1].starts_with(&format!("Trace {}", chain.incident.simple())),
+        "{}",
+        run.stdout
+    );
+    let body = &lines[2..lines.len() - 1];
+    assert!(body.iter().all(|line| line.contains("  [trace ")), "{}", run.stdout);
     assert_eq!(body.len(), chain.messages.len(), "{}", run.stdout);
     for (line, message) in body.iter().zip(&chain.messages) {
         let summary = approval_cli::render::summarize(message);

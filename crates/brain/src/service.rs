@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use contracts::bus::{isolate, Bus, BusError, Delivery, Either, SubscribeOptions};
+use contracts::bus::{in_trace, isolate, Bus, BusError, Delivery, Either, SubscribeOptions, Trace};
 use contracts::generated::dead_letter_v1::DeadLetterReasonCode;
 use contracts::services;
 use contracts::signing::{SigningKey, APPROVAL_SIGNER_FIELD, SIGNATURE_HEADER};
@@ -701,19 +701,27 @@ impl Brain {
         let failed = |effect: &Effect, e: BusError| {
             Failure::Retry(format!("publishing {}: {e}", effect.describe()))
         };
-        let mut sent = Vec::with_capacity(outbox.effects.len());
-        for effect in &outbox.effects {
-            let sending = match effect {
-                Effect::Decision(d) => self.bus.send(d.as_ref()).await,
-                Effect::Action(a) => self.send_signed(a).await,
-                Effect::ApprovalRequest(r) => self.bus.send(r.as_ref()).await,
-            };
-            sent.push((effect, sending.map_err(|e| failed(effect, e))?));
+        // Everything brain publishes answers one incident and goes out on its trace, whether
+        // an incident, an approval or the expiry timer led to it.
+        let publish = async {
+            let mut sent = Vec::with_capacity(outbox.effects.len());
+            for effect in &outbox.effects {
+                let sending = match effect {
+                    Effect::Decision(d) => self.bus.send(d.as_ref()).await,
+                    Effect::Action(a) => self.send_signed(a).await,
+                    Effect::ApprovalRequest(r) => self.bus.send(r.as_ref()).await,
+                };
+                sent.push((effect, sending.map_err(|e| failed(effect, e))?));
+            }
+            for (effect, sending) in sent {
+                sending.stored().await.map_err(|e| failed(effect, e))?;
+            }
+            Ok(())
+        };
+        match outbox.effects.iter().find_map(Effect::incident_id) {
+            Some(incident_id) => in_trace(Trace::for_incident(incident_id), publish).await,
+            None => publish.await,
         }
-        for (effect, sending) in sent {
-            sending.stored().await.map_err(|e| failed(effect, e))?;
-        }
-        Ok(())
     }
 
     /// Sends `action` with brain's signature over it, exactly as published, in the

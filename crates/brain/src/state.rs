@@ -101,6 +101,15 @@ pub enum Effect {
 }
 
 impl Effect {
+    /// The incident this effect answers (an action or request names it when it has one).
+    pub fn incident_id(&self) -> Option<uuid::Uuid> {
+        match self {
+            Effect::Decision(d) => Some(d.incident_id),
+            Effect::Action(a) => a.parameters.incident_id,
+            Effect::ApprovalRequest(r) => r.incident_id,
+        }
+    }
+
     pub fn describe(&self) -> String {
         match self {
             Effect::Decision(d) => format!("decision {} {}", d.decision_id, d.decision_type),

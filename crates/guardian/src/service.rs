@@ -33,7 +33,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use contracts::bus::{isolate, Bus, BusError, Delivery, Either, SubscribeOptions};
+use contracts::bus::{in_trace, isolate, Bus, BusError, Delivery, Either, SubscribeOptions, Trace};
 use contracts::services::Guardian as GuardianIdentity;
 use contracts::{metrics, Event, Incident, IncidentAcknowledgement};
 use time::OffsetDateTime;
@@ -384,8 +384,10 @@ impl Guardian {
         }
     }
 
+    /// Publishes a version on the incident's own trace (`bus::trace`: the incident id).
     async fn publish(&self, incident: &Incident) -> Result<(), BusError> {
-        let published = self.bus.publish(incident).await?;
+        let trace = Trace::for_incident(incident.incident_id);
+        let published = in_trace(trace, self.bus.publish(incident)).await?;
         tracing::debug!(
             partition = %self.partition,
             incident_id = %incident.incident_id,
@@ -446,9 +448,11 @@ fn log_change(change: &Change) {
     let version = change.emit.as_ref();
     let incident_id = version.map(|i| i.incident_id.to_string());
     let events = version.map(|i| i.event_ids.len());
+    // Logged inside the event's trace: this links it to the incident's.
+    let incident_trace = version.map(|i| Trace::for_incident(i.incident_id).trace_id());
     match change.kind {
         ChangeKind::Opened => {
-            tracing::info!(%group, incident_id, events, "incident opened")
+            tracing::info!(%group, incident_id, incident_trace, events, "incident opened")
         }
         ChangeKind::Acknowledged => {
             tracing::info!(%group, incident_id, "incident acknowledged")
@@ -456,7 +460,9 @@ fn log_change(change: &Change) {
         ChangeKind::ResolvedByEvent | ChangeKind::ResolvedQuietly => {
             tracing::info!(%group, incident_id, kind = ?change.kind, "incident resolved")
         }
-        ChangeKind::Grew => tracing::debug!(%group, incident_id, events, "incident grew"),
+        ChangeKind::Grew => {
+            tracing::debug!(%group, incident_id, incident_trace, events, "incident grew")
+        }
         ChangeKind::Counted | ChangeKind::Cleared | ChangeKind::Expired => {
             tracing::debug!(%group, kind = ?change.kind, "group updated")
         }

@@ -1,8 +1,9 @@
 //! `approve`, `deny` and `force`: the signed approval decision answering a request.
 
 use contracts::approval_decision_v1::ApprovalDecisionDecision;
+use contracts::bus::{in_trace, Trace};
 use contracts::signing::SIGNATURE_HEADER;
-use contracts::{ApprovalDecision, Contract, Timestamp};
+use contracts::{ApprovalDecision, ApprovalRequest, Contract, Message, Timestamp};
 use serde_json::json;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -10,12 +11,24 @@ use uuid::Uuid;
 use crate::approvals::{self, Answer};
 use crate::cli::AnswerArgs;
 use crate::keys;
+use crate::records::Record;
 use crate::render::{format_duration, format_time};
 
 use super::{
     action_text, bus_failure, connect, find_request, note_skipped, print_json, read_decisions,
     required_identity, CmdResult, Failure,
 };
+
+/// The answer goes out on the request's trace (its `traceparent`), else on its incident's.
+fn request_trace(records: &[Record], request: &ApprovalRequest) -> Trace {
+    records
+        .iter()
+        .filter(|r| matches!(&r.message, Message::ApprovalRequest(m) if m.approval_request_id == request.approval_request_id))
+        .find_map(|r| r.trace)
+        .map(|sender| sender.child())
+        .or_else(|| request.incident_id.map(Trace::for_incident))
+        .unwrap_or_else(Trace::new_root)
+}
 
 pub(super) async fn run(
     args: AnswerArgs,
@@ -63,10 +76,13 @@ pub(super) async fn run(
         ))
     })?;
     let signature = loaded.key.sign(&wire);
-    let published = bus
-        .publish_with_header(&sent, SIGNATURE_HEADER, &signature)
-        .await
-        .map_err(bus_failure)?;
+    let trace = request_trace(&decoded.records, view.request);
+    let published = in_trace(
+        trace,
+        bus.publish_with_header(&sent, SIGNATURE_HEADER, &signature),
+    )
+    .await
+    .map_err(bus_failure)?;
     bus.close().await.ok();
 
     if json {

@@ -89,7 +89,7 @@ pub(super) async fn run(args: ShowArgs, json: bool) -> CmdResult {
     println!();
     println!("Decision chain:");
     for record in chain {
-        println!("  {}", timeline_line(record));
+        println!("  {}", timeline_line(record, None));
     }
     Ok(())
 }

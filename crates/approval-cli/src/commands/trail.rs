@@ -1,6 +1,7 @@
 //! `trail`: reads every stream an incident's chain may be in, and prints the chain that
 //! [`crate::trail`] links.
 
+use contracts::bus::Trace;
 use contracts::{Contract, Incident, Message};
 use serde_json::Value;
 use uuid::Uuid;
@@ -89,8 +90,10 @@ pub(super) async fn run(args: TrailArgs, json: bool) -> CmdResult {
         ),
         None => println!("Audit trail of incident {incident_id} (no incident message on record)"),
     }
+    let trace_id = Trace::for_incident(incident_id).trace_id();
+    println!("Trace {trace_id} (lines on another trace say so)");
     for record in &chain {
-        println!("{}", timeline_line(record));
+        println!("{}", timeline_line(record, Some(&trace_id)));
     }
     println!("-- {footer}");
     Ok(())

@@ -66,7 +66,7 @@ pub(super) async fn run(args: WatchArgs, json: bool) -> CmdResult {
                         "{}",
                         serde_json::to_string(&envelope(&record)).expect("JSON values serialize")
                     ),
-                    Ok(record) => println!("{}", timeline_line(&record)),
+                    Ok(record) => println!("{}", timeline_line(&record, None)),
                     Err(skipped) => eprintln!("skipped: {skipped}"),
                 },
             },

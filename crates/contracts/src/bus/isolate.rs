@@ -79,7 +79,8 @@ impl std::fmt::Display for HandlerPanicked {
 
 impl std::error::Error for HandlerPanicked {}
 
-/// Runs `handler` on `delivery`, catching a panic: the message is then handed back after
+/// Runs `handler` on `delivery` under the message's trace (`bus::trace`: what the handler
+/// publishes and logs carries it), catching a panic: the message is then handed back after
 /// `retry_delay` or, on its last delivery, dead-lettered as `handler_panicked` (see the module
 /// docs). Returns the panic, already logged and settled, for the caller's counters.
 pub async fn isolate<D, F, Fut>(
@@ -93,7 +94,10 @@ where
     Fut: Future<Output = ()>,
 {
     let raw = sealed::Sealed::raw_delivery(&delivery).clone();
-    let Err(payload) = AssertUnwindSafe(handler(delivery)).catch_unwind().await else {
+    // On the heap: a handler's future can be large (ops-worker's deploy), and the trace's
+    // wrappers would otherwise move it across the stack again (a debug build overflowed).
+    let handled = Box::pin(AssertUnwindSafe(handler(delivery)).catch_unwind());
+    let Err(payload) = super::trace::in_message_trace(raw.headers(), handled).await else {
         return Ok(());
     };
     let message = panic_message(payload.as_ref());

@@ -45,6 +45,7 @@ mod reader;
 mod records;
 mod stats;
 mod subscribe;
+pub mod trace;
 
 pub use at_most_once::{serve, Admission, AtMostOnce, Held, Lost, Source, WhenLost};
 pub use bucket::{BucketError, BucketErrorKind, BucketHandle, KeyChange};
@@ -67,3 +68,4 @@ pub use subscribe::{
     check_heartbeat_fits, CheckedSubscription, Delivery, Either, EitherSubscription, Incoming,
     InvalidDelivery, SubscribeOptions, Subscription,
 };
+pub use trace::{in_trace, Trace, TRACEPARENT};

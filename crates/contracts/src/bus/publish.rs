@@ -255,6 +255,7 @@ pub(super) async fn send_value<'a>(
     let message_id = idempotency_key(info, value);
     headers.insert("Nats-Msg-Id", message_id.as_str());
     headers.insert(CONTRACT_HEADER, info.schema_id);
+    super::trace::stamp(&mut headers);
     let payload = serde_json::to_vec(value).expect("a JSON value always serializes");
     let mark = inner.permission_errors.mark();
     let sent_at = std::time::Instant::now();

@@ -58,6 +58,11 @@ impl ReadMessage {
             .and_then(|h| h.get(name))
             .map(|v| v.as_str())
     }
+
+    /// The trace of its `traceparent` header, if valid.
+    pub fn trace(&self) -> Option<super::Trace> {
+        super::Trace::from_headers(self.headers.as_ref())
+    }
 }
 
 /// The messages of one ordered reader, in stream order.

@@ -430,6 +430,10 @@ pub struct RawDelivery {
 }
 
 impl RawDelivery {
+    pub(super) fn headers(&self) -> Option<&async_nats::HeaderMap> {
+        self.message.headers.as_ref()
+    }
+
     pub(super) fn is_settled(&self) -> bool {
         self.settled.load(Ordering::SeqCst)
     }
@@ -530,6 +534,12 @@ impl<T> Delivery<T> {
     /// The payload exactly as received (signatures are checked over these bytes).
     pub fn payload(&self) -> &[u8] {
         &self.raw.message.payload
+    }
+
+    /// The trace the sender put in the message's `traceparent`, if valid. Handlers run under
+    /// it already ([`super::isolate`]); this is for logs and audit.
+    pub fn trace(&self) -> Option<super::Trace> {
+        super::Trace::from_headers(self.raw.headers())
     }
 
     /// The value of header `name` (a signature, a trace id), if the message carries it.
