@@ -1,0 +1,99 @@
+//! The replay engine (pure): brain's own decision code driven by a recorded clock.
+//!
+//! [`Replay`] holds what the service keeps in `brain_state` — the limits of every action type
+//! and target — in memory, and moves it forward exactly as the service does: each incident goes
+//! through [`Policy::evaluate`] and [`decide::decide`], and the plan's change is recorded with
+//! the same [`LimitState`] methods the service's state store uses. Time is whatever the caller
+//! says (the recorded messages' times), never the wall clock, so cooldowns, rate windows and
+//! breakers see the history as it happened.
+
+use std::collections::HashMap;
+
+use contracts::{ContractError, Incident, Outcome, Timestamp};
+use uuid::Uuid;
+
+use crate::decide::{self, Autonomy, IncidentPlan, LimitChange};
+use crate::interlock::InterlockState;
+use crate::limits::LimitState;
+use crate::policy::{Evaluation, LimitKey, Policy};
+
+/// brain's decision state, replayed.
+pub struct Replay<'p> {
+    policy: &'p Policy,
+    autonomy: Autonomy,
+    limits: HashMap<LimitKey, LimitState>,
+    /// The replay's own actions → the limits their outcomes count against.
+    actions: HashMap<Uuid, LimitKey>,
+}
+
+impl<'p> Replay<'p> {
+    /// Nothing recorded yet; `interlock` is the interlock the whole replay assumes (the level
+    /// in force is the policy's, capped by it, as in the service).
+    pub fn new(policy: &'p Policy, interlock: &InterlockState) -> Self {
+        Self {
+            policy,
+            autonomy: decide::autonomy(policy.autonomy_level, interlock),
+            limits: HashMap::new(),
+            actions: HashMap::new(),
+        }
+    }
+
+    /// The level in force and why (the same for every incident of the replay).
+    pub fn autonomy(&self) -> &Autonomy {
+        &self.autonomy
+    }
+
+    /// What the service would do about `incident` at `now`, and its state changed as the
+    /// service's would be.
+    pub fn incident(
+        &mut self,
+        incident: &Incident,
+        now: Timestamp,
+    ) -> Result<IncidentPlan, ContractError> {
+        let evaluation = self.policy.evaluate(incident);
+        let limits = match &evaluation {
+            Evaluation::Proposal(p) => self.limits.get(&p.limit_key()),
+            _ => None,
+        };
+        let plan = decide::decide(
+            incident,
+            &evaluation,
+            limits,
+            &self.autonomy,
+            self.policy.approval_timeout_s,
+            now,
+        )?;
+        match &plan.change {
+            Some(LimitChange::Action { key, mark }) => {
+                self.limits
+                    .entry(key.clone())
+                    .or_default()
+                    .note_action(mark.clone(), None, now);
+                self.actions.insert(mark.action_id, key.clone());
+            }
+            Some(LimitChange::Request { key, mark, .. }) => {
+                self.limits
+                    .entry(key.clone())
+                    .or_default()
+                    .note_request(mark.clone(), now);
+            }
+            None => {}
+        }
+        Ok(plan)
+    }
+
+    /// `outcome`, taken as the outcome of the replay's action `action_id`: a failure counts for
+    /// that action's breaker as the service counts it (at the outcome's time). Returns the
+    /// limits it counted against (`None`: not an action of this replay, or counted before).
+    pub fn outcome(&mut self, action_id: Uuid, outcome: &Outcome) -> Option<LimitKey> {
+        let key = self.actions.remove(&action_id)?;
+        if let Some(mut mark) = crate::approvals::failure_of(outcome) {
+            mark.action_id = action_id;
+            self.limits
+                .entry(key.clone())
+                .or_default()
+                .note_failure(mark, outcome.timestamp);
+        }
+        Some(key)
+    }
+}
