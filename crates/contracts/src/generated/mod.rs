@@ -36,7 +36,7 @@ pub use interlock_risk_ceiling_v1::InterlockRiskCeiling;
 /// Semantic version of the contract set (`schemas/contract-set.toml`).
 pub const CONTRACT_SET_VERSION: &str = "1.1.0";
 /// sha256 over the canonical form of the schemas and the inventory.
-pub const CONTRACT_SET_SHA256: &str = "a78cb381ae20c6426409cc46479c1df65b3ea2f0e780f3ed39c3c28903d3fa81";
+pub const CONTRACT_SET_SHA256: &str = "c25146bcffc127b7fdbc2b9df0826dd371cebce8624f36f1f1c1d26265a78834";
 impl crate::Contract for Event {
     const INFO: &'static crate::ContractInfo = &crate::ContractInfo {
         name: "event",
@@ -1032,7 +1032,12 @@ pub static IDENTITIES: &[crate::IdentityInfo] = &[
             "orion.incident.v1",
             "orion.outcome.v1",
         ],
-        reads: &["orion.decision.v1", "orion.incident.v1", "orion.outcome.v1"],
+        reads: &[
+            "orion.action.v1",
+            "orion.decision.v1",
+            "orion.incident.v1",
+            "orion.outcome.v1",
+        ],
         inbox_prefix: "_INBOX_brain",
     },
     crate::IdentityInfo {
@@ -1167,6 +1172,7 @@ pub mod services {
             "orion.outcome.v1",
         ];
         const READS: &'static [&'static str] = &[
+            "orion.action.v1",
             "orion.decision.v1",
             "orion.incident.v1",
             "orion.outcome.v1",
@@ -1178,6 +1184,7 @@ pub mod services {
     impl crate::Produces<super::Decision> for Brain {}
     impl crate::Reads<super::Decision> for Brain {}
     impl crate::Produces<super::Action> for Brain {}
+    impl crate::Reads<super::Action> for Brain {}
     impl crate::Produces<super::ApprovalRequest> for Brain {}
     impl crate::Consumes<super::ApprovalDecision> for Brain {}
     impl crate::Consumes<super::Approval> for Brain {}
