@@ -93,8 +93,9 @@ incidents' own timestamps as the clock, and prints which decisions would differ 
 recorded on orion.decision.v1 (type, safety class, rule), which actions would run or no longer
 run, and which approvals would be asked or no longer asked. It connects like `brain run` (config
 file, ORION_NATS_*), reads with ordered readers only and never publishes. Assumed, and printed
-with every report: the ops interlock armed with no risk ceiling; simulated approval requests are
-never answered; recorded outcomes count for a breaker only where the same action runs again.
+with every report: the ops interlock armed with no risk ceiling; a simulated approval request is
+approved only where brain asked the same and it was approved; recorded outcomes count for a
+breaker only where the same action runs again.
 A bad NEW.toml exits 2 with its lines, as `brain run` would.
 
 State: key-value bucket brain_state (pending approval requests, cooldowns, rate windows,

@@ -1,6 +1,7 @@
 //! The policy simulator (pure): recorded history + a new policy → what would have changed.
 //!
-//! `brain simulate` reads the history from the streams ([`streams`], read-only) and hands it
+//! `brain simulate` reads the history from the streams ([`streams`], read-only: incidents,
+//! decisions, actions, outcomes) and hands it
 //! here; nothing in this module does I/O, so what the command prints is exactly what the golden
 //! tests check. The replay ([`replay::Replay`]) runs brain's own decision code
 //! ([`crate::decide`], [`crate::limits`]) over the incident versions in time order, with the
@@ -12,8 +13,11 @@
 //!   not carry it), so the level in force is the new policy's;
 //! - the clock is each incident version's own `timestamp`, and the limits start empty at the
 //!   first incident of the window;
-//! - approval requests the replay makes are never answered (they wait until they expire, and
-//!   block a second request for the same action and target meanwhile);
+//! - an approval request the replay makes is approved as recorded when brain asked the same
+//!   (same incident version, action and target) and an administrator approved it: the approved
+//!   action counts from its recorded time; any other request is never answered (it waits until
+//!   it expires, blocking a second request for the same action and target); denials are not
+//!   replayed;
 //! - a recorded outcome counts for a simulated breaker only when the replay runs the same action
 //!   type on the same target for the same incident version; an action only the new policy runs
 //!   has no known outcome and does not count as a failure.
@@ -52,6 +56,7 @@ pub enum SimulateError {
 /// What happens at one moment of the replay.
 enum Step<'h> {
     Outcome(&'h Recorded<contracts::Outcome>),
+    Approved(&'h Recorded<contracts::Action>),
     Incident(usize, Case<'h>),
 }
 
@@ -59,6 +64,16 @@ enum Step<'h> {
 struct Simulated {
     decision: Decision,
     action_id: Option<Uuid>,
+    request_id: Option<Uuid>,
+}
+
+impl Simulated {
+    /// Whether the replay proposes what `recorded` proposed (the same action on the same
+    /// target), so what followed the recorded decision can follow the simulated one.
+    fn proposes_as(&self, recorded: &Decision) -> bool {
+        let (a, b) = (Side::of(&self.decision), Side::of(recorded));
+        a.action == b.action && a.target == b.target
+    }
 }
 
 /// Replays `history` through `policy` (named `origin` in the report).
@@ -67,29 +82,41 @@ pub fn simulate(history: &History, policy: &Policy, origin: &str) -> Result<Repo
     let mut replay = Replay::new(policy, &interlock);
     let cases = history.cases();
 
-    // The recorded actions brain ran for each case, so their outcomes can follow them.
+    // The recorded actions brain ran for each case (so their outcomes can follow them), and
+    // the case of each recorded decision (so its approval can).
     let mut recorded_action: HashMap<Uuid, usize> = HashMap::new();
+    let mut recorded_decision: HashMap<Uuid, usize> = HashMap::new();
     for (index, case) in cases.iter().enumerate() {
-        if let Some(id) = case
-            .recorded
-            .and_then(|d| d.message.tags.get("action_id"))
+        let Some(decision) = case.recorded else {
+            continue;
+        };
+        recorded_decision.insert(decision.message.decision_id, index);
+        if let Some(id) = decision
+            .message
+            .tags
+            .get("action_id")
             .and_then(|id| id.parse().ok())
         {
             recorded_action.insert(id, index);
         }
     }
 
-    // Time order, with the streams' order among equal times; an outcome stored at the same
-    // time as an incident version counts before it (it was in brain's state first).
+    // Time order, with the streams' order among equal times; an outcome or approval stored at
+    // the same time as an incident version counts before it (it was in brain's state first).
+    let approved = history
+        .actions
+        .iter()
+        .filter(|a| a.message.approval_id.is_some());
     let mut steps: Vec<(Timestamp, u8, u64, Step<'_>)> = history
         .outcomes
         .iter()
         .map(|o| (o.message.timestamp, 0, o.sequence, Step::Outcome(o)))
+        .chain(approved.map(|a| (a.message.timestamp, 1, a.sequence, Step::Approved(a))))
         .chain(cases.iter().enumerate().map(|(index, case)| {
             let incident = case.incident;
             (
                 incident.message.timestamp,
-                1,
+                2,
                 incident.sequence,
                 Step::Incident(index, *case),
             )
@@ -119,19 +146,38 @@ pub fn simulate(history: &History, policy: &Policy, origin: &str) -> Result<Repo
                 }
                 simulated[index] = Some(Simulated {
                     action_id: plan.action.as_ref().map(|a| a.action_id),
+                    request_id: plan.request.as_ref().map(|r| r.approval_request_id),
                     decision: plan.decision,
                 });
             }
-            Step::Outcome(outcome) => {
-                let replayed = recorded_action
-                    .get(&outcome.message.action_id)
+            Step::Approved(action) => {
+                // The administrator approved the recorded request: if the replay asked the same,
+                // it is taken as approved the same way at the same time.
+                let replayed = recorded_decision
+                    .get(&action.message.decision_id)
                     .and_then(|&index| {
-                        let recorded = Side::of(&cases[index].recorded?.message);
                         let sim = simulated[index].as_ref()?;
-                        let same = Side::of(&sim.decision);
-                        (same.action == recorded.action && same.target == recorded.target)
-                            .then_some(sim.action_id?)
+                        sim.proposes_as(&cases[index].recorded?.message)
+                            .then_some(sim.request_id?)
                     })
+                    .and_then(|request_id| replay.approved(request_id, &action.message));
+                if replayed.is_some() {
+                    summary.approvals_replayed += 1;
+                } else {
+                    summary.approvals_not_replayed += 1;
+                }
+            }
+            Step::Outcome(outcome) => {
+                let action_id = outcome.message.action_id;
+                let simulated_action = match recorded_action.get(&action_id) {
+                    Some(&index) => simulated[index].as_ref().and_then(|sim| {
+                        sim.proposes_as(&cases[index].recorded?.message)
+                            .then_some(sim.action_id?)
+                    }),
+                    // An approved action the replay took over keeps its recorded id.
+                    None => Some(action_id),
+                };
+                let replayed = simulated_action
                     .and_then(|action_id| replay.outcome(action_id, &outcome.message));
                 if replayed.is_some() {
                     summary.outcomes_replayed += 1;
@@ -200,6 +246,7 @@ pub fn simulate(history: &History, policy: &Policy, origin: &str) -> Result<Repo
             from: history.incidents.iter().map(|r| r.message.timestamp).min(),
             to: history.incidents.iter().map(|r| r.message.timestamp).max(),
             decisions: history.decisions.len(),
+            actions: history.actions.len(),
             outcomes: history.outcomes.len(),
         },
         summary,
@@ -214,8 +261,8 @@ fn assumptions(replay: &Replay<'_>) -> Vec<String> {
             lowercase_first(&replay.autonomy().why)
         ),
         "time is each incident version's own timestamp; cooldowns, rate limits and breakers start empty at the first incident of the window".to_string(),
-        "approval requests the simulation would make are never answered: they wait until they expire (blocking a second request for the same action and target), and no approved action is replayed".to_string(),
-        "a recorded outcome counts for a breaker only where the new policy runs the same action on the same target for the same incident version; actions only the new policy runs do not fail".to_string(),
+        "an approval request the simulation makes is approved as recorded where brain asked the same (same incident version, action and target) and an administrator approved it: the approved action counts at its recorded time; any other request is never answered and waits until it expires (denials are not replayed)".to_string(),
+        "a recorded outcome counts for a breaker only where the new policy runs the same action on the same target for the same incident version (or takes over its approval); actions only the new policy runs do not fail".to_string(),
     ]
 }
 

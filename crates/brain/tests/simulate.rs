@@ -2,7 +2,7 @@
 //!
 //! `tests/data/history.jsonl` holds what the platform recorded under
 //! `tests/data/recorded-policy.toml` (incidents, brain's decisions, commander's outcomes; valid
-//! contract messages); `tests/data/new-policy.toml` is the change tried on it. The same report
+//! contract messages); `tests/data/proposed-policy.toml` is the change tried on it. The same report
 //! comes out of the pure core and out of the binary run against a real nats-server holding that
 //! history, and the binary leaves every stream as it found it.
 
@@ -11,6 +11,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use brain::messages::{action_type, ActionDraft};
 use brain::simulate::{simulate, History, Recorded, Replay};
 use brain::Policy;
 use contracts::services::{self, Commander, Guardian};
@@ -39,20 +40,29 @@ fn history() -> History {
 #[test]
 fn the_policy_that_recorded_the_history_changes_nothing() {
     let report = simulate(&history(), &policy("recorded-policy.toml"), "recorded").unwrap();
-    assert_eq!(report.summary.incidents, 9);
+    assert_eq!(report.summary.incidents, 10);
     assert!(report.changes.is_empty(), "{}", report.to_table());
-    assert_eq!(report.summary.unchanged, 9);
-    // The failed restarts of db were replayed into its breaker, which then blocked the third.
-    assert_eq!(report.summary.outcomes_replayed, 4);
+    assert_eq!(report.summary.unchanged, 10);
+    // The failed restarts of db were replayed into its breaker, which then blocked the third;
+    // the approved scale-up of api started its cooldown, which blocked the second anomaly.
+    assert_eq!(report.summary.outcomes_replayed, 5);
+    assert_eq!(report.summary.approvals_replayed, 1);
 }
 
 #[test]
 fn a_changed_policy_shows_what_would_change() {
-    let report = simulate(&history(), &policy("new-policy.toml"), "new-policy.toml").unwrap();
+    let report = simulate(
+        &history(),
+        &policy("proposed-policy.toml"),
+        "proposed-policy.toml",
+    )
+    .unwrap();
     let s = &report.summary;
     assert_eq!(
         (s.unchanged, s.changed, s.without_recorded_decision),
-        (6, 3, 0)
+        // The second anomaly on api stays blocked (by the cooldown of the first scale-up,
+        // which now runs at once), but as SAFE: a change of class only.
+        (6, 4, 0)
     );
     assert_eq!(
         (
@@ -61,10 +71,12 @@ fn a_changed_policy_shows_what_would_change() {
             s.approvals_would_be_asked,
             s.approvals_no_longer_asked
         ),
-        (1, 1, 1, 0)
+        (2, 1, 0, 1)
     );
     // db's third outage stays blocked: the recorded failures of the same restarts count.
-    assert_eq!((s.outcomes_replayed, s.outcomes_not_replayed), (3, 1));
+    assert_eq!((s.outcomes_replayed, s.outcomes_not_replayed), (3, 2));
+    // Scaling api is SAFE now: nobody is asked, so the recorded approval has nothing to answer.
+    assert_eq!((s.approvals_replayed, s.approvals_not_replayed), (0, 1));
     insta::assert_snapshot!("table", report.to_table());
     insta::assert_json_snapshot!("json", serde_json::to_value(&report).unwrap());
 }
@@ -79,7 +91,7 @@ fn decisions_for_versions_before_the_window_are_not_joined_to_later_ones() {
         ..full.clone()
     };
     let cases = window.cases();
-    assert_eq!(cases.len(), 5);
+    assert_eq!(cases.len(), 6);
     for case in &cases {
         let recorded = case.recorded.expect("every version has its answer");
         assert_eq!(
@@ -109,6 +121,9 @@ async fn publish_history(server: &contracts::local_server::NatsServer) {
     }
     for decision in &history.decisions {
         brain.publish(&decision.message).await.unwrap();
+    }
+    for action in &history.actions {
+        brain.publish(&action.message).await.unwrap();
     }
     for outcome in &history.outcomes {
         commander.publish(&outcome.message).await.unwrap();
@@ -177,11 +192,14 @@ async fn the_binary_reports_the_same_from_the_streams_and_publishes_nothing() {
     publish_history(&server).await;
     let before = counts(&server).await;
 
-    let table = stdout(&run_simulate(&server, &["--policy", "new-policy.toml"]));
+    let table = stdout(&run_simulate(
+        &server,
+        &["--policy", "proposed-policy.toml"],
+    ));
     insta::assert_snapshot!("table", table.trim_end());
     let json = stdout(&run_simulate(
         &server,
-        &["--policy", "new-policy.toml", "--json"],
+        &["--policy", "proposed-policy.toml", "--json"],
     ));
     let json: Value = serde_json::from_str(&json).unwrap();
     insta::assert_json_snapshot!("json", json);
@@ -198,15 +216,15 @@ async fn from_seq_and_since_choose_the_incidents_replayed() {
     let server = provisioned_server().await;
     publish_history(&server).await;
     let report = |args: &[&str]| -> Value {
-        let mut all = vec!["--policy", "new-policy.toml", "--json"];
+        let mut all = vec!["--policy", "proposed-policy.toml", "--json"];
         all.extend_from_slice(args);
         serde_json::from_str(&stdout(&run_simulate(&server, &all))).unwrap()
     };
 
     let from_5 = report(&["--from-seq", "5"]);
-    assert_eq!(from_5["window"]["incidents"], 5);
+    assert_eq!(from_5["window"]["incidents"], 6);
     assert_eq!(from_5["window"]["first_sequence"], 5);
-    assert_eq!(from_5["window"]["last_sequence"], 9);
+    assert_eq!(from_5["window"]["last_sequence"], 10);
     assert_eq!(from_5["summary"]["without_recorded_decision"], 0);
     // The limits start empty at the window: db's first failure (seq 4) is not in it, so its
     // breaker does not open and the outage at seq 6 would restart db again.
@@ -218,7 +236,7 @@ async fn from_seq_and_since_choose_the_incidents_replayed() {
     assert_eq!(seq6["effects"], json!(["action_would_run"]));
 
     let recent = report(&["--since", "1h"]);
-    assert_eq!(recent["window"]["incidents"], 9, "stored just now");
+    assert_eq!(recent["window"]["incidents"], 10, "stored just now");
     assert_eq!(recent["summary"], report(&[])["summary"]);
 
     let beyond = report(&["--from-seq", "100"]);
@@ -229,7 +247,7 @@ async fn from_seq_and_since_choose_the_incidents_replayed() {
         &server,
         &[
             "--policy",
-            "new-policy.toml",
+            "proposed-policy.toml",
             "--since",
             "1h",
             "--from-seq",
@@ -264,7 +282,13 @@ fn a_bad_policy_exits_2_naming_the_line_before_connecting() {
     assert!(output.stdout.is_empty());
 
     let output = Command::new(BRAIN)
-        .args(["simulate", "--policy", "new-policy.toml", "--since", "24x"])
+        .args([
+            "simulate",
+            "--policy",
+            "proposed-policy.toml",
+            "--since",
+            "24x",
+        ])
         .current_dir(data(""))
         .output()
         .unwrap();
@@ -326,7 +350,8 @@ fn fixture_incident(
 fn regenerate_the_recorded_history() {
     let web = json!({"service_name": "web"});
     let db = json!({"service_name": "db"});
-    // (incident, the outcome of its action if one runs: status, seconds later)
+    // (incident, the outcome of its action if one runs — or of the action an administrator
+    // approves a minute after its request — : status, seconds after the action)
     let script: Vec<(Incident, Option<(&str, i64)>)> = vec![
         (
             fixture_incident(1, 0, "service_outage", "critical", "open", web.clone(), 1),
@@ -362,7 +387,7 @@ fn regenerate_the_recorded_history() {
                 json!({"service_name": "api"}),
                 1,
             ),
-            None,
+            Some(("succeeded", 40)),
         ),
         (
             fixture_incident(
@@ -377,6 +402,18 @@ fn regenerate_the_recorded_history() {
             Some(("succeeded", 15)),
         ),
         (
+            fixture_incident(
+                8,
+                2150,
+                "metric_anomaly",
+                "critical",
+                "open",
+                json!({"service_name": "api"}),
+                1,
+            ),
+            None,
+        ),
+        (
             fixture_incident(1, 2200, "service_outage", "critical", "resolved", web, 2),
             None,
         ),
@@ -384,15 +421,25 @@ fn regenerate_the_recorded_history() {
     let recorded = policy("recorded-policy.toml");
     let mut replay = Replay::new(&recorded, &brain::interlock::InterlockState::armed());
     let mut lines: Vec<(Timestamp, Value)> = Vec::new();
-    let mut due: Vec<(Uuid, Outcome)> = Vec::new();
-    for (n, (incident, outcome)) in script.into_iter().enumerate() {
-        due.sort_by_key(|(_, o)| o.timestamp);
+    // What happens later, in time order before each incident: outcomes and approvals.
+    let mut due: Vec<(Timestamp, Later)> = Vec::new();
+    for (n, (incident, then)) in script.into_iter().enumerate() {
+        due.sort_by_key(|(at, _)| *at);
         let (now, later): (Vec<_>, Vec<_>) = due
             .into_iter()
-            .partition(|(_, o)| o.timestamp <= incident.timestamp);
+            .partition(|(at, _)| *at <= incident.timestamp);
         due = later;
-        for (action_id, outcome) in now {
-            replay.outcome(action_id, &outcome);
+        for (_, happened) in now {
+            match happened {
+                Later::Outcome(outcome) => {
+                    replay.outcome(outcome.action_id, &outcome);
+                }
+                Later::Approved(request_id, action) => {
+                    replay
+                        .approved(request_id, &action)
+                        .expect("a waiting request");
+                }
+            }
         }
         let plan = replay.incident(&incident, incident.timestamp).unwrap();
         lines.push((incident.timestamp, line("orion.incident.v1", &incident)));
@@ -400,23 +447,64 @@ fn regenerate_the_recorded_history() {
             plan.decision.timestamp,
             line("orion.decision.v1", &plan.decision),
         ));
-        if let (Some(action), Some((status, after))) = (&plan.action, outcome) {
-            let mut value = json!({
-                "version": "1.0",
-                "outcome_id": id(0x2000 + n as u128),
-                "timestamp": Timestamp(incident.timestamp.0 + time::Duration::seconds(after)).to_string(),
-                "source": "orion-commander",
-                "action_id": action.action_id,
-                "status": status,
-                "execution_time_ms": 1200
-            });
-            if status == "failed" {
-                value["error"] = json!({"code": "container_exited", "message": "exited with 1"});
+        let Some((status, after)) = then else {
+            continue;
+        };
+        let n = n as u128;
+        let action = match (&plan.action, &plan.request) {
+            (Some(action), _) => {
+                lines.push((action.timestamp, line("orion.action.v1", action)));
+                action.clone()
             }
-            let outcome: Outcome = contracts::decode_value(value).unwrap();
-            lines.push((outcome.timestamp, line("orion.outcome.v1", &outcome)));
-            due.push((action.action_id, outcome));
+            // An administrator approves a minute later; brain emits the action then.
+            (None, Some(request)) => {
+                let approved_at = Timestamp(incident.timestamp.0 + time::Duration::seconds(60));
+                let action = ActionDraft {
+                    decision_id: request.decision_id,
+                    action_type: action_type(&request.requested_action.action_type).unwrap(),
+                    safety: brain::Safety::Risky,
+                    parameters: &request.requested_action.parameters,
+                    approval_id: Some(id(0x3000 + n)),
+                    tags: [
+                        ("policy_rule", "scale-on-metric-anomaly".to_string()),
+                        ("target", "api".to_string()),
+                        ("incident_id", incident.incident_id.to_string()),
+                        (
+                            "approval_request_id",
+                            request.approval_request_id.to_string(),
+                        ),
+                        ("approved_by", "ops-lead@example".to_string()),
+                    ]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
+                }
+                .build(approved_at)
+                .unwrap();
+                lines.push((approved_at, line("orion.action.v1", &action)));
+                due.push((
+                    approved_at,
+                    Later::Approved(request.approval_request_id, action.clone()),
+                ));
+                action
+            }
+            (None, None) => continue,
+        };
+        let mut value = json!({
+            "version": "1.0",
+            "outcome_id": id(0x2000 + n),
+            "timestamp": Timestamp(action.timestamp.0 + time::Duration::seconds(after)).to_string(),
+            "source": "orion-commander",
+            "action_id": action.action_id,
+            "status": status,
+            "execution_time_ms": 1200
+        });
+        if status == "failed" {
+            value["error"] = json!({"code": "container_exited", "message": "exited with 1"});
         }
+        let outcome: Outcome = contracts::decode_value(value).unwrap();
+        lines.push((outcome.timestamp, line("orion.outcome.v1", &outcome)));
+        due.push((outcome.timestamp, Later::Outcome(outcome)));
     }
     // Stable: by time, then as made.
     lines.sort_by_key(|(at, _)| *at);
@@ -427,8 +515,14 @@ fn regenerate_the_recorded_history() {
     std::fs::write(data("history.jsonl"), text).unwrap();
     // What was written reads back.
     let back = history();
-    assert_eq!(back.incidents.len(), 9);
+    assert_eq!(back.incidents.len(), 10);
     let _: (&Recorded<Decision>, &Recorded<Outcome>) = (&back.decisions[0], &back.outcomes[0]);
+}
+
+/// Something the generator's history holds for later.
+enum Later {
+    Outcome(Outcome),
+    Approved(Uuid, contracts::Action),
 }
 
 fn line<T: contracts::Contract>(subject: &str, message: &T) -> Value {

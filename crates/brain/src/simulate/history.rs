@@ -4,7 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use contracts::generated::decision_v1::DecisionDecisionType;
-use contracts::{Contract, Decision, Incident, Outcome};
+use contracts::{Action, Contract, Decision, Incident, Outcome};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -23,6 +23,9 @@ pub struct History {
     /// `orion.decision.v1`: every decision brain published (also those that settle approval
     /// requests, which answer no incident).
     pub decisions: Vec<Recorded<Decision>>,
+    /// `orion.action.v1`: the actions brain emitted (those with an `approval_id` ran after an
+    /// administrator approved a request; the others answer their decision directly).
+    pub actions: Vec<Recorded<Action>>,
     /// `orion.outcome.v1`: the outcome of every action commander ran.
     pub outcomes: Vec<Recorded<Outcome>>,
 }
@@ -50,9 +53,9 @@ pub fn answers_incident(decision: &Decision) -> bool {
 
 impl History {
     /// A history written one message a line: `{"subject": "orion.incident.v1", "message":
-    /// {..}}` (or `orion.decision.v1`, `orion.outcome.v1`), each message valid against its
-    /// contract. Sequences count from 1 per subject in file order, as publishing the file in
-    /// that order to empty streams numbers them.
+    /// {..}}` (or `orion.decision.v1`, `orion.action.v1`, `orion.outcome.v1`), each message
+    /// valid against its contract. Sequences count from 1 per subject in file order (what the
+    /// report shows are incidents' sequences, and incidents are alone in their stream).
     pub fn from_jsonl(text: &str) -> Result<Self, HistoryError> {
         let mut history = History::default();
         for (index, line) in text.lines().enumerate() {
@@ -72,6 +75,10 @@ impl History {
                 }),
                 s if s == Decision::INFO.subject => history.decisions.push(Recorded {
                     sequence: next(history.decisions.len()),
+                    message: contracts::decode(&payload).map_err(|e| fail(e.to_string()))?,
+                }),
+                s if s == Action::INFO.subject => history.actions.push(Recorded {
+                    sequence: next(history.actions.len()),
                     message: contracts::decode(&payload).map_err(|e| fail(e.to_string()))?,
                 }),
                 s if s == Outcome::INFO.subject => history.outcomes.push(Recorded {

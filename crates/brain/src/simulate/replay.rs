@@ -9,12 +9,12 @@
 
 use std::collections::HashMap;
 
-use contracts::{ContractError, Incident, Outcome, Timestamp};
+use contracts::{Action, ContractError, Incident, Outcome, Timestamp};
 use uuid::Uuid;
 
 use crate::decide::{self, Autonomy, IncidentPlan, LimitChange};
 use crate::interlock::InterlockState;
-use crate::limits::LimitState;
+use crate::limits::{ActionMark, LimitState};
 use crate::policy::{Evaluation, LimitKey, Policy};
 
 /// brain's decision state, replayed.
@@ -24,6 +24,8 @@ pub struct Replay<'p> {
     limits: HashMap<LimitKey, LimitState>,
     /// The replay's own actions → the limits their outcomes count against.
     actions: HashMap<Uuid, LimitKey>,
+    /// The replay's approval requests → the limits they wait on.
+    requests: HashMap<Uuid, LimitKey>,
 }
 
 impl<'p> Replay<'p> {
@@ -35,6 +37,7 @@ impl<'p> Replay<'p> {
             autonomy: decide::autonomy(policy.autonomy_level, interlock),
             limits: HashMap::new(),
             actions: HashMap::new(),
+            requests: HashMap::new(),
         }
     }
 
@@ -76,10 +79,37 @@ impl<'p> Replay<'p> {
                     .entry(key.clone())
                     .or_default()
                     .note_request(mark.clone(), now);
+                self.requests.insert(mark.approval_request_id, key.clone());
             }
             None => {}
         }
         Ok(plan)
+    }
+
+    /// The replay's request `request_id` approved with `action` (an approved action of the
+    /// recorded history, at its time): recorded as the service records an approved action —
+    /// the request no longer waits, the cooldown starts, the rate counts it — under the
+    /// recorded action's id, so its recorded outcome counts too. Returns the limits it counted
+    /// against (`None`: not a waiting request of this replay).
+    pub fn approved(&mut self, request_id: Uuid, action: &Action) -> Option<LimitKey> {
+        let key = self.requests.remove(&request_id)?;
+        let mark = ActionMark {
+            action_id: action.action_id,
+            at: action.timestamp,
+            incident_id: action
+                .tags
+                .get("incident_id")
+                .and_then(|id| id.parse().ok())
+                .unwrap_or(action.decision_id),
+            approval_id: action.approval_id,
+        };
+        self.limits.entry(key.clone()).or_default().note_action(
+            mark,
+            Some(request_id),
+            action.timestamp,
+        );
+        self.actions.insert(action.action_id, key.clone());
+        Some(key)
     }
 
     /// `outcome`, taken as the outcome of the replay's action `action_id`: a failure counts for

@@ -8,11 +8,12 @@
 //!   "policy":  { "origin", "autonomy_level", "rules", "fallback" },
 //!   "assumptions": [ "..." ],                     what the replay could not know
 //!   "window":  { "incidents", "first_sequence", "last_sequence", "from", "to",
-//!                "decisions", "outcomes" },       what was read (sequences of ORION_INCIDENTS)
+//!                "decisions", "actions", "outcomes" },  what was read (sequences of ORION_INCIDENTS)
 //!   "summary": { "incidents", "unchanged", "changed", "without_recorded_decision",
 //!                "actions_would_run", "actions_would_no_longer_run",
 //!                "approvals_would_be_asked", "approvals_no_longer_asked",
-//!                "outcomes_replayed", "outcomes_not_replayed" },
+//!                "outcomes_replayed", "outcomes_not_replayed",
+//!                "approvals_replayed", "approvals_not_replayed" },
 //!   "changes": [ { "incident_sequence", "incident_id", "incident_type", "severity", "state",
 //!                  "at",                          the incident version's time (the replay's clock)
 //!                  "recorded":  side | null,      null: brain recorded no decision for it
@@ -67,8 +68,9 @@ pub struct Window {
     /// The first and last incident version's time.
     pub from: Option<Timestamp>,
     pub to: Option<Timestamp>,
-    /// Recorded decisions and outcomes read alongside.
+    /// Recorded decisions, actions and outcomes read alongside.
     pub decisions: usize,
+    pub actions: usize,
     pub outcomes: usize,
 }
 
@@ -87,6 +89,10 @@ pub struct Summary {
     pub outcomes_replayed: usize,
     /// Recorded outcomes of actions the new policy would not run the same way.
     pub outcomes_not_replayed: usize,
+    /// Recorded approvals taken over by the simulation (it asked the same).
+    pub approvals_replayed: usize,
+    /// Recorded approvals of requests the simulation would not make the same way.
+    pub approvals_not_replayed: usize,
 }
 
 /// One incident version whose decision would differ.
@@ -259,9 +265,11 @@ impl Report {
             ));
         }
         out.push_str(&format!(
-            "; {} decision{} and {} outcome{} recorded alongside. Nothing was published.\n",
+            "; {} decision{}, {} action{} and {} outcome{} recorded alongside. Nothing was published.\n",
             w.decisions,
             if w.decisions == 1 { "" } else { "s" },
+            w.actions,
+            if w.actions == 1 { "" } else { "s" },
             w.outcomes,
             if w.outcomes == 1 { "" } else { "s" },
         ));
@@ -270,7 +278,7 @@ impl Report {
         }
         let s = &self.summary;
         out.push_str(&format!(
-            "\n{} unchanged, {} would change ({} without a recorded decision). Actions: {} would run, {} would no longer run. Approvals: {} would be asked, {} no longer asked. Outcomes replayed into breakers: {} ({} not replayed).\n",
+            "\n{} unchanged, {} would change ({} without a recorded decision). Actions: {} would run, {} would no longer run. Approvals: {} would be asked, {} no longer asked. Recorded outcomes replayed: {} ({} not); recorded approvals replayed: {} ({} not).\n",
             s.unchanged,
             s.changed,
             s.without_recorded_decision,
@@ -280,6 +288,8 @@ impl Report {
             s.approvals_no_longer_asked,
             s.outcomes_replayed,
             s.outcomes_not_replayed,
+            s.approvals_replayed,
+            s.approvals_not_replayed,
         ));
         if self.changes.is_empty() {
             out.push_str("\nNo decision would change.\n");

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use contracts::bus::{Bus, BusError, BusErrorKind, ReadFrom};
 use contracts::services::Brain;
-use contracts::{Contract, Decision, Incident, Outcome, Reads};
+use contracts::{Action, Contract, Decision, Incident, Outcome, Reads};
 use time::OffsetDateTime;
 
 use super::history::{History, Recorded};
@@ -55,8 +55,9 @@ pub struct Read {
     pub skipped: usize,
 }
 
-/// Reads the incident versions of `window`, and the decisions and outcomes stored from the
-/// time the first of them was stored (what brain answered them with, and what followed).
+/// Reads the incident versions of `window`, and the decisions, actions and outcomes stored
+/// from the time the first of them was stored (what brain answered them with, and what
+/// followed).
 pub async fn read_history(bus: &Bus<Brain>, window: Window) -> Result<Read, ReadError> {
     let from = match window {
         Window::All => ReadFrom::Start,
@@ -76,6 +77,7 @@ pub async fn read_history(bus: &Bus<Brain>, window: Window) -> Result<Read, Read
     };
     if let Some(from) = alongside {
         history.decisions = read_all::<Decision>(bus, from, &mut skipped).await?.0;
+        history.actions = read_all::<Action>(bus, from, &mut skipped).await?.0;
         history.outcomes = read_all::<Outcome>(bus, from, &mut skipped).await?.0;
     }
     Ok(Read { history, skipped })
