@@ -296,6 +296,21 @@ fn a_bad_policy_exits_2_naming_the_line_before_connecting() {
 }
 
 #[test]
+fn an_unreachable_server_exits_3() {
+    let output = Command::new(BRAIN)
+        .args(["simulate", "--policy", "proposed-policy.toml"])
+        .current_dir(data(""))
+        .env_clear()
+        .env("ORION_NATS_URL", "nats://127.0.0.1:1")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("connecting to NATS"), "{stderr}");
+    assert!(output.stdout.is_empty());
+}
+
+#[test]
 fn simulate_is_in_the_help() {
     let output = Command::new(BRAIN).arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&output.stdout);
