@@ -210,7 +210,12 @@ fn main() -> ExitCode {
             json,
         } => {
             let window = match (since, from_seq) {
-                (Some(age), _) => Window::Since(time::OffsetDateTime::now_utc() - age),
+                // An age beyond the calendar reads everything.
+                (Some(age), _) => Window::Since(
+                    time::OffsetDateTime::now_utc()
+                        .checked_sub(age)
+                        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+                ),
                 (None, Some(sequence)) => Window::FromSequence(sequence),
                 (None, None) => Window::All,
             };

@@ -24,8 +24,8 @@ pub struct Replay<'p> {
     limits: HashMap<LimitKey, LimitState>,
     /// The replay's own actions → the limits their outcomes count against.
     actions: HashMap<Uuid, LimitKey>,
-    /// The replay's approval requests → the limits they wait on.
-    requests: HashMap<Uuid, LimitKey>,
+    /// The replay's approval requests → the limits they wait on, and when they expire.
+    requests: HashMap<Uuid, (LimitKey, Timestamp)>,
 }
 
 impl<'p> Replay<'p> {
@@ -79,7 +79,8 @@ impl<'p> Replay<'p> {
                     .entry(key.clone())
                     .or_default()
                     .note_request(mark.clone(), now);
-                self.requests.insert(mark.approval_request_id, key.clone());
+                self.requests
+                    .insert(mark.approval_request_id, (key.clone(), mark.expires_at));
             }
             None => {}
         }
@@ -90,9 +91,13 @@ impl<'p> Replay<'p> {
     /// recorded history, at its time): recorded as the service records an approved action —
     /// the request no longer waits, the cooldown starts, the rate counts it — under the
     /// recorded action's id, so its recorded outcome counts too. Returns the limits it counted
-    /// against (`None`: not a waiting request of this replay).
+    /// against (`None`: not a waiting request of this replay, or one that had expired by then —
+    /// the service refuses a late answer, and the new policy's timeout may be shorter).
     pub fn approved(&mut self, request_id: Uuid, action: &Action) -> Option<LimitKey> {
-        let key = self.requests.remove(&request_id)?;
+        let (key, expires_at) = self.requests.remove(&request_id)?;
+        if action.timestamp > expires_at {
+            return None;
+        }
         let mark = ActionMark {
             action_id: action.action_id,
             at: action.timestamp,

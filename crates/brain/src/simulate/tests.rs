@@ -67,3 +67,72 @@ fn an_empty_history_changes_nothing() {
     assert!(report.changes.is_empty());
     assert!(report.to_table().contains("No decision would change."));
 }
+
+#[test]
+fn a_recorded_approval_counts_only_while_the_simulated_request_waits() {
+    let policy = Policy::parse(
+        r#"
+autonomy_level = "N3"
+approval_timeout_s = 60
+[[admins]]
+identity = "ops-lead@example"
+public_key = "7zWRtRe5IQL9oM3LHBLcU8JmLoqmwNe225WAXZpO/rI="
+[[rules]]
+name = "scale"
+incident_types = ["metric_anomaly"]
+action = "scale_service"
+safety = "RISKY"
+parameters = { service_name = "api", replicas = 3 }
+cooldown_s = 600
+"#,
+        "t",
+    )
+    .unwrap();
+    let t0: Timestamp = serde_json::from_value(serde_json::json!("2026-11-30T10:00:00Z")).unwrap();
+    let later = |s: i64| Timestamp(t0.0 + time::Duration::seconds(s));
+    let incident: contracts::Incident = contracts::decode_value(serde_json::json!({
+        "version": "1.0", "incident_id": Uuid::from_u128(1), "timestamp": t0.to_string(),
+        "source": "orion-guardian", "incident_type": "metric_anomaly", "severity": "high",
+        "event_ids": [Uuid::from_u128(2)],
+        "correlation_window": {"start": t0.to_string(), "end": t0.to_string()},
+        "state": "open", "tags": {}
+    }))
+    .unwrap();
+    let approved_at = |s: i64, request: &contracts::ApprovalRequest| {
+        crate::messages::ActionDraft {
+            decision_id: request.decision_id,
+            action_type: crate::messages::action_type("scale_service").unwrap(),
+            safety: crate::policy::Safety::Risky,
+            parameters: &request.requested_action.parameters,
+            approval_id: Some(Uuid::from_u128(3)),
+            tags: Default::default(),
+        }
+        .build(later(s))
+        .unwrap()
+    };
+    let interlock = InterlockState::armed();
+
+    // Too late for the simulated request (60s): the service would refuse that answer.
+    let mut replay = Replay::new(&policy, &interlock);
+    let plan = replay.incident(&incident, t0).unwrap();
+    let request = plan.request.expect("an approval request");
+    assert_eq!(
+        replay.approved(request.approval_request_id, &approved_at(90, &request)),
+        None
+    );
+
+    // In time: the approved action starts the cooldown, so the next version is blocked by it.
+    let mut replay = Replay::new(&policy, &interlock);
+    let plan = replay.incident(&incident, t0).unwrap();
+    let request = plan.request.expect("an approval request");
+    assert!(replay
+        .approved(request.approval_request_id, &approved_at(30, &request))
+        .is_some());
+    let next = replay.incident(&incident, later(120)).unwrap();
+    assert_eq!(next.decision.decision_type.to_string(), "NO_ACTION");
+    assert!(
+        next.decision.reasoning.as_str().contains("cooldown"),
+        "{}",
+        next.decision.reasoning.as_str()
+    );
+}
