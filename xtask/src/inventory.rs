@@ -66,6 +66,11 @@ pub struct ConsumerOverrides {
 #[serde(deny_unknown_fields)]
 pub struct OrderedReader {
     pub description: String,
+    /// Subjects the service consumes with its durable and also reads (a tool of the service
+    /// that replays history, such as `brain simulate`); the description says why. Any other
+    /// subject a service both consumes and reads is refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also_consumed: Vec<String>,
 }
 
 /// A durable consumer as the inventory implies it: one per contract and consuming service.

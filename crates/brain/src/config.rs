@@ -161,6 +161,14 @@ impl Config {
     }
 }
 
+/// What `brain simulate` takes from the configuration: only the `[nats]` section (the file,
+/// its overlay and the environment, as `brain run` reads them). It is given its policy on the
+/// command line and signs nothing, so neither is required here.
+pub fn load_nats(path: Option<&Path>, env: &dyn Environment) -> Result<NatsSection, ConfigError> {
+    let file: BrainConfigFile = contracts::runtime::load(path, env)?;
+    Ok(file.nats)
+}
+
 /// Everything `brain run` starts with, checked before anything connects: the configuration,
 /// the policy it names and brain's signing key.
 pub struct Startup {

@@ -24,6 +24,11 @@
 //!   brain decided and nothing else: a message on `orion.action.v1` without brain's signature
 //!   never runs. The key comes from a file (`brain keygen`), and brain refuses to start without it.
 //!
+//! - trying a policy change on recorded history before deploying it ([`simulate`]: `brain
+//!   simulate` replays the incident stream through a new policy with the same decision code
+//!   and limits, and reports which decisions, actions and approvals would change; it only
+//!   reads).
+//!
 //! What it is not for: executing actions (commander), correlating events (guardian), or asking
 //! operators (approval-cli).
 //!
@@ -39,6 +44,7 @@ pub mod parameters;
 pub mod policy;
 pub mod records;
 pub mod service;
+pub mod simulate;
 pub mod state;
 pub mod template;
 

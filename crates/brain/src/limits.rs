@@ -121,6 +121,42 @@ impl LimitState {
         }
     }
 
+    /// What brain records when it emits an action on the target: the action (answering
+    /// `answers_request`, if any), then pruned at `now`. Shared by the service's state
+    /// ([`crate::state`]) and the simulator ([`crate::simulate`]) so both count the same way.
+    /// Returns whether anything changed.
+    pub fn note_action(
+        &mut self,
+        mark: ActionMark,
+        answers_request: Option<Uuid>,
+        now: Timestamp,
+    ) -> bool {
+        let before = self.clone();
+        self.record_action(mark, answers_request);
+        self.prune(now);
+        *self != before
+    }
+
+    /// What brain records when it asks for an approval on the target (see [`Self::note_action`]).
+    pub fn note_request(&mut self, mark: RequestMark, now: Timestamp) -> bool {
+        if self.pending_request.as_ref() == Some(&mark) {
+            return false;
+        }
+        self.open_request(mark);
+        self.prune(now);
+        true
+    }
+
+    /// What brain records for a failed or rolled-back outcome (see [`Self::note_action`]).
+    pub fn note_failure(&mut self, mark: FailureMark, now: Timestamp) -> bool {
+        if self.failures.iter().any(|f| f.action_id == mark.action_id) {
+            return false;
+        }
+        self.record_failure(mark);
+        self.prune(now);
+        true
+    }
+
     /// Drops history no limit can use any more.
     pub fn prune(&mut self, now: Timestamp) {
         let horizon = now.saturating_sub(secs(MAX_RATE_WINDOW_S));

@@ -1,13 +1,19 @@
-//! `brain`: the ORION decision service (`run`), a policy checker (`check`), and its signing key
-//! (`keygen`, `public-key`).
+//! `brain`: the ORION decision service (`run`), a policy checker (`check`), a policy simulator
+//! on recorded history (`simulate`), and its signing key (`keygen`, `public-key`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use brain::config::{Flags, Startup};
+use brain::simulate::streams::{read_history, Window};
 use brain::{Brain, BrainError, Policy};
 use clap::Subcommand;
-use contracts::runtime::{self, ExitStatus, Program, RunArgs, Running, ServiceMain};
+use contracts::bus::Bus;
+use contracts::runtime::{
+    self, ConfigArgs, ExitStatus, LogArgs, ProcessEnvironment, Program, RunArgs, Running,
+    ServiceMain,
+};
 use contracts::services;
 use contracts::signing::{SigningKey, BRAIN_SIGNER};
 
@@ -80,6 +86,18 @@ Environment:
   ORION_ENV             base, dev, ci or prod: which overlay of the config file to apply
   ORION_LOG_FORMAT      text or json; RUST_LOG filters (default info)
 
+Trying a policy change (`brain simulate --policy NEW.toml [--since 24h | --from-seq N] [--json]`):
+replays the incidents recorded on orion.incident.v1 (stream ORION_INCIDENTS) through NEW.toml with
+the service's own decision code, cooldowns, rate limits and breakers, in time order with the
+incidents' own timestamps as the clock, and prints which decisions would differ from the ones
+recorded on orion.decision.v1 (type, safety class, rule), which actions would run or no longer
+run, and which approvals would be asked or no longer asked. It connects like `brain run` (config
+file, ORION_NATS_*), reads with ordered readers only and never publishes. Assumed, and printed
+with every report: the ops interlock armed with no risk ceiling; a simulated approval request is
+approved only where brain asked the same and it was approved; recorded outcomes count for a
+breaker only where the same action runs again.
+A bad NEW.toml exits 2 with its lines, as `brain run` would.
+
 State: key-value bucket brain_state (pending approval requests, cooldowns, rate windows,
 breakers), so a restart loses nothing. A bad policy, signing key or configuration exits 2
 before connecting (`brain check` exits 1 for a bad policy: the check ran and failed).";
@@ -98,8 +116,49 @@ enum Cmd {
         #[arg(long, value_name = "FILE")]
         signing_key: Option<PathBuf>,
     },
+    /// Replay the recorded incidents through another policy and print what would change
+    /// (decisions, actions, approvals) against what brain recorded. Reads only; never publishes.
+    Simulate {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The policy to try (TOML), checked as `brain run` checks its own.
+        #[arg(long, short, value_name = "NEW.toml")]
+        policy: PathBuf,
+        /// Only incidents the server stored within this long before now: 90s, 30m, 24h, 7d.
+        #[arg(long, value_name = "AGE", value_parser = parse_age, conflicts_with = "from_seq")]
+        since: Option<time::Duration>,
+        /// Only incidents from this sequence of stream ORION_INCIDENTS on.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        from_seq: Option<u64>,
+        /// Print the report as JSON (shape `brain-simulation/1`, documented in brain's
+        /// `simulate::report`) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     #[command(flatten)]
     Tool(Tool),
+}
+
+/// `90s`, `30m`, `24h`, `7d` (a whole number and a unit).
+fn parse_age(text: &str) -> Result<time::Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: i64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a whole number and a unit, like 24h"))?;
+    let unit_s = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("{text:?}: the unit must be s, m, h or d, like 24h")),
+    };
+    number
+        .checked_mul(unit_s)
+        .map(time::Duration::seconds)
+        .ok_or_else(|| format!("{text:?} is too long"))
 }
 
 /// The subcommands that do not connect anywhere.
@@ -143,6 +202,25 @@ fn main() -> ExitCode {
             },
             serve,
         ),
+        Cmd::Simulate {
+            config,
+            policy,
+            since,
+            from_seq,
+            json,
+        } => {
+            let window = match (since, from_seq) {
+                // An age beyond the calendar reads everything.
+                (Some(age), _) => Window::Since(
+                    time::OffsetDateTime::now_utc()
+                        .checked_sub(age)
+                        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+                ),
+                (None, Some(sequence)) => Window::FromSequence(sequence),
+                (None, None) => Window::All,
+            };
+            simulate(&log, &config, &policy, window, json)
+        }
         Cmd::Tool(command) => {
             runtime::init_tracing(log.log_format);
             tool(command)
@@ -169,6 +247,83 @@ async fn serve(running: Running<services::Brain>, startup: Startup) -> Result<()
     );
     let brain = Brain::start(running.bus, policy, signer, config.settings).await?;
     brain.run(running.shutdown).await
+}
+
+/// `simulate`: the configuration and the new policy are checked before connecting (exit 2, as
+/// `brain run`); NATS unreachable or not provisioned exits 3. Only reads.
+fn simulate(
+    log: &LogArgs,
+    config: &ConfigArgs,
+    policy_path: &std::path::Path,
+    window: Window,
+    json: bool,
+) -> ExitStatus {
+    let env = ProcessEnvironment;
+    let failed = |status: ExitStatus, e: anyhow::Error| {
+        let error: &(dyn std::error::Error + 'static) = e.as_ref();
+        eprintln!("brain: {}", runtime::report(error));
+        status
+    };
+    let path = config.path::<services::Brain>(&env);
+    let bus_config = match brain::config::load_nats(path.as_deref(), &env)
+        .map_err(anyhow::Error::from)
+        .and_then(|nats| Ok(nats.bus_config::<services::Brain>(&env)?))
+    {
+        Ok(config) => config,
+        Err(e) => return failed(ExitStatus::Usage, e.context("configuration refused")),
+    };
+    let policy = match Policy::load(policy_path) {
+        Ok(policy) => policy,
+        Err(e) => {
+            return failed(
+                ExitStatus::Usage,
+                anyhow::Error::new(e).context("policy refused"),
+            )
+        }
+    };
+    runtime::client_main(log, async move {
+        let bus = match Bus::<services::Brain>::connect(bus_config).await {
+            Ok(bus) => bus,
+            Err(e) => {
+                let status = runtime::bus_exit_status(&e);
+                return failed(status, anyhow::Error::new(e).context("connecting to NATS"));
+            }
+        };
+        let read = read_history(&bus, window).await;
+        let _ = bus.close().await;
+        let read = match read {
+            Ok(read) => read,
+            Err(e) => {
+                let status = e
+                    .bus_error()
+                    .map_or(ExitStatus::Unreachable, runtime::bus_exit_status);
+                return failed(
+                    status,
+                    anyhow::Error::new(e).context("reading the recorded history"),
+                );
+            }
+        };
+        if read.skipped > 0 {
+            eprintln!(
+                "brain: note: {} stored message(s) did not decode and were left out",
+                read.skipped
+            );
+        }
+        let origin = policy_path.display().to_string();
+        match brain::simulate::simulate(&read.history, &policy, &origin)
+            .with_context(|| format!("simulating {origin}"))
+        {
+            Ok(report) if json => {
+                println!("{}", report.to_json());
+                ExitStatus::Ok
+            }
+            Ok(report) => {
+                print!("{}", report.to_table());
+                ExitStatus::Ok
+            }
+            Err(e) => failed(ExitStatus::Failure, e),
+        }
+    })
 }
 
 /// `check`, `keygen`, `public-key`: no bus. A check that finds problems, or a key file that

@@ -396,11 +396,11 @@ impl StateStore {
                     &limits_key(key),
                     expect(*e),
                     |state: &mut Option<LimitState>| {
-                        let state = state.get_or_insert_with(LimitState::default);
-                        let before = state.clone();
-                        state.record_action(mark.clone(), *answers_request);
-                        state.prune(now);
-                        *state != before
+                        state.get_or_insert_with(LimitState::default).note_action(
+                            mark.clone(),
+                            *answers_request,
+                            now,
+                        )
                     },
                 )
                 .await?;
@@ -427,13 +427,9 @@ impl StateStore {
                     &limits_key(key),
                     expect(*e),
                     |state: &mut Option<LimitState>| {
-                        let state = state.get_or_insert_with(LimitState::default);
-                        if state.pending_request.as_ref() == Some(mark) {
-                            return false;
-                        }
-                        state.open_request(mark.clone());
-                        state.prune(now);
-                        true
+                        state
+                            .get_or_insert_with(LimitState::default)
+                            .note_request(mark.clone(), now)
                     },
                 )
                 .await?;
@@ -524,13 +520,9 @@ impl StateStore {
                 &limits_key(&record.key),
                 Expect::Any,
                 |state: &mut Option<LimitState>| {
-                    let state = state.get_or_insert_with(LimitState::default);
-                    if state.failures.iter().any(|f| f.action_id == mark.action_id) {
-                        return false;
-                    }
-                    state.record_failure(mark.clone());
-                    state.prune(now);
-                    true
+                    state
+                        .get_or_insert_with(LimitState::default)
+                        .note_failure(mark.clone(), now)
                 },
             )
             .await?;

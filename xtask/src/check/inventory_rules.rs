@@ -149,12 +149,16 @@ pub fn check(cx: &Context, report: &mut Report) {
                     "declare what the service reads the streams for under [ordered_readers]",
                 );
             }
-            if entry.consumers.contains(reader) {
+            let declared = inventory
+                .ordered_readers
+                .get(reader)
+                .is_some_and(|r| r.also_consumed.contains(&entry.subject));
+            if entry.consumers.contains(reader) && !declared {
                 report.error(
                     "INVENTORY_READER_AND_CONSUMER",
                     &at,
                     format!("`{reader}` is listed both as a consumer and as a reader"),
-                    "a service either consumes a subject with its durable or reads it; pick one",
+                    format!("a service either consumes a subject with its durable or reads it; pick one (or, for a tool that replays history, list the subject in [ordered_readers.{reader}] also_consumed and say why in its description)"),
                 );
             }
         }

@@ -26,6 +26,9 @@ pub enum ReadFrom {
     New,
     /// Messages the server stored at or after this time.
     Time(OffsetDateTime),
+    /// Messages from this stream sequence on (a sequence the stream no longer holds starts at
+    /// the first one it does).
+    Sequence(u64),
 }
 
 impl ReadFrom {
@@ -34,6 +37,7 @@ impl ReadFrom {
             Self::Start => DeliverPolicy::All,
             Self::New => DeliverPolicy::New,
             Self::Time(start_time) => DeliverPolicy::ByStartTime { start_time },
+            Self::Sequence(start_sequence) => DeliverPolicy::ByStartSequence { start_sequence },
         }
     }
 }

@@ -36,7 +36,7 @@ pub use interlock_risk_ceiling_v1::InterlockRiskCeiling;
 /// Semantic version of the contract set (`schemas/contract-set.toml`).
 pub const CONTRACT_SET_VERSION: &str = "1.1.0";
 /// sha256 over the canonical form of the schemas and the inventory.
-pub const CONTRACT_SET_SHA256: &str = "9a7e85d430c45aad1a4ff10b386517e55fdaa18588ba4e551ea88583456e4e24";
+pub const CONTRACT_SET_SHA256: &str = "c25146bcffc127b7fdbc2b9df0826dd371cebce8624f36f1f1c1d26265a78834";
 impl crate::Contract for Event {
     const INFO: &'static crate::ContractInfo = &crate::ContractInfo {
         name: "event",
@@ -1032,7 +1032,12 @@ pub static IDENTITIES: &[crate::IdentityInfo] = &[
             "orion.incident.v1",
             "orion.outcome.v1",
         ],
-        reads: &[],
+        reads: &[
+            "orion.action.v1",
+            "orion.decision.v1",
+            "orion.incident.v1",
+            "orion.outcome.v1",
+        ],
         inbox_prefix: "_INBOX_brain",
     },
     crate::IdentityInfo {
@@ -1166,16 +1171,25 @@ pub mod services {
             "orion.incident.v1",
             "orion.outcome.v1",
         ];
-        const READS: &'static [&'static str] = &[];
+        const READS: &'static [&'static str] = &[
+            "orion.action.v1",
+            "orion.decision.v1",
+            "orion.incident.v1",
+            "orion.outcome.v1",
+        ];
         const INBOX_PREFIX: &'static str = "_INBOX_brain";
     }
     impl crate::Consumes<super::Incident> for Brain {}
+    impl crate::Reads<super::Incident> for Brain {}
     impl crate::Produces<super::Decision> for Brain {}
+    impl crate::Reads<super::Decision> for Brain {}
     impl crate::Produces<super::Action> for Brain {}
+    impl crate::Reads<super::Action> for Brain {}
     impl crate::Produces<super::ApprovalRequest> for Brain {}
     impl crate::Consumes<super::ApprovalDecision> for Brain {}
     impl crate::Consumes<super::Approval> for Brain {}
     impl crate::Consumes<super::Outcome> for Brain {}
+    impl crate::Reads<super::Outcome> for Brain {}
     impl crate::Produces<super::DeadLetter> for Brain {}
     impl crate::ReadsBucket<super::buckets::BrainState> for Brain {}
     impl crate::WritesBucket<super::buckets::BrainState> for Brain {}
