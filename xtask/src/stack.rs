@@ -12,6 +12,15 @@ use anyhow::{bail, Context, Result};
 
 use crate::inventory::Layout;
 
+/// Where `up` has each service serve its metrics, /healthz and /readyz: the ports
+/// deploy/prometheus/prometheus.yml scrapes (docs/OPERATIONS.md).
+const METRICS_ADDRESSES: &[(&str, &str)] = &[
+    ("ops-worker", "127.0.0.1:9464"),
+    ("guardian", "127.0.0.1:9465"),
+    ("brain", "127.0.0.1:9466"),
+    ("commander", "127.0.0.1:9467"),
+];
+
 /// The services `up` starts, with their arguments (paths relative to the repository root).
 const SERVICES: &[(&str, &[&str])] = &[
     (
@@ -170,6 +179,9 @@ fn service_env(dir: &Path, service: &str, keys: &StackKeys) -> Result<Vec<(Strin
             "ORION_BRAIN_PUBLIC_KEYS".into(),
             keys.brain_public_key.clone(),
         ));
+    }
+    if let Some((_, address)) = METRICS_ADDRESSES.iter().find(|(name, _)| *name == service) {
+        env.push(("ORION_METRICS_LISTEN".into(), address.to_string()));
     }
     for inherited in ["PATH", "HOME", "RUST_LOG", "ORION_LOG_FORMAT", "ORION_ENV"] {
         if let Ok(value) = std::env::var(inherited) {
