@@ -31,6 +31,7 @@ use crate::decide::{self, autonomy, Autonomy, LimitChange};
 use crate::interlock::InterlockWatch;
 use crate::policy::{Evaluation, Policy};
 use crate::records::{RefusedAnswer, RequestRecord};
+use crate::silence_watch::{SilenceWatch, SilenceWatchError};
 use crate::state::{
     outbox_key, request_key, Effect, Expect, Mutation, Outbox, OutcomeEffect, StateError,
     StateStore, Versioned, RETENTION,
@@ -65,6 +66,8 @@ pub enum BrainError {
     Bus(#[from] BusError),
     #[error(transparent)]
     State(#[from] StateError),
+    #[error(transparent)]
+    Silences(#[from] SilenceWatchError),
 }
 
 /// Why one message could not be handled now.
@@ -108,6 +111,8 @@ pub struct Brain {
     signer: SigningKey,
     store: StateStore,
     interlock: InterlockWatch,
+    /// The administrators' signed silences, followed live.
+    silences: SilenceWatch,
     settings: Settings,
     /// Waiting requests this instance knows of → when they expire.
     pending: BTreeMap<Uuid, Timestamp>,
@@ -115,8 +120,9 @@ pub struct Brain {
 }
 
 impl Brain {
-    /// Opens the state bucket and starts watching the ops interlock. `signer` signs every
-    /// action brain publishes.
+    /// Opens the state bucket, starts watching the ops interlock and reads the silences (to the
+    /// end of their stream before it returns, then live). `signer` signs every action brain
+    /// publishes.
     pub async fn start(
         bus: Bus<services::Brain>,
         policy: Policy,
@@ -125,12 +131,13 @@ impl Brain {
     ) -> Result<Self, BrainError> {
         let store = StateStore::open(&bus).await?;
         let interlock = InterlockWatch::watch(bus.clone()).await;
+        let silences = SilenceWatch::follow(bus.clone(), policy.keyring.clone()).await?;
         Ok(Self::with_interlock(
-            bus, policy, signer, settings, store, interlock,
+            bus, policy, signer, settings, store, interlock, silences,
         ))
     }
 
-    /// With a given interlock (tests).
+    /// With a given interlock and silences (tests).
     pub fn with_interlock(
         bus: Bus<services::Brain>,
         policy: Policy,
@@ -138,6 +145,7 @@ impl Brain {
         settings: Settings,
         store: StateStore,
         interlock: InterlockWatch,
+        silences: SilenceWatch,
     ) -> Self {
         Self {
             bus,
@@ -145,6 +153,7 @@ impl Brain {
             signer,
             store,
             interlock,
+            silences,
             settings,
             pending: BTreeMap::new(),
             last_rescan: None,
@@ -154,6 +163,11 @@ impl Brain {
     /// The live interlock (tests wait on its changes).
     pub fn interlock(&self) -> &InterlockWatch {
         &self.interlock
+    }
+
+    /// The live silences (tests wait on their changes).
+    pub fn silences(&self) -> &SilenceWatch {
+        &self.silences
     }
 
     fn options(&self) -> SubscribeOptions {
@@ -248,6 +262,7 @@ impl Brain {
             &evaluation,
             limits.as_ref().and_then(|l| l.value.as_ref()),
             &self.autonomy(),
+            &self.silences.current(),
             self.policy.approval_timeout_s,
             now,
         )?;
