@@ -1,7 +1,7 @@
 //! `trail`: reads every stream an incident's chain may be in, and prints the chain that
 //! [`crate::trail`] links.
 
-use contracts::{Contract, Incident, Message};
+use contracts::{Contract, Incident, Message, Silence};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -58,6 +58,8 @@ pub(super) async fn run(args: TrailArgs, json: bool) -> CmdResult {
     for stream in TRAIL_STREAMS {
         decoded.extend(read_if_present(&bus, stream, since).await?);
     }
+    // From its start: a silence that held brain back may have been created days before.
+    decoded.extend(read_if_present(&bus, Silence::INFO.stream, None).await?);
     bus.close().await.ok();
     let chain = crate::trail::build_trail(incident_id, &decoded.records);
     let skipped = decoded.skipped.len();
