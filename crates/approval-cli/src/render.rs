@@ -289,7 +289,10 @@ pub fn summarize(message: &Message) -> Summary {
             ));
             match (&m.lifted_at, &m.lift_reason) {
                 (Some(at), Some(why)) => {
-                    parts.push(format!("lifted at {}", format_time(at.as_offset_date_time())));
+                    parts.push(format!(
+                        "lifted at {}",
+                        format_time(at.as_offset_date_time())
+                    ));
                     parts.push(quoted(why));
                 }
                 _ => {

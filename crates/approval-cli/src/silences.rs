@@ -47,11 +47,15 @@ pub enum SilenceError {
     NoWindow,
     #[error("give --for or --until, not both")]
     BothWindows,
-    #[error("--for {0:?} is not a duration: a number and a unit (s, m, h, d), e.g. 90m, 2h, 1d, 1h30m")]
+    #[error(
+        "--for {0:?} is not a duration: a number and a unit (s, m, h, d), e.g. 90m, 2h, 1d, 1h30m"
+    )]
     BadDuration(String),
     #[error("--until {0:?} is not an RFC 3339 time such as 2026-02-14T18:00:00Z")]
     BadTime(String),
-    #[error("the silence would end at {ends}, which is not in the future (now {now}): nothing was sent")]
+    #[error(
+        "the silence would end at {ends}, which is not in the future (now {now}): nothing was sent"
+    )]
     EndInPast { ends: String, now: String },
     #[error("a silence lasts at most {} days, this one {asked}: nothing was sent (to stop automation for longer, disarm the ops interlock)", MAX_WINDOW.whole_days())]
     TooLong { asked: String },
@@ -152,7 +156,8 @@ pub fn criteria(
     }
     let target = target
         .map(|t| {
-            let canonical = CanonicalTarget::parse(t).map_err(|e| SilenceError::BadTarget(e.to_string()))?;
+            let canonical =
+                CanonicalTarget::parse(t).map_err(|e| SilenceError::BadTarget(e.to_string()))?;
             canonical
                 .as_str()
                 .parse::<SilenceMatchTarget>()
@@ -366,9 +371,7 @@ pub fn silences(records: &[Record], now: OffsetDateTime) -> Vec<SilenceView<'_>>
     let mut views: Vec<SilenceView<'_>> = records
         .iter()
         .filter_map(|record| match &record.message {
-            Message::Silence(s)
-                if s.state == SilenceState::Active && seen.insert(s.silence_id) =>
-            {
+            Message::Silence(s) if s.state == SilenceState::Active && seen.insert(s.silence_id) => {
                 let lift = lifts.get(&s.silence_id).copied();
                 Some(SilenceView {
                     silence: s,

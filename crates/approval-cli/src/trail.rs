@@ -89,8 +89,10 @@ impl Chain {
                 self.decisions.insert(m.decision_id);
                 // brain names the silences that held it back (comma-separated ids).
                 if let Some(ids) = m.tags.get(SILENCE_TAG) {
-                    self.silences
-                        .extend(ids.split(',').filter_map(|id| id.trim().parse::<Uuid>().ok()));
+                    self.silences.extend(
+                        ids.split(',')
+                            .filter_map(|id| id.trim().parse::<Uuid>().ok()),
+                    );
                 }
                 true
             }

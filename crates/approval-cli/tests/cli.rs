@@ -1305,35 +1305,84 @@ async fn silence_refuses_bad_requests_before_anything_is_signed_or_sent() {
     for (args, says) in [
         (vec!["--for", "2h", "--reason", "r"], "--target"),
         (vec!["--target", "web", "--for", "2h"], "--reason"),
-        (vec!["--target", "web", "--for", "2h", "--reason", "  "], "--reason"),
+        (
+            vec!["--target", "web", "--for", "2h", "--reason", "  "],
+            "--reason",
+        ),
         (vec!["--target", "web", "--reason", "r"], "--for"),
-        (vec!["--target", "web", "--for", "8d", "--reason", "r"], "at most 7 days"),
-        (vec!["--target", "web", "--until", &far, "--reason", "r"], "at most 7 days"),
-        (vec!["--target", "web", "--until", &past, "--reason", "r"], "not in the future"),
-        (vec!["--target", "web", "--for", "soon", "--reason", "r"], "not a duration"),
-        (vec!["--target", "Web", "--for", "2h", "--reason", "r"], "--target"),
-        (vec!["--target", "all", "--for", "2h", "--reason", "r"], "--target"),
-        (vec!["--incident-type", "disk_full", "--for", "2h", "--reason", "r"], "incident type"),
-        (vec!["--tag", "env", "--for", "2h", "--reason", "r"], "KEY=VALUE"),
-        (vec!["--target", "web", "--for", "2h", "--reason", "r"], "--key"),
+        (
+            vec!["--target", "web", "--for", "8d", "--reason", "r"],
+            "at most 7 days",
+        ),
+        (
+            vec!["--target", "web", "--until", &far, "--reason", "r"],
+            "at most 7 days",
+        ),
+        (
+            vec!["--target", "web", "--until", &past, "--reason", "r"],
+            "not in the future",
+        ),
+        (
+            vec!["--target", "web", "--for", "soon", "--reason", "r"],
+            "not a duration",
+        ),
+        (
+            vec!["--target", "Web", "--for", "2h", "--reason", "r"],
+            "--target",
+        ),
+        (
+            vec!["--target", "all", "--for", "2h", "--reason", "r"],
+            "--target",
+        ),
+        (
+            vec![
+                "--incident-type",
+                "disk_full",
+                "--for",
+                "2h",
+                "--reason",
+                "r",
+            ],
+            "incident type",
+        ),
+        (
+            vec!["--tag", "env", "--for", "2h", "--reason", "r"],
+            "KEY=VALUE",
+        ),
+        (
+            vec!["--target", "web", "--for", "2h", "--reason", "r"],
+            "--key",
+        ),
     ] {
         let mut full = vec!["silence"];
         full.extend(&args);
         let refused = run(&full).await;
         refused.expect(2);
-        assert!(refused.stderr.contains(says), "{args:?}: {}", refused.stderr);
+        assert!(
+            refused.stderr.contains(says),
+            "{args:?}: {}",
+            refused.stderr
+        );
     }
     let long = "x".repeat(501);
-    run(&["silence", "--target", "web", "--for", "1h", "--reason", &long, "--key", key])
-        .await
-        .expect(2);
+    run(&[
+        "silence", "--target", "web", "--for", "1h", "--reason", &long, "--key", key,
+    ])
+    .await
+    .expect(2);
     let no_reason = run(&["unsilence", "5b0d2c9e", "--key", key]).await;
     no_reason.expect(2);
-    assert!(no_reason.stderr.contains("--reason"), "{}", no_reason.stderr);
+    assert!(
+        no_reason.stderr.contains("--reason"),
+        "{}",
+        no_reason.stderr
+    );
     // In order, it gets as far as connecting, and there is nothing to reach.
-    run(&["silence", "--target", "web", "--for", "2h", "--reason", "r", "--key", key])
-        .await
-        .expect(3);
+    run(&[
+        "silence", "--target", "web", "--for", "2h", "--reason", "r", "--key", key,
+    ])
+    .await
+    .expect(3);
     run(&["silences"]).await.expect(3);
 }
 
@@ -1419,25 +1468,41 @@ async fn silence_publishes_a_signed_window_that_silences_lists_and_unsilence_lif
         .await;
     text.expect(0);
     assert!(
-        text.stdout.contains("Silenced incident_type=metric_anomaly until"),
+        text.stdout
+            .contains("Silenced incident_type=metric_anomaly until"),
         "{}",
         text.stdout
     );
-    assert!(text.stdout.contains("Orion-Signature: ed25519:"), "{}", text.stdout);
+    assert!(
+        text.stdout.contains("Orion-Signature: ed25519:"),
+        "{}",
+        text.stdout
+    );
 
     let listed = platform.run(&["silences", "--json"]).await;
     listed.expect(0);
     let listed = listed.json();
     let listed = listed.as_array().unwrap();
     assert_eq!(listed.len(), 2);
-    assert_eq!(listed[0]["match"], "incident_type=metric_anomaly", "soonest end first");
+    assert_eq!(
+        listed[0]["match"], "incident_type=metric_anomaly",
+        "soonest end first"
+    );
     assert_eq!(listed[1]["silence_id"], first.to_string());
     assert_eq!(listed[1]["status"], "active");
     assert_eq!(listed[1]["match"], "target=web tag:env=prod");
     let table = platform.run(&["silences"]).await;
     table.expect(0);
-    assert!(table.stdout.contains(&first.to_string()), "{}", table.stdout);
-    assert!(table.stdout.contains("database migration"), "{}", table.stdout);
+    assert!(
+        table.stdout.contains(&first.to_string()),
+        "{}",
+        table.stdout
+    );
+    assert!(
+        table.stdout.contains("database migration"),
+        "{}",
+        table.stdout
+    );
 
     // bob lifts alice's first silence, by a prefix of its id.
     let lifted = platform
@@ -1465,7 +1530,10 @@ async fn silence_publishes_a_signed_window_that_silences_lists_and_unsilence_lif
     assert_eq!(lift.state.to_string(), "lifted");
     assert_eq!(lift.admin_identity.as_str(), "bob");
     assert_eq!(lift.created_by.as_str(), "alice");
-    assert_eq!(lift.lift_reason.as_ref().unwrap().as_str(), "migration done");
+    assert_eq!(
+        lift.lift_reason.as_ref().unwrap().as_str(),
+        "migration done"
+    );
     assert!(lift.lifted_at.is_some());
     assert_eq!(
         keyring("bob", &bob).verify_claimed(
@@ -1500,7 +1568,11 @@ async fn silence_publishes_a_signed_window_that_silences_lists_and_unsilence_lif
         ])
         .await;
     again.expect(1);
-    assert!(again.stderr.contains("already lifted by bob"), "{}", again.stderr);
+    assert!(
+        again.stderr.contains("already lifted by bob"),
+        "{}",
+        again.stderr
+    );
     platform
         .run(&[
             "unsilence",
@@ -1529,7 +1601,13 @@ async fn silence_publishes_a_signed_window_that_silences_lists_and_unsilence_lif
     platform
         .publish_all(&[
             event(Uuid::new_v4(), t - secs(2), "web down"),
-            incident(incident_id, t - secs(1), &[Uuid::new_v4()], t - secs(2), "open"),
+            incident(
+                incident_id,
+                t - secs(1),
+                &[Uuid::new_v4()],
+                t - secs(2),
+                "open",
+            ),
             Message::Decision(held),
         ])
         .await;
@@ -1541,7 +1619,9 @@ async fn silence_publishes_a_signed_window_that_silences_lists_and_unsilence_lif
         .filter(|l| l.contains(&first.to_string()))
         .collect();
     assert!(
-        lines.iter().any(|l| l.contains("silence active") && l.contains("target=web")),
+        lines
+            .iter()
+            .any(|l| l.contains("silence active") && l.contains("target=web")),
         "{}",
         trail.stdout
     );

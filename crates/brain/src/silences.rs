@@ -193,7 +193,11 @@ impl SilenceBook {
             .values()
             .filter(|s| s.in_force(now) && s.criteria.matches(subject))
             .collect();
-        found.sort_by(|a, b| b.ends_at.cmp(&a.ends_at).then(a.silence_id.cmp(&b.silence_id)));
+        found.sort_by(|a, b| {
+            b.ends_at
+                .cmp(&a.ends_at)
+                .then(a.silence_id.cmp(&b.silence_id))
+        });
         found
     }
 
@@ -233,7 +237,12 @@ impl SilenceBook {
         };
         let silence = match contracts::decode::<Silence>(payload) {
             Ok(silence) => silence,
-            Err(e) => return refuse(None, format!("it is not a valid orion.silence.v1 message: {e}")),
+            Err(e) => {
+                return refuse(
+                    None,
+                    format!("it is not a valid orion.silence.v1 message: {e}"),
+                )
+            }
         };
         let id = Some(silence.silence_id);
         let raw: Value = match serde_json::from_slice(payload) {
@@ -328,7 +337,9 @@ impl SilenceBook {
             })
         };
         let Some(known) = self.silences.get_mut(&id) else {
-            return refuse(format!("it lifts silence {id}, which brain does not hold: ignored"));
+            return refuse(format!(
+                "it lifts silence {id}, which brain does not hold: ignored"
+            ));
         };
         if known.lifted.is_some() {
             return Applied::Unchanged(id);

@@ -180,7 +180,10 @@ async fn unsigned_forged_and_tampered_silences_are_never_applied() {
     .iter()
     .enumerate()
     {
-        assert!(reasons[i].contains(needle), "{i}: {needle:?} not in {reasons:?}");
+        assert!(
+            reasons[i].contains(needle),
+            "{i}: {needle:?} not in {reasons:?}"
+        );
     }
 
     // brain still runs, and acts on web.

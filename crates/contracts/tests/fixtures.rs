@@ -601,8 +601,8 @@ impl RuleWalker<'_> {
                 "enum" if path == format!("/{}", self.info.version_field) => {
                     self.add(path, UNSUPPORTED_VERSION, None)
                 }
-                "format" | "enum" | "const" | "pattern" | "minLength" | "maxLength" | "minItems"
-                | "minProperties" | "minimum" => self.add(path, keyword, None),
+                "format" | "enum" | "const" | "pattern" | "minLength" | "maxLength"
+                | "minItems" | "minProperties" | "minimum" => self.add(path, keyword, None),
                 "allOf" => {
                     for (i, sub) in value.as_array().into_iter().flatten().enumerate() {
                         self.walk(sub, path, &format!("{here}/{i}"));

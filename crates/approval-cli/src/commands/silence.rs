@@ -34,9 +34,8 @@ pub(super) async fn run(args: SilenceArgs, json: bool) -> CmdResult {
         ends_at,
         criteria,
     };
-    let sent = silences::build_silence(&request, Uuid::new_v4(), Timestamp(now)).map_err(|e| {
-        Failure::usage(format!("the silence would break its contract: {e}"))
-    })?;
+    let sent = silences::build_silence(&request, Uuid::new_v4(), Timestamp(now))
+        .map_err(|e| Failure::usage(format!("the silence would break its contract: {e}")))?;
     let wire = contracts::to_value(&sent)
         .map_err(|e| Failure::usage(format!("the silence would break its contract: {e}")))?;
     let signature = key.sign(&wire);

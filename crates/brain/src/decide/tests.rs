@@ -627,7 +627,10 @@ fn a_silence_on_the_target_means_no_action_naming_it() {
     }
     let ends = crate::silences::tests::at(3600).to_string();
     assert!(text.contains(&ends), "the end {ends} is named: {text}");
-    assert_eq!(plan.decision.tags.get(SILENCE_TAG).map(String::as_str), Some(ID));
+    assert_eq!(
+        plan.decision.tags.get(SILENCE_TAG).map(String::as_str),
+        Some(ID)
+    );
     assert_eq!(
         plan.decision.proposed_action.as_ref().unwrap().action_type,
         "restart_service",
@@ -650,7 +653,7 @@ fn a_silence_expires_on_its_own_and_only_silences_what_it_matches() {
     // At ends_at (one hour after the start) the silence no longer applies.
     let plan = run_silenced(&policy, &incident, &book, later(3600));
     assert_eq!(kind(&plan), "EXECUTE_SAFE_ACTION");
-    assert!(plan.decision.tags.get(SILENCE_TAG).is_none());
+    assert!(!plan.decision.tags.contains_key(SILENCE_TAG));
 
     for criteria in [
         json!({"target": "api"}),
