@@ -257,15 +257,18 @@ impl Brain {
             Evaluation::Proposal(p) => Some(self.store.limits(&p.limit_key()).await?),
             _ => None,
         };
-        let plan = decide::decide(
-            incident,
-            &evaluation,
-            limits.as_ref().and_then(|l| l.value.as_ref()),
-            &self.autonomy(),
-            &self.silences.current(),
-            self.policy.approval_timeout_s,
-            now,
-        )?;
+        let autonomy = self.autonomy();
+        let plan = self.silences.with(|silences| {
+            decide::decide(
+                incident,
+                &evaluation,
+                limits.as_ref().and_then(|l| l.value.as_ref()),
+                &autonomy,
+                silences,
+                self.policy.approval_timeout_s,
+                now,
+            )
+        })?;
         let expect = limits
             .as_ref()
             .map(Versioned::expect)

@@ -89,6 +89,11 @@ impl SilenceWatch {
         self.receiver.borrow().clone()
     }
 
+    /// `f` of the book now, without copying it (brain decides every incident with it).
+    pub fn with<R>(&self, f: impl FnOnce(&SilenceBook) -> R) -> R {
+        f(&self.receiver.borrow())
+    }
+
     /// A receiver that sees every change (tests wait on it).
     pub fn subscribe(&self) -> watch::Receiver<SilenceBook> {
         self.receiver.clone()
