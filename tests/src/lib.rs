@@ -9,6 +9,7 @@ pub mod attacker;
 pub mod chaos;
 pub mod images;
 pub mod probe;
+pub mod prometheus;
 pub mod stack;
 pub mod testing;
 pub mod workload;

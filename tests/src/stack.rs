@@ -327,6 +327,9 @@ impl Stack {
         let log = self.dir.join(format!("{name}.log"));
         std::fs::File::create(&log)?;
         let mut env = self.env(name);
+        // Every service serves its metrics on a port of its own choosing, logged when bound
+        // (see `Stack::metrics_address`): no port can be taken by another test in between.
+        env.push(("ORION_METRICS_LISTEN".into(), "127.0.0.1:0".into()));
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let mut process = ServiceProcess {
             name,
@@ -442,6 +445,32 @@ impl Stack {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+    }
+
+    /// Where `service` serves /metrics, /healthz and /readyz (it logs the address it bound).
+    pub async fn metrics_address(&self, service: &str) -> Result<std::net::SocketAddr> {
+        const BOUND: &str = "metrics, /healthz and /readyz served";
+        self.wait_logged(service, BOUND, 0, Duration::from_secs(30))
+            .await?;
+        let process = self
+            .services
+            .iter()
+            .find(|p| p.name == service)
+            .with_context(|| format!("no process of {service}"))?;
+        let log = process.log_text();
+        // The last one: a respawned process binds a new port.
+        let line = log
+            .lines()
+            .rev()
+            .find(|l| l.contains(BOUND))
+            .context("the line just seen")?;
+        let address = line
+            .split_whitespace()
+            .find_map(|word| word.strip_prefix("address="))
+            .with_context(|| format!("no address in {line:?}"))?;
+        address
+            .parse()
+            .with_context(|| format!("{service}'s metrics address {address:?}"))
     }
 
     /// How many lines of `service`'s log contain `needle`.

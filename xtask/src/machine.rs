@@ -1,5 +1,5 @@
-//! Makes sure this machine has what the tests and the local stack need: `nats-server` and a
-//! running Docker engine. Installs Debian's packages when they are missing (as root) and starts
+//! Makes sure this machine has what the tests and the local stack need: `nats-server`,
+//! `prometheus` with `promtool`, and a running Docker engine. Installs Debian's packages when they are missing (as root) and starts
 //! `dockerd` when no engine answers.
 
 use std::path::Path;
@@ -16,6 +16,10 @@ const DOCKERD_PID: &str = "/var/run/docker.pid";
 pub fn prepare() -> Result<()> {
     ensure_installed("nats-server", "nats-server")?;
     ensure_installed("dockerd", "docker.io")?;
+    // tests/operability.rs scrapes the services with a real Prometheus and checks the alert
+    // rules with promtool (both in Debian's `prometheus`).
+    ensure_installed("prometheus", "prometheus")?;
+    ensure_installed("promtool", "prometheus")?;
     // The Docker tests build their images from the host's static busybox (no registry here).
     ensure_file("/bin/busybox", "busybox-static")?;
     ensure_docker_running()?;

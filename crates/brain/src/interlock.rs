@@ -238,6 +238,7 @@ impl InterlockWatch {
         tracing::info!(state = ?initial, "ops interlock");
         let (sender, receiver) = watch::channel(initial);
         let task = tokio::spawn(watch_loop(bus, sender));
+        tokio::spawn(export_armed(receiver.clone()));
         Self { receiver, task }
     }
 
@@ -280,6 +281,17 @@ async fn read_state(bucket: &Handle) -> Result<InterlockState, String> {
 
 async fn read_once(bus: &Bus<services::Brain>) -> Result<InterlockState, String> {
     read_state(&open(bus).await?).await
+}
+
+/// `orion_interlock_armed` follows the state until the watch ends.
+async fn export_armed(mut changes: watch::Receiver<InterlockState>) {
+    loop {
+        let armed = matches!(changes.borrow_and_update().armed, Armed::Armed { .. });
+        contracts::metrics::INTERLOCK_ARMED.set(&[], if armed { 1.0 } else { 0.0 });
+        if changes.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 async fn watch_loop(bus: Bus<services::Brain>, sender: watch::Sender<InterlockState>) {

@@ -22,15 +22,18 @@ use contracts::bus::{isolate, Bus, BusError, Delivery, Either, SubscribeOptions}
 use contracts::generated::dead_letter_v1::DeadLetterReasonCode;
 use contracts::services;
 use contracts::signing::{SigningKey, APPROVAL_SIGNER_FIELD, SIGNATURE_HEADER};
-use contracts::{Action, Approval, ApprovalDecision, ContractError, Incident, Outcome, Timestamp};
+use contracts::{
+    metrics, Action, Approval, ApprovalDecision, ContractError, Incident, Outcome, Timestamp,
+};
 use serde_json::Value;
 use uuid::Uuid;
 
 use crate::approvals::{self, ApprovalCheck, Judgement};
 use crate::decide::{self, autonomy, Autonomy, LimitChange};
 use crate::interlock::InterlockWatch;
-use crate::policy::{Evaluation, Policy};
-use crate::records::{RefusedAnswer, RequestRecord};
+use crate::limits::LimitState;
+use crate::policy::{BreakerConfig, Evaluation, LimitKey, Policy};
+use crate::records::{RefusedAnswer, RequestRecord, Settlement};
 use crate::silence_watch::{SilenceWatch, SilenceWatchError};
 use crate::state::{
     outbox_key, request_key, Effect, Expect, Mutation, Outbox, OutcomeEffect, StateError,
@@ -269,6 +272,15 @@ impl Brain {
                 now,
             )
         })?;
+        if let Evaluation::Proposal(proposal) = &evaluation {
+            let state = limits.as_ref().and_then(|l| l.value.as_ref());
+            export_breaker(
+                &proposal.limit_key(),
+                state,
+                proposal.rule.limits.circuit_breaker,
+                now,
+            );
+        }
         let expect = limits
             .as_ref()
             .map(Versioned::expect)
@@ -733,18 +745,24 @@ impl Brain {
             .await
     }
 
-    /// Logs what an outbox did and keeps the waiting requests current.
+    /// Logs and counts what an outbox did and keeps the waiting requests current.
     fn note(&mut self, outbox: &Outbox) {
         for effect in &outbox.effects {
             match effect {
-                Effect::Decision(d) => tracing::info!(
+                Effect::Decision(d) => {
+                    metrics::DECISIONS.increment(&[
+                        &d.decision_type.to_string(),
+                        &d.safety_classification.to_string(),
+                    ]);
+                    tracing::info!(
                     incident_id = %d.incident_id,
                     decision_id = %d.decision_id,
                     decision_type = %d.decision_type,
                     safety = %d.safety_classification,
                     reasoning = %d.reasoning.as_str(),
                     "decision"
-                ),
+                    )
+                }
                 Effect::Action(a) => tracing::info!(
                     action_id = %a.action_id,
                     action_type = %a.action_type,
@@ -760,14 +778,22 @@ impl Brain {
                         "approval requested"
                     );
                     self.pending.insert(r.approval_request_id, r.expires_at);
+                    metrics::APPROVALS_REQUESTED.increment(&[]);
                 }
             }
         }
         for mutation in &outbox.mutations {
-            if let Mutation::SettleRequest { request_id, .. } = mutation {
+            if let Mutation::SettleRequest {
+                request_id,
+                settlement,
+                ..
+            } = mutation
+            {
                 self.pending.remove(request_id);
+                count_settlement(settlement);
             }
         }
+        metrics::APPROVALS_PENDING.set(&[], self.pending.len() as f64);
     }
 
     /// Settles `delivery` after its handling: ack (the outbox stays, see `OUTBOX_KEPT`), nak or
@@ -806,6 +832,32 @@ impl Brain {
             }
         }
     }
+}
+
+/// `orion_approvals_answered_total` / `orion_approvals_expired_total`.
+fn count_settlement(settlement: &Settlement) {
+    match settlement {
+        Settlement::Approved { forced: true, .. } => {
+            metrics::APPROVALS_ANSWERED.increment(&["forced"])
+        }
+        Settlement::Approved { .. } => metrics::APPROVALS_ANSWERED.increment(&["approved"]),
+        Settlement::Denied { .. } => metrics::APPROVALS_ANSWERED.increment(&["denied"]),
+        Settlement::Expired { .. } => metrics::APPROVALS_EXPIRED.increment(&[]),
+    }
+}
+
+/// `orion_circuit_breaker_open` of `key` as brain just judged it for a decision.
+fn export_breaker(
+    key: &LimitKey,
+    state: Option<&LimitState>,
+    config: BreakerConfig,
+    now: Timestamp,
+) {
+    let open = state.is_some_and(|s| s.breaker_open_until(config, now.0).is_some());
+    metrics::BREAKER_OPEN.set(
+        &[&key.action_type, &key.target],
+        if open { 1.0 } else { 0.0 },
+    );
 }
 
 /// How long a handled message's outbox is kept: longer than the message could still be

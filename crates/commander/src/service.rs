@@ -417,6 +417,8 @@ impl Shared {
         };
         if self.once.finish(held, &outcome).await {
             tracing::info!(action_id = %action.action_id, action_type = %action.action_type, status = %outcome.status, "action finished");
+            contracts::metrics::ACTIONS
+                .increment(&[&action.action_type.to_string(), &outcome.status.to_string()]);
         }
     }
 }

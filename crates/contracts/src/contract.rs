@@ -164,7 +164,7 @@ pub trait Contract: Serialize + DeserializeOwned {
 
 /// A service identity from the inventory. Implemented by the generated unit structs in
 /// [`crate::generated::services`].
-pub trait Service {
+pub trait Service: 'static {
     /// The identity's name, which is also its NATS user.
     const NAME: &'static str;
     /// Runs outside this repository (legacy or third-party producer).

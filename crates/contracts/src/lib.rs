@@ -54,6 +54,9 @@ pub mod target;
 #[cfg(feature = "bus")]
 pub mod bus;
 
+#[cfg(feature = "bus")]
+pub mod metrics;
+
 #[cfg(feature = "local-server")]
 pub mod local_server;
 

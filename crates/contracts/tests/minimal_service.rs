@@ -122,6 +122,7 @@ fn a_service_is_its_logic_and_a_few_lines_of_main() {
     let run = RunArgs {
         config: ConfigArgs { config: None },
         drain_s: 5,
+        metrics_listen: None,
     };
     let service = std::thread::spawn(move || {
         start(&log, run)

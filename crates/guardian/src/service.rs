@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use contracts::bus::{isolate, Bus, BusError, Delivery, Either, SubscribeOptions};
 use contracts::services::Guardian as GuardianIdentity;
-use contracts::{Event, Incident, IncidentAcknowledgement};
+use contracts::{metrics, Event, Incident, IncidentAcknowledgement};
 use time::OffsetDateTime;
 
 use crate::config::{ConsumerSettings, GuardianConfig};
@@ -361,6 +361,7 @@ impl Guardian {
     /// Applies `change` to the engine's memory (and forgets what its limits evict).
     async fn commit(&mut self, change: Change) {
         log_change(&change);
+        count_change(&change);
         for evicted in self.engine.commit(change) {
             let stats = self.engine.stats();
             match evicted.incident_id {
@@ -424,6 +425,19 @@ async fn settle<T>(
                 tracing::warn!(subject, sequence, error = %e, "could not hand the message back; it is redelivered after the ack wait");
             }
         }
+    }
+}
+
+/// The incident counters: committed once per change (a redelivery finds it applied).
+fn count_change(change: &Change) {
+    let metric = match change.kind {
+        ChangeKind::Opened => &metrics::INCIDENTS_OPENED,
+        ChangeKind::Grew | ChangeKind::Acknowledged => &metrics::INCIDENTS_UPDATED,
+        ChangeKind::ResolvedByEvent | ChangeKind::ResolvedQuietly => &metrics::INCIDENTS_RESOLVED,
+        ChangeKind::Counted | ChangeKind::Cleared | ChangeKind::Expired => return,
+    };
+    if let Some(version) = &change.emit {
+        metric.increment(&[&version.incident_type.to_string()]);
     }
 }
 

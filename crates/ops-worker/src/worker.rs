@@ -42,7 +42,7 @@ use contracts::generated::ops_command_v1::OpsCommandType;
 use contracts::generated::ops_receipt_v1::OpsReceiptType;
 use contracts::services::OpsWorker;
 use contracts::target::{OpsTarget, TargetError};
-use contracts::{OpsCommand, OpsReceipt, Timestamp};
+use contracts::{metrics, OpsCommand, OpsReceipt, Timestamp};
 use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -741,6 +741,7 @@ impl Shared {
         );
         if self.once.finish(held, &receipt).await {
             log_final(&command, &receipt);
+            count_final(&receipt, arrived);
         }
     }
 
@@ -755,6 +756,11 @@ impl Shared {
     ) {
         let command_id = delivery.message().id;
         tracing::warn!(%command_id, reason = %why, "command refused");
+        match why.code {
+            FailureCode::Signature => metrics::OPS_HMAC_FAILURES.increment(&[]),
+            FailureCode::ReplayWindow => metrics::OPS_REPLAY_REFUSALS.increment(&[]),
+            _ => {}
+        }
         let receipt = refusal(
             &command_id,
             delivery.payload(),
@@ -769,6 +775,7 @@ impl Shared {
                 .await;
             return;
         }
+        count_final(&receipt, arrived);
         if let Err(e) = delivery.ack().await {
             tracing::warn!(%command_id, error = %e, "could not acknowledge a refused command");
         }
@@ -806,6 +813,7 @@ impl Shared {
                     // Left unsettled: the server delivers it again after the ack wait.
                     return;
                 }
+                count_final(&receipt, arrived);
                 invalid.settle().await
             }
             None => {
@@ -886,6 +894,13 @@ fn withdrawn_command(params: &Map<String, Value>) -> Result<(uuid::Uuid, OpsComm
             )
         })?;
     Ok((id, kind))
+}
+
+/// `opsd_commands_total` and `opsd_command_duration_ms` of a final receipt, once it is out.
+fn count_final(receipt: &OpsReceipt, arrived: Instant) {
+    let command_type = receipt.type_.to_string();
+    metrics::OPS_COMMANDS.increment(&[&command_type, &receipt.status.to_string()]);
+    metrics::OPS_COMMAND_DURATION.observe_duration(&[&command_type], arrived.elapsed());
 }
 
 fn log_final(command: &OpsCommand, receipt: &OpsReceipt) {

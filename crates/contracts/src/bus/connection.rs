@@ -41,6 +41,11 @@ pub(super) struct Inner {
 pub const MICRO_PREFIX: &str = "orion.micro";
 
 impl<S: Service> Bus<S> {
+    /// Whether the connection to the server is up right now (it reconnects by itself).
+    pub fn is_connected(&self) -> bool {
+        self.inner.client.connection_state() == async_nats::connection::State::Connected
+    }
+
     /// Connects as `S` and registers the NATS micro service `S::NAME`.
     pub async fn connect(config: BusConfig) -> Result<Self, BusError> {
         let user = config.user.clone().unwrap_or_else(|| "<anonymous>".into());

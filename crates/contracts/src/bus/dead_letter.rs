@@ -124,7 +124,7 @@ pub(super) async fn publish(
         reason = %rejection.message,
         "dead-lettered a message"
     );
-    publish_value(inner, DeadLetter::INFO, &value, HeaderMap::new())
-        .await
-        .map(|_| ())
+    publish_value(inner, DeadLetter::INFO, &value, HeaderMap::new()).await?;
+    crate::metrics::DEAD_LETTERED.increment(&[origin.consumer, &rejection.code.to_string()]);
+    Ok(())
 }

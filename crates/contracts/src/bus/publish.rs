@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use super::connection::Inner;
 use super::{Bus, BusError};
-use crate::{Contract, ContractInfo, Produces, Service};
+use crate::{metrics, Contract, ContractInfo, Produces, Service};
 
 /// Header naming the schema (`$id`) a message was validated against.
 pub const CONTRACT_HEADER: &str = "Orion-Contract";
@@ -209,6 +209,7 @@ pub struct Sent<'a> {
     message_id: String,
     mark: usize,
     ack: async_nats::jetstream::context::PublishAckFuture,
+    sent_at: std::time::Instant,
 }
 
 impl Sent<'_> {
@@ -220,12 +221,12 @@ impl Sent<'_> {
             message_id,
             mark,
             ack,
+            sent_at,
         } = self;
-        tokio::select! {
-            ack = ack => {
-                let ack = ack.map_err(|e| BusError::Publish { subject: info.subject.to_string(), source: e.into() })?;
-                Ok(Published { stream: ack.stream, sequence: ack.sequence, duplicate: ack.duplicate, message_id })
-            }
+        let stored = tokio::select! {
+            ack = ack => ack
+                .map(|ack| Published { stream: ack.stream, sequence: ack.sequence, duplicate: ack.duplicate, message_id })
+                .map_err(|e| BusError::Publish { subject: info.subject.to_string(), source: e.into() }),
             server_message = inner.permission_errors.wait_for(info.subject, mark) => {
                 Err(BusError::PermissionDenied {
                     operation: "publish",
@@ -234,7 +235,12 @@ impl Sent<'_> {
                     server_message,
                 })
             }
+        };
+        match &stored {
+            Ok(_) => metrics::PUBLISH_LATENCY.observe_duration(&[info.subject], sent_at.elapsed()),
+            Err(_) => metrics::PUBLISH_FAILURES.increment(&[info.subject]),
         }
+        stored
     }
 }
 
@@ -251,13 +257,17 @@ pub(super) async fn send_value<'a>(
     headers.insert(CONTRACT_HEADER, info.schema_id);
     let payload = serde_json::to_vec(value).expect("a JSON value always serializes");
     let mark = inner.permission_errors.mark();
+    let sent_at = std::time::Instant::now();
     let ack = inner
         .jetstream
         .publish_with_headers(info.subject, headers, payload.into())
         .await
-        .map_err(|e| BusError::Publish {
-            subject: info.subject.to_string(),
-            source: e.into(),
+        .map_err(|e| {
+            metrics::PUBLISH_FAILURES.increment(&[info.subject]);
+            BusError::Publish {
+                subject: info.subject.to_string(),
+                source: e.into(),
+            }
         })?;
     Ok(Sent {
         inner,
@@ -265,5 +275,6 @@ pub(super) async fn send_value<'a>(
         message_id,
         mark,
         ack,
+        sent_at,
     })
 }

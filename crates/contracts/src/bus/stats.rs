@@ -1,4 +1,5 @@
-//! Per-consumer counters, reported through the NATS micro-service stats of the service.
+//! Per-consumer counters, reported through the NATS micro-service stats of the service and, as
+//! the same events, to Prometheus ([`crate::metrics`]).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -7,9 +8,13 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::metrics;
+
 /// Counters of one consumer.
 #[derive(Debug, Default)]
 pub struct ConsumerStats {
+    /// The durable consumer's name: the `consumer` label of its metrics.
+    name: String,
     received: AtomicU64,
     acked: AtomicU64,
     naked: AtomicU64,
@@ -39,25 +44,35 @@ pub struct StatsSnapshot {
 }
 
 impl ConsumerStats {
-    pub(super) fn received(&self) {
+    pub(super) fn received(&self, delivery_attempt: i64) {
         self.received.fetch_add(1, Ordering::Relaxed);
+        metrics::CONSUMER_RECEIVED.increment(&[&self.name]);
+        if delivery_attempt > 1 {
+            metrics::CONSUMER_REDELIVERED.increment(&[&self.name]);
+        }
     }
     pub(super) fn acked(&self, took: Duration) {
         self.acked.fetch_add(1, Ordering::Relaxed);
         let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
         self.processing_ns.fetch_add(nanos, Ordering::Relaxed);
+        metrics::CONSUMER_ACKED.increment(&[&self.name]);
+        metrics::CONSUMER_HANDLING.observe_duration(&[&self.name], took);
     }
     pub(super) fn naked(&self) {
         self.naked.fetch_add(1, Ordering::Relaxed);
+        metrics::CONSUMER_NAKED.increment(&[&self.name]);
     }
     pub(super) fn terminated(&self) {
         self.terminated.fetch_add(1, Ordering::Relaxed);
+        metrics::CONSUMER_TERMINATED.increment(&[&self.name]);
     }
+    /// The Prometheus side is counted where dead letters are published (with their reason).
     pub(super) fn dead_lettered(&self) {
         self.dead_lettered.fetch_add(1, Ordering::Relaxed);
     }
     pub(super) fn panicked(&self) {
         self.panicked.fetch_add(1, Ordering::Relaxed);
+        metrics::CONSUMER_PANICKED.increment(&[&self.name]);
     }
 
     pub fn snapshot(&self) -> StatsSnapshot {
@@ -85,7 +100,12 @@ impl StatsRegistry {
             .lock()
             .expect("stats registry poisoned")
             .entry(name.to_string())
-            .or_default()
+            .or_insert_with(|| {
+                Arc::new(ConsumerStats {
+                    name: name.to_string(),
+                    ..ConsumerStats::default()
+                })
+            })
             .clone()
     }
 

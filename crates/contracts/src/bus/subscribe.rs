@@ -316,7 +316,7 @@ async fn next_incoming<T: Contract>(
     };
     Some(Ok(match crate::decode::<T>(&raw.message.payload) {
         Ok(decoded) => {
-            context.stats.received();
+            context.stats.received(delivered);
             Incoming::Valid(Delivery {
                 message: decoded,
                 raw,

@@ -9,7 +9,8 @@
 //! - [`exit`]: the one exit-code convention ([`ExitStatus`]) and how an error's kind decides it;
 //! - [`logging`]: structured logs ([`LogFormat`]);
 //! - [`shutdown`]: the shutdown signal ([`Shutdown`]);
-//! - [`files`]: private files for secrets.
+//! - [`files`]: private files for secrets;
+//! - [`telemetry`]: `/metrics`, `/healthz` and `/readyz` on `--metrics-listen`.
 //!
 //! README.md ("Configuration and exit codes") is the operators' description of the same rules.
 
@@ -20,6 +21,7 @@ pub mod logging;
 pub mod nats;
 pub mod service_main;
 pub mod shutdown;
+pub mod telemetry;
 
 pub use config::{
     environment, load, load_layered, overlay_path, ConfigError, ConfigFile, Environment,

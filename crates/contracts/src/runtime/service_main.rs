@@ -34,6 +34,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::time::Duration;
 
+use super::telemetry::{self, Health};
 use super::{
     exit_status_of, init_tracing, init_tracing_at, report, shutdown_signal, Environment,
     ExitStatus, LogFormat, NatsSection, ProcessEnvironment, Shutdown,
@@ -82,6 +83,10 @@ pub struct RunArgs {
     /// taken meanwhile).
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     pub drain_s: u64,
+    /// Serve Prometheus metrics (/metrics), /healthz and /readyz on this address, e.g.
+    /// 127.0.0.1:9464 (docs/OPERATIONS.md lists the metrics). Off unless set.
+    #[arg(long, value_name = "ADDR", env = "ORION_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for RunArgs {
@@ -89,6 +94,7 @@ impl Default for RunArgs {
         Self {
             config: ConfigArgs::default(),
             drain_s: 60,
+            metrics_listen: None,
         }
     }
 }
@@ -366,6 +372,7 @@ impl<S: Service> ServiceMain<S> {
     /// Connects, verifies, runs `service` with the shutdown and the drain period, closes.
     fn serve<'a>(self, bus_config: BusConfig, service: ServiceFn<'a, S>) -> Result<(), BoxError> {
         let drain = Duration::from_secs(self.run.drain_s);
+        let metrics_listen = self.run.metrics_listen;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -378,6 +385,17 @@ impl<S: Service> ServiceMain<S> {
                 signal.await;
                 fire.fire();
             });
+            let health = Health::default();
+            if let Some(address) = metrics_listen {
+                telemetry::serve(address, S::NAME, env!("CARGO_PKG_VERSION"), health.clone())
+                    .await
+                    .map_err(ServiceError::config)?;
+                let draining = (health.clone(), trigger.clone());
+                tokio::spawn(async move {
+                    draining.1.fired().await;
+                    draining.0.set_draining();
+                });
+            }
             let started = async {
                 let bus = Bus::<S>::connect(bus_config)
                     .await
@@ -398,6 +416,9 @@ impl<S: Service> ServiceMain<S> {
                 }
             };
             tracing::info!(url = %bus.config().url, drain_s = drain.as_secs(), "{} starting", S::NAME);
+            let connection = bus.clone();
+            health.watch_connection(move || connection.is_connected());
+            health.set_running();
             let running = Running {
                 bus: bus.clone(),
                 shutdown,
@@ -528,6 +549,7 @@ mod tests {
                 config: Some("/nonexistent/guardian.toml".into()),
             },
             drain_s: 1,
+            metrics_listen: None,
         };
         let status = bootstrap(&[], missing).run(load, |_, _| async { Ok::<(), BoxError>(()) });
         assert_eq!(status, ExitStatus::Usage);
