@@ -36,7 +36,7 @@ Connection (environment):
   ORION_NATS_USER                     NATS user (default approval-cli)
   ORION_NATS_PASSWORD                 its password (or ORION_NATS_PASSWORD_FILE, or
                                       ORION_NATS_PASSWORD_APPROVAL_CLI)
-Signing (approve, deny, force):
+Signing (approve, deny, force, silence, unsilence):
   ORION_ADMIN_KEY_FILE                your admin key, instead of --key (create it with `keygen`)
   USER                                your admin identity, unless --identity is given
 
@@ -45,7 +45,10 @@ Typical use:
   approval-cli list
   approval-cli show 3f2a                                          # an id or a unique prefix
   approval-cli approve 3f2a --reason \"checked the dashboards\" --key ~/.orion/alice.key
-  approval-cli trail 1153cc21";
+  approval-cli trail 1153cc21
+  approval-cli silence --target web --for 2h --reason \"database migration\" --key ~/.orion/alice.key
+  approval-cli silences
+  approval-cli unsilence 5b0d --reason \"migration done\" --key ~/.orion/alice.key";
 
 /// Approve or deny risky actions, and read the audit trail.
 #[derive(Debug, Parser)]
@@ -109,8 +112,8 @@ request id or a unique prefix of it (at least 4 characters).",
     #[command(
         long_about = "Follow the platform live until Ctrl-C: every new approval request, brain \
 decision, approval decision, action, outcome, notification (orion.notification.v1) and dead \
-letter, one readable line each (or one JSON object per line with --json). Only messages stored \
-after the start are shown. --everything adds events, incidents, acknowledgements and ops \
+letter, and every silence and lift, one readable line each (or one JSON object per line with \
+--json). Only messages stored after the start are shown. --everything adds events, incidents, acknowledgements and ops \
 commands and receipts.",
         after_help = EXIT_CODES
     )]
@@ -141,7 +144,42 @@ incident is unknown or no longer open. INCIDENT_ID is the id or a unique prefix 
         after_help = EXIT_CODES
     )]
     Ack(AckArgs),
+    /// Silence automation (a maintenance window): brain takes no action on what matches.
+    #[command(long_about = SILENCE_ABOUT, after_help = EXIT_CODES)]
+    Silence(SilenceArgs),
+    /// List the silences in force (and scheduled); --all adds expired and lifted ones.
+    #[command(
+        long_about = "List the silences (orion.silence.v1, read from the ORION_SILENCES stream) \
+that are in force or scheduled, the one ending soonest first: id, what it matches, who created \
+it, when it ends, the reason. With --all: every silence still in the stream (newest first), with \
+its status (active, scheduled, expired, lifted by whom). The list shows what was published; \
+brain applies only silences signed by an administrator of its policy.",
+        after_help = EXIT_CODES
+    )]
+    Silences(SilencesArgs),
+    /// Lift a silence before it ends: brain acts again on what it matched.
+    #[command(
+        long_about = "Lift a silence early: publishes the same silence_id again with state \
+`lifted`, lifted_at = now, lift_reason = --reason, admin_identity = --identity, signed with your \
+admin key like `silence`. Refused when the silence is unknown, already lifted or already ended. \
+ID is the silence id or a unique prefix of it.",
+        after_help = EXIT_CODES
+    )]
+    Unsilence(UnsilenceArgs),
 }
+
+const SILENCE_ABOUT: &str = "\
+Silence automation for a bounded time: while the silence is in force brain decides NO_ACTION for
+every open incident it matches, with reasoning that names the silence, its author, its end and
+its reason. Match with --target (the service or device brain's policy would act on),
+--incident-type and/or --tag KEY=VALUE (repeatable); every criterion given must match. The window
+starts now and ends after --for (e.g. 90m, 2h, 1d) or at --until (RFC 3339); at most 7 days, and
+the end must be in the future. A silence ends on its own; `unsilence` ends it earlier.
+
+Builds an orion.silence.v1 (new silence_id, state active, created_by = admin_identity =
+--identity, source orion-approval-cli), signs the JSON exactly as published with your Ed25519
+admin key (the key of `approve`), and publishes it with the signature in the Orion-Signature
+header. brain applies it only if the signature verifies against an administrator of its policy.";
 
 const ANSWER_ABOUT: &str = "\
 Answer an approval request. Builds an orion.approval_decision.v1 (new approval_id, issued now,
@@ -240,4 +278,55 @@ pub struct AckArgs {
     /// Who acknowledges.
     #[arg(long, env = "USER", value_name = "NAME")]
     pub identity: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SilenceArgs {
+    /// Silence incidents whose action would target this service or device (canonical name).
+    #[arg(long, value_name = "NAME")]
+    pub target: Option<String>,
+    /// Silence incidents of this type (service_outage, edge_device_failure, metric_anomaly,
+    /// repeated_failures, correlation_detected).
+    #[arg(long, value_name = "TYPE")]
+    pub incident_type: Option<String>,
+    /// Silence incidents carrying this tag with this value (repeatable: all must match).
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    pub tags: Vec<String>,
+    /// How long, from now: e.g. 90m, 2h, 1d, 1h30m (at most 7d).
+    #[arg(long = "for", value_name = "DURATION")]
+    pub for_: Option<String>,
+    /// Until when (RFC 3339, e.g. 2026-02-14T18:00:00Z; at most 7 days from now).
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// Why (mandatory, non-empty, at most 500 characters; brain's decisions quote it).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Your admin identity, as listed in brain's policy.
+    #[arg(long, env = "USER", value_name = "NAME")]
+    pub identity: Option<String>,
+    /// Your admin key file (from `keygen`).
+    #[arg(long, env = "ORION_ADMIN_KEY_FILE", value_name = "FILE")]
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SilencesArgs {
+    /// Include expired and lifted silences, with their status.
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UnsilenceArgs {
+    /// The silence id, or a unique prefix of it.
+    pub id: String,
+    /// Why it ends early (mandatory, non-empty, at most 500 characters).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Your admin identity, as listed in brain's policy.
+    #[arg(long, env = "USER", value_name = "NAME")]
+    pub identity: Option<String>,
+    /// Your admin key file (from `keygen`).
+    #[arg(long, env = "ORION_ADMIN_KEY_FILE", value_name = "FILE")]
+    pub key: Option<PathBuf>,
 }

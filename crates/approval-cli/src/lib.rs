@@ -11,6 +11,9 @@
 //! | `watch [--everything]` | new requests, decisions, actions, outcomes, notifications, dead letters, live |
 //! | `trail INCIDENT_ID [--full-scan]` | every message of an incident's chain, in time order |
 //! | `ack INCIDENT_ID --reason …` | `orion.incident_acknowledgement.v1` for guardian |
+//! | `silence (--target T \| --incident-type X \| --tag K=V …) (--for 2h \| --until TIME) --reason …` | signed `orion.silence.v1`: brain takes no action on what matches until it ends (at most 7 days) |
+//! | `silences [--all]` | silences in force and scheduled; `--all` adds expired and lifted |
+//! | `unsilence ID --reason …` | the signed lift of a silence (same `silence_id`, state `lifted`) |
 //!
 //! Every command takes `--json`. Exit codes: 0 done, 1 refused or not found, 2 usage, 3 NATS
 //! unreachable. IDs may be given as a unique prefix (at least 4 characters).
@@ -24,6 +27,8 @@
 //! - [`trail`]: the chain of one incident, and the decision chain of one approval request, in
 //!   time order (pure).
 //! - [`render`]: one-line summaries, times, durations, tables.
+//! - [`silences`]: silence windows and criteria, building silences and lifts, and where each
+//!   silence in the stream stands.
 //! - [`keys`]: admin key files and brain's `[[admins]]` snippet.
 //! - [`cli`]: the arguments; [`commands`]: the subcommands, one module each, and what they
 //!   share (connecting, reading, failures and exit codes).
@@ -41,7 +46,10 @@
 //!   by `decision_id` or `approval_id`, ops commands by the action id in `meta.reason`
 //!   (`orion action <action_id>: …`), receipts by `command_id`, outcomes by `action_id`,
 //!   notifications and acknowledgements by `incident_id` or `action_id`, dead letters by any id
-//!   of the chain found in their raw payload.
+//!   of the chain found in their raw payload, silences by the `silence_id` tag of brain's
+//!   decisions.
+//! - A silence is signed exactly like an approval decision (the same key, header and canonical
+//!   form); its lift is the same `silence_id` with state `lifted`, signed by whoever lifts it.
 
 pub mod approvals;
 pub mod cli;
@@ -49,5 +57,6 @@ pub mod commands;
 pub mod keys;
 pub mod records;
 pub mod render;
+pub mod silences;
 pub mod streams;
 pub mod trail;

@@ -143,6 +143,7 @@ pub fn message_time(message: &Message) -> OffsetDateTime {
         Message::OpsCommand(m) => m.ts,
         Message::OpsReceipt(m) => m.ts,
         Message::DeadLetter(m) => m.timestamp,
+        Message::Silence(m) => m.timestamp,
     };
     timestamp.as_offset_date_time()
 }

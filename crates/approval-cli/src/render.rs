@@ -281,6 +281,31 @@ pub fn summarize(message: &Message) -> Summary {
                 m.acknowledgement_id.to_string(),
             )
         }
+        Message::Silence(m) => {
+            parts.push(format!(
+                "{} by {}",
+                crate::silences::match_text(&m.match_),
+                m.admin_identity.as_str()
+            ));
+            match (&m.lifted_at, &m.lift_reason) {
+                (Some(at), Some(why)) => {
+                    parts.push(format!(
+                        "lifted at {}",
+                        format_time(at.as_offset_date_time())
+                    ));
+                    parts.push(quoted(why));
+                }
+                _ => {
+                    parts.push(format!(
+                        "from {} until {}",
+                        format_time(m.starts_at.as_offset_date_time()),
+                        format_time(m.ends_at.as_offset_date_time())
+                    ));
+                    parts.push(quoted(&m.reason));
+                }
+            }
+            (format!("silence {}", m.state), m.silence_id.to_string())
+        }
         Message::DeadLetter(m) => {
             parts.push(format!(
                 "{} rejected a message on {}: {}",

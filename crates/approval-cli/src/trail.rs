@@ -14,7 +14,9 @@
 //! - ops commands commander sent for those actions (`meta.reason` names the action id:
 //!   commander writes `orion action <action_id>: …`), and their receipts (`command_id`);
 //! - outcomes (`action_id`), notifications and acknowledgements (`incident_id` or `action_id`);
-//! - dead letters whose raw payload mentions the incident or any id of the chain.
+//! - dead letters whose raw payload mentions the incident or any id of the chain;
+//! - the silences that kept brain from acting (brain's decision names them in its
+//!   `silence_id` tag), as created and as lifted.
 //!
 //! [`request_chain`] is the smaller chain `show` prints for one approval request.
 
@@ -27,6 +29,10 @@ use uuid::Uuid;
 use crate::approvals::RequestView;
 use crate::records::{sort_by_time, Record};
 
+/// The tag of brain's decisions that names the silences that held it back (brain's
+/// `decide::SILENCE_TAG`).
+pub const SILENCE_TAG: &str = "silence_id";
+
 /// The ids that make up one incident's chain.
 #[derive(Debug, Default, Clone)]
 struct Chain {
@@ -37,6 +43,7 @@ struct Chain {
     approvals: HashSet<Uuid>,
     actions: HashSet<Uuid>,
     commands: HashSet<Uuid>,
+    silences: HashSet<Uuid>,
 }
 
 impl Chain {
@@ -47,6 +54,7 @@ impl Chain {
             + self.approvals.len()
             + self.actions.len()
             + self.commands.len()
+            + self.silences.len()
     }
 
     /// Every id a dead letter may mention to belong to the chain (lowercase text).
@@ -79,6 +87,13 @@ impl Chain {
                 if m.incident_id == self.incident || self.decisions.contains(&m.decision_id) =>
             {
                 self.decisions.insert(m.decision_id);
+                // brain names the silences that held it back (comma-separated ids).
+                if let Some(ids) = m.tags.get(SILENCE_TAG) {
+                    self.silences.extend(
+                        ids.split(',')
+                            .filter_map(|id| id.trim().parse::<Uuid>().ok()),
+                    );
+                }
                 true
             }
             Message::ApprovalRequest(m)
@@ -128,6 +143,7 @@ impl Chain {
                     || m.action_id.is_some_and(|a| self.actions.contains(&a))
             }
             Message::Event(m) => self.events.contains(&m.event_id),
+            Message::Silence(m) => self.silences.contains(&m.silence_id),
             _ => false,
         }
     }
@@ -545,5 +561,43 @@ mod tests {
                 .map(|n| id(*n).to_string())
                 .collect::<Vec<_>>()
         );
+    }
+
+    fn silence(silence: u128, t: i64, state: &str) -> (&'static str, Value) {
+        let mut value = json!({
+            "version": "1.0", "silence_id": id(silence), "timestamp": at(t),
+            "source": "orion-approval-cli", "state": state, "admin_identity": "alice",
+            "created_by": "alice", "created_at": at(-100), "reason": "migration",
+            "starts_at": at(-100), "ends_at": at(3600), "match": {"target": "web"},
+        });
+        if state == "lifted" {
+            value["lifted_at"] = json!(at(t));
+            value["lift_reason"] = json!("done");
+        }
+        ("orion.silence.v1", value)
+    }
+
+    #[test]
+    fn the_silences_that_held_brain_back_are_in_the_trail() {
+        let (subject, mut held) = decision(20, 1, 5);
+        held["decision_type"] = json!("NO_ACTION");
+        held["requires_approval"] = json!(false);
+        held["tags"] = json!({ SILENCE_TAG: format!("{},{}", id(90), id(91)) });
+        let records = records(&[
+            silence(90, -100, "active"),
+            silence(91, -50, "active"),
+            silence(92, -40, "active"),
+            incident(1, 4, &[5], "open"),
+            (subject, held),
+            silence(90, 50, "lifted"),
+        ]);
+        let trail = build_trail(id(1), &records);
+        assert_eq!(
+            ids(&trail),
+            [90, 91, 1, 20, 90].map(|n| id(n).to_string()),
+            "silence 92 held nothing back"
+        );
+        let line = crate::render::timeline_line(trail[4], None);
+        assert!(line.contains("silence lifted"), "{line}");
     }
 }

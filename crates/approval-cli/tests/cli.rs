@@ -74,6 +74,7 @@ impl Platform {
             Message::Notification(m) => self.commander.publish(m).await,
             Message::IncidentAcknowledgement(m) => self.commander.publish(m).await,
             Message::DeadLetter(m) => self.brain.publish(m).await,
+            Message::Silence(m) => self.cli.publish(m).await,
             Message::Approval(_) => panic!("no identity here publishes legacy approvals"),
         };
         published.unwrap_or_else(|e| panic!("publish {}: {e}", message.info().name));
@@ -999,7 +1000,11 @@ async fn trail_prints_the_chain_of_one_incident_in_time_order() {
         run.stdout
     );
     let body = &lines[2..lines.len() - 1];
-    assert!(body.iter().all(|line| line.contains("  [trace ")), "{}", run.stdout);
+    assert!(
+        body.iter().all(|line| line.contains("  [trace ")),
+        "{}",
+        run.stdout
+    );
     assert_eq!(body.len(), chain.messages.len(), "{}", run.stdout);
     for (line, message) in body.iter().zip(&chain.messages) {
         let summary = approval_cli::render::summarize(message);
@@ -1268,7 +1273,18 @@ async fn ack_publishes_an_acknowledgement_of_an_open_incident_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_subcommand_explains_itself() {
     for sub in [
-        "keygen", "list", "show", "approve", "deny", "force", "watch", "trail", "ack",
+        "keygen",
+        "list",
+        "show",
+        "approve",
+        "deny",
+        "force",
+        "watch",
+        "trail",
+        "ack",
+        "silence",
+        "silences",
+        "unsilence",
     ] {
         let run = run_command(cli_command(&[sub, "--help"], "nats://127.0.0.1:1", None)).await;
         run.expect(0);
@@ -1278,4 +1294,352 @@ async fn every_subcommand_explains_itself() {
     let top = run_command(cli_command(&["--help"], "nats://127.0.0.1:1", None)).await;
     top.expect(0);
     assert!(top.stdout.contains("ORION_NATS_URL"), "{}", top.stdout);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Silences
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silence_refuses_bad_requests_before_anything_is_signed_or_sent() {
+    // Nothing listens here: refusals must come before connecting.
+    let run = |args: &[&str]| run_command(cli_command(args, "nats://127.0.0.1:1", Some("x")));
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k");
+    let (_, pkcs8) = SigningKey::generate("test-operator");
+    std::fs::write(
+        &key,
+        base64::engine::general_purpose::STANDARD.encode(pkcs8),
+    )
+    .unwrap();
+    let key = key.to_str().unwrap();
+    let past = ts(now() - secs(60));
+    let far = ts(now() + time::Duration::days(8));
+    for (args, says) in [
+        (vec!["--for", "2h", "--reason", "r"], "--target"),
+        (vec!["--target", "web", "--for", "2h"], "--reason"),
+        (
+            vec!["--target", "web", "--for", "2h", "--reason", "  "],
+            "--reason",
+        ),
+        (vec!["--target", "web", "--reason", "r"], "--for"),
+        (
+            vec!["--target", "web", "--for", "8d", "--reason", "r"],
+            "at most 7 days",
+        ),
+        (
+            vec!["--target", "web", "--until", &far, "--reason", "r"],
+            "at most 7 days",
+        ),
+        (
+            vec!["--target", "web", "--until", &past, "--reason", "r"],
+            "not in the future",
+        ),
+        (
+            vec!["--target", "web", "--for", "soon", "--reason", "r"],
+            "not a duration",
+        ),
+        (
+            vec!["--target", "Web", "--for", "2h", "--reason", "r"],
+            "--target",
+        ),
+        (
+            vec!["--target", "all", "--for", "2h", "--reason", "r"],
+            "--target",
+        ),
+        (
+            vec![
+                "--incident-type",
+                "disk_full",
+                "--for",
+                "2h",
+                "--reason",
+                "r",
+            ],
+            "incident type",
+        ),
+        (
+            vec!["--tag", "env", "--for", "2h", "--reason", "r"],
+            "KEY=VALUE",
+        ),
+        (
+            vec!["--target", "web", "--for", "2h", "--reason", "r"],
+            "--key",
+        ),
+    ] {
+        let mut full = vec!["silence"];
+        full.extend(&args);
+        let refused = run(&full).await;
+        refused.expect(2);
+        assert!(
+            refused.stderr.contains(says),
+            "{args:?}: {}",
+            refused.stderr
+        );
+    }
+    let long = "x".repeat(501);
+    run(&[
+        "silence", "--target", "web", "--for", "1h", "--reason", &long, "--key", key,
+    ])
+    .await
+    .expect(2);
+    let no_reason = run(&["unsilence", "5b0d2c9e", "--key", key]).await;
+    no_reason.expect(2);
+    assert!(
+        no_reason.stderr.contains("--reason"),
+        "{}",
+        no_reason.stderr
+    );
+    // In order, it gets as far as connecting, and there is nothing to reach.
+    run(&[
+        "silence", "--target", "web", "--for", "2h", "--reason", "r", "--key", key,
+    ])
+    .await
+    .expect(3);
+    run(&["silences"]).await.expect(3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silence_publishes_a_signed_window_that_silences_lists_and_unsilence_lifts() {
+    let platform = Platform::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (alice_path, alice) = keygen(&platform, dir.path(), "alice").await;
+    let (bob_path, bob) = keygen(&platform, dir.path(), "bob").await;
+    let alice_key = alice_path.to_str().unwrap();
+    let bob_key = bob_path.to_str().unwrap();
+    platform.run(&["silences"]).await.expect(0);
+
+    let before = now();
+    let run = platform
+        .run(&[
+            "silence",
+            "--target",
+            "web",
+            "--tag",
+            "env=prod",
+            "--for",
+            "2h",
+            "--reason",
+            "database migration",
+            "--identity",
+            "alice",
+            "--key",
+            alice_key,
+            "--json",
+        ])
+        .await;
+    run.expect(0);
+    let printed = run.json();
+    let stored = platform.stored::<Silence>().await;
+    assert_eq!(stored.len(), 1);
+    let record = &stored[0];
+    assert_eq!(printed["sent"], record.raw, "printed what was sent");
+    let Message::Silence(sent) = &record.message else {
+        panic!("{:?}", record.message)
+    };
+    assert_eq!(sent.state.to_string(), "active");
+    assert_eq!(sent.admin_identity.as_str(), "alice");
+    assert_eq!(sent.created_by.as_str(), "alice");
+    assert_eq!(sent.reason.as_str(), "database migration");
+    assert_eq!(sent.source.to_string(), "orion-approval-cli");
+    assert_eq!(sent.match_.target.as_ref().unwrap().as_str(), "web");
+    assert_eq!(sent.match_.tags["env"], "prod");
+    assert!(sent.match_.incident_type.is_none());
+    let starts = sent.starts_at.as_offset_date_time();
+    assert!(starts >= before - secs(1) && starts <= now() + secs(1));
+    assert_eq!(sent.ends_at.as_offset_date_time() - starts, secs(7200));
+    // Signed like an approval: alice's key verifies it, nothing else does.
+    let header = record.signature.as_deref();
+    assert_eq!(header, printed["signature"].as_str());
+    assert_eq!(
+        keyring("alice", &alice).verify_claimed(&record.raw, APPROVAL_SIGNER_FIELD, header),
+        Ok("alice")
+    );
+    let mut altered = record.raw.clone();
+    altered["ends_at"] = json!(ts(now() + time::Duration::days(6)));
+    assert!(keyring("alice", &alice)
+        .verify_claimed(&altered, APPROVAL_SIGNER_FIELD, header)
+        .is_err());
+    let first = sent.silence_id;
+
+    // A second one, by incident type, until a time.
+    let until = ts(now() + secs(3600));
+    let text = platform
+        .run(&[
+            "silence",
+            "--incident-type",
+            "metric_anomaly",
+            "--until",
+            &until,
+            "--reason",
+            "load test",
+            "--identity",
+            "alice",
+            "--key",
+            alice_key,
+        ])
+        .await;
+    text.expect(0);
+    assert!(
+        text.stdout
+            .contains("Silenced incident_type=metric_anomaly until"),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout.contains("Orion-Signature: ed25519:"),
+        "{}",
+        text.stdout
+    );
+
+    let listed = platform.run(&["silences", "--json"]).await;
+    listed.expect(0);
+    let listed = listed.json();
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(
+        listed[0]["match"], "incident_type=metric_anomaly",
+        "soonest end first"
+    );
+    assert_eq!(listed[1]["silence_id"], first.to_string());
+    assert_eq!(listed[1]["status"], "active");
+    assert_eq!(listed[1]["match"], "target=web tag:env=prod");
+    let table = platform.run(&["silences"]).await;
+    table.expect(0);
+    assert!(
+        table.stdout.contains(&first.to_string()),
+        "{}",
+        table.stdout
+    );
+    assert!(
+        table.stdout.contains("database migration"),
+        "{}",
+        table.stdout
+    );
+
+    // bob lifts alice's first silence, by a prefix of its id.
+    let lifted = platform
+        .run(&[
+            "unsilence",
+            &first.to_string()[..8],
+            "--reason",
+            "migration done",
+            "--identity",
+            "bob",
+            "--key",
+            bob_key,
+            "--json",
+        ])
+        .await;
+    lifted.expect(0);
+    let stored = platform.stored::<Silence>().await;
+    assert_eq!(stored.len(), 3);
+    let record = &stored[2];
+    assert_eq!(lifted.json()["sent"], record.raw);
+    let Message::Silence(lift) = &record.message else {
+        panic!("{:?}", record.message)
+    };
+    assert_eq!(lift.silence_id, first);
+    assert_eq!(lift.state.to_string(), "lifted");
+    assert_eq!(lift.admin_identity.as_str(), "bob");
+    assert_eq!(lift.created_by.as_str(), "alice");
+    assert_eq!(
+        lift.lift_reason.as_ref().unwrap().as_str(),
+        "migration done"
+    );
+    assert!(lift.lifted_at.is_some());
+    assert_eq!(
+        keyring("bob", &bob).verify_claimed(
+            &record.raw,
+            APPROVAL_SIGNER_FIELD,
+            record.signature.as_deref()
+        ),
+        Ok("bob")
+    );
+
+    let current = platform.run(&["silences", "--json"]).await.json();
+    assert_eq!(current.as_array().unwrap().len(), 1);
+    let all = platform.run(&["silences", "--all", "--json"]).await.json();
+    let all = all.as_array().unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[1]["status"], "lifted");
+    assert_eq!(all[1]["lifted_by"], "bob");
+    let all = platform.run(&["silences", "--all"]).await;
+    assert!(all.stdout.contains("lifted by bob"), "{}", all.stdout);
+
+    // Lifted once; unknown ids are refused too. Nothing more is sent.
+    let again = platform
+        .run(&[
+            "unsilence",
+            &first.to_string(),
+            "--reason",
+            "again",
+            "--identity",
+            "bob",
+            "--key",
+            bob_key,
+        ])
+        .await;
+    again.expect(1);
+    assert!(
+        again.stderr.contains("already lifted by bob"),
+        "{}",
+        again.stderr
+    );
+    platform
+        .run(&[
+            "unsilence",
+            &Uuid::new_v4().to_string(),
+            "--reason",
+            "r",
+            "--identity",
+            "bob",
+            "--key",
+            bob_key,
+        ])
+        .await
+        .expect(1);
+    assert_eq!(platform.stored::<Silence>().await.len(), 3);
+
+    // trail shows the silence brain named in its decision about an incident.
+    let incident_id = Uuid::new_v4();
+    let t = now();
+    let held: Decision = message(json!({
+        "version": "1.0", "decision_id": Uuid::new_v4(), "timestamp": ts(t), "source": "orion-brain",
+        "incident_id": incident_id, "decision_type": "NO_ACTION", "safety_classification": "SAFE",
+        "requires_approval": false, "autonomy_level": "N3",
+        "reasoning": format!("silenced by silence {first}"),
+        "tags": {"silence_id": first.to_string()},
+    }));
+    platform
+        .publish_all(&[
+            event(Uuid::new_v4(), t - secs(2), "web down"),
+            incident(
+                incident_id,
+                t - secs(1),
+                &[Uuid::new_v4()],
+                t - secs(2),
+                "open",
+            ),
+            Message::Decision(held),
+        ])
+        .await;
+    let trail = platform.run(&["trail", &incident_id.to_string()]).await;
+    trail.expect(0);
+    let lines: Vec<&str> = trail
+        .stdout
+        .lines()
+        .filter(|l| l.contains(&first.to_string()))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("silence active") && l.contains("target=web")),
+        "{}",
+        trail.stdout
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("silence lifted")),
+        "{}",
+        trail.stdout
+    );
 }

@@ -17,7 +17,13 @@
 //! The effective level is the policy's level capped by the ops risk ceiling, and N0 while the
 //! ops interlock is disarmed (or cannot be read).
 //!
-//! Before any of that, at every level: a rule whose rendered target (`service_name`,
+//! Before any of that, at every level: while a silence (a maintenance window an administrator
+//! signed, [`crate::silences`]) is in force and matches an open incident — its incident type,
+//! its tags, and the target the policy would act on — the decision is NO_ACTION naming the
+//! silence, its author, its end and its reason. A silence ends on its own at its `ends_at`: at
+//! or after that instant it no longer applies.
+//!
+//! Then, at every level: a rule whose rendered target (`service_name`,
 //! `device_id`) is not a canonical name, or not in the rule's `targets`, gets NO_ACTION naming
 //! the target and the rule it breaks ([`crate::policy::target_of`]). Targets come from event
 //! data, and the platform acts on a name only as it is spelled and only where the policy lets
@@ -33,6 +39,7 @@ use crate::limits::{assess, ActionMark, LimitState, RequestMark};
 use crate::messages::{tags, ActionDraft, DecisionDraft, Proposed, RequestDraft};
 use crate::policy::{Evaluation, Level, LimitKey, Proposal, Rule, Safety, TargetRefusal};
 use crate::records::RequestRecord;
+use crate::silences::{SilenceBook, SilenceEntry, Subject};
 
 /// The level in force and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,8 +154,8 @@ fn join(parts: &[String]) -> String {
 /// `limits` is the state of the proposal's action + target (if any); `approval_timeout_s`
 /// sets the request's expiry.
 ///
-/// The steps, in order: an incident that is not open gets nothing; an evaluation without a
-/// proposal (no rule, unrenderable parameters, a refused target) gets nothing, saying why;
+/// The steps, in order: an incident that is not open gets nothing; an incident a silence in
+/// force matches gets nothing, naming the silence; an evaluation without a proposal (no rule, unrenderable parameters, a refused target) gets nothing, saying why;
 /// then the effective level decides between observing, suggesting, refusing RISKY at N2, and
 /// acting — which the limits or the action contract can stop, and which is an action for SAFE
 /// and an approval request otherwise.
@@ -157,12 +164,27 @@ pub fn decide(
     evaluation: &Evaluation<'_>,
     limits: Option<&LimitState>,
     autonomy: &Autonomy,
+    silences: &SilenceBook,
     approval_timeout_s: u64,
     now: Timestamp,
 ) -> Result<IncidentPlan, ContractError> {
     let deciding = Deciding::new(incident, autonomy, now);
     if incident.state != IncidentState::Open {
         return deciding.not_open(evaluation);
+    }
+    let target = match evaluation {
+        Evaluation::Proposal(p) => Some(p.target.as_str()),
+        _ => None,
+    };
+    let incident_type = incident.incident_type.to_string();
+    let subject = Subject {
+        target,
+        incident_type: &incident_type,
+        tags: &incident.tags,
+    };
+    let matching = silences.matching(&subject, now);
+    if !matching.is_empty() {
+        return deciding.silenced(evaluation, &matching);
     }
     let proposal = match evaluation {
         Evaluation::Proposal(p) => p,
@@ -269,6 +291,58 @@ impl<'a> Deciding<'a> {
             ]),
             None,
         )
+    }
+
+    /// A silence in force matches: NO_ACTION naming every matching silence (its id, author, end
+    /// and reason), and what the policy would have done.
+    fn silenced(
+        &self,
+        evaluation: &Evaluation<'_>,
+        silences: &[&SilenceEntry],
+    ) -> Result<IncidentPlan, ContractError> {
+        let (safety, proposal) = match evaluation {
+            Evaluation::Proposal(p) => (p.safety(), Some(p)),
+            Evaluation::RenderFailed { rule, .. } | Evaluation::TargetRefused { rule, .. } => {
+                (rule.safety, None)
+            }
+            Evaluation::NoRule { .. } => (Safety::Unknown, None),
+        };
+        let named: Vec<String> = silences
+            .iter()
+            .map(|s| {
+                format!(
+                    "silence {} by {} until {} ({}): {:?}",
+                    s.silence_id, s.created_by, s.ends_at, s.criteria, s.reason
+                )
+            })
+            .collect();
+        let first = silences[0];
+        let mut parts = vec![format!(
+            "{} is silenced by {}; nothing is done",
+            self.what_first(),
+            named.join("; ")
+        )];
+        if let Some(p) = proposal {
+            parts.push(format!("Without it, {}", lowercase_first(&self.intro(p))));
+        }
+        parts.push(format!(
+            "The silence ends on its own at {}; lift it earlier with `approval-cli unsilence {} --reason …`",
+            first.ends_at, first.silence_id
+        ));
+        let mut draft = self.decision(
+            DecisionDecisionType::NoAction,
+            safety,
+            join(&parts),
+            proposal,
+        );
+        let ids: Vec<String> = silences.iter().map(|s| s.silence_id.to_string()).collect();
+        draft.tags.insert(SILENCE_TAG.into(), ids.join(","));
+        Ok(IncidentPlan {
+            decision: draft.build(self.now)?,
+            action: None,
+            request: None,
+            change: None,
+        })
     }
 
     /// No rule covers the incident and there is no fallback: NO_ACTION, UNKNOWN.
@@ -615,6 +689,18 @@ impl<'a> Deciding<'a> {
                 record: Box::new(record),
             }),
         })
+    }
+}
+
+/// The decision tag naming the silences that kept brain from acting (comma-separated ids):
+/// `approval-cli trail` links the silences into the incident's chain by it.
+pub const SILENCE_TAG: &str = "silence_id";
+
+fn lowercase_first(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(c) => c.to_lowercase().chain(chars).collect(),
+        None => String::new(),
     }
 }
 

@@ -17,6 +17,10 @@
 //! - checking approval decisions ([`approvals`], pure): Ed25519 signature of a configured
 //!   administrator over the raw JSON, a pending request brain issued, in time; expiring
 //!   unanswered requests; refusing the unsigned legacy `orion.approval.v1`;
+//! - honouring administrators' signed silences (maintenance windows, [`silences`], pure;
+//!   followed live from the stream `ORION_SILENCES` by [`silence_watch`]): while one in force
+//!   matches an incident (target, incident type, tags), the decision is NO_ACTION naming the
+//!   silence, its author, its end and its reason; unsigned or forged silences never apply;
 //! - keeping all of that across restarts in the key-value bucket `brain_state` ([`state`]),
 //!   with an outbox per message so nothing is lost or done twice;
 //! - signing every action it publishes with its own Ed25519 key ([`service`]; header
@@ -44,6 +48,8 @@ pub mod parameters;
 pub mod policy;
 pub mod records;
 pub mod service;
+pub mod silence_watch;
+pub mod silences;
 pub mod simulate;
 pub mod state;
 pub mod template;

@@ -34,6 +34,7 @@ use crate::interlock::InterlockWatch;
 use crate::limits::LimitState;
 use crate::policy::{BreakerConfig, Evaluation, LimitKey, Policy};
 use crate::records::{RefusedAnswer, RequestRecord, Settlement};
+use crate::silence_watch::{SilenceWatch, SilenceWatchError};
 use crate::state::{
     outbox_key, request_key, Effect, Expect, Mutation, Outbox, OutcomeEffect, StateError,
     StateStore, Versioned, RETENTION,
@@ -68,6 +69,8 @@ pub enum BrainError {
     Bus(#[from] BusError),
     #[error(transparent)]
     State(#[from] StateError),
+    #[error(transparent)]
+    Silences(#[from] SilenceWatchError),
 }
 
 /// Why one message could not be handled now.
@@ -111,6 +114,8 @@ pub struct Brain {
     signer: SigningKey,
     store: StateStore,
     interlock: InterlockWatch,
+    /// The administrators' signed silences, followed live.
+    silences: SilenceWatch,
     settings: Settings,
     /// Waiting requests this instance knows of → when they expire.
     pending: BTreeMap<Uuid, Timestamp>,
@@ -118,8 +123,9 @@ pub struct Brain {
 }
 
 impl Brain {
-    /// Opens the state bucket and starts watching the ops interlock. `signer` signs every
-    /// action brain publishes.
+    /// Opens the state bucket, starts watching the ops interlock and reads the silences (to the
+    /// end of their stream before it returns, then live). `signer` signs every action brain
+    /// publishes.
     pub async fn start(
         bus: Bus<services::Brain>,
         policy: Policy,
@@ -128,12 +134,13 @@ impl Brain {
     ) -> Result<Self, BrainError> {
         let store = StateStore::open(&bus).await?;
         let interlock = InterlockWatch::watch(bus.clone()).await;
+        let silences = SilenceWatch::follow(bus.clone(), policy.keyring.clone()).await?;
         Ok(Self::with_interlock(
-            bus, policy, signer, settings, store, interlock,
+            bus, policy, signer, settings, store, interlock, silences,
         ))
     }
 
-    /// With a given interlock (tests).
+    /// With a given interlock and silences (tests).
     pub fn with_interlock(
         bus: Bus<services::Brain>,
         policy: Policy,
@@ -141,6 +148,7 @@ impl Brain {
         settings: Settings,
         store: StateStore,
         interlock: InterlockWatch,
+        silences: SilenceWatch,
     ) -> Self {
         Self {
             bus,
@@ -148,6 +156,7 @@ impl Brain {
             signer,
             store,
             interlock,
+            silences,
             settings,
             pending: BTreeMap::new(),
             last_rescan: None,
@@ -157,6 +166,11 @@ impl Brain {
     /// The live interlock (tests wait on its changes).
     pub fn interlock(&self) -> &InterlockWatch {
         &self.interlock
+    }
+
+    /// The live silences (tests wait on their changes).
+    pub fn silences(&self) -> &SilenceWatch {
+        &self.silences
     }
 
     fn options(&self) -> SubscribeOptions {
@@ -246,14 +260,18 @@ impl Brain {
             Evaluation::Proposal(p) => Some(self.store.limits(&p.limit_key()).await?),
             _ => None,
         };
-        let plan = decide::decide(
-            incident,
-            &evaluation,
-            limits.as_ref().and_then(|l| l.value.as_ref()),
-            &self.autonomy(),
-            self.policy.approval_timeout_s,
-            now,
-        )?;
+        let autonomy = self.autonomy();
+        let plan = self.silences.with(|silences| {
+            decide::decide(
+                incident,
+                &evaluation,
+                limits.as_ref().and_then(|l| l.value.as_ref()),
+                &autonomy,
+                silences,
+                self.policy.approval_timeout_s,
+                now,
+            )
+        })?;
         if let Evaluation::Proposal(proposal) = &evaluation {
             let state = limits.as_ref().and_then(|l| l.value.as_ref());
             export_breaker(

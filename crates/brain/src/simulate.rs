@@ -262,6 +262,7 @@ fn assumptions(replay: &Replay<'_>) -> Vec<String> {
         ),
         "time is each incident version's own timestamp; cooldowns, rate limits and breakers start empty at the first incident of the window".to_string(),
         "an approval request the simulation makes is approved as recorded where brain asked the same (same incident version, action and target) and an administrator approved it: the approved action counts at its recorded time; any other request is never answered and waits until it expires (denials are not replayed)".to_string(),
+        "no silence holds brain back: recorded silences (ORION_SILENCES) are not replayed, so an incident a silence kept from acting shows as a change".to_string(),
         "a recorded outcome counts for a breaker only where the new policy runs the same action on the same target for the same incident version (or takes over its approval); actions only the new policy runs do not fail".to_string(),
     ]
 }

@@ -73,6 +73,7 @@ fn all_contracts(c: &mut Criterion) {
             "incident_acknowledgement",
             bench_contract::<IncidentAcknowledgement>,
         ),
+        ("silence", bench_contract::<Silence>),
     ];
     for info in CONTRACTS {
         assert!(

@@ -111,6 +111,7 @@ fn main() {
         bench_contract::<DeadLetter>(),
         bench_contract::<Notification>(),
         bench_contract::<IncidentAcknowledgement>(),
+        bench_contract::<Silence>(),
     ];
     assert_eq!(results.len(), CONTRACTS.len(), "a contract has no ratio");
     let geomean = |pick: fn(&(f64, f64)) -> f64| {

@@ -184,9 +184,10 @@ async fn every_contract_round_trips_through_jetstream_with_its_own_identities() 
     read_roundtrip::<Guardian, ApprovalCli, DeadLetter>(&server, "full.json").await;
     read_roundtrip::<Commander, ApprovalCli, Notification>(&server, "full.json").await;
     roundtrip::<Commander, Guardian, IncidentAcknowledgement>(&server, "full.json").await;
+    read_roundtrip::<ApprovalCli, Brain, Silence>(&server, "all_criteria.json").await;
     assert_eq!(
         CONTRACTS.len(),
-        13,
+        14,
         "a contract was added: add its round trip here"
     );
 }

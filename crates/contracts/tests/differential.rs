@@ -137,6 +137,7 @@ fn contracts() -> Vec<(&'static str, Compare)> {
         (OpsCommand::INFO.name, compare::<OpsCommand>),
         (OpsReceipt::INFO.name, compare::<OpsReceipt>),
         (DeadLetter::INFO.name, compare::<DeadLetter>),
+        (Silence::INFO.name, compare::<Silence>),
         (InterlockArmed::INFO.name, compare::<InterlockArmed>),
         (
             InterlockRiskCeiling::INFO.name,

@@ -15,8 +15,9 @@
 //!   instance path (a fixture must break one thing, not several by accident);
 //! - the folder tree matches the inventory;
 //! - coverage, computed from the schemas: every `required` entry, closed object, `format`, `enum`,
-//!   `const`, `pattern`, `minLength`, `minItems`, `minimum` and conditional rule has an invalid
-//!   fixture aimed at it, and every property and every enum value appears in a valid fixture;
+//!   `const`, `pattern`, `minLength`, `maxLength`, `minItems`, `minProperties`, `minimum` and
+//!   conditional rule has an invalid fixture aimed at it, and every property and every enum
+//!   value appears in a valid fixture;
 //! - the ops signing vector is the one of SPEC §5 and matches `ops_command/valid/signed_halt_all.json`.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -600,9 +601,8 @@ impl RuleWalker<'_> {
                 "enum" if path == format!("/{}", self.info.version_field) => {
                     self.add(path, UNSUPPORTED_VERSION, None)
                 }
-                "format" | "enum" | "const" | "pattern" | "minLength" | "minItems" | "minimum" => {
-                    self.add(path, keyword, None)
-                }
+                "format" | "enum" | "const" | "pattern" | "minLength" | "maxLength"
+                | "minItems" | "minProperties" | "minimum" => self.add(path, keyword, None),
                 "allOf" => {
                     for (i, sub) in value.as_array().into_iter().flatten().enumerate() {
                         self.walk(sub, path, &format!("{here}/{i}"));

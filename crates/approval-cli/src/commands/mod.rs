@@ -6,7 +6,10 @@ mod answer;
 mod keygen;
 mod list;
 mod show;
+mod silence;
+mod silences;
 mod trail;
+mod unsilence;
 mod watch;
 
 use contracts::approval_decision_v1::ApprovalDecisionDecision;
@@ -158,7 +161,31 @@ pub async fn run(command: Command, json: bool) -> CmdResult {
         Command::Watch(args) => watch::run(args, json).await,
         Command::Trail(args) => trail::run(args, json).await,
         Command::Ack(args) => ack::run(args, json).await,
+        Command::Silence(args) => silence::run(args, json).await,
+        Command::Silences(args) => silences::run(args, json).await,
+        Command::Unsilence(args) => unsilence::run(args, json).await,
     }
+}
+
+/// The admin key named by `--key` (or `ORION_ADMIN_KEY_FILE`) for `identity`; a usage error
+/// when there is none or it cannot be read.
+fn admin_key(
+    identity: &str,
+    key: Option<std::path::PathBuf>,
+) -> Result<contracts::signing::SigningKey, Failure> {
+    let path = key.ok_or_else(|| {
+        Failure::usage("no admin key: pass --key FILE or set ORION_ADMIN_KEY_FILE (create one with `approval-cli keygen`)")
+    })?;
+    let loaded = crate::keys::load(identity, &path).map_err(|e| Failure::usage(e.to_string()))?;
+    if let Some(warning) = &loaded.warning {
+        eprintln!("warning: {warning}");
+    }
+    Ok(loaded.key)
+}
+
+/// Every silence message in ORION_SILENCES (none when the stream does not exist yet).
+async fn read_silences(bus: &Bus<ApprovalCli>) -> Result<Decoded, Failure> {
+    read_if_present(bus, contracts::Silence::INFO.stream, None).await
 }
 
 /// The stream of requests and answers (`list`, `show` and `answer` start from it).

@@ -2,7 +2,7 @@
 //! [`crate::trail`] links.
 
 use contracts::bus::Trace;
-use contracts::{Contract, Incident, Message};
+use contracts::{Contract, Incident, Message, Silence};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -59,6 +59,8 @@ pub(super) async fn run(args: TrailArgs, json: bool) -> CmdResult {
     for stream in TRAIL_STREAMS {
         decoded.extend(read_if_present(&bus, stream, since).await?);
     }
+    // From its start: a silence that held brain back may have been created days before.
+    decoded.extend(read_if_present(&bus, Silence::INFO.stream, None).await?);
     bus.close().await.ok();
     let chain = crate::trail::build_trail(incident_id, &decoded.records);
     let skipped = decoded.skipped.len();

@@ -1,7 +1,7 @@
 //! `watch`: follows the streams and prints each new message as it is stored.
 
 use contracts::{
-    ApprovalDecision, Contract, DeadLetter, Event, Incident, Notification, OpsCommand,
+    ApprovalDecision, Contract, DeadLetter, Event, Incident, Notification, OpsCommand, Silence,
 };
 use futures::StreamExt;
 
@@ -17,6 +17,7 @@ pub(super) async fn run(args: WatchArgs, json: bool) -> CmdResult {
         ApprovalDecision::INFO.stream,
         Notification::INFO.stream,
         DeadLetter::INFO.stream,
+        Silence::INFO.stream,
     ];
     if args.everything {
         stream_names.extend([

@@ -58,6 +58,7 @@ cooldown_s = 600
         &policy.evaluate(&incident),
         None,
         &autonomy(Level::N3, &InterlockState::armed()),
+        &crate::silences::SilenceBook::default(),
         300,
         now(),
     )

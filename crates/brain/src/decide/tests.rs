@@ -1,6 +1,7 @@
 use super::*;
 use crate::limits::FailureMark;
 use crate::policy::Policy;
+use crate::silences::SilenceBook;
 use serde_json::{json, Map, Value};
 
 const KEY: &str = "7zWRtRe5IQL9oM3LHBLcU8JmLoqmwNe225WAXZpO/rI=";
@@ -92,6 +93,7 @@ fn run(
         &evaluation,
         limits,
         &autonomy(policy.autonomy_level, &InterlockState::armed()),
+        &SilenceBook::default(),
         policy.approval_timeout_s,
         at,
     )
@@ -459,7 +461,16 @@ fn the_interlock_lowers_the_level_live() {
     let evaluation = policy.evaluate(&incident);
     let decide_with = |interlock: &InterlockState| {
         let autonomy = autonomy(policy.autonomy_level, interlock);
-        decide(&incident, &evaluation, None, &autonomy, 120, now()).unwrap()
+        decide(
+            &incident,
+            &evaluation,
+            None,
+            &autonomy,
+            &SilenceBook::default(),
+            120,
+            now(),
+        )
+        .unwrap()
     };
     let disarmed = decide_with(&InterlockState::disarmed("disarmed by ops command c1"));
     assert_eq!(kind(&disarmed), "NO_ACTION");
@@ -574,4 +585,110 @@ cooldown_s = 300
         "{text}"
     );
     assert!(text.contains("add it to that `targets` list"), "{text}");
+}
+
+// ---- silences ---------------------------------------------------------------------------------
+
+fn run_silenced(
+    policy: &Policy,
+    incident: &Incident,
+    book: &SilenceBook,
+    at: Timestamp,
+) -> IncidentPlan {
+    decide(
+        incident,
+        &policy.evaluate(incident),
+        None,
+        &armed_autonomy(policy.autonomy_level),
+        book,
+        policy.approval_timeout_s,
+        at,
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_silence_on_the_target_means_no_action_naming_it() {
+    use crate::silences::tests::{book_with, ID};
+    let policy = policy("N3", true);
+    let book = book_with(json!({"target": "web"}));
+    let plan = run_silenced(&policy, &incident_for(Safety::Safe), &book, later(60));
+    assert_eq!(kind(&plan), "NO_ACTION");
+    assert!(plan.action.is_none() && plan.request.is_none() && plan.change.is_none());
+    let text = reasoning(&plan);
+    for needle in [
+        format!("silence {ID} by alice until "),
+        "\"database migration\"".to_string(),
+        "target web".to_string(),
+        "policy rule `restart`".to_string(),
+        format!("approval-cli unsilence {ID}"),
+    ] {
+        assert!(text.contains(&needle), "{needle:?} not in {text}");
+    }
+    let ends = crate::silences::tests::at(3600).to_string();
+    assert!(text.contains(&ends), "the end {ends} is named: {text}");
+    assert_eq!(
+        plan.decision.tags.get(SILENCE_TAG).map(String::as_str),
+        Some(ID)
+    );
+    assert_eq!(
+        plan.decision.proposed_action.as_ref().unwrap().action_type,
+        "restart_service",
+        "what would have run is still recorded"
+    );
+
+    // RISKY at N3 asks no approval while silenced either.
+    let book = book_with(json!({"incident_type": "metric_anomaly"}));
+    let plan = run_silenced(&policy, &incident_for(Safety::Risky), &book, later(60));
+    assert_eq!(kind(&plan), "NO_ACTION");
+    assert!(plan.request.is_none());
+}
+
+#[test]
+fn a_silence_expires_on_its_own_and_only_silences_what_it_matches() {
+    use crate::silences::tests::book_with;
+    let policy = policy("N3", true);
+    let incident = incident_for(Safety::Safe);
+    let book = book_with(json!({"target": "web"}));
+    // At ends_at (one hour after the start) the silence no longer applies.
+    let plan = run_silenced(&policy, &incident, &book, later(3600));
+    assert_eq!(kind(&plan), "EXECUTE_SAFE_ACTION");
+    assert!(!plan.decision.tags.contains_key(SILENCE_TAG));
+
+    for criteria in [
+        json!({"target": "api"}),
+        json!({"incident_type": "metric_anomaly"}),
+        json!({"tags": {"service_name": "web", "env": "prod"}}),
+        json!({"target": "web", "incident_type": "edge_device_failure"}),
+    ] {
+        let book = book_with(criteria.clone());
+        let plan = run_silenced(&policy, &incident, &book, later(60));
+        assert_eq!(kind(&plan), "EXECUTE_SAFE_ACTION", "{criteria}");
+    }
+    // Tags are matched against the incident's own tags.
+    let book = book_with(json!({"tags": {"rule": "outage"}}));
+    assert_eq!(
+        kind(&run_silenced(&policy, &incident, &book, later(60))),
+        "NO_ACTION"
+    );
+}
+
+#[test]
+fn a_lifted_silence_no_longer_applies() {
+    use crate::silences::tests::{active, admins, apply_signed, lifted};
+    let policy = policy("N3", true);
+    let a = admins();
+    let mut book = SilenceBook::default();
+    let message = active("alice", 3600, json!({"target": "web"}));
+    apply_signed(&mut book, 1, &message, &a.alice, &a.keyring);
+    let incident = incident_for(Safety::Safe);
+    assert_eq!(
+        kind(&run_silenced(&policy, &incident, &book, later(60))),
+        "NO_ACTION"
+    );
+    apply_signed(&mut book, 2, &lifted(&message, "bob"), &a.bob, &a.keyring);
+    assert_eq!(
+        kind(&run_silenced(&policy, &incident, &book, later(60))),
+        "EXECUTE_SAFE_ACTION"
+    );
 }

@@ -12,6 +12,8 @@ use std::collections::HashMap;
 use contracts::{Action, ContractError, Incident, Outcome, Timestamp};
 use uuid::Uuid;
 
+use crate::silences::SilenceBook;
+
 use crate::decide::{self, Autonomy, IncidentPlan, LimitChange};
 use crate::interlock::InterlockState;
 use crate::limits::{ActionMark, LimitState};
@@ -63,6 +65,8 @@ impl<'p> Replay<'p> {
             &evaluation,
             limits,
             &self.autonomy,
+            // Silences are not replayed (see the report's assumptions).
+            &SilenceBook::default(),
             self.policy.approval_timeout_s,
             now,
         )?;

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use brain::interlock::InterlockState;
+use brain::silences::SilenceBook;
 use brain::{Brain, Policy, Settings};
 use contracts::bus::{Bus, ReadFrom, TypedReader};
 use contracts::local_server::NatsServer;
@@ -57,6 +58,7 @@ pub struct RunningBrain {
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
     pub interlock: watch::Receiver<InterlockState>,
+    pub silences: watch::Receiver<SilenceBook>,
     /// The public half of the test key this brain signs its actions with (generated per start).
     pub public_key: String,
 }
@@ -74,6 +76,7 @@ impl RunningBrain {
             .await
             .expect("brain starts");
         let interlock = brain.interlock().subscribe();
+        let silences = brain.silences().subscribe();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             brain
@@ -88,6 +91,7 @@ impl RunningBrain {
             stop: Some(stop),
             task: Some(task),
             interlock,
+            silences,
             public_key,
         }
     }
@@ -116,6 +120,68 @@ impl RunningBrain {
             .expect("brain sees the interlock change")
             .expect("interlock channel open");
     }
+}
+
+impl RunningBrain {
+    /// Waits until brain's book of silences satisfies `ok`.
+    pub async fn wait_silences(&mut self, ok: impl Fn(&SilenceBook) -> bool) {
+        tokio::time::timeout(WAIT, self.silences.wait_for(|b| ok(b)))
+            .await
+            .expect("brain reads the silence")
+            .expect("silence channel open");
+    }
+}
+
+/// An active silence by `admin` from now for `for_s` seconds, matching `criteria`.
+pub fn silence(admin: &str, criteria: Value, for_s: i64) -> Silence {
+    let now = Timestamp::now();
+    contracts::decode_value(json!({
+        "version": "1.0",
+        "silence_id": Uuid::new_v4(),
+        "timestamp": now.to_string(),
+        "source": "orion-approval-cli",
+        "state": "active",
+        "admin_identity": admin,
+        "created_by": admin,
+        "created_at": now.to_string(),
+        "reason": "database migration in test",
+        "starts_at": now.to_string(),
+        "ends_at": Timestamp(now.0 + time::Duration::seconds(for_s)).to_string(),
+        "match": criteria
+    }))
+    .unwrap()
+}
+
+/// The lift of `silence` by `admin`.
+pub fn lift(silence: &Silence, admin: &str) -> Silence {
+    let mut value = contracts::to_value(silence).unwrap();
+    let now = Timestamp::now().to_string();
+    value["state"] = json!("lifted");
+    value["admin_identity"] = json!(admin);
+    value["timestamp"] = json!(now);
+    value["lifted_at"] = json!(now);
+    value["lift_reason"] = json!("done early in test");
+    contracts::decode_value(value).unwrap()
+}
+
+/// Publishes `silence` as approval-cli with `signature` in the Orion-Signature header (none:
+/// unsigned).
+pub async fn publish_silence(server: &NatsServer, silence: &Silence, signature: Option<String>) {
+    let mut headers = async_nats::HeaderMap::new();
+    if let Some(signature) = signature {
+        headers.insert(SIGNATURE_HEADER, signature.as_str());
+    }
+    connect::<ApprovalCli>(server)
+        .await
+        .publish_with_headers(silence, headers)
+        .await
+        .expect("approval-cli publishes");
+}
+
+/// Publishes `silence` as approval-cli, signed by `key`.
+pub async fn publish_signed_silence(server: &NatsServer, silence: &Silence, key: &SigningKey) {
+    let signature = key.sign(&contracts::to_value(silence).unwrap());
+    publish_silence(server, silence, Some(signature)).await;
 }
 
 /// What approval-cli sees of brain's output.

@@ -15,6 +15,7 @@ pub mod notification_v1;
 pub mod incident_acknowledgement_v1;
 pub mod ops_command_v1;
 pub mod ops_receipt_v1;
+pub mod silence_v1;
 pub mod dead_letter_v1;
 pub mod interlock_armed_v1;
 pub mod interlock_risk_ceiling_v1;
@@ -30,13 +31,14 @@ pub use notification_v1::Notification;
 pub use incident_acknowledgement_v1::IncidentAcknowledgement;
 pub use ops_command_v1::OpsCommand;
 pub use ops_receipt_v1::OpsReceipt;
+pub use silence_v1::Silence;
 pub use dead_letter_v1::DeadLetter;
 pub use interlock_armed_v1::InterlockArmed;
 pub use interlock_risk_ceiling_v1::InterlockRiskCeiling;
 /// Semantic version of the contract set (`schemas/contract-set.toml`).
-pub const CONTRACT_SET_VERSION: &str = "1.1.0";
+pub const CONTRACT_SET_VERSION: &str = "1.2.0";
 /// sha256 over the canonical form of the schemas and the inventory.
-pub const CONTRACT_SET_SHA256: &str = "c25146bcffc127b7fdbc2b9df0826dd371cebce8624f36f1f1c1d26265a78834";
+pub const CONTRACT_SET_SHA256: &str = "b7f047d49589a50656498b54f1150486a6fa3b7b0edb283adeda8c7f3d387410";
 impl crate::Contract for Event {
     const INFO: &'static crate::ContractInfo = &crate::ContractInfo {
         name: "event",
@@ -306,6 +308,30 @@ impl crate::Contract for OpsReceipt {
         VALIDATOR.get_or_init(|| crate::Validator::compile(Self::INFO))
     }
 }
+impl crate::Contract for Silence {
+    const INFO: &'static crate::ContractInfo = &crate::ContractInfo {
+        name: "silence",
+        subject: "orion.silence.v1",
+        schema_id: "https://orion.internal/schemas/silence/v1.schema.json",
+        schema_path: "orion/silence.v1.schema.json",
+        schema: include_str!("../../../../schemas/orion/silence.v1.schema.json"),
+        major: 1,
+        version_field: "version",
+        version_value: "\"1.0\"",
+        idempotency_key: &["silence_id", "state"],
+        stream: "ORION_SILENCES",
+        owner: "approval-cli",
+        signature: Some(crate::SignatureSpec {
+            algorithm: "ed25519",
+            carrier: "header:Orion-Signature",
+        }),
+        deprecated: None,
+    };
+    fn validator() -> &'static crate::Validator {
+        static VALIDATOR: std::sync::OnceLock<crate::Validator> = std::sync::OnceLock::new();
+        VALIDATOR.get_or_init(|| crate::Validator::compile(Self::INFO))
+    }
+}
 impl crate::Contract for DeadLetter {
     const INFO: &'static crate::ContractInfo = &crate::ContractInfo {
         name: "dead_letter",
@@ -385,6 +411,7 @@ pub static CONTRACTS: &[&crate::ContractInfo] = &[
     <IncidentAcknowledgement as crate::Contract>::INFO,
     <OpsCommand as crate::Contract>::INFO,
     <OpsReceipt as crate::Contract>::INFO,
+    <Silence as crate::Contract>::INFO,
     <DeadLetter as crate::Contract>::INFO,
 ];
 /// Any message of the inventory, for tools that handle every subject (audit trail, dead letters).
@@ -402,6 +429,7 @@ pub enum Message {
     IncidentAcknowledgement(IncidentAcknowledgement),
     OpsCommand(OpsCommand),
     OpsReceipt(OpsReceipt),
+    Silence(Silence),
     DeadLetter(DeadLetter),
 }
 impl Message {
@@ -433,6 +461,7 @@ impl Message {
             "titan.ops.receipt.v1" => {
                 crate::decode::<OpsReceipt>(bytes).map(Self::OpsReceipt)
             }
+            "orion.silence.v1" => crate::decode::<Silence>(bytes).map(Self::Silence),
             "platform.dead_letter.v1" => {
                 crate::decode::<DeadLetter>(bytes).map(Self::DeadLetter)
             }
@@ -460,6 +489,7 @@ impl Message {
             }
             Self::OpsCommand(_) => <OpsCommand as crate::Contract>::INFO,
             Self::OpsReceipt(_) => <OpsReceipt as crate::Contract>::INFO,
+            Self::Silence(_) => <Silence as crate::Contract>::INFO,
             Self::DeadLetter(_) => <DeadLetter as crate::Contract>::INFO,
         }
     }
@@ -478,6 +508,7 @@ impl Message {
             Self::IncidentAcknowledgement(m) => crate::encode(m),
             Self::OpsCommand(m) => crate::encode(m),
             Self::OpsReceipt(m) => crate::encode(m),
+            Self::Silence(m) => crate::encode(m),
             Self::DeadLetter(m) => crate::encode(m),
         }
     }
@@ -508,6 +539,8 @@ pub mod subjects {
     pub const TITAN_OPS_COMMAND_V1: &str = "titan.ops.command.v1";
     /// Carries `ops_receipt` messages.
     pub const TITAN_OPS_RECEIPT_V1: &str = "titan.ops.receipt.v1";
+    /// Carries `silence` messages.
+    pub const ORION_SILENCE_V1: &str = "orion.silence.v1";
     /// Carries `dead_letter` messages.
     pub const PLATFORM_DEAD_LETTER_V1: &str = "platform.dead_letter.v1";
 }
@@ -550,6 +583,15 @@ pub static STREAMS: &[crate::StreamInfo] = &[
         name: "ORION_OUTCOMES",
         description: "Outcomes of executed actions.",
         subjects: &["orion.outcome.v1", "orion.notification.v1"],
+        retention: crate::Retention::Limits,
+        max_age_s: 2592000,
+        max_msg_size: 65536,
+        duplicate_window_s: 120,
+    },
+    crate::StreamInfo {
+        name: "ORION_SILENCES",
+        description: "Administrators' signed silences (maintenance windows) and their lifts.",
+        subjects: &["orion.silence.v1"],
         retention: crate::Retention::Limits,
         max_age_s: 2592000,
         max_msg_size: 65536,
@@ -989,6 +1031,7 @@ pub static IDENTITIES: &[crate::IdentityInfo] = &[
         produces: &[
             "orion.approval_decision.v1",
             "orion.incident_acknowledgement.v1",
+            "orion.silence.v1",
             "platform.dead_letter.v1",
         ],
         consumes: &[],
@@ -1003,6 +1046,7 @@ pub static IDENTITIES: &[crate::IdentityInfo] = &[
             "orion.incident_acknowledgement.v1",
             "orion.notification.v1",
             "orion.outcome.v1",
+            "orion.silence.v1",
             "platform.dead_letter.v1",
             "titan.ops.command.v1",
             "titan.ops.receipt.v1",
@@ -1037,6 +1081,7 @@ pub static IDENTITIES: &[crate::IdentityInfo] = &[
             "orion.decision.v1",
             "orion.incident.v1",
             "orion.outcome.v1",
+            "orion.silence.v1",
         ],
         inbox_prefix: "_INBOX_brain",
     },
@@ -1098,6 +1143,7 @@ pub mod services {
         const PRODUCES: &'static [&'static str] = &[
             "orion.approval_decision.v1",
             "orion.incident_acknowledgement.v1",
+            "orion.silence.v1",
             "platform.dead_letter.v1",
         ];
         const CONSUMES: &'static [&'static str] = &[];
@@ -1112,6 +1158,7 @@ pub mod services {
             "orion.incident_acknowledgement.v1",
             "orion.notification.v1",
             "orion.outcome.v1",
+            "orion.silence.v1",
             "platform.dead_letter.v1",
             "titan.ops.command.v1",
             "titan.ops.receipt.v1",
@@ -1132,6 +1179,8 @@ pub mod services {
     impl crate::Reads<super::IncidentAcknowledgement> for ApprovalCli {}
     impl crate::Reads<super::OpsCommand> for ApprovalCli {}
     impl crate::Reads<super::OpsReceipt> for ApprovalCli {}
+    impl crate::Produces<super::Silence> for ApprovalCli {}
+    impl crate::Reads<super::Silence> for ApprovalCli {}
     impl crate::Produces<super::DeadLetter> for ApprovalCli {}
     impl crate::Reads<super::DeadLetter> for ApprovalCli {}
     /// Legacy ORION approval bot (deprecated producer, still accepted).
@@ -1176,6 +1225,7 @@ pub mod services {
             "orion.decision.v1",
             "orion.incident.v1",
             "orion.outcome.v1",
+            "orion.silence.v1",
         ];
         const INBOX_PREFIX: &'static str = "_INBOX_brain";
     }
@@ -1190,6 +1240,7 @@ pub mod services {
     impl crate::Consumes<super::Approval> for Brain {}
     impl crate::Consumes<super::Outcome> for Brain {}
     impl crate::Reads<super::Outcome> for Brain {}
+    impl crate::Reads<super::Silence> for Brain {}
     impl crate::Produces<super::DeadLetter> for Brain {}
     impl crate::ReadsBucket<super::buckets::BrainState> for Brain {}
     impl crate::WritesBucket<super::buckets::BrainState> for Brain {}
