@@ -1,6 +1,8 @@
-//! What an operator sees with the tools they already run: every service scraped by a real
-//! Prometheus while the demo's incident flows through, `/healthz` and `/readyz`, and the
-//! shipped alert rules checked by `promtool`.
+//! What an operator sees and steers with the tools they already run: every service scraped by a
+//! real Prometheus while the demo's incident flows through, `/healthz` and `/readyz`, the
+//! shipped alert rules checked by `promtool`, a signed silence keeping automation off one
+//! service, and `brain simulate` on the stack's recorded history. (The one trace per incident
+//! is followed in `flow.rs`, `a_risky_action_waits_for_approval_and_runs_once_approved`.)
 
 use std::process::Command;
 use std::time::Duration;
@@ -161,4 +163,136 @@ fn the_shipped_alert_rules_pass_promtool_and_their_unit_tests() {
     promtool(&["test", "rules", &tests]);
     let config = ALERT_RULES.replace("alerts.yml", "prometheus.yml");
     promtool(&["check", "config", &config]);
+}
+
+/// An operator silences one service for maintenance: its next incident takes no action (and
+/// says why), while another service is still restarted. Then they try a policy change on what
+/// the stack recorded: `brain simulate` shows the restart that would no longer run, and
+/// publishes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silenced_service_is_left_alone_and_the_simulator_shows_a_policy_change_on_the_history() {
+    let docker = docker().await;
+    let quiet = unique("maint");
+    let loud = unique("web");
+    let quiet_workload = Workload::start(&docker, &quiet).await.unwrap();
+    let loud_workload = Workload::start(&docker, &loud).await.unwrap();
+    let (stack, _dir) = stack("silence", &[&quiet, &loud], 300).await;
+    let key = stack.admin_key_file.to_str().unwrap().to_string();
+    let silence = stack
+        .run(
+            "approval-cli",
+            "approval-cli",
+            &[
+                "silence",
+                "--target",
+                &quiet,
+                "--for",
+                "1h",
+                "--reason",
+                "planned maintenance",
+                "--identity",
+                "e2e-operator",
+                "--key",
+                &key,
+            ],
+        )
+        .unwrap();
+    assert!(
+        silence.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&silence.stdout),
+        String::from_utf8_lossy(&silence.stderr)
+    );
+    let silences: Vec<Silence> = stack.all().await.unwrap();
+    assert_eq!(silences.len(), 1, "{silences:?}");
+    let silence_id = silences[0].silence_id.to_string();
+    // brain reads the silence stream live; give it the silence before the incident comes.
+    stack
+        .wait_logged("brain", &silence_id, 0, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", stack.logs()));
+
+    quiet_workload.crash().await.unwrap();
+    loud_workload.crash().await.unwrap();
+    let probe = Probe::new(stack.bus().await.unwrap());
+    for service in [&quiet, &loud] {
+        probe
+            .emit("service_down", "critical", json!({"service_name": service}))
+            .await
+            .unwrap();
+    }
+    let outcome = stack
+        .wait_for::<Outcome>(WAIT, |_| true)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", stack.logs()));
+    assert_eq!(outcome.status.to_string(), "succeeded", "{}", stack.logs());
+    let held_back = stack
+        .wait_for::<Decision>(WAIT, |d| d.decision_type.to_string() == "NO_ACTION")
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", stack.logs()));
+    let reasoning = held_back.reasoning.as_str();
+    assert!(
+        reasoning.contains(&silence_id)
+            && reasoning.contains("e2e-operator")
+            && reasoning.contains("planned maintenance"),
+        "the decision names the silence, its author and its reason: {reasoning}"
+    );
+    let actions: Vec<Action> = stack.all().await.unwrap();
+    assert_eq!(
+        actions.len(),
+        1,
+        "only the unsilenced service is restarted: {actions:?}"
+    );
+    assert_eq!(loud_workload.running().await, 1);
+    assert_eq!(
+        quiet_workload.running().await,
+        0,
+        "the silenced service was left alone"
+    );
+
+    // A policy that only suggests (N1) on the same history: the restart would no longer run.
+    let recorded = std::fs::read_to_string(stack.dir.join("policy.toml")).unwrap();
+    let proposed = stack.dir.join("proposed-policy.toml");
+    std::fs::write(
+        &proposed,
+        recorded.replace("autonomy_level = \"N3\"", "autonomy_level = \"N1\""),
+    )
+    .unwrap();
+    let streams_before = stream_sizes(&stack).await;
+    let simulate = |args: &[&str]| {
+        let mut all = vec!["simulate", "--policy", proposed.to_str().unwrap()];
+        all.extend_from_slice(args);
+        stack.run("brain", "brain", &all).unwrap()
+    };
+    let table = simulate(&[]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&table.stderr)
+    );
+    assert!(text.contains("action would no longer run"), "{text}");
+    assert!(text.contains("Nothing was published"), "{text}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&simulate(&["--json"]).stdout).expect("the JSON report");
+    assert_eq!(report["format"], "brain-simulation/1", "{report}");
+    assert_eq!(
+        stream_sizes(&stack).await,
+        streams_before,
+        "the simulator published nothing"
+    );
+}
+
+/// The message count of every stream.
+async fn stream_sizes(stack: &e2e::stack::Stack) -> Vec<(String, u64)> {
+    let admin = stack.server.admin_jetstream().await.unwrap();
+    let mut sizes = Vec::new();
+    for stream in contracts::STREAMS {
+        let mut handle = admin.get_stream(stream.name).await.unwrap();
+        sizes.push((
+            stream.name.to_string(),
+            handle.info().await.unwrap().state.messages,
+        ));
+    }
+    sizes
 }
