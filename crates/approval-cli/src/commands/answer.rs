@@ -1,10 +1,9 @@
 //! `approve`, `deny` and `force`: the signed approval decision answering a request.
 
 use contracts::approval_decision_v1::ApprovalDecisionDecision;
-use contracts::bus::{in_trace, Trace};
+use contracts::bus::Trace;
 use contracts::signing::SIGNATURE_HEADER;
 use contracts::{ApprovalDecision, ApprovalRequest, Contract, Message, Timestamp};
-use serde_json::json;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -15,8 +14,8 @@ use crate::records::Record;
 use crate::render::{format_duration, format_time};
 
 use super::{
-    action_text, bus_failure, connect, find_request, note_skipped, print_json, read_decisions,
-    required_identity, CmdResult, Failure,
+    action_text, connect, find_request, note_skipped, print_json, read_decisions,
+    required_identity, sign_and_publish, CmdResult, Failure,
 };
 
 /// The answer goes out on the request's trace (its `traceparent`), else on its incident's.
@@ -70,29 +69,11 @@ pub(super) async fn run(
             "the approval decision would break its contract: {e}"
         ))
     })?;
-    let wire = contracts::to_value(&sent).map_err(|e| {
-        Failure::usage(format!(
-            "the approval decision would break its contract: {e}"
-        ))
-    })?;
-    let signature = loaded.key.sign(&wire);
     let trace = request_trace(&decoded.records, view.request);
-    let published = in_trace(
-        trace,
-        bus.publish_with_header(&sent, SIGNATURE_HEADER, &signature),
-    )
-    .await
-    .map_err(bus_failure)?;
-    bus.close().await.ok();
-
+    let signed = sign_and_publish(bus, &loaded.key, &sent, "approval decision", trace).await?;
+    let (signature, published) = (&signed.signature, &signed.published);
     if json {
-        print_json(&json!({
-            "sent": wire,
-            "signature": signature,
-            "subject": ApprovalDecision::INFO.subject,
-            "stream": published.stream,
-            "sequence": published.sequence,
-        }));
+        print_json(&signed.json(ApprovalDecision::INFO.subject));
         return Ok(());
     }
     let request = view.request;

@@ -13,8 +13,9 @@ mod unsilence;
 mod watch;
 
 use contracts::approval_decision_v1::ApprovalDecisionDecision;
-use contracts::bus::{Bus, BusConfig, BusError, BusErrorKind};
+use contracts::bus::{in_trace, Bus, BusConfig, BusError, BusErrorKind, Trace};
 use contracts::services::ApprovalCli;
+use contracts::signing::SIGNATURE_HEADER;
 use contracts::{ApprovalDecision, Contract};
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -72,6 +73,56 @@ fn bus_failure(e: BusError) -> Failure {
 }
 
 type CmdResult = Result<(), Failure>;
+
+/// A message signed with an admin key and stored.
+struct SignedAndSent {
+    /// The message as published (what the signature covers).
+    wire: Value,
+    signature: String,
+    published: contracts::bus::Published,
+}
+
+impl SignedAndSent {
+    /// What `--json` prints for it.
+    fn json(&self, subject: &str) -> Value {
+        serde_json::json!({
+            "sent": self.wire,
+            "signature": self.signature,
+            "subject": subject,
+            "stream": self.published.stream,
+            "sequence": self.published.sequence,
+        })
+    }
+}
+
+/// Signs `message` (`what` names it in errors) over its wire form with `key`, publishes it
+/// with the signature in `Orion-Signature` on `trace`, and closes the connection.
+async fn sign_and_publish<T: Contract>(
+    bus: Bus<ApprovalCli>,
+    key: &contracts::signing::SigningKey,
+    message: &T,
+    what: &str,
+    trace: Trace,
+) -> Result<SignedAndSent, Failure>
+where
+    ApprovalCli: contracts::Produces<T>,
+{
+    let wire = contracts::to_value(message)
+        .map_err(|e| Failure::usage(format!("the {what} would break its contract: {e}")))?;
+    let signature = key.sign(&wire);
+    let published = in_trace(
+        trace,
+        bus.publish_with_header(message, SIGNATURE_HEADER, &signature),
+    )
+    .await
+    .map_err(bus_failure)?;
+    bus.close().await.ok();
+    Ok(SignedAndSent {
+        wire,
+        signature,
+        published,
+    })
+}
 
 fn print_json(value: &Value) {
     println!(

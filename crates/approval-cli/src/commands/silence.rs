@@ -1,8 +1,8 @@
 //! `silence`: the signed silence (maintenance window) an administrator asks for.
 
+use contracts::bus::Trace;
 use contracts::signing::SIGNATURE_HEADER;
 use contracts::{Contract, Silence, Timestamp};
-use serde_json::json;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -10,7 +10,9 @@ use crate::cli::SilenceArgs;
 use crate::render::{format_duration, format_time};
 use crate::silences::{self, Request};
 
-use super::{admin_key, bus_failure, connect, print_json, required_identity, CmdResult, Failure};
+use super::{
+    admin_key, connect, print_json, required_identity, sign_and_publish, CmdResult, Failure,
+};
 
 pub(super) async fn run(args: SilenceArgs, json: bool) -> CmdResult {
     let usage = |e: silences::SilenceError| Failure::usage(e.to_string());
@@ -36,24 +38,11 @@ pub(super) async fn run(args: SilenceArgs, json: bool) -> CmdResult {
     };
     let sent = silences::build_silence(&request, Uuid::new_v4(), Timestamp(now))
         .map_err(|e| Failure::usage(format!("the silence would break its contract: {e}")))?;
-    let wire = contracts::to_value(&sent)
-        .map_err(|e| Failure::usage(format!("the silence would break its contract: {e}")))?;
-    let signature = key.sign(&wire);
     let bus = connect().await?;
-    let published = bus
-        .publish_with_header(&sent, SIGNATURE_HEADER, &signature)
-        .await
-        .map_err(bus_failure)?;
-    bus.close().await.ok();
-
+    let signed = sign_and_publish(bus, &key, &sent, "silence", Trace::new_root()).await?;
+    let (signature, published) = (&signed.signature, &signed.published);
     if json {
-        print_json(&json!({
-            "sent": wire,
-            "signature": signature,
-            "subject": Silence::INFO.subject,
-            "stream": published.stream,
-            "sequence": published.sequence,
-        }));
+        print_json(&signed.json(Silence::INFO.subject));
         return Ok(());
     }
     println!(

@@ -1,8 +1,8 @@
 //! `unsilence`: the signed lift of a silence, before it ends on its own.
 
+use contracts::bus::Trace;
 use contracts::signing::SIGNATURE_HEADER;
 use contracts::{Contract, Silence, Timestamp};
-use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::approvals;
@@ -11,8 +11,8 @@ use crate::render::format_time;
 use crate::silences::{self, Status};
 
 use super::{
-    admin_key, bus_failure, connect, note_skipped, print_json, read_silences, required_identity,
-    CmdResult, Failure,
+    admin_key, connect, note_skipped, print_json, read_silences, required_identity,
+    sign_and_publish, CmdResult, Failure,
 };
 
 pub(super) async fn run(args: UnsilenceArgs, json: bool) -> CmdResult {
@@ -57,23 +57,10 @@ pub(super) async fn run(args: UnsilenceArgs, json: bool) -> CmdResult {
 
     let sent = silences::build_lift(view.silence, &identity, &reason, Timestamp(now))
         .map_err(|e| Failure::usage(format!("the lift would break its contract: {e}")))?;
-    let wire = contracts::to_value(&sent)
-        .map_err(|e| Failure::usage(format!("the lift would break its contract: {e}")))?;
-    let signature = key.sign(&wire);
-    let published = bus
-        .publish_with_header(&sent, SIGNATURE_HEADER, &signature)
-        .await
-        .map_err(bus_failure)?;
-    bus.close().await.ok();
-
+    let signed = sign_and_publish(bus, &key, &sent, "lift", Trace::new_root()).await?;
+    let (signature, published) = (&signed.signature, &signed.published);
     if json {
-        print_json(&json!({
-            "sent": wire,
-            "signature": signature,
-            "subject": Silence::INFO.subject,
-            "stream": published.stream,
-            "sequence": published.sequence,
-        }));
+        print_json(&signed.json(Silence::INFO.subject));
         return Ok(());
     }
     println!(
