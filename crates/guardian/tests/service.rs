@@ -70,6 +70,7 @@ async fn an_incident_grows_then_service_up_resolves_it_for_good() {
     let first_event = service_down("payments");
     producer.publish(&first_event).await;
     let opened = incidents.next(&guardian).await;
+    // Time itself is the condition: the next version must carry a later timestamp.
     tokio::time::sleep(Duration::from_millis(20)).await;
     let second_event = service_down("payments");
     producer.publish(&second_event).await;
@@ -452,11 +453,13 @@ async fn crashes_during_a_burst_neither_lose_events_nor_open_second_incidents() 
         tokio::spawn(async move {
             for event in &events {
                 producer.publish(event).await;
+                // Pacing, not waiting: the kills below must land while events still flow.
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         })
     };
     for _ in 0..3 {
+        // Pacing: kill -9 at some point in the middle of the stream.
         tokio::time::sleep(Duration::from_millis(90)).await;
         guardian.kill_9();
         guardian.restart(&server).await;
@@ -506,6 +509,7 @@ async fn crashes_during_a_burst_neither_lose_events_nor_open_second_incidents() 
         tokio::spawn(async move {
             for service in &services {
                 producer.publish(&service_up(service)).await;
+                // Pacing: the kills below must land while resolutions still flow.
                 tokio::time::sleep(Duration::from_millis(30)).await;
             }
             for event in events.iter().step_by(3) {
@@ -514,6 +518,7 @@ async fn crashes_during_a_burst_neither_lose_events_nor_open_second_incidents() 
         })
     };
     for _ in 0..2 {
+        // Pacing: kill -9 at some point in the middle of the stream.
         tokio::time::sleep(Duration::from_millis(70)).await;
         guardian.kill_9();
         guardian.restart(&server).await;

@@ -67,6 +67,8 @@ async fn restart_deploy_rollback_and_halt_change_dockers_state() {
 
     // restart: a new StartedAt, still running; a pending receipt first.
     let before = started_at(&web.containers().await);
+    // Time itself is the condition: Docker's StartedAt has one-second resolution, so a restart
+    // within the same second as the start would not show.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let receipts = send(
         &console,

@@ -90,7 +90,12 @@ async fn main() -> Result<()> {
     probe
         .emit("service_up", "info", json!({"service_name": "demo-web"}))
         .await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The trail should end with the resolution: wait for that version.
+    stack
+        .wait_for::<Incident>(WAIT, |i| {
+            i.incident_id == incident.incident_id && i.state.to_string() == "resolved"
+        })
+        .await?;
     say(&format!("Audit trail of incident {}", incident.incident_id));
     show(&stack.run(
         "approval-cli",
@@ -141,6 +146,78 @@ async fn main() -> Result<()> {
         "approval-cli",
         "approval-cli",
         &["trail", &incident_id.to_string()],
+    )?)?;
+
+    say("What Prometheus scrapes from each service (/metrics; docs/OPERATIONS.md lists them)");
+    for service in ["guardian", "brain", "commander", "ops-worker"] {
+        let address = stack.metrics_address(service).await?;
+        let (_, body) =
+            e2e::prometheus::get_status(&format!("http://{address}/metrics")).await?;
+        for line in body.lines().filter(|l| {
+            [
+                "orion_incidents_opened_total",
+                "orion_decisions_total",
+                "orion_actions_total",
+                "opsd_commands_total",
+            ]
+            .iter()
+            .any(|name| l.starts_with(name))
+        }) {
+            println!("  {address}  {line}");
+        }
+    }
+
+    say("3. Maintenance on demo-web: an administrator silences it for an hour (signed)");
+    show(&stack.run(
+        "approval-cli",
+        "approval-cli",
+        &[
+            "silence",
+            "--target",
+            "demo-web",
+            "--for",
+            "1h",
+            "--reason",
+            "planned maintenance",
+            "--identity",
+            "demo-operator",
+            "--key",
+            &key,
+        ],
+    )?)?;
+    let silence = stack.wait_for::<Silence>(WAIT, |_| true).await?;
+    stack
+        .wait_logged("brain", &silence.silence_id.to_string(), 0, WAIT)
+        .await?;
+    web.crash().await?;
+    probe
+        .emit(
+            "service_down",
+            "critical",
+            json!({"service_name": "demo-web", "message": "down for maintenance"}),
+        )
+        .await?;
+    let held_back = stack
+        .wait_for::<Decision>(WAIT, |d| d.reasoning.as_str().contains("silence"))
+        .await?;
+    println!(
+        "  decision: {} — {}",
+        held_back.decision_type,
+        held_back.reasoning.as_str()
+    );
+    println!("  demo-web: {} container(s) running (left alone)", web.running().await);
+
+    say("4. Trying a policy change on this history: the same policy at level N1 (suggest only)");
+    let proposed = dir.join("proposed-policy.toml");
+    std::fs::write(
+        &proposed,
+        std::fs::read_to_string(dir.join("policy.toml"))?
+            .replace("autonomy_level = \"N3\"", "autonomy_level = \"N1\""),
+    )?;
+    show(&stack.run(
+        "brain",
+        "brain",
+        &["simulate", "--policy", &proposed.display().to_string()],
     )?)?;
 
     say("Stopping the services (graceful drain), NATS and the demo containers");
