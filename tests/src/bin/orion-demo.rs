@@ -151,8 +151,7 @@ async fn main() -> Result<()> {
     say("What Prometheus scrapes from each service (/metrics; docs/OPERATIONS.md lists them)");
     for service in ["guardian", "brain", "commander", "ops-worker"] {
         let address = stack.metrics_address(service).await?;
-        let (_, body) =
-            e2e::prometheus::get_status(&format!("http://{address}/metrics")).await?;
+        let (_, body) = e2e::prometheus::get_status(&format!("http://{address}/metrics")).await?;
         for line in body.lines().filter(|l| {
             [
                 "orion_incidents_opened_total",
@@ -205,7 +204,10 @@ async fn main() -> Result<()> {
         held_back.decision_type,
         held_back.reasoning.as_str()
     );
-    println!("  demo-web: {} container(s) running (left alone)", web.running().await);
+    println!(
+        "  demo-web: {} container(s) running (left alone)",
+        web.running().await
+    );
 
     say("4. Trying a policy change on this history: the same policy at level N1 (suggest only)");
     let proposed = dir.join("proposed-policy.toml");
