@@ -16,7 +16,7 @@
 use serde_json::{Number, Value};
 
 use crate::tape::Document;
-use crate::{Contract, ContractError};
+use crate::{Contract, ContractError, ContractInfo};
 
 /// Serializes `message` and validates it against its schema; nothing invalid gets out.
 pub fn encode<T: Contract>(message: &T) -> Result<Vec<u8>, ContractError> {
@@ -32,15 +32,84 @@ pub fn encode<T: Contract>(message: &T) -> Result<Vec<u8>, ContractError> {
 /// the document written in that order. `None` when the reference path must decide.
 #[doc(hidden)]
 pub fn encode_fast<T: Contract>(message: &T) -> Option<Vec<u8>> {
+    let (document, in_order) = valid_document(message)?;
+    write_fast(message, &document, in_order)
+}
+
+fn valid_document<T: Contract>(message: &T) -> Option<(Document<'static>, bool)> {
     let (document, in_order) = Document::of(message).ok()?;
-    if !document.mirrors_value() || !T::validator().is_valid_document(&document) {
-        return None;
-    }
+    (document.mirrors_value() && T::validator().is_valid_document(&document))
+        .then_some((document, in_order))
+}
+
+fn write_fast<T: Contract>(
+    message: &T,
+    document: &Document<'_>,
+    in_order: bool,
+) -> Option<Vec<u8>> {
     if in_order {
         serde_json::to_vec(message).ok()
     } else {
         serde_json::to_vec(&document.in_value_order()).ok()
     }
+}
+
+/// [`encode`], and the message's [`idempotency_key`] (its `Nats-Msg-Id`), read from the same
+/// validated document on the fast path instead of from a `Value` built for it.
+pub fn encode_keyed<T: Contract>(message: &T) -> Result<(Vec<u8>, String), ContractError> {
+    if let Some(keyed) = encode_keyed_fast(message) {
+        return Ok(keyed);
+    }
+    encode_keyed_reference(message)
+}
+
+/// The fast path of [`encode_keyed`] (as [`encode_fast`]).
+#[doc(hidden)]
+pub fn encode_keyed_fast<T: Contract>(message: &T) -> Option<(Vec<u8>, String)> {
+    let (document, in_order) = valid_document(message)?;
+    let key = join_key(
+        T::INFO
+            .idempotency_key
+            .iter()
+            .map(|field| document.member(field).map(std::borrow::Cow::Owned)),
+    );
+    Some((write_fast(message, &document, in_order)?, key))
+}
+
+/// [`encode_keyed`] by its definition: the message's `Value`, validated, its key read from
+/// it, then serialized.
+#[doc(hidden)]
+pub fn encode_keyed_reference<T: Contract>(
+    message: &T,
+) -> Result<(Vec<u8>, String), ContractError> {
+    let value = to_value(message)?;
+    let key = idempotency_key(T::INFO, &value);
+    let bytes = serde_json::to_vec(&value).map_err(|source| ContractError::Type {
+        contract: T::INFO.name,
+        source,
+    })?;
+    Ok((bytes, key))
+}
+
+/// The values of the contract's idempotency-key fields, joined with `:` (strings as they are,
+/// other values as JSON, a missing field as nothing). This is the `Nats-Msg-Id` of the message.
+pub fn idempotency_key(info: &ContractInfo, message: &Value) -> String {
+    join_key(
+        info.idempotency_key
+            .iter()
+            .map(|field| message.get(field).map(std::borrow::Cow::Borrowed)),
+    )
+}
+
+fn join_key<'v>(fields: impl Iterator<Item = Option<std::borrow::Cow<'v, Value>>>) -> String {
+    fields
+        .map(|field| match field.as_deref() {
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+            None => String::new(),
+        })
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// [`encode`] by its definition: the message's `Value`, validated, then serialized.

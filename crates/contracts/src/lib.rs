@@ -66,9 +66,15 @@ pub mod runtime;
 #[cfg(feature = "service")]
 pub mod signing;
 
-pub use codec::{decode, decode_value, encode, integral_floats_to_integers, parse_field, to_value};
+pub use codec::{
+    decode, decode_value, encode, encode_keyed, idempotency_key, integral_floats_to_integers,
+    parse_field, to_value,
+};
 #[doc(hidden)]
-pub use codec::{decode_fast, decode_reference, encode_fast, encode_reference};
+pub use codec::{
+    decode_fast, decode_reference, encode_fast, encode_keyed_fast, encode_keyed_reference,
+    encode_reference,
+};
 pub use contract::{
     nats_password_var, variable_stem, Bucket, BucketInfo, BucketKind, ConsumerInfo, Consumes,
     Contract, ContractInfo, IdentityInfo, KeyInfo, KeyValue, KeyValueBucket, ObjectStoreBucket,

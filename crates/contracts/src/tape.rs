@@ -88,6 +88,15 @@ impl<'a> Document<'a> {
         })
     }
 
+    /// The `Value` of the root object's member `name`, if the root is an object that has it.
+    pub(crate) fn member(&self, name: &str) -> Option<Value> {
+        self.root()
+            .as_object()?
+            .members()
+            .find(|(member, _)| *member == name)
+            .map(|(_, value)| value_at(value.slots, value.at))
+    }
+
     /// The `Value` the same bytes parse to (for tests).
     #[cfg(test)]
     fn to_value(&self) -> Value {

@@ -80,7 +80,8 @@ fn compare<T: Contract + PartialEq + Debug>(bytes: &[u8]) -> Result<Verdict, Str
     })
 }
 
-/// `encode` against its definition: the same bytes, or the same error.
+/// `encode` and `encode_keyed` against their definitions: the same bytes and key, or the same
+/// error.
 fn compare_encode<T: Contract + Debug>(message: &T) -> Result<(), String> {
     let reference = contracts::encode_reference(message);
     if let Some(fast) = contracts::encode_fast(message) {
@@ -97,6 +98,30 @@ fn compare_encode<T: Contract + Debug>(message: &T) -> Result<(), String> {
     } else if reference.is_ok() {
         return Err(format!(
             "{}: the fast path deferred on a message the definition encodes: {message:?}",
+            T::INFO.name
+        ));
+    }
+    let keyed = contracts::encode_keyed_reference(message);
+    if let Some(fast) = contracts::encode_keyed_fast(message) {
+        if !matches!(&keyed, Ok(reference) if *reference == fast) {
+            return Err(format!(
+                "{}: the fast path encoded and keyed {fast:?}, the definition {keyed:?}",
+                T::INFO.name
+            ));
+        }
+    }
+    let keyed_alike = match (&keyed, &reference) {
+        (Ok((bytes, key)), Ok(reference)) => {
+            bytes == reference
+                && *key
+                    == contracts::idempotency_key(T::INFO, &contracts::to_value(message).unwrap())
+        }
+        (Err(a), Err(b)) => a.to_string() == b.to_string(),
+        _ => false,
+    };
+    if !keyed_alike {
+        return Err(format!(
+            "{}: encode_keyed said {keyed:?}, encode {reference:?}",
             T::INFO.name
         ));
     }

@@ -47,6 +47,7 @@ mod stats;
 mod subscribe;
 pub mod trace;
 
+pub use crate::codec::idempotency_key;
 pub use at_most_once::{serve, Admission, AtMostOnce, Held, Lost, Source, WhenLost};
 pub use bucket::{BucketError, BucketErrorKind, BucketHandle, KeyChange};
 pub use claims::{Claim, ClaimFenced, ClaimLog, ClaimRecord, Renewal};
@@ -60,7 +61,7 @@ pub use objects::{Objects, ObjectsError};
 pub use provision::{
     provision_all, provision_consumer, seed_interlock, verify_provisioned, ConsumerSettings,
 };
-pub use publish::{idempotency_key, Published, Sent};
+pub use publish::{Published, Sent, CONTRACT_HEADER};
 pub use reader::{reader_name, ReadFrom, ReadMessage, Reader, TypedReader};
 pub use records::{Entry, Records, RecordsError, RecordsErrorKind};
 pub use stats::{ConsumerStats, StatsSnapshot};

@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use super::connection::Inner;
 use super::{Bus, BusError};
-use crate::{metrics, Contract, ContractInfo, Produces, Service};
+use crate::{idempotency_key, metrics, Contract, ContractInfo, Produces, Service};
 
 /// Header naming the schema (`$id`) a message was validated against.
 pub const CONTRACT_HEADER: &str = "Orion-Contract";
@@ -19,20 +19,6 @@ pub struct Published {
     pub duplicate: bool,
     /// The `Nats-Msg-Id` sent.
     pub message_id: String,
-}
-
-/// The values of the contract's idempotency-key fields, joined with `:` (strings as they are,
-/// other values as JSON). This is the `Nats-Msg-Id` of the message.
-pub fn idempotency_key(info: &ContractInfo, message: &Value) -> String {
-    info.idempotency_key
-        .iter()
-        .map(|field| match message.get(field) {
-            Some(Value::String(s)) => s.clone(),
-            Some(other) => other.to_string(),
-            None => String::new(),
-        })
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 impl<S: Service> Bus<S> {
@@ -97,10 +83,7 @@ impl<S: Service> Bus<S> {
                     results.push(result);
                 }
             }
-            let sent = match crate::to_value(message) {
-                Ok(value) => send_value(&self.inner, T::INFO, &value, HeaderMap::new()).await,
-                Err(e) => Err(e.into()),
-            };
+            let sent = send_message(&self.inner, message, HeaderMap::new()).await;
             // A message that never left keeps its place in the order of the results.
             waiting.push_back(async move {
                 match sent {
@@ -144,8 +127,7 @@ impl<S: Service> Bus<S> {
     where
         S: Produces<T>,
     {
-        let value = crate::to_value(message)?;
-        send_value(&self.inner, T::INFO, &value, headers).await
+        send_message(&self.inner, message, headers).await
     }
 
     /// [`Bus::send_with_headers`] without extra headers.
@@ -244,19 +226,40 @@ impl Sent<'_> {
     }
 }
 
-/// Hands a validated value to the server with its `Nats-Msg-Id` and contract header; the
-/// storage is confirmed by [`Sent::stored`].
-pub(super) async fn send_value<'a>(
+/// Encodes (validating) a typed message and hands it to the server ([`send_payload`]).
+async fn send_message<'a, T: Contract>(
+    inner: &'a Inner,
+    message: &T,
+    headers: HeaderMap,
+) -> Result<Sent<'a>, BusError> {
+    let (payload, message_id) = crate::encode_keyed(message)?;
+    send_payload(inner, T::INFO, payload, message_id, headers).await
+}
+
+/// Hands an already validated value to the server ([`send_payload`]).
+async fn send_value<'a>(
     inner: &'a Inner,
     info: &'static ContractInfo,
     value: &Value,
-    mut headers: HeaderMap,
+    headers: HeaderMap,
 ) -> Result<Sent<'a>, BusError> {
     let message_id = idempotency_key(info, value);
+    let payload = serde_json::to_vec(value).expect("a JSON value always serializes");
+    send_payload(inner, info, payload, message_id, headers).await
+}
+
+/// Hands a validated message to the server with its `Nats-Msg-Id`, contract header and
+/// `traceparent`; the storage is confirmed by [`Sent::stored`].
+async fn send_payload<'a>(
+    inner: &'a Inner,
+    info: &'static ContractInfo,
+    payload: Vec<u8>,
+    message_id: String,
+    mut headers: HeaderMap,
+) -> Result<Sent<'a>, BusError> {
     headers.insert("Nats-Msg-Id", message_id.as_str());
     headers.insert(CONTRACT_HEADER, info.schema_id);
     super::trace::stamp(&mut headers);
-    let payload = serde_json::to_vec(value).expect("a JSON value always serializes");
     let mark = inner.permission_errors.mark();
     let sent_at = std::time::Instant::now();
     let ack = inner
