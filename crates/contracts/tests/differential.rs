@@ -57,12 +57,7 @@ fn compare<T: Contract + PartialEq + Debug>(bytes: &[u8]) -> Result<Verdict, Str
         }
     }
     let decoded = contracts::decode::<T>(bytes);
-    let same = match (&decoded, &reference) {
-        (Ok(a), Ok(b)) => a == b,
-        (Err(a), Err(b)) => a.to_string() == b.to_string(),
-        _ => false,
-    };
-    if !same {
+    if !alike(&decoded, &reference) {
         return Err(format!(
             "{}: decode said {decoded:?}, the definition {reference:?}",
             T::INFO.name
@@ -126,18 +121,25 @@ fn compare_encode<T: Contract + Debug>(message: &T) -> Result<(), String> {
         ));
     }
     let encoded = contracts::encode(message);
-    let same = match (&encoded, &reference) {
-        (Ok(a), Ok(b)) => a == b,
-        (Err(a), Err(b)) => a.to_string() == b.to_string(),
-        _ => false,
-    };
-    if !same {
+    if !alike(&encoded, &reference) {
         return Err(format!(
             "{}: encode said {encoded:?}, the definition {reference:?}",
             T::INFO.name
         ));
     }
     Ok(())
+}
+
+/// The same value, or errors with the same text.
+fn alike<T: PartialEq>(
+    a: &Result<T, contracts::ContractError>,
+    b: &Result<T, contracts::ContractError>,
+) -> bool {
+    match (a, b) {
+        (Ok(a), Ok(b)) => a == b,
+        (Err(a), Err(b)) => a.to_string() == b.to_string(),
+        _ => false,
+    }
 }
 
 type Compare = fn(&[u8]) -> Result<Verdict, String>;
