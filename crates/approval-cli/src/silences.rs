@@ -170,7 +170,7 @@ pub fn criteria(
                 .map_err(|_| SilenceError::BadIncidentType(t.to_string()))
         })
         .transpose()?;
-    let mut by_key = HashMap::new();
+    let mut by_key = BTreeMap::new();
     for tag in tags {
         let Some((key, value)) = tag.split_once('=') else {
             return Err(SilenceError::BadTag(tag.clone()));

@@ -1,7 +1,7 @@
 //! Builds the messages brain emits, each checked against its contract as it is built, with
 //! new UUID v4 ids and `source = orion-brain`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use contracts::generated::action_v1::{
     ActionActionType, ActionSafetyClassification, ActionSource, ActionState, ActionVersion,
@@ -72,7 +72,7 @@ impl DecisionDraft {
                 Safety::Unknown => DecisionSafetyClassification::Unknown,
             },
             source: DecisionSource::OrionBrain,
-            tags: hash_map(&self.tags),
+            tags: self.tags.clone(),
             timestamp: now,
             version: DecisionVersion::X10,
         })
@@ -108,7 +108,7 @@ impl ActionDraft<'_> {
             },
             source: contracts::parse_field::<Action, ActionSource>("/source", "pattern", SOURCE)?,
             state: ActionState::Pending,
-            tags: hash_map(&self.tags),
+            tags: self.tags.clone(),
             timestamp: now,
             version: ActionVersion::X10,
         })
@@ -149,7 +149,7 @@ impl RequestDraft<'_> {
             },
             risk_level: ApprovalRequestRiskLevel::Risky,
             source: ApprovalRequestSource::OrionBrain,
-            tags: hash_map(&self.tags),
+            tags: self.tags.clone(),
             timestamp: now,
             version: ApprovalRequestVersion::X10,
         })
@@ -167,10 +167,6 @@ pub fn action_type(text: &str) -> Result<ActionActionType, ContractError> {
 fn validated<T: Contract>(message: T) -> Result<T, ContractError> {
     contracts::to_value(&message)?;
     Ok(message)
-}
-
-fn hash_map(tags: &BTreeMap<String, String>) -> HashMap<String, String> {
-    tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
 /// Tags from `(key, value)` pairs.

@@ -18,7 +18,7 @@
 //! approval-cli's credentials) changes nothing. A silence applies from `starts_at` until
 //! `ends_at` (exclusive) unless lifted, so it expires on its own without any message.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use contracts::generated::silence_v1::SilenceState;
 use contracts::signing::{SignatureError, Verifier, APPROVAL_SIGNER_FIELD};
@@ -89,7 +89,7 @@ impl std::fmt::Display for Criteria {
 pub struct Subject<'a> {
     pub target: Option<&'a str>,
     pub incident_type: &'a str,
-    pub tags: &'a HashMap<String, String>,
+    pub tags: &'a BTreeMap<String, String>,
 }
 
 /// An early end of a silence.

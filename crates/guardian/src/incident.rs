@@ -5,7 +5,7 @@
 //! already have been published, and the bus drops it as a duplicate
 //! (`Nats-Msg-Id = incident_id:timestamp:state`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use contracts::event_v1::EventSeverity;
 use contracts::incident_v1::{
@@ -163,7 +163,7 @@ impl Tracked {
             },
             state: IncidentState::Open,
             description: None,
-            tags: opening.tags.into_iter().collect::<HashMap<_, _>>(),
+            tags: opening.tags,
         };
         let mut tracked = Self {
             incident: placeholder,

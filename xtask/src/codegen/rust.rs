@@ -82,6 +82,9 @@ fn typify_settings(schema: &SchemaFile) -> Result<TypeSpaceSettings> {
     }
     let mut settings = TypeSpaceSettings::default();
     settings.with_derive("PartialEq".into());
+    // Maps iterate in key order, so `encode` can write a message straight through instead
+    // of sorting a `Value` first (canonical JSON orders members by key).
+    settings.with_map_type(typify::MapType::new("::std::collections::BTreeMap"));
     for date_time in date_times {
         settings.with_conversion(
             date_time,

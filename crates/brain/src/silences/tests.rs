@@ -84,8 +84,8 @@ pub(crate) fn book_with(criteria: Value) -> SilenceBook {
     book
 }
 
-fn web() -> HashMap<String, String> {
-    HashMap::from([
+fn web() -> BTreeMap<String, String> {
+    BTreeMap::from([
         ("service_name".to_string(), "web".to_string()),
         ("env".to_string(), "prod".to_string()),
     ])
@@ -94,7 +94,7 @@ fn web() -> HashMap<String, String> {
 fn subject<'a>(
     target: Option<&'a str>,
     kind: &'a str,
-    tags: &'a HashMap<String, String>,
+    tags: &'a BTreeMap<String, String>,
 ) -> Subject<'a> {
     Subject {
         target,
@@ -151,11 +151,11 @@ fn every_criterion_given_must_match() {
     assert!(book
         .matching(&subject(Some("web"), "metric_anomaly", &tags), now)
         .is_empty());
-    let staging = HashMap::from([("env".to_string(), "staging".to_string())]);
+    let staging = BTreeMap::from([("env".to_string(), "staging".to_string())]);
     assert!(book
         .matching(&subject(Some("web"), "service_outage", &staging), now)
         .is_empty());
-    let none = HashMap::new();
+    let none = BTreeMap::new();
     assert!(book
         .matching(&subject(Some("web"), "service_outage", &none), now)
         .is_empty());

@@ -28,8 +28,11 @@ pub struct Approval {
     ///The legacy verdict.
     pub status: ApprovalStatus,
     ///Free-form labels (string values only).
-    #[serde(default, skip_serializing_if = ":: std :: collections :: HashMap::is_empty")]
-    pub tags: ::std::collections::HashMap<::std::string::String, ::std::string::String>,
+    #[serde(
+        default,
+        skip_serializing_if = ":: std :: collections :: BTreeMap::is_empty"
+    )]
+    pub tags: ::std::collections::BTreeMap<::std::string::String, ::std::string::String>,
     ///When the approval was emitted (RFC 3339).
     pub timestamp: crate::Timestamp,
     ///Contract version; always "1.0" for this major.

@@ -20,8 +20,11 @@ pub struct DeadLetter {
     #[serde(skip_serializing_if = "::std::option::Option::is_none")]
     pub delivery_attempt: ::std::option::Option<::std::num::NonZeroU64>,
     ///The message headers as received (first value of each).
-    #[serde(default, skip_serializing_if = ":: std :: collections :: HashMap::is_empty")]
-    pub headers: ::std::collections::HashMap<
+    #[serde(
+        default,
+        skip_serializing_if = ":: std :: collections :: BTreeMap::is_empty"
+    )]
+    pub headers: ::std::collections::BTreeMap<
         ::std::string::String,
         ::std::string::String,
     >,

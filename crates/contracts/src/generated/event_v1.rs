@@ -21,8 +21,11 @@ pub struct Event {
     ///The ORION module that observed the fact.
     pub source: EventSource,
     ///Free-form labels (string values only).
-    #[serde(default, skip_serializing_if = ":: std :: collections :: HashMap::is_empty")]
-    pub tags: ::std::collections::HashMap<::std::string::String, ::std::string::String>,
+    #[serde(
+        default,
+        skip_serializing_if = ":: std :: collections :: BTreeMap::is_empty"
+    )]
+    pub tags: ::std::collections::BTreeMap<::std::string::String, ::std::string::String>,
     ///When the fact was observed (RFC 3339).
     pub timestamp: crate::Timestamp,
     ///Contract version; always "1.0" for this major.

@@ -28,8 +28,11 @@ pub struct Incident {
     ///Life-cycle state: open → acknowledged → resolved (open → resolved is allowed).
     pub state: IncidentState,
     ///Free-form labels (string values only).
-    #[serde(default, skip_serializing_if = ":: std :: collections :: HashMap::is_empty")]
-    pub tags: ::std::collections::HashMap<::std::string::String, ::std::string::String>,
+    #[serde(
+        default,
+        skip_serializing_if = ":: std :: collections :: BTreeMap::is_empty"
+    )]
+    pub tags: ::std::collections::BTreeMap<::std::string::String, ::std::string::String>,
     ///When this version of the incident was emitted (RFC 3339).
     pub timestamp: crate::Timestamp,
     ///Contract version; always "1.0" for this major.

@@ -29,8 +29,11 @@ pub struct Notification {
     ///Always orion-commander.
     pub source: NotificationSource,
     ///Free-form labels (string values only).
-    #[serde(default, skip_serializing_if = ":: std :: collections :: HashMap::is_empty")]
-    pub tags: ::std::collections::HashMap<::std::string::String, ::std::string::String>,
+    #[serde(
+        default,
+        skip_serializing_if = ":: std :: collections :: BTreeMap::is_empty"
+    )]
+    pub tags: ::std::collections::BTreeMap<::std::string::String, ::std::string::String>,
     ///When it was sent (RFC 3339).
     pub timestamp: crate::Timestamp,
     ///Contract version; always "1.0" for this major.

@@ -220,8 +220,11 @@ pub struct SilenceMatch {
     #[serde(skip_serializing_if = "::std::option::Option::is_none")]
     pub incident_type: ::std::option::Option<SilenceMatchIncidentType>,
     ///Incident tags that must all be present with exactly these values.
-    #[serde(default, skip_serializing_if = ":: std :: collections :: HashMap::is_empty")]
-    pub tags: ::std::collections::HashMap<::std::string::String, ::std::string::String>,
+    #[serde(
+        default,
+        skip_serializing_if = ":: std :: collections :: BTreeMap::is_empty"
+    )]
+    pub tags: ::std::collections::BTreeMap<::std::string::String, ::std::string::String>,
     ///The canonical target (service name or device id) brain's policy would act on.
     #[serde(skip_serializing_if = "::std::option::Option::is_none")]
     pub target: ::std::option::Option<SilenceMatchTarget>,
