@@ -6,6 +6,10 @@
 //! Build the services optimized first, then run:
 //! `cargo build --release --workspace --all-features --bins && cargo bench -p e2e --bench flow_latency`.
 //! Figures are in BENCHMARKS.md.
+//!
+//! With `FLOW_TIMELINE=1`, the administrator also watches every subject (`>`: messages, key-value
+//! writes, JetStream API calls, acknowledgements, replies) and the bench prints, for each step of
+//! a flow in order, the median time since the event was emitted: where the flow's time goes.
 
 use std::time::{Duration, Instant};
 
@@ -18,6 +22,7 @@ use futures::StreamExt;
 use hdrhistogram::Histogram;
 use serde_json::json;
 
+/// Flows measured; `FLOWS=N` measures N instead (a longer run, to profile).
 const FLOWS: usize = 200;
 const ROUND_TRIPS: usize = 2000;
 
@@ -72,13 +77,29 @@ async fn main() -> anyhow::Result<()> {
         baseline.record(start.elapsed().as_micros() as u64)?;
     }
 
+    let timeline = std::env::var_os("FLOW_TIMELINE").is_some();
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel::<(Instant, String)>();
+    if timeline {
+        let mut everything = admin.subscribe(">").await?;
+        tokio::spawn(async move {
+            while let Some(message) = everything.next().await {
+                let _ = seen_tx.send((Instant::now(), step_of(&message.subject)));
+            }
+        });
+    }
+    let mut steps: Vec<Vec<(String, u64)>> = Vec::new();
+
     // The flow: one outage per unique service, one outcome each.
     let probe = Probe::new(stack.bus().await?);
     let cli = stack.bus::<ApprovalCli>().await?;
     // approval-cli reads outcomes (an ordered reader); it has no durable of its own.
     let mut outcomes = cli.read::<Outcome>(ReadFrom::New).await?;
     let mut flow = Histogram::<u64>::new(3)?;
-    for i in 0..FLOWS {
+    let flows = std::env::var("FLOWS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(FLOWS);
+    for i in 0..flows {
         let start = Instant::now();
         probe
             .emit(
@@ -93,16 +114,121 @@ async fn main() -> anyhow::Result<()> {
             .expect("reader open")?;
         flow.record(start.elapsed().as_micros() as u64)?;
         assert_eq!(outcome.status.to_string(), "succeeded");
+        if timeline {
+            steps.push(drain_steps(&mut seen, start).await);
+        }
     }
 
-    println!("payload {} bytes; {FLOWS} flows one after another; services built with the same profile as this bench", payload.len());
+    println!("payload {} bytes; {flows} flows one after another; services built with the same profile as this bench", payload.len());
     print("raw NATS request/reply round trip (baseline)", &baseline);
     print("event → outcome (4 services, 7 messages)", &flow);
     println!(
         "ratio at p50: {:.1}× the raw round trip",
         flow.value_at_quantile(0.5) as f64 / baseline.value_at_quantile(0.5).max(1) as f64
     );
+    if timeline {
+        print_timeline(&steps);
+        for service in ["guardian", "brain", "commander"] {
+            let address = stack.metrics_address(service).await?;
+            let body = tokio::task::spawn_blocking(move || {
+                ureq::get(&format!("http://{address}/metrics"))
+                    .call()
+                    .map(|mut r| r.body_mut().read_to_string().unwrap_or_default())
+            })
+            .await??;
+            print_means(service, &body);
+        }
+    }
     Ok(())
+}
+
+/// A subject with its per-message parts (inbox ids, consumer sequences) left out.
+fn step_of(subject: &str) -> String {
+    let parts: Vec<&str> = subject.split('.').collect();
+    match parts.as_slice() {
+        [inbox, ..] if inbox.starts_with("_INBOX") => "_INBOX (reply)".into(),
+        ["$JS", "ACK", stream, consumer, ..] => format!("$JS.ACK.{stream}.{consumer}"),
+        ["$JS", "API", rest @ ..] => {
+            let kept: Vec<&str> = rest.iter().take(3).copied().collect();
+            format!("$JS.API.{}", kept.join("."))
+        }
+        ["$KV", bucket, ..] => format!("$KV.{bucket}.…"),
+        _ => parts.iter().take(3).copied().collect::<Vec<_>>().join("."),
+    }
+}
+
+/// The steps seen since `start`, waiting briefly for the last of them to arrive.
+async fn drain_steps(
+    seen: &mut tokio::sync::mpsc::UnboundedReceiver<(Instant, String)>,
+    start: Instant,
+) -> Vec<(String, u64)> {
+    let mut steps = Vec::new();
+    while let Ok(Some((at, step))) =
+        tokio::time::timeout(Duration::from_millis(20), seen.recv()).await
+    {
+        if at >= start {
+            steps.push((step, at.duration_since(start).as_micros() as u64));
+        }
+    }
+    steps
+}
+
+/// For the k-th step of the flows that took the most common sequence of steps, its median
+/// time since the event was emitted.
+fn print_timeline(flows: &[Vec<(String, u64)>]) {
+    let mut shapes: std::collections::HashMap<Vec<&str>, Vec<&Vec<(String, u64)>>> =
+        Default::default();
+    for flow in flows {
+        let shape = flow.iter().map(|(step, _)| step.as_str()).collect();
+        shapes.entry(shape).or_default().push(flow);
+    }
+    let Some((shape, alike)) = shapes.iter().max_by_key(|(_, alike)| alike.len()) else {
+        return;
+    };
+    println!(
+        "timeline: {} of {} flows took this sequence of {} steps (median µs since the event)",
+        alike.len(),
+        flows.len(),
+        shape.len()
+    );
+    let mut previous = 0;
+    for (k, step) in shape.iter().enumerate() {
+        let mut times: Vec<u64> = alike.iter().map(|flow| flow[k].1).collect();
+        times.sort_unstable();
+        let median = times[times.len() / 2];
+        println!(
+            "{k:>3} {median:>7} µs (+{:>5}) {step}",
+            median.saturating_sub(previous)
+        );
+        previous = median;
+    }
+}
+
+/// Mean handling and publishing times from a service's `/metrics` (its histograms' sums and
+/// counts): how much of a hop is the service's own work.
+fn print_means(service: &str, exposition: &str) {
+    let mut sums = std::collections::BTreeMap::<String, (f64, f64)>::new();
+    for line in exposition.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        for (suffix, slot) in [("_sum", 0), ("_count", 1)] {
+            if let Some((name, labels)) = series.split_once('{') {
+                if let Some(base) = name.strip_suffix(suffix) {
+                    let entry = sums.entry(format!("{base}{{{labels}")).or_default();
+                    if slot == 0 { entry.0 = value } else { entry.1 = value }
+                }
+            }
+        }
+    }
+    for (series, (sum, count)) in sums {
+        if count > 0.0 && series.starts_with("orion_") && series.contains("seconds") {
+            println!("{service:<10} mean {:>8.1} µs over {count:>6} {series}", sum / count * 1e6);
+        }
+    }
 }
 
 fn bytes_of_event() -> Vec<u8> {
