@@ -219,14 +219,21 @@ fn print_means(service: &str, exposition: &str) {
             if let Some((name, labels)) = series.split_once('{') {
                 if let Some(base) = name.strip_suffix(suffix) {
                     let entry = sums.entry(format!("{base}{{{labels}")).or_default();
-                    if slot == 0 { entry.0 = value } else { entry.1 = value }
+                    if slot == 0 {
+                        entry.0 = value
+                    } else {
+                        entry.1 = value
+                    }
                 }
             }
         }
     }
     for (series, (sum, count)) in sums {
         if count > 0.0 && series.starts_with("orion_") && series.contains("seconds") {
-            println!("{service:<10} mean {:>8.1} µs over {count:>6} {series}", sum / count * 1e6);
+            println!(
+                "{service:<10} mean {:>8.1} µs over {count:>6} {series}",
+                sum / count * 1e6
+            );
         }
     }
 }

@@ -317,6 +317,7 @@ impl Brain {
                 mutations,
                 effects,
             },
+            limits,
         )
         .await
     }
@@ -438,6 +439,7 @@ impl Brain {
                 mutations,
                 effects,
             },
+            None,
         )
         .await
     }
@@ -475,6 +477,7 @@ impl Brain {
                 mutations: Vec::new(),
                 effects: vec![Effect::Decision(Box::new(decision))],
             },
+            None,
         )
         .await
     }
@@ -583,7 +586,7 @@ impl Brain {
                 continue;
             };
             if key.starts_with("outbox.expiry.") {
-                match self.replay(&key, &outbox, false).await {
+                match self.replay(&key, &outbox, false, None).await {
                     Ok(()) => {
                         self.note(&outbox);
                         self.store.delete(&key).await?;
@@ -650,7 +653,7 @@ impl Brain {
             }],
             effects: vec![Effect::Decision(Box::new(decision))],
         };
-        self.carry_out(key, outbox).await.map(Some)
+        self.carry_out(key, outbox, None).await.map(Some)
     }
 
     // ---- the outbox ------------------------------------------------------------------------
@@ -674,7 +677,7 @@ impl Brain {
         match self.store.outbox(key).await? {
             Some(outbox) => {
                 tracing::info!(%key, "replaying the stored effects of a redelivered message");
-                self.replay(key, &outbox, false).await?;
+                self.replay(key, &outbox, false, None).await?;
                 Ok(Some(outbox))
             }
             None => Ok(None),
@@ -682,19 +685,39 @@ impl Brain {
     }
 
     /// Stores `outbox` (or finds the one stored first), applies its state changes and
-    /// publishes its messages.
-    async fn carry_out(&mut self, key: &str, outbox: Outbox) -> Result<Outbox, Failure> {
+    /// publishes its messages. `limits` is the limit state the outbox was decided on, if any: its first change starts
+    /// from it.
+    async fn carry_out(
+        &mut self,
+        key: &str,
+        outbox: Outbox,
+        limits: Option<Versioned<LimitState>>,
+    ) -> Result<Outbox, Failure> {
         let (outbox, first) = match self.store.claim_outbox(key, &outbox).await? {
             None => (outbox, true),
             Some(existing) => (existing, false),
         };
-        self.replay(key, &outbox, first).await?;
+        let limits = if first { limits } else { None };
+        self.replay(key, &outbox, first, limits).await?;
         Ok(outbox)
     }
 
-    async fn replay(&self, key: &str, outbox: &Outbox, first: bool) -> Result<(), Failure> {
+    /// Applies `outbox`'s state changes and publishes its messages; `first` when it was just
+    /// stored (its first change's expectation then holds), `limits` the limit state its first
+    /// change starts from.
+    async fn replay(
+        &self,
+        key: &str,
+        outbox: &Outbox,
+        first: bool,
+        mut limits: Option<Versioned<LimitState>>,
+    ) -> Result<(), Failure> {
         for (i, mutation) in outbox.mutations.iter().enumerate() {
-            match self.store.apply(mutation, first && i == 0).await {
+            match self
+                .store
+                .apply(mutation, first && i == 0, limits.take())
+                .await
+            {
                 Ok(()) => {}
                 // The first change failed its condition, so nothing of this outbox was applied or
                 // published yet: forget it and decide again. (On a replay only a settlement can
@@ -722,11 +745,28 @@ impl Brain {
         // Everything brain publishes answers one incident and goes out on its trace, whether
         // an incident, an approval or the expiry timer led to it.
         let publish = async {
-            let mut sent = Vec::with_capacity(outbox.effects.len());
+            // Actions are signed first, so that nothing slow sits between the sends and they
+            // leave in one write.
+            let mut signatures = Vec::with_capacity(outbox.effects.len());
             for effect in &outbox.effects {
+                signatures.push(match effect {
+                    Effect::Action(a) => Some(self.sign(a).map_err(|e| failed(effect, e))?),
+                    _ => None,
+                });
+            }
+            let mut sent = Vec::with_capacity(outbox.effects.len());
+            for (effect, signature) in outbox.effects.iter().zip(signatures) {
                 let sending = match effect {
+                    Effect::Action(a) => {
+                        let signature = match signature {
+                            Some(signature) => signature,
+                            None => self.sign(a).map_err(|e| failed(effect, e))?,
+                        };
+                        self.bus
+                            .send_with_header(a.as_ref(), SIGNATURE_HEADER, &signature)
+                            .await
+                    }
                     Effect::Decision(d) => self.bus.send(d.as_ref()).await,
-                    Effect::Action(a) => self.send_signed(a).await,
                     Effect::ApprovalRequest(r) => self.bus.send(r.as_ref()).await,
                 };
                 sent.push((effect, sending.map_err(|e| failed(effect, e))?));
@@ -742,15 +782,12 @@ impl Brain {
         }
     }
 
-    /// Sends `action` with brain's signature over it, exactly as published, in the
-    /// `Orion-Signature` header. Ed25519 is deterministic: a replayed outbox sends the same
-    /// header, and the server drops the copy as a duplicate of its action id anyway.
-    async fn send_signed(&self, action: &Action) -> Result<contracts::bus::Sent<'_>, BusError> {
+    /// brain's signature over `action` exactly as published, for the `Orion-Signature`
+    /// header. Ed25519 is deterministic: a replayed outbox sends the same header, and the
+    /// server drops the copy as a duplicate of its action id anyway.
+    fn sign(&self, action: &Action) -> Result<String, BusError> {
         let value = contracts::to_value(action)?;
-        let signature = self.signer.sign(&value);
-        self.bus
-            .send_with_header(action, SIGNATURE_HEADER, &signature)
-            .await
+        Ok(self.signer.sign(&value))
     }
 
     /// Logs and counts what an outbox did and keeps the waiting requests current.

@@ -288,13 +288,33 @@ impl StateStore {
     }
 
     /// Read-modify-write of `key` under `expect`; `change` returns whether it changed anything.
-    async fn modify<T, F>(&self, key: &str, expect: Expect, mut change: F) -> Result<(), StateError>
+    async fn modify<T, F>(&self, key: &str, expect: Expect, change: F) -> Result<(), StateError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnMut(&mut Option<T>) -> bool,
+    {
+        self.modify_from(key, expect, None, change).await
+    }
+
+    /// [`StateStore::modify`] starting from `known`, the value as just read (so the first try
+    /// costs one write, not a read and a write). Safe with any `known`: every write is
+    /// conditional on the revision it was computed from, and a conflict reads again.
+    async fn modify_from<T, F>(
+        &self,
+        key: &str,
+        expect: Expect,
+        mut known: Option<Versioned<T>>,
+        mut change: F,
+    ) -> Result<(), StateError>
     where
         T: Serialize + DeserializeOwned,
         F: FnMut(&mut Option<T>) -> bool,
     {
         for _ in 0..RETRIES {
-            let current: Versioned<T> = self.read(key).await?;
+            let current: Versioned<T> = match known.take() {
+                Some(known) => known,
+                None => self.read(key).await?,
+            };
             match expect {
                 Expect::Any => {}
                 Expect::Absent if current.value.is_some() => {
@@ -360,6 +380,20 @@ impl StateStore {
         }
     }
 
+    /// The limit key of an action brain sent, for its outcome to count against.
+    async fn record_action(&self, key: &LimitKey, mark: &ActionMark) -> Result<(), StateError> {
+        let record = ActionRecord {
+            key: key.clone(),
+            at: mark.at,
+        };
+        let bytes = serde_json::to_vec(&record).expect("records serialize");
+        self.kv
+            .put(&action_key(mark.action_id), bytes)
+            .await
+            .map(|_| ())
+            .map_err(|e| store_error(format!("writing `{}`", action_key(mark.action_id)), e))
+    }
+
     pub async fn delete(&self, key: &str) -> Result<(), StateError> {
         self.kv
             .delete(key)
@@ -382,7 +416,14 @@ impl StateStore {
 
     /// Applies one mutation. With `first`, its expectation holds (a conflict means someone
     /// else changed the state since brain decided); on replay every mutation is idempotent.
-    pub async fn apply(&self, mutation: &Mutation, first: bool) -> Result<(), StateError> {
+    /// `known_limits` is the limit state brain decided on, read a moment ago: a limit change
+    /// starts from it instead of reading it again.
+    pub async fn apply(
+        &self,
+        mutation: &Mutation,
+        first: bool,
+        known_limits: Option<Versioned<LimitState>>,
+    ) -> Result<(), StateError> {
         let now = Timestamp::now();
         let expect = |e: Expect| if first { e } else { Expect::Any };
         match mutation {
@@ -392,9 +433,11 @@ impl StateStore {
                 answers_request,
                 expect: e,
             } => {
-                self.modify(
-                    &limits_key(key),
+                let limits_key = limits_key(key);
+                let limits = self.modify_from(
+                    &limits_key,
                     expect(*e),
+                    known_limits,
                     |state: &mut Option<LimitState>| {
                         state.get_or_insert_with(LimitState::default).note_action(
                             mark.clone(),
@@ -402,20 +445,18 @@ impl StateStore {
                             now,
                         )
                     },
-                )
-                .await?;
-                let record = ActionRecord {
-                    key: key.clone(),
-                    at: mark.at,
-                };
-                let bytes = serde_json::to_vec(&record).expect("records serialize");
-                self.kv
-                    .put(&action_key(mark.action_id), bytes)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| {
-                        store_error(format!("writing `{}`", action_key(mark.action_id)), e)
-                    })
+                );
+                // Two keys, written together: one round trip instead of two. Nothing is
+                // published before both are stored, and a replay writes both again.
+                let (limits, record) = tokio::join!(limits, self.record_action(key, mark));
+                if let Err(e) = limits {
+                    if first && matches!(e, StateError::Conflict { .. }) {
+                        // brain decides again, with a new action: this one never goes out.
+                        let _ = self.delete(&action_key(mark.action_id)).await;
+                    }
+                    return Err(e);
+                }
+                record
             }
             Mutation::OpenRequest {
                 key,
@@ -423,9 +464,10 @@ impl StateStore {
                 record,
                 expect: e,
             } => {
-                self.modify(
+                self.modify_from(
                     &limits_key(key),
                     expect(*e),
+                    known_limits,
                     |state: &mut Option<LimitState>| {
                         state
                             .get_or_insert_with(LimitState::default)

@@ -1,0 +1,79 @@
+//! brain's state store on a real nats-server: a limit change that starts from the value brain
+//! decided on (no second read) still loses to any write made since, and leaves nothing behind.
+
+mod support;
+
+use brain::limits::ActionMark;
+use brain::policy::LimitKey;
+use brain::state::{Expect, Mutation, StateError, StateStore};
+use contracts::services;
+use contracts::Timestamp;
+use support::*;
+use uuid::Uuid;
+
+fn record_action(key: &LimitKey, expect: Expect) -> (Mutation, Uuid) {
+    let action_id = Uuid::new_v4();
+    let mutation = Mutation::RecordAction {
+        key: key.clone(),
+        mark: ActionMark {
+            action_id,
+            at: Timestamp::now(),
+            incident_id: Uuid::new_v4(),
+            approval_id: None,
+        },
+        answers_request: None,
+        expect,
+    };
+    (mutation, action_id)
+}
+
+fn actions(state: &brain::state::Versioned<brain::limits::LimitState>) -> Vec<Uuid> {
+    let Some(state) = &state.value else {
+        return Vec::new();
+    };
+    state.actions.iter().map(|mark| mark.action_id).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_change_from_the_value_decided_on_loses_to_a_write_since_and_leaves_no_record() {
+    let server = provisioned_server().await;
+    let store = StateStore::open(&connect::<services::Brain>(&server).await)
+        .await
+        .expect("the brain_state bucket opens");
+    let key = LimitKey {
+        action_type: "restart_service".into(),
+        target: "web".into(),
+    };
+
+    // Two decisions read the same (absent) state; the first to write wins.
+    let decided_on = store.limits(&key).await.unwrap();
+    let (first, first_id) = record_action(&key, decided_on.expect());
+    let (second, second_id) = record_action(&key, decided_on.expect());
+    store
+        .apply(&first, true, Some(decided_on.clone()))
+        .await
+        .expect("the first decision's change applies");
+    let lost = store.apply(&second, true, Some(decided_on.clone())).await;
+    assert!(
+        matches!(lost, Err(StateError::Conflict { .. })),
+        "a change computed from a value written over since must conflict, got {lost:?}"
+    );
+    assert_eq!(actions(&store.limits(&key).await.unwrap()), vec![first_id]);
+    assert!(store.action(first_id).await.unwrap().is_some());
+    assert!(
+        store.action(second_id).await.unwrap().is_none(),
+        "the losing decision's action record was written with its limits and must be removed"
+    );
+
+    // Without an expectation, a stale starting value only costs a second read.
+    let (third, third_id) = record_action(&key, Expect::Any);
+    store
+        .apply(&third, true, Some(decided_on))
+        .await
+        .expect("an unconditional change applies from a stale value");
+    assert_eq!(
+        actions(&store.limits(&key).await.unwrap()),
+        vec![first_id, third_id]
+    );
+    assert!(store.action(third_id).await.unwrap().is_some());
+}
