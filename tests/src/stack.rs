@@ -321,6 +321,14 @@ impl Stack {
             ("RUST_LOG".into(), "info".into()),
             ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
         ]
+        .into_iter()
+        // A bench may choose the services' runtime (`--worker-threads`).
+        .chain(
+            std::env::var("ORION_WORKER_THREADS")
+                .ok()
+                .map(|n| ("ORION_WORKER_THREADS".into(), n)),
+        )
+        .collect()
     }
 
     fn spawn(&mut self, name: &'static str, args: &[&str], extra: &[(&str, &str)]) -> Result<()> {

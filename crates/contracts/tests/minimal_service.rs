@@ -123,6 +123,7 @@ fn a_service_is_its_logic_and_a_few_lines_of_main() {
         config: ConfigArgs { config: None },
         drain_s: 5,
         metrics_listen: None,
+        worker_threads: None,
     };
     let service = std::thread::spawn(move || {
         start(&log, run)

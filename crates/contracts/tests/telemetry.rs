@@ -90,6 +90,7 @@ fn a_service_reports_ready_lost_and_draining_and_serves_its_metrics() {
         config: ConfigArgs { config: None },
         drain_s: 30,
         metrics_listen: Some(address),
+        worker_threads: None,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (release, released) = std::sync::mpsc::channel::<()>();

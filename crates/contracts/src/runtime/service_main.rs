@@ -87,6 +87,11 @@ pub struct RunArgs {
     /// 127.0.0.1:9464 (docs/OPERATIONS.md lists the metrics). Off unless set.
     #[arg(long, value_name = "ADDR", env = "ORION_METRICS_LISTEN")]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Threads that run the service: 0 runs everything on the main thread (tokio's current-
+    /// thread runtime: no hand-off between threads on each message); N > 0 runs a pool of N;
+    /// unset, one per core.
+    #[arg(long, value_name = "N", env = "ORION_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
 }
 
 impl Default for RunArgs {
@@ -95,6 +100,7 @@ impl Default for RunArgs {
             config: ConfigArgs::default(),
             drain_s: 60,
             metrics_listen: None,
+            worker_threads: None,
         }
     }
 }
@@ -373,9 +379,7 @@ impl<S: Service> ServiceMain<S> {
     fn serve<'a>(self, bus_config: BusConfig, service: ServiceFn<'a, S>) -> Result<(), BoxError> {
         let drain = Duration::from_secs(self.run.drain_s);
         let metrics_listen = self.run.metrics_listen;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
+        let runtime = service_runtime(self.run.worker_threads)
             .map_err(|e| ServiceError::failed("starting the tokio runtime", e))?;
         let signal = self.shutdown.unwrap_or_else(|| Box::pin(shutdown_signal()));
         runtime.block_on(async move {
@@ -444,6 +448,20 @@ impl<S: Service> ServiceMain<S> {
     }
 }
 
+/// The runtime a service runs on (`--worker-threads`).
+fn service_runtime(worker_threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = match worker_threads {
+        Some(0) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(n);
+            builder
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    builder.enable_all().build()
+}
+
 /// Runs a command-line client (`approval-cli`, `ops-worker send`): logs at `warn` unless
 /// `RUST_LOG` says otherwise (so that its own output is not buried in connection logs), a
 /// small tokio runtime, and `work`, which decides the exit status (the same convention,
@@ -475,6 +493,35 @@ mod tests {
     use crate::services::Guardian;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
+
+    #[test]
+    fn worker_threads_choose_the_runtime() {
+        use clap::Parser;
+        use tokio::runtime::RuntimeFlavor;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        let flavor = |args: &[&str]| {
+            let cli = Cli::try_parse_from(args).expect("valid arguments");
+            let runtime = service_runtime(cli.run.worker_threads).expect("a runtime");
+            (
+                runtime.handle().runtime_flavor(),
+                runtime.metrics().num_workers(),
+            )
+        };
+        assert_eq!(
+            flavor(&["x", "--worker-threads", "0"]),
+            (RuntimeFlavor::CurrentThread, 1)
+        );
+        assert_eq!(
+            flavor(&["x", "--worker-threads", "3"]),
+            (RuntimeFlavor::MultiThread, 3)
+        );
+        assert_eq!(flavor(&["x"]).0, RuntimeFlavor::MultiThread);
+        assert!(Cli::try_parse_from(["x", "--worker-threads", "many"]).is_err());
+    }
 
     struct TestConfig(NatsSection);
 
@@ -550,6 +597,7 @@ mod tests {
             },
             drain_s: 1,
             metrics_listen: None,
+            worker_threads: None,
         };
         let status = bootstrap(&[], missing).run(load, |_, _| async { Ok::<(), BoxError>(()) });
         assert_eq!(status, ExitStatus::Usage);
