@@ -87,7 +87,7 @@ async fn main() -> anyhow::Result<()> {
             }
         });
     }
-    let mut steps: Vec<Vec<(String, u64)>> = Vec::new();
+    let mut steps: Vec<Steps> = Vec::new();
 
     // The flow: one outage per unique service, one outcome each.
     let probe = Probe::new(stack.bus().await?);
@@ -142,6 +142,9 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The steps of one flow: what was seen on the wire, µs after the event was emitted.
+type Steps = Vec<(String, u64)>;
+
 /// A subject with its per-message parts (inbox ids, consumer sequences) left out.
 fn step_of(subject: &str) -> String {
     let parts: Vec<&str> = subject.split('.').collect();
@@ -161,7 +164,7 @@ fn step_of(subject: &str) -> String {
 async fn drain_steps(
     seen: &mut tokio::sync::mpsc::UnboundedReceiver<(Instant, String)>,
     start: Instant,
-) -> Vec<(String, u64)> {
+) -> Steps {
     let mut steps = Vec::new();
     while let Ok(Some((at, step))) =
         tokio::time::timeout(Duration::from_millis(20), seen.recv()).await
@@ -175,9 +178,8 @@ async fn drain_steps(
 
 /// For the k-th step of the flows that took the most common sequence of steps, its median
 /// time since the event was emitted.
-fn print_timeline(flows: &[Vec<(String, u64)>]) {
-    let mut shapes: std::collections::HashMap<Vec<&str>, Vec<&Vec<(String, u64)>>> =
-        Default::default();
+fn print_timeline(flows: &[Steps]) {
+    let mut shapes: std::collections::HashMap<Vec<&str>, Vec<&Steps>> = Default::default();
     for flow in flows {
         let shape = flow.iter().map(|(step, _)| step.as_str()).collect();
         shapes.entry(shape).or_default().push(flow);
