@@ -685,8 +685,8 @@ impl Brain {
     }
 
     /// Stores `outbox` (or finds the one stored first), applies its state changes and
-    /// publishes its messages. `limits` is the limit state the outbox was decided on, if any: its first change starts
-    /// from it.
+    /// publishes its messages. `limits` is the limit state the outbox was decided on, if any:
+    /// its first change starts from it.
     async fn carry_out(
         &mut self,
         key: &str,
@@ -747,27 +747,27 @@ impl Brain {
         let publish = async {
             // Actions are signed first, so that nothing slow sits between the sends and they
             // leave in one write.
-            let mut signatures = Vec::with_capacity(outbox.effects.len());
+            let mut ready = Vec::with_capacity(outbox.effects.len());
             for effect in &outbox.effects {
-                signatures.push(match effect {
-                    Effect::Action(a) => Some(self.sign(a).map_err(|e| failed(effect, e))?),
-                    _ => None,
+                ready.push(match effect {
+                    Effect::Decision(d) => (effect, Ready::Decision(d)),
+                    Effect::ApprovalRequest(r) => (effect, Ready::Request(r)),
+                    Effect::Action(a) => {
+                        let signature = self.sign(a).map_err(|e| failed(effect, e))?;
+                        (effect, Ready::Action(a, signature))
+                    }
                 });
             }
-            let mut sent = Vec::with_capacity(outbox.effects.len());
-            for (effect, signature) in outbox.effects.iter().zip(signatures) {
-                let sending = match effect {
-                    Effect::Action(a) => {
-                        let signature = match signature {
-                            Some(signature) => signature,
-                            None => self.sign(a).map_err(|e| failed(effect, e))?,
-                        };
+            let mut sent = Vec::with_capacity(ready.len());
+            for (effect, message) in ready {
+                let sending = match message {
+                    Ready::Decision(d) => self.bus.send(d).await,
+                    Ready::Request(r) => self.bus.send(r).await,
+                    Ready::Action(a, signature) => {
                         self.bus
-                            .send_with_header(a.as_ref(), SIGNATURE_HEADER, &signature)
+                            .send_with_header(a, SIGNATURE_HEADER, &signature)
                             .await
                     }
-                    Effect::Decision(d) => self.bus.send(d.as_ref()).await,
-                    Effect::ApprovalRequest(r) => self.bus.send(r.as_ref()).await,
                 };
                 sent.push((effect, sending.map_err(|e| failed(effect, e))?));
             }
@@ -877,6 +877,13 @@ impl Brain {
             }
         }
     }
+}
+
+/// An effect of an outbox ready to be sent: an action with its signature.
+enum Ready<'a> {
+    Decision(&'a contracts::Decision),
+    Request(&'a contracts::ApprovalRequest),
+    Action(&'a Action, String),
 }
 
 /// `orion_approvals_answered_total` / `orion_approvals_expired_total`.
