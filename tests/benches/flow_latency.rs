@@ -136,7 +136,7 @@ async fn main() -> anyhow::Result<()> {
                     .map(|mut r| r.body_mut().read_to_string().unwrap_or_default())
             })
             .await??;
-            print_means(service, &body);
+            print_means(service, &body)?;
         }
     }
     Ok(())
@@ -208,36 +208,36 @@ fn print_timeline(flows: &[Steps]) {
 
 /// Mean handling and publishing times from a service's `/metrics` (its histograms' sums and
 /// counts): how much of a hop is the service's own work.
-fn print_means(service: &str, exposition: &str) {
-    let mut sums = std::collections::BTreeMap::<String, (f64, f64)>::new();
-    for line in exposition.lines().filter(|l| !l.starts_with('#')) {
-        let Some((series, value)) = line.rsplit_once(' ') else {
+fn print_means(service: &str, exposition: &str) -> anyhow::Result<()> {
+    let lines = exposition.lines().map(|line| Ok(line.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines)?;
+    // A histogram's `_sum` and `_count` series come out as plain samples of those names.
+    let value_of = |name: &str, labels: &prometheus_parse::Labels| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && *s.labels == **labels)
+            .and_then(|s| match s.value {
+                prometheus_parse::Value::Untyped(v) => Some(v),
+                _ => None,
+            })
+    };
+    for sample in &scrape.samples {
+        let Some(histogram) = sample.metric.strip_suffix("_seconds_sum") else {
             continue;
         };
-        let Ok(value) = value.parse::<f64>() else {
-            continue;
-        };
-        for (suffix, slot) in [("_sum", 0), ("_count", 1)] {
-            if let Some((name, labels)) = series.split_once('{') {
-                if let Some(base) = name.strip_suffix(suffix) {
-                    let entry = sums.entry(format!("{base}{{{labels}")).or_default();
-                    if slot == 0 {
-                        entry.0 = value
-                    } else {
-                        entry.1 = value
-                    }
-                }
+        let count = value_of(&format!("{histogram}_seconds_count"), &sample.labels);
+        if let (prometheus_parse::Value::Untyped(sum), Some(count)) = (&sample.value, count) {
+            if count > 0.0 {
+                println!(
+                    "{service:<10} mean {:>8.1} µs over {count:>6} {histogram}_seconds{{{}}}",
+                    sum / count * 1e6,
+                    sample.labels
+                );
             }
         }
     }
-    for (series, (sum, count)) in sums {
-        if count > 0.0 && series.starts_with("orion_") && series.contains("seconds") {
-            println!(
-                "{service:<10} mean {:>8.1} µs over {count:>6} {series}",
-                sum / count * 1e6
-            );
-        }
-    }
+    Ok(())
 }
 
 fn bytes_of_event() -> Vec<u8> {
