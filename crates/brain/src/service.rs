@@ -256,22 +256,26 @@ impl Brain {
         let incident = delivery.message();
         let now = Timestamp::now();
         let evaluation = self.policy.evaluate(incident);
-        let limits = match &evaluation {
-            Evaluation::Proposal(p) => Some(self.store.limits(&p.limit_key()).await?),
+        let limit_key = match &evaluation {
+            Evaluation::Proposal(p) => Some(p.limit_key()),
             _ => None,
         };
-        let autonomy = self.autonomy();
-        let plan = self.silences.with(|silences| {
-            decide::decide(
-                incident,
-                &evaluation,
-                limits.as_ref().and_then(|l| l.value.as_ref()),
-                &autonomy,
-                silences,
-                self.policy.approval_timeout_s,
-                now,
-            )
-        })?;
+        let remembered = limit_key.as_ref().and_then(|k| self.store.last_limits(k));
+        let from_memory = remembered.is_some();
+        let mut limits = match (&limit_key, remembered) {
+            (_, Some(remembered)) => Some(remembered),
+            (Some(k), None) => Some(self.store.limits(k).await?),
+            (None, None) => None,
+        };
+        let mut plan = self.plan(incident, &evaluation, limits.as_ref(), now)?;
+        // A plan that changes the limits is stored only if they are still at the revision it
+        // started from, so it may start from memory (no read); a plan that changes nothing
+        // (held back by a cooldown, a breaker, a waiting request) has no such check and must
+        // rest on what is stored now: another instance may have written since.
+        if let (true, None, Some(k)) = (from_memory, &plan.change, &limit_key) {
+            limits = Some(self.store.limits(k).await?);
+            plan = self.plan(incident, &evaluation, limits.as_ref(), now)?;
+        }
         if let Evaluation::Proposal(proposal) = &evaluation {
             let state = limits.as_ref().and_then(|l| l.value.as_ref());
             export_breaker(
@@ -320,6 +324,28 @@ impl Brain {
             limits,
         )
         .await
+    }
+
+    /// What brain does about `incident` given `limits` (its policy's decision, pure).
+    fn plan(
+        &self,
+        incident: &Incident,
+        evaluation: &Evaluation<'_>,
+        limits: Option<&Versioned<LimitState>>,
+        now: Timestamp,
+    ) -> Result<decide::IncidentPlan, ContractError> {
+        let autonomy = self.autonomy();
+        self.silences.with(|silences| {
+            decide::decide(
+                incident,
+                evaluation,
+                limits.and_then(|l| l.value.as_ref()),
+                &autonomy,
+                silences,
+                self.policy.approval_timeout_s,
+                now,
+            )
+        })
     }
 
     // ---- approvals -------------------------------------------------------------------------

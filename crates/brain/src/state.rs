@@ -19,8 +19,14 @@
 //! outbox and replays exactly the same effects (the server drops re-published ids within its duplicate window; commander is
 //! idempotent per action id), so nothing is lost or done twice. State changes are idempotent;
 //! the first one of an outbox is conditional on the revision brain decided with, so two
-//! instances cannot both act on stale state.
+//! instances cannot both act on stale state. That is also why an incident's decision may start
+//! from the limits this process last read or wrote ([`StateStore::last_limits`], no read): if
+//! another instance wrote them since, the decision's first change conflicts, and brain forgets
+//! them and decides again from the stored state. A decision that changes no limits is always
+//! made on a fresh read.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use contracts::buckets::BrainState;
@@ -217,10 +223,18 @@ pub fn outbox_key(scope: &str, id: impl std::fmt::Display) -> String {
 /// How many times a read-modify-write is retried when another writer got there first.
 const RETRIES: usize = 8;
 
+/// How many limit keys [`StateStore`] remembers as last written before it starts over (one per
+/// action type and target: far more than a deployment has).
+const LIMITS_REMEMBERED: usize = 4096;
+
 /// The `brain_state` bucket.
 #[derive(Clone)]
 pub struct StateStore {
     kv: Records<Brain, BrainState>,
+    /// Each limit key as this process last read or wrote it, with its revision. Only a start
+    /// for a conditional write: another instance may have written since, and the write then
+    /// fails its condition.
+    last_limits: Arc<Mutex<HashMap<String, Versioned<LimitState>>>>,
 }
 
 impl StateStore {
@@ -229,7 +243,10 @@ impl StateStore {
             .records::<BrainState>()
             .await
             .map_err(|e| store_error("opening the bucket", e))?;
-        Ok(Self { kv })
+        Ok(Self {
+            kv,
+            last_limits: Arc::default(),
+        })
     }
 
     async fn read<T: DeserializeOwned>(&self, key: &str) -> Result<Versioned<T>, StateError> {
@@ -293,19 +310,20 @@ impl StateStore {
         T: Serialize + DeserializeOwned,
         F: FnMut(&mut Option<T>) -> bool,
     {
-        self.modify_from(key, expect, None, change).await
+        self.modify_from(key, expect, None, change).await.map(drop)
     }
 
     /// [`StateStore::modify`] starting from `known`, the value as just read (so the first try
     /// costs one write, not a read and a write). Safe with any `known`: every write is
-    /// conditional on the revision it was computed from, and a conflict reads again.
+    /// conditional on the revision it was computed from, and a conflict reads again. Returns
+    /// the key as it now stands.
     async fn modify_from<T, F>(
         &self,
         key: &str,
         expect: Expect,
         mut known: Option<Versioned<T>>,
         mut change: F,
-    ) -> Result<(), StateError>
+    ) -> Result<Versioned<T>, StateError>
     where
         T: Serialize + DeserializeOwned,
         F: FnMut(&mut Option<T>) -> bool,
@@ -328,13 +346,24 @@ impl StateStore {
             }
             let mut value = current.value;
             if !change(&mut value) {
-                return Ok(());
+                return Ok(Versioned {
+                    value,
+                    revision: current.revision,
+                });
             }
             let Some(value) = value else {
-                return Ok(());
+                return Ok(Versioned {
+                    value: None,
+                    revision: current.revision,
+                });
             };
             match self.write(key, &value, current.revision).await {
-                Ok(_) => return Ok(()),
+                Ok(revision) => {
+                    return Ok(Versioned {
+                        value: Some(value),
+                        revision: Some(revision),
+                    })
+                }
                 Err(StateError::Conflict { .. }) if expect == Expect::Any => continue,
                 Err(e) => return Err(e),
             }
@@ -342,8 +371,61 @@ impl StateStore {
         Err(StateError::Conflict { key: key.into() })
     }
 
+    /// The limits of `key` as stored now (one read).
     pub async fn limits(&self, key: &LimitKey) -> Result<Versioned<LimitState>, StateError> {
-        self.read(&limits_key(key)).await
+        let key = limits_key(key);
+        let limits = self.read(&key).await;
+        self.note_limits(&key, &limits);
+        limits
+    }
+
+    /// The limits of `key` as this process last read or wrote them, if it has: where a decision
+    /// may start without a read, because what it changes is written only if the key is still at
+    /// that revision. Another instance may have written since, so a decision that changes
+    /// nothing must not rest on it.
+    pub fn last_limits(&self, key: &LimitKey) -> Option<Versioned<LimitState>> {
+        self.remembered().get(&limits_key(key)).cloned()
+    }
+
+    fn remembered(&self) -> std::sync::MutexGuard<'_, HashMap<String, Versioned<LimitState>>> {
+        // A panic while holding the lock leaves a map of whole entries: still usable.
+        self.last_limits
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Remembers a limit key as read or written, or forgets it when the read or write failed
+    /// (a conflict included: someone else wrote it).
+    fn note_limits(&self, key: &str, limits: &Result<Versioned<LimitState>, StateError>) {
+        let mut remembered = self.remembered();
+        match limits {
+            Ok(limits) => {
+                if remembered.len() >= LIMITS_REMEMBERED && !remembered.contains_key(key) {
+                    remembered.clear();
+                }
+                remembered.insert(key.to_string(), limits.clone());
+            }
+            Err(_) => {
+                remembered.remove(key);
+            }
+        }
+    }
+
+    /// [`StateStore::modify_from`] of a limit key, remembered for [`StateStore::last_limits`].
+    async fn modify_limits<F>(
+        &self,
+        key: &LimitKey,
+        expect: Expect,
+        known: Option<Versioned<LimitState>>,
+        change: F,
+    ) -> Result<(), StateError>
+    where
+        F: FnMut(&mut Option<LimitState>) -> bool,
+    {
+        let key = limits_key(key);
+        let limits = self.modify_from(&key, expect, known, change).await;
+        self.note_limits(&key, &limits);
+        limits.map(drop)
     }
 
     pub async fn request(&self, id: Uuid) -> Result<Versioned<RequestRecord>, StateError> {
@@ -433,9 +515,8 @@ impl StateStore {
                 answers_request,
                 expect: e,
             } => {
-                let limits_key = limits_key(key);
-                let limits = self.modify_from(
-                    &limits_key,
+                let limits = self.modify_limits(
+                    key,
                     expect(*e),
                     known_limits,
                     |state: &mut Option<LimitState>| {
@@ -464,8 +545,8 @@ impl StateStore {
                 record,
                 expect: e,
             } => {
-                self.modify_from(
-                    &limits_key(key),
+                self.modify_limits(
+                    key,
                     expect(*e),
                     known_limits,
                     |state: &mut Option<LimitState>| {
@@ -534,16 +615,12 @@ impl StateStore {
                 if settled_otherwise {
                     return Err(StateError::Conflict { key: request_key });
                 }
-                self.modify(
-                    &limits_key(key),
-                    Expect::Any,
-                    |state: &mut Option<LimitState>| {
-                        let state = state.get_or_insert_with(LimitState::default);
-                        let before = state.clone();
-                        state.settle_request(*request_id, denial.clone());
-                        *state != before
-                    },
-                )
+                self.modify_limits(key, Expect::Any, None, |state: &mut Option<LimitState>| {
+                    let state = state.get_or_insert_with(LimitState::default);
+                    let before = state.clone();
+                    state.settle_request(*request_id, denial.clone());
+                    *state != before
+                })
                 .await
             }
         }
@@ -558,9 +635,10 @@ impl StateStore {
         let counted = failure.is_some();
         if let Some(mark) = failure {
             let now = Timestamp::now();
-            self.modify(
-                &limits_key(&record.key),
+            self.modify_limits(
+                &record.key,
                 Expect::Any,
+                None,
                 |state: &mut Option<LimitState>| {
                     state
                         .get_or_insert_with(LimitState::default)

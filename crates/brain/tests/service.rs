@@ -887,3 +887,75 @@ async fn messages_at_the_edge_of_time_are_dead_lettered_and_brain_goes_on() {
     // brain's task is still running and stops cleanly (a panic would fail `stop`).
     brain.stop().await;
 }
+
+/// brain starts a decision from the limits it last wrote instead of reading them again; when
+/// another instance has acted on the same target since, that decision must lose and brain
+/// decide again from what is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_action_by_another_instance_since_brain_last_wrote_the_limits_is_counted() {
+    use brain::limits::ActionMark;
+    use brain::policy::LimitKey;
+    use brain::state::{Expect, Mutation, StateStore};
+
+    let server = provisioned_server().await;
+    let extra = r#"
+[[rules]]
+name = "restart-device"
+incident_types = ["edge_device_failure"]
+action = "restart_edge_device"
+safety = "SAFE"
+parameters = { device_id = "${tags.device_id}" }
+cooldown_s = 1
+rate_limit = { max = 2, per_s = 3600 }
+"#;
+    let brain = RunningBrain::start(&server, &policy("N2", &[], 300, extra)).await;
+    let mut seen = Observer::new(&server).await;
+    let failure = || incident("edge_device_failure", "high", &[("device_id", "gw-7")]);
+
+    publish_incident(&server, &failure()).await;
+    let decision = seen.decision().await;
+    assert_eq!(
+        kind(&decision),
+        "EXECUTE_SAFE_ACTION",
+        "{}",
+        reasoning(&decision)
+    );
+    seen.action().await;
+    // Time itself is the condition: the rule's 1 s cooldown must be over, so that only the
+    // rate limit can hold the next incident back.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+
+    // Another brain instance acts on gw-7, a moment ago: the rate limit's second action is used
+    // up (and not by this brain, which still remembers one).
+    let other = StateStore::open(&connect::<contracts::services::Brain>(&server).await)
+        .await
+        .expect("a second instance opens brain_state");
+    let theirs = Mutation::RecordAction {
+        key: LimitKey {
+            action_type: "restart_edge_device".into(),
+            target: "gw-7".into(),
+        },
+        mark: ActionMark {
+            action_id: uuid::Uuid::new_v4(),
+            at: contracts::Timestamp(
+                contracts::Timestamp::now().0 - time::Duration::milliseconds(1200),
+            ),
+            incident_id: uuid::Uuid::new_v4(),
+            approval_id: None,
+        },
+        answers_request: None,
+        expect: Expect::Any,
+    };
+    other.apply(&theirs, true, None).await.unwrap();
+
+    publish_incident(&server, &failure()).await;
+    let decision = seen.decision().await;
+    assert_eq!(kind(&decision), "NO_ACTION", "{}", reasoning(&decision));
+    assert!(
+        reasoning(&decision).contains("rate limit"),
+        "{}",
+        reasoning(&decision)
+    );
+    seen.quiet().await;
+    brain.stop().await;
+}

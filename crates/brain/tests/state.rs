@@ -1,5 +1,6 @@
 //! brain's state store on a real nats-server: a limit change that starts from the value brain
-//! decided on (no second read) still loses to any write made since, and leaves nothing behind.
+//! decided on (no second read) or from the limits it remembers still loses to any write made
+//! since, and leaves nothing behind.
 
 mod support;
 
@@ -76,4 +77,54 @@ async fn a_first_change_from_the_value_decided_on_loses_to_a_write_since_and_lea
         vec![first_id, third_id]
     );
     assert!(store.action(third_id).await.unwrap().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_remembered_from_the_last_write_lose_to_another_instances_write_and_are_forgotten() {
+    let server = provisioned_server().await;
+    let this = StateStore::open(&connect::<services::Brain>(&server).await)
+        .await
+        .expect("the brain_state bucket opens");
+    let other = StateStore::open(&connect::<services::Brain>(&server).await)
+        .await
+        .expect("a second instance opens the bucket");
+    let key = LimitKey {
+        action_type: "restart_service".into(),
+        target: "api".into(),
+    };
+    assert!(this.last_limits(&key).is_none(), "nothing seen yet");
+
+    // What this instance writes is what it remembers, revision included.
+    let decided_on = this.limits(&key).await.unwrap();
+    let (first, first_id) = record_action(&key, decided_on.expect());
+    this.apply(&first, true, Some(decided_on)).await.unwrap();
+    let remembered = this.last_limits(&key).expect("a write is remembered");
+    let stored = other.limits(&key).await.unwrap();
+    assert_eq!(remembered.revision, stored.revision);
+    assert_eq!(actions(&remembered), vec![first_id]);
+
+    // Another instance acts on the same key: the memory is now stale, and a decision started
+    // from it must not be stored.
+    let (theirs, theirs_id) = record_action(&key, Expect::Any);
+    other.apply(&theirs, true, None).await.unwrap();
+    let (stale, stale_id) = record_action(&key, remembered.expect());
+    let lost = this.apply(&stale, true, Some(remembered)).await;
+    assert!(
+        matches!(lost, Err(StateError::Conflict { .. })),
+        "a change started from remembered limits written over since must conflict, got {lost:?}"
+    );
+    assert!(this.action(stale_id).await.unwrap().is_none());
+    assert!(
+        this.last_limits(&key).is_none(),
+        "after a conflict the next decision must read the key again"
+    );
+    assert_eq!(
+        actions(&this.limits(&key).await.unwrap()),
+        vec![first_id, theirs_id]
+    );
+    assert_eq!(
+        this.last_limits(&key).map(|l| actions(&l)),
+        Some(vec![first_id, theirs_id]),
+        "a read is remembered too"
+    );
 }
