@@ -133,6 +133,7 @@ impl Brain {
         settings: Settings,
     ) -> Result<Self, BrainError> {
         let store = StateStore::open(&bus).await?;
+        store.learn_limit_keys().await?;
         let interlock = InterlockWatch::watch(bus.clone()).await;
         let silences = SilenceWatch::follow(bus.clone(), policy.keyring.clone()).await?;
         Ok(Self::with_interlock(

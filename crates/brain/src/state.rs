@@ -23,10 +23,11 @@
 //! from the limits this process last read or wrote ([`StateStore::last_limits`], no read): if
 //! another instance wrote them since, the decision's first change conflicts, and brain forgets
 //! them and decides again from the stored state. A decision that changes no limits is always
-//! made on a fresh read.
+//! made on a fresh read. A limit key that did not exist when brain started and that it has not
+//! seen since counts as absent, on the same terms.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use contracts::buckets::BrainState;
@@ -224,17 +225,22 @@ pub fn outbox_key(scope: &str, id: impl std::fmt::Display) -> String {
 const RETRIES: usize = 8;
 
 /// How many limit keys [`StateStore`] remembers as last written before it starts over (one per
-/// action type and target: far more than a deployment has).
+/// action type and target: far more than a deployment has). After a start over, a key seen
+/// before is read again; one created since the start may be taken as absent once more, which at
+/// worst costs a conflict.
 const LIMITS_REMEMBERED: usize = 4096;
 
 /// The `brain_state` bucket.
 #[derive(Clone)]
 pub struct StateStore {
     kv: Records<Brain, BrainState>,
-    /// Each limit key as this process last read or wrote it, with its revision. Only a start
-    /// for a conditional write: another instance may have written since, and the write then
-    /// fails its condition.
-    last_limits: Arc<Mutex<HashMap<String, Versioned<LimitState>>>>,
+    /// Each limit key as this process last read or wrote it, with its revision (`None`: the
+    /// last write failed, read it again). Only a start for a conditional write: another
+    /// instance may have written since, and the write then fails its condition.
+    last_limits: Arc<Mutex<HashMap<String, Option<Versioned<LimitState>>>>>,
+    /// The limit keys that held a value when this process started ([`StateStore::learn_limit_keys`]):
+    /// any other key it has not seen is taken as absent.
+    stored_at_start: Arc<OnceLock<HashSet<String>>>,
 }
 
 impl StateStore {
@@ -246,6 +252,7 @@ impl StateStore {
         Ok(Self {
             kv,
             last_limits: Arc::default(),
+            stored_at_start: Arc::default(),
         })
     }
 
@@ -384,10 +391,31 @@ impl StateStore {
     /// that revision. Another instance may have written since, so a decision that changes
     /// nothing must not rest on it.
     pub fn last_limits(&self, key: &LimitKey) -> Option<Versioned<LimitState>> {
-        self.remembered().get(&limits_key(key)).cloned()
+        let key = limits_key(key);
+        match self.remembered().get(&key) {
+            Some(remembered) => remembered.clone(),
+            None => match self.stored_at_start.get() {
+                Some(stored) if !stored.contains(&key) => Some(Versioned {
+                    value: None,
+                    revision: None,
+                }),
+                _ => None,
+            },
+        }
     }
 
-    fn remembered(&self) -> std::sync::MutexGuard<'_, HashMap<String, Versioned<LimitState>>> {
+    /// Lists the limit keys stored now, so that [`StateStore::last_limits`] can take every
+    /// other key as absent (a decision on a new target then starts without a read; if another
+    /// instance wrote it since, its first write conflicts as with any stale start).
+    pub async fn learn_limit_keys(&self) -> Result<(), StateError> {
+        let stored = self.keys("limits.").await?.into_iter().collect();
+        let _ = self.stored_at_start.set(stored);
+        Ok(())
+    }
+
+    fn remembered(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, Option<Versioned<LimitState>>>> {
         // A panic while holding the lock leaves a map of whole entries: still usable.
         self.last_limits
             .lock()
@@ -398,17 +426,10 @@ impl StateStore {
     /// (a conflict included: someone else wrote it).
     fn note_limits(&self, key: &str, limits: &Result<Versioned<LimitState>, StateError>) {
         let mut remembered = self.remembered();
-        match limits {
-            Ok(limits) => {
-                if remembered.len() >= LIMITS_REMEMBERED && !remembered.contains_key(key) {
-                    remembered.clear();
-                }
-                remembered.insert(key.to_string(), limits.clone());
-            }
-            Err(_) => {
-                remembered.remove(key);
-            }
+        if remembered.len() >= LIMITS_REMEMBERED && !remembered.contains_key(key) {
+            remembered.clear();
         }
+        remembered.insert(key.to_string(), limits.as_ref().ok().cloned());
     }
 
     /// [`StateStore::modify_from`] of a limit key, remembered for [`StateStore::last_limits`].

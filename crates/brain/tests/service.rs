@@ -959,3 +959,51 @@ rate_limit = { max = 2, per_s = 3600 }
     seen.quiet().await;
     brain.stop().await;
 }
+
+/// A target brain has not seen since it started counts as having no limits (no read): when
+/// another instance has acted on it meanwhile, brain's action must lose and the cooldown hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_action_by_another_instance_on_a_target_new_to_brain_is_counted() {
+    use brain::limits::ActionMark;
+    use brain::policy::LimitKey;
+    use brain::state::{Expect, Mutation, StateStore};
+
+    let server = provisioned_server().await;
+    let (alice, _) = SigningKey::generate("alice");
+    let brain = RunningBrain::start(&server, &policy("N3", &[&alice], 300, "")).await;
+    let mut seen = Observer::new(&server).await;
+    let other = StateStore::open(&connect::<contracts::services::Brain>(&server).await)
+        .await
+        .expect("a second instance opens brain_state");
+    let theirs = Mutation::RecordAction {
+        key: LimitKey {
+            action_type: "restart_service".into(),
+            target: "web".into(),
+        },
+        mark: ActionMark {
+            action_id: uuid::Uuid::new_v4(),
+            at: contracts::Timestamp::now(),
+            incident_id: uuid::Uuid::new_v4(),
+            approval_id: None,
+        },
+        answers_request: None,
+        expect: Expect::Any,
+    };
+    other.apply(&theirs, true, None).await.unwrap();
+
+    let outage = incident(
+        "service_outage",
+        "high",
+        &[("service_name", "web"), ("rule", "down")],
+    );
+    publish_incident(&server, &outage).await;
+    let decision = seen.decision().await;
+    assert_eq!(kind(&decision), "NO_ACTION", "{}", reasoning(&decision));
+    assert!(
+        reasoning(&decision).contains("cooldown of restart_service on web"),
+        "{}",
+        reasoning(&decision)
+    );
+    seen.quiet().await;
+    brain.stop().await;
+}

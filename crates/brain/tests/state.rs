@@ -128,3 +128,47 @@ async fn limits_remembered_from_the_last_write_lose_to_another_instances_write_a
         "a read is remembered too"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_created_after_the_start_is_taken_as_absent_until_a_write_says_otherwise() {
+    let server = provisioned_server().await;
+    let other = StateStore::open(&connect::<services::Brain>(&server).await)
+        .await
+        .expect("the brain_state bucket opens");
+    let old = LimitKey {
+        action_type: "restart_service".into(),
+        target: "old".into(),
+    };
+    let new = LimitKey {
+        action_type: "restart_service".into(),
+        target: "new".into(),
+    };
+    let (before_start, _) = record_action(&old, Expect::Any);
+    other.apply(&before_start, true, None).await.unwrap();
+
+    let this = StateStore::open(&connect::<services::Brain>(&server).await)
+        .await
+        .unwrap();
+    this.learn_limit_keys().await.unwrap();
+    assert!(
+        this.last_limits(&old).is_none(),
+        "a key stored before the start must be read"
+    );
+    let assumed = this
+        .last_limits(&new)
+        .expect("a key absent at the start is taken as absent");
+    assert!(assumed.value.is_none() && assumed.revision.is_none());
+
+    // Another instance creates it: a decision from "absent" loses and the key is read next.
+    let (theirs, theirs_id) = record_action(&new, Expect::Any);
+    other.apply(&theirs, true, None).await.unwrap();
+    let (stale, stale_id) = record_action(&new, assumed.expect());
+    let lost = this.apply(&stale, true, Some(assumed)).await;
+    assert!(
+        matches!(lost, Err(StateError::Conflict { .. })),
+        "a change from an assumed absence must conflict with a key created since, got {lost:?}"
+    );
+    assert!(this.action(stale_id).await.unwrap().is_none());
+    assert!(this.last_limits(&new).is_none());
+    assert_eq!(actions(&this.limits(&new).await.unwrap()), vec![theirs_id]);
+}
