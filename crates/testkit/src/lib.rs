@@ -21,13 +21,21 @@ const FIRST_INTERVAL: Duration = Duration::from_millis(10);
 const MAX_INTERVAL: Duration = Duration::from_millis(200);
 
 /// A condition did not hold within its bound.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+///
+/// Its `Debug` is its message, so a test that `.unwrap()`s a wait fails with the message.
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 #[error("`{what}` did not happen within {within:?}")]
 pub struct TimedOut {
     /// What was awaited, as the caller named it.
     pub what: String,
     /// The bound that passed.
     pub within: Duration,
+}
+
+impl std::fmt::Debug for TimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 /// Calls `check` until it returns `Some`, and returns that value; gives up with [`TimedOut`]
@@ -150,5 +158,6 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.what, "never");
+        assert_eq!(format!("{err:?}"), "`never` did not happen within 50ms");
     }
 }
