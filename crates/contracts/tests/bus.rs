@@ -1078,6 +1078,7 @@ async fn a_claims_holder_is_judged_by_its_renewals_never_by_the_clock_it_wrote()
     let renewing = tokio::spawn(async move {
         let mut revision = revision;
         for _ in 0..10 {
+            // The renewal cadence: well inside the 900 ms after which a claim counts as stale.
             tokio::time::sleep(Duration::from_millis(150)).await;
             revision = holder
                 .refresh(&slow, "far-away-host", revision)
