@@ -19,12 +19,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use async_nats::jetstream::Context as JetStream;
 use contracts::{Event, Incident};
+use orion_testkit::wait_until;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::Rng;
@@ -298,6 +299,7 @@ impl Flood {
                 self.start_trouble().await?;
             }
             self.step().await?;
+            // Pacing, not waiting: a seeded pause between two steps of the flood.
             let pause = self.rng.random_range(self.settings.pause_ms.clone());
             tokio::time::sleep(Duration::from_millis(pause)).await;
         }
@@ -482,43 +484,61 @@ impl Flood {
     /// Publishes with the event's `Nats-Msg-Id` until the stream confirms it: a retry of a
     /// publication that did arrive is dropped as a duplicate, so retrying is safe.
     async fn publish(&mut self, event: &Event) -> Result<()> {
-        let deadline = Instant::now() + PUBLISH_PATIENCE;
-        loop {
-            match self.probe.repeat(event).await {
-                Ok(()) => {
-                    self.report
-                        .sent
-                        .entry(event.event_id)
-                        .or_default()
-                        .with_msg_id += 1;
-                    self.first_sent
-                        .entry(event.event_id)
-                        .or_insert_with(Instant::now);
-                    return Ok(());
+        let probe = &self.probe;
+        let last_error = Mutex::new(None);
+        let what = format!("event {} confirmed", event.event_id);
+        let confirmed = wait_until(&what, PUBLISH_PATIENCE, || async {
+            match probe.repeat(event).await {
+                Ok(()) => Some(()),
+                Err(e) => {
+                    *last_error.lock().unwrap() = Some(e);
+                    None
                 }
-                Err(e) if Instant::now() >= deadline => {
-                    return Err(e).context(format!("publishing event {}", event.event_id))
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
             }
+        })
+        .await;
+        if let Err(timed_out) = confirmed {
+            let e = last_error.into_inner().unwrap().unwrap_or(timed_out.into());
+            return Err(e).context(format!("publishing event {}", event.event_id));
         }
+        self.report
+            .sent
+            .entry(event.event_id)
+            .or_default()
+            .with_msg_id += 1;
+        self.first_sent
+            .entry(event.event_id)
+            .or_insert_with(Instant::now);
+        Ok(())
     }
 
     /// A copy without `Nats-Msg-Id`, retried until confirmed; every attempt is counted, as
     /// an attempt whose confirmation was lost may still have been stored.
     async fn copy_without_msg_id(&mut self, id: Uuid) -> Result<()> {
-        let event = self.events[&id].clone();
-        let deadline = Instant::now() + PUBLISH_PATIENCE;
-        loop {
-            self.report.sent.entry(id).or_default().without_msg_id += 1;
-            match self.probe.resend_without_msg_id(&event).await {
-                Ok(()) => return Ok(()),
-                Err(e) if Instant::now() >= deadline => {
-                    return Err(e).context(format!("re-sending event {id}"))
+        let event = &self.events[&id];
+        let probe = &self.probe;
+        let sent = &mut self.report.sent;
+        let last_error = Mutex::new(None);
+        let what = format!("a copy of event {id} confirmed");
+        let confirmed = wait_until(&what, PUBLISH_PATIENCE, || {
+            sent.entry(id).or_default().without_msg_id += 1;
+            let last_error = &last_error;
+            async move {
+                match probe.resend_without_msg_id(event).await {
+                    Ok(()) => Some(()),
+                    Err(e) => {
+                        *last_error.lock().unwrap() = Some(e);
+                        None
+                    }
                 }
-                Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
             }
+        })
+        .await;
+        if let Err(timed_out) = confirmed {
+            let e = last_error.into_inner().unwrap().unwrap_or(timed_out.into());
+            return Err(e).context(format!("re-sending event {id}"));
         }
+        Ok(())
     }
 
     fn give_up(&mut self) {
