@@ -354,20 +354,19 @@ async fn forged_stale_and_malformed_commands_are_refused_and_nothing_runs() {
         .iter()
         .map(|v| v["id"].as_str().unwrap().parse().unwrap())
         .collect();
+    let answered = || async {
+        let failed: Vec<uuid::Uuid> = all_receipts(&server)
+            .await
+            .into_iter()
+            .filter(|r| r.status.to_string() == "failure")
+            .map(|r| r.command_id)
+            .collect();
+        wanted.iter().all(|id| failed.contains(id)).then_some(())
+    };
     wait_until(
         "malformed commands answered with failure receipts",
         Duration::from_secs(20),
-        || async {
-            let receipts = all_receipts(&server).await;
-            wanted
-                .iter()
-                .all(|id| {
-                    receipts
-                        .iter()
-                        .any(|r| &r.command_id == id && r.status.to_string() == "failure")
-                })
-                .then_some(())
-        },
+        answered,
     )
     .await
     .unwrap();
@@ -846,14 +845,7 @@ async fn a_worker_killed_mid_stream_leaves_every_command_with_one_final_receipt_
     wait_until(
         "three final receipts before the kill",
         Duration::from_secs(30),
-        || async {
-            let finals = all_receipts(&server)
-                .await
-                .iter()
-                .filter(|r| r.status.to_string() != "pending")
-                .count();
-            (finals >= 3).then_some(())
-        },
+        || async { (final_receipts(&server).await.len() >= 3).then_some(()) },
     )
     .await
     .unwrap_or_else(|e| panic!("{e}; log:\n{}", worker.log_text()));
@@ -865,11 +857,7 @@ async fn a_worker_killed_mid_stream_leaves_every_command_with_one_final_receipt_
         "a final receipt for every command",
         Duration::from_secs(90),
         || async {
-            let finals: Vec<_> = all_receipts(&server)
-                .await
-                .into_iter()
-                .filter(|r| r.status.to_string() != "pending")
-                .collect();
+            let finals = final_receipts(&server).await;
             commands
                 .iter()
                 .all(|c| finals.iter().any(|r| r.command_id == c.id))
@@ -961,11 +949,8 @@ async fn a_receipt_that_could_not_be_published_is_published_by_the_redelivery_an
         "the redelivered command's final receipt",
         Duration::from_secs(60),
         || async {
-            let finals: Vec<OpsReceipt> = all_receipts(&server)
-                .await
-                .into_iter()
-                .filter(|r| r.command_id == command.id && r.status.to_string() != "pending")
-                .collect();
+            let mut finals = final_receipts(&server).await;
+            finals.retain(|r| r.command_id == command.id);
             (!finals.is_empty()).then_some(finals)
         },
     )

@@ -167,6 +167,13 @@ pub fn final_receipt(receipts: &Receipts) -> &OpsReceipt {
     receipts.last.as_ref().expect("a final receipt within 60 s")
 }
 
+/// Every final receipt (not `pending`) in the ops stream, in order.
+pub async fn final_receipts(server: &NatsServer) -> Vec<OpsReceipt> {
+    let mut receipts = all_receipts(server).await;
+    receipts.retain(|r| r.status.to_string() != "pending");
+    receipts
+}
+
 /// Every receipt in the ops stream, in order.
 pub async fn all_receipts(server: &NatsServer) -> Vec<OpsReceipt> {
     use async_nats::jetstream::consumer::pull;
