@@ -444,18 +444,7 @@ async fn after_a_broker_restart_brain_still_follows_the_interlock() {
     // Time itself is the condition: past that first heartbeat.
     tokio::time::sleep(Duration::from_secs(6)).await;
     tokio::task::block_in_place(|| stack.server.stop());
-    let brain_log = stack.service_mut("brain").unwrap().log.clone();
-    wait_for(
-        "brain noticed the broker stop",
-        Duration::from_secs(10),
-        || {
-            std::fs::read_to_string(&brain_log)
-                .unwrap_or_default()
-                .contains("disconnected from NATS")
-        },
-    )
-    .await
-    .unwrap();
+    wait_noticed_broker_stop(&mut stack, "brain").await;
     tokio::task::block_in_place(|| stack.server.restart()).unwrap();
     for name in SERVICES {
         stack.wait_consuming(name).await.unwrap();
@@ -494,6 +483,19 @@ async fn after_a_broker_restart_brain_still_follows_the_interlock() {
         decision.decision_type,
         decision.reasoning.as_str()
     );
+}
+
+/// Waits up to 10 s until `service`'s log says it lost the broker.
+async fn wait_noticed_broker_stop(stack: &mut Stack, service: &str) {
+    let log = stack.service_mut(service).unwrap().log.clone();
+    let what = format!("{service} noticed the broker stop");
+    wait_for(&what, Duration::from_secs(10), || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("disconnected from NATS")
+    })
+    .await
+    .unwrap();
 }
 
 /// Waits up to 20 s until the interlock bucket has a consumer (brain's watch).
@@ -613,18 +615,7 @@ async fn a_broker_restart_while_commander_waits_for_a_receipt_does_not_fail_the_
         .await
         .unwrap();
     tokio::task::block_in_place(|| stack.server.stop());
-    let commander_log = stack.service_mut("commander").unwrap().log.clone();
-    wait_for(
-        "commander noticed the broker stop",
-        Duration::from_secs(10),
-        || {
-            std::fs::read_to_string(&commander_log)
-                .unwrap_or_default()
-                .contains("disconnected from NATS")
-        },
-    )
-    .await
-    .unwrap();
+    wait_noticed_broker_stop(&mut stack, "commander").await;
     tokio::task::block_in_place(|| stack.server.restart()).unwrap();
     stack.service_mut("ops-worker").unwrap().respawn().unwrap();
     let outcome = stack

@@ -40,11 +40,44 @@ use crate::workload::Workload;
 
 /// How long one publication is retried (the broker may be restarting or electing leaders).
 const PUBLISH_PATIENCE: Duration = Duration::from_secs(60);
+
 /// How often the flood looks at the incident stream.
 const LOOK_EVERY: Duration = Duration::from_millis(250);
 /// Repeats with the same `Nats-Msg-Id` only this soon after the first publication: well within
 /// the stream's duplicate window (120 s), so that the stream keeps exactly one of them.
 const REPEAT_WITHIN: Duration = Duration::from_secs(60);
+
+/// Calls `send` until the stream confirms (it returns `Ok`), for up to [`PUBLISH_PATIENCE`];
+/// on giving up, the last try's error.
+async fn until_confirmed<F, Fut>(mut send: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let last_error = Mutex::new(None);
+    let confirmed = wait_until("the stream confirmed", PUBLISH_PATIENCE, || {
+        let sending = send();
+        let last_error = &last_error;
+        async move {
+            match sending.await {
+                Ok(()) => Some(()),
+                Err(error) => {
+                    *last_error.lock().unwrap() = Some(error);
+                    None
+                }
+            }
+        }
+    })
+    .await;
+    match confirmed {
+        Ok(()) => Ok(()),
+        // Every try failed, so there is a last error (the timeout itself only in theory).
+        Err(timed_out) => Err(last_error
+            .into_inner()
+            .unwrap()
+            .unwrap_or_else(|| timed_out.into())),
+    }
+}
 
 /// The kinds of trouble, each correlated by one of guardian's example rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -485,22 +518,9 @@ impl Flood {
     /// publication that did arrive is dropped as a duplicate, so retrying is safe.
     async fn publish(&mut self, event: &Event) -> Result<()> {
         let probe = &self.probe;
-        let last_error = Mutex::new(None);
-        let what = format!("event {} confirmed", event.event_id);
-        let confirmed = wait_until(&what, PUBLISH_PATIENCE, || async {
-            match probe.repeat(event).await {
-                Ok(()) => Some(()),
-                Err(e) => {
-                    *last_error.lock().unwrap() = Some(e);
-                    None
-                }
-            }
-        })
-        .await;
-        if let Err(timed_out) = confirmed {
-            let e = last_error.into_inner().unwrap().unwrap_or(timed_out.into());
-            return Err(e).context(format!("publishing event {}", event.event_id));
-        }
+        until_confirmed(|| probe.repeat(event))
+            .await
+            .with_context(|| format!("publishing event {}", event.event_id))?;
         self.report
             .sent
             .entry(event.event_id)
@@ -518,27 +538,12 @@ impl Flood {
         let event = &self.events[&id];
         let probe = &self.probe;
         let sent = &mut self.report.sent;
-        let last_error = Mutex::new(None);
-        let what = format!("a copy of event {id} confirmed");
-        let confirmed = wait_until(&what, PUBLISH_PATIENCE, || {
+        until_confirmed(|| {
             sent.entry(id).or_default().without_msg_id += 1;
-            let last_error = &last_error;
-            async move {
-                match probe.resend_without_msg_id(event).await {
-                    Ok(()) => Some(()),
-                    Err(e) => {
-                        *last_error.lock().unwrap() = Some(e);
-                        None
-                    }
-                }
-            }
+            probe.resend_without_msg_id(event)
         })
-        .await;
-        if let Err(timed_out) = confirmed {
-            let e = last_error.into_inner().unwrap().unwrap_or(timed_out.into());
-            return Err(e).context(format!("re-sending event {id}"));
-        }
-        Ok(())
+        .await
+        .with_context(|| format!("re-sending event {id}"))
     }
 
     fn give_up(&mut self) {
