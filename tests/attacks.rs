@@ -12,6 +12,7 @@ use e2e::probe::Probe;
 use e2e::stack::Stack;
 use e2e::testing::{docker, stack, unique};
 use e2e::workload::Workload;
+use orion_testkit::wait_until;
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -218,13 +219,18 @@ async fn an_event_naming_all_or_a_respelled_service_restarts_nothing() {
             .unwrap();
     }
     let expected = 5;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let decisions: Vec<Decision> = loop {
+    let decided = wait_until("a decision for each event", WAIT, || async {
         let decisions: Vec<Decision> = stack.all().await.unwrap();
-        if decisions.len() >= expected || tokio::time::Instant::now() >= deadline {
-            break decisions;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        (decisions.len() >= expected).then_some(decisions)
+    })
+    .await;
+    let decisions = match decided {
+        Ok(decisions) => decisions,
+        Err(e) => panic!(
+            "{e}: {:?}\n{}",
+            stack.all::<Decision>().await.unwrap(),
+            stack.logs()
+        ),
     };
     assert_eq!(decisions.len(), expected, "{decisions:?}\n{}", stack.logs());
     for decision in &decisions {

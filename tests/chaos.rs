@@ -34,6 +34,7 @@ use e2e::probe::Probe;
 use e2e::stack::Stack;
 use e2e::testing::{docker, options, stack_dir, unique};
 use e2e::workload::Workload;
+use orion_testkit::{wait_for, wait_until};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -440,16 +441,10 @@ async fn after_a_broker_restart_brain_still_follows_the_interlock() {
     // The watch sees the connection go only if it was polled again after it opened: the
     // first idle heartbeat comes after 5 s. Otherwise it only fails on a missed heartbeat and
     // brain opens it afresh — the path that works. Setup, not proof: the proof is below.
+    // Time itself is the condition: past that first heartbeat.
     tokio::time::sleep(Duration::from_secs(6)).await;
     tokio::task::block_in_place(|| stack.server.stop());
-    let brain_log = stack.service_mut("brain").unwrap().log.clone();
-    let noticed = wait_until(Duration::from_secs(10), || {
-        std::fs::read_to_string(&brain_log)
-            .unwrap_or_default()
-            .contains("disconnected from NATS")
-    })
-    .await;
-    assert!(noticed, "brain did not notice the broker stop");
+    wait_noticed_broker_stop(&mut stack, "brain").await;
     tokio::task::block_in_place(|| stack.server.restart()).unwrap();
     for name in SERVICES {
         stack.wait_consuming(name).await.unwrap();
@@ -490,36 +485,35 @@ async fn after_a_broker_restart_brain_still_follows_the_interlock() {
     );
 }
 
+/// Waits up to 10 s until `service`'s log says it lost the broker.
+async fn wait_noticed_broker_stop(stack: &mut Stack, service: &str) {
+    let log = stack.service_mut(service).unwrap().log.clone();
+    let what = format!("{service} noticed the broker stop");
+    wait_for(&what, Duration::from_secs(10), || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("disconnected from NATS")
+    })
+    .await
+    .unwrap();
+}
+
 /// Waits up to 20 s until the interlock bucket has a consumer (brain's watch).
 async fn wait_for_watch(admin: &JetStream) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(mut stream) = admin.get_stream("KV_ops_interlock").await {
-            if stream
+    wait_until(
+        "a watch of the interlock",
+        Duration::from_secs(20),
+        || async {
+            let mut stream = admin.get_stream("KV_ops_interlock").await.ok()?;
+            stream
                 .info()
                 .await
                 .is_ok_and(|i| i.state.consumer_count > 0)
-            {
-                return true;
-            }
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// Polls `condition` every 200 ms for up to `timeout`; whether it came true.
-async fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while !condition() {
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    true
+                .then_some(())
+        },
+    )
+    .await
+    .is_ok()
 }
 
 /// What the chaos test found (fixed: guardian now records a closing before it publishes the last
@@ -621,14 +615,7 @@ async fn a_broker_restart_while_commander_waits_for_a_receipt_does_not_fail_the_
         .await
         .unwrap();
     tokio::task::block_in_place(|| stack.server.stop());
-    let commander_log = stack.service_mut("commander").unwrap().log.clone();
-    let noticed = wait_until(Duration::from_secs(10), || {
-        std::fs::read_to_string(&commander_log)
-            .unwrap_or_default()
-            .contains("disconnected from NATS")
-    })
-    .await;
-    assert!(noticed, "commander did not notice the broker stop");
+    wait_noticed_broker_stop(&mut stack, "commander").await;
     tokio::task::block_in_place(|| stack.server.restart()).unwrap();
     stack.service_mut("ops-worker").unwrap().respawn().unwrap();
     let outcome = stack

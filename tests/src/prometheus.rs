@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use orion_testkit::wait_until;
 use serde_json::Value;
 
 /// The example alerting rules operators are given.
@@ -82,24 +83,24 @@ impl Prometheus {
     }
 
     async fn wait_ready(&mut self, bound: Duration) -> Result<()> {
-        let deadline = tokio::time::Instant::now() + bound;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                bail!("prometheus exited ({status}):\n{}", self.log_text());
+        let url = format!("http://{}/-/ready", self.address);
+        let child = &mut self.child;
+        let ready = wait_until("prometheus ready", bound, || {
+            let exited = child.try_wait();
+            let url = &url;
+            async move {
+                match exited {
+                    Ok(None) => get(url).await.is_ok().then_some(Ok(())),
+                    Ok(Some(status)) => Some(Err(anyhow!("prometheus exited ({status})"))),
+                    Err(e) => Some(Err(e.into())),
+                }
             }
-            if get(&format!("http://{}/-/ready", self.address))
-                .await
-                .is_ok()
-            {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() >= deadline {
-                bail!(
-                    "prometheus not ready within {bound:?}:\n{}",
-                    self.log_text()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        })
+        .await;
+        match ready {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => bail!("{e}:\n{}", self.log_text()),
+            Err(e) => bail!("{e}:\n{}", self.log_text()),
         }
     }
 
@@ -142,17 +143,12 @@ impl Prometheus {
 
     /// Waits up to `bound` until `expr` returns a sample, and returns the samples.
     pub async fn wait_for(&self, expr: &str, bound: Duration) -> Result<Vec<Sample>> {
-        let deadline = tokio::time::Instant::now() + bound;
-        loop {
-            let samples = self.query(expr).await?;
-            if !samples.is_empty() {
-                return Ok(samples);
-            }
-            if tokio::time::Instant::now() >= deadline {
-                bail!("`{expr}` returned nothing within {bound:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        let what = format!("a sample of {expr}");
+        wait_until(&what, bound, || async {
+            let samples = self.query(expr).await;
+            samples.map(|s| (!s.is_empty()).then_some(s)).transpose()
+        })
+        .await?
     }
 
     /// The loaded rule groups (`/api/v1/rules`).

@@ -13,13 +13,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use async_nats::jetstream::consumer::pull;
 use contracts::bus::Bus;
 use contracts::local_server::{NatsCluster, NatsServer, ServerOptions, ADMIN_USER};
 use contracts::signing::{SigningKey, BRAIN_SIGNER};
 use contracts::{Contract, Service};
 use futures::StreamExt;
+use orion_testkit::{wait_for, wait_until};
 
 /// The HMAC key ops-worker and commander share in a stack (a TEST KEY, generated per stack).
 fn random_secret() -> String {
@@ -365,7 +366,15 @@ impl Stack {
     /// Waits until `service` is registered as a NATS micro service with its consumers bound.
     pub async fn wait_consuming(&self, service: &str) -> Result<()> {
         let admin = admin_client(&self.server).await?;
-        for _ in 0..300 {
+        let log = || {
+            self.services
+                .iter()
+                .find(|p| p.name == service)
+                .map(ServiceProcess::log_text)
+                .unwrap_or_default()
+        };
+        let what = format!("{service} consuming");
+        let consuming = wait_until(&what, Duration::from_secs(30), || async {
             if let Ok(reply) = admin
                 .request(format!("$SRV.STATS.{service}"), "".into())
                 .await
@@ -373,24 +382,18 @@ impl Stack {
                 let stats: serde_json::Value =
                     serde_json::from_slice(&reply.payload).unwrap_or_default();
                 if stats["endpoints"].as_array().is_some_and(|e| !e.is_empty()) {
-                    return Ok(());
+                    return Some(Ok(()));
                 }
             }
-            if let Some(process) = self.services.iter().find(|p| p.name == service) {
-                let log = process.log_text();
-                if log.contains("configuration refused") || log.contains("Error:") {
-                    bail!("{service} did not start:\n{log}");
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            let log = log();
+            (log.contains("configuration refused") || log.contains("Error:"))
+                .then(|| Err(anyhow!("{service} did not start:\n{log}")))
+        })
+        .await;
+        match consuming {
+            Ok(started) => started,
+            Err(e) => bail!("{e}; its log:\n{}", log()),
         }
-        let log = self
-            .services
-            .iter()
-            .find(|p| p.name == service)
-            .map(ServiceProcess::log_text)
-            .unwrap_or_default();
-        bail!("{service} did not start consuming within 30 s; its log:\n{log}")
     }
 
     /// A bus connection as `S`.
@@ -419,16 +422,13 @@ impl Stack {
         timeout: Duration,
         wanted: impl Fn(&T) -> bool,
     ) -> Result<T> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            if let Some(found) = self.all::<T>().await?.into_iter().find(|m| wanted(m)) {
-                return Ok(found);
-            }
-            if tokio::time::Instant::now() >= deadline {
-                bail!("no matching {} within {timeout:?}", T::INFO.subject);
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        let what = format!("a matching {}", T::INFO.subject);
+        wait_until(&what, timeout, || async {
+            let all = self.all::<T>().await;
+            all.map(|all| all.into_iter().find(|m| wanted(m)))
+                .transpose()
+        })
+        .await?
     }
 
     /// Watches the stream of `T` for `window` and fails as soon as a message that `unwanted`
@@ -439,20 +439,22 @@ impl Stack {
         window: Duration,
         unwanted: impl Fn(&T) -> bool,
     ) -> Result<()> {
-        let deadline = tokio::time::Instant::now() + window;
-        loop {
-            if let Some(found) = self.all::<T>().await?.into_iter().find(|m| unwanted(m)) {
-                bail!(
-                    "an unwanted {} arrived: {}",
-                    T::INFO.subject,
-                    String::from_utf8_lossy(&contracts::encode(&found).unwrap_or_default())
-                );
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        let what = format!("an unwanted {}", T::INFO.subject);
+        let arrived = wait_until(&what, window, || async {
+            let all = self.all::<T>().await;
+            all.map(|all| all.into_iter().find(|m| unwanted(m)))
+                .transpose()
+        })
+        .await;
+        // Waiting in vain for the unwanted one is the success here.
+        let Ok(found) = arrived else {
+            return Ok(());
+        };
+        bail!(
+            "an unwanted {} arrived: {}",
+            T::INFO.subject,
+            String::from_utf8_lossy(&contracts::encode(&found?).unwrap_or_default())
+        )
     }
 
     /// Where `service` serves /metrics, /healthz and /readyz (it logs the address it bound).
@@ -498,13 +500,8 @@ impl Stack {
         before: usize,
         timeout: Duration,
     ) -> Result<()> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        while self.logged(service, needle) <= before {
-            if tokio::time::Instant::now() >= deadline {
-                bail!("{service} did not log {needle:?} within {timeout:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let what = format!("{service} logged {needle:?}");
+        wait_for(&what, timeout, || self.logged(service, needle) > before).await?;
         Ok(())
     }
 
@@ -559,15 +556,25 @@ impl Stack {
 /// meta leader (it reports healthy before it can create streams).
 async fn provision_replicated(server: &NatsServer, replicas: usize) -> Result<()> {
     let js = async_nats::jetstream::new(admin_client(server).await?);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        match contracts::bus::provision_all(&js, replicas).await {
-            Ok(()) => return Ok(()),
-            Err(e) if tokio::time::Instant::now() >= deadline => {
-                return Err(e).context("provisioning the cluster")
+    let last_error = std::sync::Mutex::new(None);
+    let provisioned = wait_until(
+        "the cluster provisioned",
+        Duration::from_secs(30),
+        || async {
+            match contracts::bus::provision_all(&js, replicas).await {
+                Ok(()) => Some(()),
+                Err(e) => {
+                    *last_error.lock().unwrap() = Some(e);
+                    None
+                }
             }
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
+        },
+    )
+    .await;
+    match (provisioned, last_error.into_inner().unwrap()) {
+        (Ok(()), _) => Ok(()),
+        (Err(_), Some(e)) => Err(e).context("provisioning the cluster"),
+        (Err(e), None) => Err(e.into()),
     }
 }
 

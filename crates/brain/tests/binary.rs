@@ -7,6 +7,7 @@ mod support;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use orion_testkit::wait_until;
 use support::*;
 
 const BRAIN: &str = env!("CARGO_BIN_EXE_brain");
@@ -271,14 +272,12 @@ async fn the_binary_decides_and_stops_gracefully_on_sigterm() {
         .status()
         .unwrap();
     assert!(status.success());
-    let deadline = Instant::now() + WAIT;
-    let code = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status.code();
-        }
-        assert!(Instant::now() < deadline, "brain did not stop on SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let code = wait_until("brain stopped on SIGTERM", WAIT, || {
+        std::future::ready(child.try_wait().unwrap())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}; its log:\n{}", std::fs::read_to_string(&log).unwrap()))
+    .code();
     let text = std::fs::read_to_string(&log).unwrap();
     assert_eq!(code, Some(0), "{text}");
     assert!(

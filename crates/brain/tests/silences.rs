@@ -119,7 +119,8 @@ async fn a_silence_ends_on_its_own() {
     assert_eq!(kind(&decision), "NO_ACTION", "{}", reasoning(&decision));
     assert!(reasoning(&decision).contains(&id.to_string()));
 
-    // Wait for its end (a deadline, not a guess), then the next incident acts.
+    // Time itself is the condition: wait for its end (a deadline, not a guess), then the next
+    // incident acts.
     let left = short.ends_at.0 - Timestamp::now().0;
     if left.is_positive() {
         tokio::time::sleep(left.unsigned_abs() + std::time::Duration::from_millis(50)).await;

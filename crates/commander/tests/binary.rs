@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use contracts::local_server::NatsServer;
 use contracts::signing::{SigningKey, BRAIN_SIGNER};
+use orion_testkit::wait_until;
 use serde_json::Value;
 
 const COMMANDER: &str = env!("CARGO_BIN_EXE_commander");
@@ -172,48 +173,38 @@ async fn sigterm_drains_and_exits_0() {
 
     // Consuming: its micro-service endpoint (one per consumer) answers.
     let admin = admin(&server).await;
-    let deadline = Instant::now() + WAIT;
-    loop {
+    let admin = &admin;
+    wait_until("commander consuming", WAIT, || {
         if let Some(status) = child.try_wait().unwrap() {
             panic!(
                 "commander exited with {status} at start; its log:\n{}",
                 log_text()
             );
         }
-        let reply = admin.request("$SRV.STATS.commander", "".into()).await;
-        let endpoints = reply
-            .ok()
-            .and_then(|r| serde_json::from_slice::<Value>(&r.payload).ok())
-            .and_then(|stats| stats["endpoints"].as_array().map(Vec::len))
-            .unwrap_or(0);
-        if endpoints > 0 {
-            break;
+        async move {
+            let reply = admin.request("$SRV.STATS.commander", "".into()).await;
+            let endpoints = reply
+                .ok()
+                .and_then(|r| serde_json::from_slice::<Value>(&r.payload).ok())
+                .and_then(|stats| stats["endpoints"].as_array().map(Vec::len))
+                .unwrap_or(0);
+            (endpoints > 0).then_some(())
         }
-        assert!(
-            Instant::now() < deadline,
-            "commander did not start consuming; its log:\n{}",
-            log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}; its log:\n{}", log_text()));
 
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
-    let deadline = Instant::now() + WAIT;
-    let code = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status.code();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "commander did not stop on SIGTERM; its log:\n{}",
-            log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let code = wait_until("commander stopped on SIGTERM", WAIT, || {
+        std::future::ready(child.try_wait().unwrap())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}; its log:\n{}", log_text()))
+    .code();
     let text = log_text();
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("SIGTERM: shutting down"), "{text}");

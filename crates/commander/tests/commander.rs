@@ -12,6 +12,7 @@ use contracts::local_server::NatsServer;
 use contracts::services::{ApprovalCli, Brain, Commander, Guardian};
 use contracts::signing::{SigningKey, Verifier, BRAIN_SIGNER, SIGNATURE_HEADER};
 use contracts::*;
+use orion_testkit::wait_until;
 use serde_json::{json, Value};
 
 const TEST_SECRET: &str = "test-ops-secret-32chars!!!!!!!!";
@@ -456,14 +457,13 @@ async fn unsigned_forged_and_altered_actions_are_dead_lettered_and_never_reach_o
             Vec::<OpsCommand>::new(),
             "commander sent an ops command for the {what} action"
         );
-        let mut letters = Vec::new();
-        for _ in 0..50 {
-            letters = dead_letters_for(server, refused).await;
-            if !letters.is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let awaited = format!("a dead letter for the {what} action");
+        let letters = wait_until(&awaited, Duration::from_secs(10), || async {
+            let letters = dead_letters_for(server, refused).await;
+            (!letters.is_empty()).then_some(letters)
+        })
+        .await
+        .unwrap();
         assert_eq!(letters.len(), 1, "one dead letter for the {what} action");
         let letter = &letters[0];
         assert_eq!(letter.service.as_str(), "commander");
@@ -627,8 +627,7 @@ async fn an_outcome_that_could_not_be_published_is_published_by_the_redelivery()
     // Wait until the outcome is recorded and the action came back at least once: the first
     // attempt handed it back instead of acknowledging it.
     let log = ClaimLog::open(&js, ACTIONS_BUCKET).await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
+    let state = || async {
         let recorded = matches!(
             log.get(&notify.action_id).await.unwrap(),
             Some(contracts::bus::ClaimRecord::Finished { .. })
@@ -637,15 +636,20 @@ async fn an_outcome_that_could_not_be_published_is_published_by_the_redelivery()
             .get_consumer_from_stream("commander-action-v1", "ORION_DECISIONS")
             .await
             .unwrap();
-        let info = consumer.info().await.unwrap();
-        if recorded && info.num_redelivered >= 1 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the action was not handed back within 60 s (recorded: {recorded}, {info:?})"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        (recorded, consumer.info().await.unwrap().clone())
+    };
+    let handed_back = wait_until(
+        "the action recorded and handed back",
+        Duration::from_secs(60),
+        || async {
+            let (recorded, info) = state().await;
+            (recorded && info.num_redelivered >= 1).then_some(())
+        },
+    )
+    .await;
+    if let Err(e) = handed_back {
+        let (recorded, info) = state().await;
+        panic!("{e} (recorded: {recorded}, {info:?})");
     }
 
     // Outcomes are stored again: the redelivery publishes the recorded one.

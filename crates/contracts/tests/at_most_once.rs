@@ -15,6 +15,7 @@ use contracts::bus::{
 use contracts::local_server::NatsServer;
 use contracts::services::{ApprovalCli, Brain, Commander};
 use contracts::{Action, Contract, Outcome};
+use orion_testkit::wait_for;
 use tokio_util::task::TaskTracker;
 
 /// How long a claim may go without renewal before it counts as abandoned, here.
@@ -190,6 +191,7 @@ async fn a_claim_nobody_renews_is_interrupted_and_one_renewed_is_left_to_its_hol
     let log = once.log().clone();
     let renewing = tokio::spawn(async move {
         loop {
+            // The renewal cadence: four renewals an ack wait.
             tokio::time::sleep(ACK_WAIT / 4).await;
             revision = log
                 .refresh(&alive.action_id, "live-holder", revision)
@@ -257,9 +259,11 @@ async fn a_lost_claim_stops_the_wait_or_refuses_the_result() {
             .refresh(&kept.action_id, "other-holder", revision)
             .await
             .unwrap();
-        while seen_lost.load(Ordering::SeqCst) == 0 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for("the loss seen", WITHIN, || {
+            seen_lost.load(Ordering::SeqCst) > 0
+        })
+        .await
+        .unwrap();
     };
     tokio::time::timeout(
         WITHIN,
@@ -297,7 +301,7 @@ async fn serve_stops_taking_messages_at_shutdown_and_drains_the_work_in_flight()
             let finished = finished.clone();
             let started = started.clone();
             tasks.spawn(async move {
-                // Shutdown arrives while this work is in flight.
+                // Shutdown arrives while this work is in flight: work that takes a while.
                 started.notify_one();
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 delivery.ack().await.expect("ack");

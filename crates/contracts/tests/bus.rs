@@ -13,6 +13,7 @@ use contracts::generated::dead_letter_v1::DeadLetterReasonCode;
 use contracts::local_server::{NatsCluster, NatsServer, ServerOptions, AUTHORIZATION_CONF};
 use contracts::services::*;
 use contracts::*;
+use orion_testkit::wait_until;
 use serde_json::{json, Value};
 
 const QUIET: Duration = Duration::from_millis(700);
@@ -718,15 +719,22 @@ async fn a_three_node_cluster_keeps_replicated_messages_when_a_node_stops() {
     let client = async_nats::connect(servers).await.unwrap();
     let js = async_nats::jetstream::new(client);
     // The cluster elects a JetStream meta leader after it reports healthy; retry until then.
-    let mut provisioned = Err(BusError::Config("not tried".into()));
-    for _ in 0..50 {
-        provisioned = contracts::bus::provision_all(&js, 3).await;
-        if provisioned.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    provisioned.expect("provision with 3 replicas");
+    let last_error = std::sync::Mutex::new(None);
+    wait_until(
+        "provisioned with 3 replicas",
+        Duration::from_secs(10),
+        || async {
+            match contracts::bus::provision_all(&js, 3).await {
+                Ok(()) => Some(()),
+                Err(e) => {
+                    *last_error.lock().unwrap() = Some(e);
+                    None
+                }
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}: {:?}", last_error.lock().unwrap()));
     let producer = Bus::<EventSource>::connect(BusConfig::new(urls.clone()))
         .await
         .unwrap();
@@ -737,20 +745,18 @@ async fn a_three_node_cluster_keeps_replicated_messages_when_a_node_stops() {
     let guardian = Bus::<Guardian>::connect(BusConfig::new(cluster.nodes[1].url()))
         .await
         .unwrap();
-    let mut sub = None;
-    for _ in 0..50 {
-        match guardian
-            .subscribe::<Event>(SubscribeOptions::default())
-            .await
-        {
-            Ok(s) => {
-                sub = Some(s);
-                break;
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
-    let mut sub = sub.expect("subscribe on the remaining nodes");
+    let mut sub = wait_until(
+        "a subscription on the remaining nodes",
+        Duration::from_secs(10),
+        || async {
+            guardian
+                .subscribe::<Event>(SubscribeOptions::default())
+                .await
+                .ok()
+        },
+    )
+    .await
+    .unwrap();
     // The stream and the consumer elect new leaders after the node stops, which can take a few
     // seconds before the first delivery: wait for all 20 with a generous bound.
     let mut ids = BTreeSet::new();
@@ -1072,6 +1078,7 @@ async fn a_claims_holder_is_judged_by_its_renewals_never_by_the_clock_it_wrote()
     let renewing = tokio::spawn(async move {
         let mut revision = revision;
         for _ in 0..10 {
+            // The renewal cadence: well inside the 900 ms after which a claim counts as stale.
             tokio::time::sleep(Duration::from_millis(150)).await;
             revision = holder
                 .refresh(&slow, "far-away-host", revision)
@@ -1256,8 +1263,7 @@ async fn an_unconfirmed_ack_settles_the_message_without_a_round_trip() {
     delivery.ack_unconfirmed().await.unwrap();
 
     let js = admin_jetstream(&server).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
+    let info = || async {
         let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
             .get_stream("ORION_EVENTS")
             .await
@@ -1265,15 +1271,19 @@ async fn an_unconfirmed_ack_settles_the_message_without_a_round_trip() {
             .get_consumer("guardian-event-v1")
             .await
             .unwrap();
-        let info = consumer.info().await.unwrap();
-        if info.num_ack_pending == 0 && info.ack_floor.stream_sequence >= 1 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the ack never reached the server: {info:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        consumer.info().await.unwrap().clone()
+    };
+    let acked = wait_until(
+        "the ack reached the server",
+        Duration::from_secs(5),
+        || async {
+            let info = info().await;
+            (info.num_ack_pending == 0 && info.ack_floor.stream_sequence >= 1).then_some(())
+        },
+    )
+    .await;
+    if let Err(e) = acked {
+        panic!("{e}: {:?}", info().await);
     }
     assert!(
         next_within(&mut sub, QUIET).await.is_none(),

@@ -12,6 +12,7 @@ use contracts::runtime::{
 };
 use contracts::services::Commander;
 use contracts::Notification;
+use orion_testkit::wait_until;
 
 #[derive(serde::Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -49,22 +50,31 @@ fn get(address: SocketAddr, path: &str) -> Option<(u16, String)> {
     Some((status, response.body_mut().read_to_string().ok()?))
 }
 
+/// Polls `path` until it answers `status` and its body passes `wanted` (bounded); the body.
+fn wait_for_body(
+    what: &str,
+    address: SocketAddr,
+    path: &str,
+    status: u16,
+    wanted: impl Fn(&str) -> bool,
+) -> String {
+    // The test is synchronous (ureq); the bounded wait runs on a runtime of its own.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    runtime
+        .block_on(wait_until(what, Duration::from_secs(30), || async {
+            get(address, path)
+                .and_then(|(got, body)| (got == status && wanted(&body)).then_some(body))
+        }))
+        .unwrap_or_else(|e| panic!("{e}; its answer now: {:?}", get(address, path)))
+}
+
 /// Polls `path` until it answers `status` (bounded), and returns the body.
 fn wait_for(address: SocketAddr, path: &str, status: u16) -> String {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let answer = get(address, path);
-        if let Some((got, body)) = &answer {
-            if *got == status {
-                return body.clone();
-            }
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{path} did not answer {status} within 30 s; last answer: {answer:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let what = format!("{path} answering {status}");
+    wait_for_body(&what, address, path, status, |_| true)
 }
 
 #[test]
@@ -133,14 +143,10 @@ fn a_service_reports_ready_lost_and_draining_and_serves_its_metrics() {
     );
     let published =
         "orion_publish_seconds_count{service=\"commander\",subject=\"orion.notification.v1\"} 1";
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !wait_for(address, "/metrics", 200).contains(published) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no {published} in /metrics"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let what = format!("{published} in /metrics");
+    wait_for_body(&what, address, "/metrics", 200, |body| {
+        body.contains(published)
+    });
     assert_eq!(get(address, "/nowhere").map(|(s, _)| s), Some(404));
 
     server.stop();

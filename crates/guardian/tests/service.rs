@@ -7,6 +7,7 @@ mod support;
 use std::time::Duration;
 
 use contracts::incident_v1::{IncidentSeverity, IncidentState};
+use orion_testkit::wait_for;
 use serde_json::json;
 use support::*;
 
@@ -315,18 +316,13 @@ async fn a_removed_lease_key_is_taken_again_by_its_holder() {
 
     // Nobody took it over: the holder's next renewal finds the key gone and takes it again.
     bucket.delete(lease_key(0)).await.unwrap();
-    let mut retaken = false;
-    for _ in 0..50 {
-        if guardian
+    wait_for("the lease retaken", Duration::from_secs(5), || {
+        guardian
             .log_text()
             .contains("the lease key had been removed; holding it again")
-        {
-            retaken = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(retaken, "{}", guardian.log_text());
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}; its log:\n{}", guardian.log_text()));
     let down = service_down("payments");
     producer.publish(&down).await;
     let incident = incidents.next(&guardian).await;
@@ -650,15 +646,12 @@ async fn a_failed_store_publishes_nothing_that_a_later_version_contradicts() {
 
 /// Waits (bounded) until guardian's log contains `text`.
 async fn wait_logged(guardian: &GuardianProcess, text: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !guardian.log_text().contains(text) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "guardian did not log {text:?} within 10 s; its log:\n{}",
-            guardian.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let what = format!("guardian logged {text:?}");
+    wait_for(&what, Duration::from_secs(10), || {
+        guardian.log_text().contains(text)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}; its log:\n{}", guardian.log_text()));
 }
 
 /// Poison events: each edge-of-time timestamp ends as a dead letter naming `/timestamp` and the

@@ -13,6 +13,7 @@ use ops_worker::docker::{
     CancellationToken, ConfigError, DeployFailure, DockerConfig, DockerError, Engine,
     EngineOptions, Refusal,
 };
+use orion_testkit::wait_until;
 use support::engine::{docker, HOW_TO_START};
 use support::images::{ensure_test_images, image_id, BUSYBOX_1, BUSYBOX_2, EXITS_1, EXITS_LINE};
 use support::service::{containers_of, Spec, TestService, CONTAINER_PORT, SERVICE_LABEL};
@@ -836,12 +837,12 @@ async fn cancelling_a_deploy_rolls_back() {
         let docker = docker.clone();
         let service = svc.name.clone();
         tokio::spawn(async move {
-            for _ in 0..200 {
-                if containers_of(&docker, &service).await.len() > 1 {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            // Cancel either way: a deploy that never started its new container fails the
+            // assertions on its error.
+            let _ = wait_until("the new container", Duration::from_secs(10), || async {
+                (containers_of(&docker, &service).await.len() > 1).then_some(())
+            })
+            .await;
             cancel.cancel();
         })
     };
@@ -907,15 +908,16 @@ async fn evidence_has_inspect_data_and_log_lines() {
         .await;
     let engine = engine_for(&[&svc.name], |_| {}).await;
 
-    let mut evidence = Vec::new();
-    for _ in 0..50 {
-        evidence = engine.evidence(&svc.name, 100).await.unwrap();
-        if evidence.len() == 1 && evidence[0].logs.contains("last-line") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(evidence.len(), 1);
+    let evidence = wait_until(
+        "the evidence held last-line",
+        Duration::from_secs(5),
+        || async {
+            let evidence = engine.evidence(&svc.name, 100).await.unwrap();
+            (evidence.len() == 1 && evidence[0].logs.contains("last-line")).then_some(evidence)
+        },
+    )
+    .await
+    .unwrap();
     let e = &evidence[0];
     assert_eq!(e.name, format!("{}-old-0", svc.name));
     assert_eq!(e.inspect["Id"], id.as_str());
@@ -947,14 +949,13 @@ async fn evidence_once_logged(
     lines: usize,
     needle: &str,
 ) -> Vec<ops_worker::docker::ContainerEvidence> {
-    for _ in 0..100 {
+    let what = format!("the logs of {service} held {needle:?}");
+    wait_until(&what, Duration::from_secs(10), || async {
         let evidence = engine.evidence(service, lines).await.unwrap();
-        if evidence.len() == 1 && evidence[0].logs.contains(needle) {
-            return evidence;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the logs of {service} never held {needle:?}");
+        (evidence.len() == 1 && evidence[0].logs.contains(needle)).then_some(evidence)
+    })
+    .await
+    .unwrap()
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use contracts::OpsReceipt;
 use futures::StreamExt;
+use orion_testkit::{wait_for, wait_until};
 use serde_json::{json, Value};
 use support::engine::docker;
 use support::images::{ensure_test_images, image_id, BUSYBOX_1, BUSYBOX_2, EXITS_1};
@@ -349,30 +350,26 @@ async fn forged_stale_and_malformed_commands_are_refused_and_nothing_runs() {
         .unwrap()
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let wanted: Vec<uuid::Uuid> = [&upper, &unsigned]
         .iter()
         .map(|v| v["id"].as_str().unwrap().parse().unwrap())
         .collect();
-    loop {
-        let receipts = all_receipts(&server).await;
-        let answered: Vec<_> = wanted
-            .iter()
-            .filter(|id| {
-                receipts
-                    .iter()
-                    .any(|r| &r.command_id == *id && r.status.to_string() == "failure")
-            })
+    let answered = || async {
+        let failed: Vec<uuid::Uuid> = all_receipts(&server)
+            .await
+            .into_iter()
+            .filter(|r| r.status.to_string() == "failure")
+            .map(|r| r.command_id)
             .collect();
-        if answered.len() == wanted.len() {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "malformed commands were not answered with failure receipts"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+        wanted.iter().all(|id| failed.contains(id)).then_some(())
+    };
+    wait_until(
+        "malformed commands answered with failure receipts",
+        Duration::from_secs(20),
+        answered,
+    )
+    .await
+    .unwrap();
     // The unreadable one became a dead letter.
     let dead = js
         .get_stream("PLATFORM_DEAD_LETTERS")
@@ -659,7 +656,8 @@ async fn export_evidence_stores_a_verified_bundle() {
 
 /// Waits until the container's logs (via Docker itself) contain `needle`.
 async fn wait_for_log(docker: &bollard::Docker, id: &str, needle: &str) {
-    for _ in 0..100 {
+    let what = format!("container {id} logged {needle:?}");
+    wait_until(&what, Duration::from_secs(10), || async {
         let options = bollard::query_parameters::LogsOptions {
             stdout: true,
             stderr: true,
@@ -671,12 +669,12 @@ async fn wait_for_log(docker: &bollard::Docker, id: &str, needle: &str) {
             .filter_map(|c| async move { c.ok() })
             .collect()
             .await;
-        if tail.iter().any(|c| c.to_string().contains(needle)) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("container {id} never logged {needle:?}");
+        tail.iter()
+            .any(|c| c.to_string().contains(needle))
+            .then_some(())
+    })
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -844,46 +842,30 @@ async fn a_worker_killed_mid_stream_leaves_every_command_with_one_final_receipt_
         console.publish(command).await.unwrap();
     }
     // Let a few run, then crash the worker in the middle of the stream.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let finals = all_receipts(&server)
-            .await
-            .iter()
-            .filter(|r| r.status.to_string() != "pending")
-            .count();
-        if finals >= 3 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no progress before the kill; log:\n{}",
-            worker.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until(
+        "three final receipts before the kill",
+        Duration::from_secs(30),
+        || async { (final_receipts(&server).await.len() >= 3).then_some(()) },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}; log:\n{}", worker.log_text()));
     worker.kill_9();
     let _restarted =
         WorkerProcess::start(&server, &[&web.name], &[("OPS_CLOCK_SKEW_S", "600")]).await;
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    let finals = loop {
-        let receipts = all_receipts(&server).await;
-        let finals: Vec<_> = receipts
-            .into_iter()
-            .filter(|r| r.status.to_string() != "pending")
-            .collect();
-        if commands
-            .iter()
-            .all(|c| finals.iter().any(|r| r.command_id == c.id))
-        {
-            break finals;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "commands left without a final receipt"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+    let finals = wait_until(
+        "a final receipt for every command",
+        Duration::from_secs(90),
+        || async {
+            let finals = final_receipts(&server).await;
+            commands
+                .iter()
+                .all(|c| finals.iter().any(|r| r.command_id == c.id))
+                .then_some(finals)
+        },
+    )
+    .await
+    .unwrap();
     let mut successes = 0;
     let mut interrupted = 0;
     for command in &commands {
@@ -942,19 +924,18 @@ async fn a_receipt_that_could_not_be_published_is_published_by_the_redelivery_an
     let command = signed(command("restart", &web.name, json!({"timeout_s": 1})));
     console.publish(&command).await.unwrap();
     let final_id = ops_worker::receipts::receipt_id(&command.id, "final").to_string();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !worker
-        .log_text()
-        .lines()
-        .any(|l| l.contains("gave up publishing a result") && l.contains(&final_id))
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the receipt never failed to publish:\n{}",
-            worker.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for(
+        "the receipt failed to publish",
+        Duration::from_secs(60),
+        || {
+            worker
+                .log_text()
+                .lines()
+                .any(|l| l.contains("gave up publishing a result") && l.contains(&final_id))
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}:\n{}", worker.log_text()));
     assert_eq!(
         starts.settled_at_least(2).await,
         2,
@@ -964,18 +945,17 @@ async fn a_receipt_that_could_not_be_published_is_published_by_the_redelivery_an
     // Receipts are stored again: the redelivered command publishes the recorded receipt.
     config.subjects = subjects;
     js.update_stream(&config).await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let finals = loop {
-        let finals: Vec<OpsReceipt> = all_receipts(&server)
-            .await
-            .into_iter()
-            .filter(|r| r.command_id == command.id && r.status.to_string() != "pending")
-            .collect();
-        if !finals.is_empty() || tokio::time::Instant::now() >= deadline {
-            break finals;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let finals = wait_until(
+        "the redelivered command's final receipt",
+        Duration::from_secs(60),
+        || async {
+            let mut finals = final_receipts(&server).await;
+            finals.retain(|r| r.command_id == command.id);
+            (!finals.is_empty()).then_some(finals)
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}:\n{}", worker.log_text()));
     assert_eq!(finals.len(), 1, "{finals:?}\n{}", worker.log_text());
     assert_eq!(finals[0].status.to_string(), "success");
     assert_eq!(finals[0].id.to_string(), final_id);
@@ -1273,26 +1253,20 @@ async fn a_replayed_halt_cancels_nothing() {
         .await
         .unwrap()
         .sequence;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
+    wait_until("the replay handled", Duration::from_secs(30), || async {
         let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
             .get_consumer_from_stream("ops-worker-ops_command-v1", "TITAN_OPS")
             .await
             .unwrap();
         // Handled: delivered and acknowledged, only the restart still outstanding.
         let info = consumer.info().await.unwrap();
-        if info.delivered.stream_sequence >= replayed
+        (info.delivered.stream_sequence >= replayed
             && info.num_pending == 0
-            && info.num_ack_pending <= 1
-        {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the replay was not handled within 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+            && info.num_ack_pending <= 1)
+            .then_some(())
+    })
+    .await
+    .unwrap();
     assert!(
         !all_receipts(&server)
             .await
@@ -1379,23 +1353,21 @@ async fn withdraw_keeps_a_queued_command_from_ever_starting_and_lets_a_running_o
     let running = first.await.unwrap();
     assert_eq!(final_receipt(&running).status.to_string(), "success");
     // Let the queued one reach its turn: it finds its record and never restarts anything.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut consumer: async_nats::jetstream::consumer::PullConsumer =
-            async_nats::jetstream::new(admin(&server).await)
-                .get_consumer_from_stream("ops-worker-ops_command-v1", "TITAN_OPS")
-                .await
-                .unwrap();
-        let info = consumer.info().await.unwrap();
-        if info.num_pending == 0 && info.num_ack_pending == 0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "commands still outstanding after 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until(
+        "no command outstanding",
+        Duration::from_secs(30),
+        || async {
+            let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+                async_nats::jetstream::new(admin(&server).await)
+                    .get_consumer_from_stream("ops-worker-ops_command-v1", "TITAN_OPS")
+                    .await
+                    .unwrap();
+            let info = consumer.info().await.unwrap();
+            (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(
         starts.settled_at_least(1 + 1).await,
         1 + 1,
@@ -1432,19 +1404,19 @@ async fn a_halt_during_a_deploy_has_the_last_word_on_the_containers() {
     };
     // The new container runs (its settle period), the old one is stopped for the port.
     let new_image = image_id(&docker, BUSYBOX_2).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !web
-        .containers()
-        .await
-        .iter()
-        .any(|c| running(c) && c.image.as_deref() == Some(new_image.as_str()))
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the new container never ran"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(
+        "the new container running",
+        Duration::from_secs(30),
+        || async {
+            web.containers()
+                .await
+                .iter()
+                .any(|c| running(c) && c.image.as_deref() == Some(new_image.as_str()))
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
     let halt = signed(command("halt", &web.name, json!({"timeout_s": 1})));
     let halted = final_receipt(&send(&console, &halt).await).clone();
     assert_eq!(
@@ -1471,6 +1443,8 @@ async fn a_halt_during_a_deploy_has_the_last_word_on_the_containers() {
             web.containers().await.iter().all(|c| !running(c)),
             "a container runs after the halt"
         );
+        // Time itself is the condition: nothing may run for the whole 3 s, so this is no
+        // wait for a condition but a watch over a period.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let after = web.containers().await;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use async_nats::jetstream::Context as JetStream;
+use orion_testkit::wait_until;
 use rand::rngs::StdRng;
 use rand::Rng;
 use tokio::time::Instant;
@@ -163,6 +164,7 @@ impl Supervisor {
             if Instant::now() >= until {
                 return Ok(());
             }
+            // The supervision cadence, not a wait for a condition: a tick every TICK.
             tokio::time::sleep(TICK).await;
         }
     }
@@ -234,8 +236,8 @@ impl Supervisor {
         if consumers.is_empty() {
             return 0;
         }
-        let until = Instant::now() + BUSY_PATIENCE;
-        loop {
+        let what = format!("{service} busy");
+        let busy = wait_until(&what, BUSY_PATIENCE, || async {
             let mut unacked = 0;
             for consumer in &consumers {
                 unacked += match self.admin.get_stream(consumer.stream).await {
@@ -246,11 +248,11 @@ impl Supervisor {
                     Err(_) => 0,
                 };
             }
-            if unacked > 0 || Instant::now() >= until {
-                return unacked;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            (unacked > 0).then_some(unacked)
+        })
+        .await;
+        // Not busy within the patience: the kill lands at a random moment, with none unacked.
+        busy.unwrap_or(0)
     }
 
     fn restart_exited(&mut self, stack: &mut Stack) -> Result<()> {

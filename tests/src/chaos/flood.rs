@@ -19,12 +19,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use async_nats::jetstream::Context as JetStream;
 use contracts::{Event, Incident};
+use orion_testkit::wait_until;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::Rng;
@@ -39,11 +40,44 @@ use crate::workload::Workload;
 
 /// How long one publication is retried (the broker may be restarting or electing leaders).
 const PUBLISH_PATIENCE: Duration = Duration::from_secs(60);
+
 /// How often the flood looks at the incident stream.
 const LOOK_EVERY: Duration = Duration::from_millis(250);
 /// Repeats with the same `Nats-Msg-Id` only this soon after the first publication: well within
 /// the stream's duplicate window (120 s), so that the stream keeps exactly one of them.
 const REPEAT_WITHIN: Duration = Duration::from_secs(60);
+
+/// Calls `send` until the stream confirms (it returns `Ok`), for up to [`PUBLISH_PATIENCE`];
+/// on giving up, the last try's error.
+async fn until_confirmed<F, Fut>(mut send: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let last_error = Mutex::new(None);
+    let confirmed = wait_until("the stream confirmed", PUBLISH_PATIENCE, || {
+        let sending = send();
+        let last_error = &last_error;
+        async move {
+            match sending.await {
+                Ok(()) => Some(()),
+                Err(error) => {
+                    *last_error.lock().unwrap() = Some(error);
+                    None
+                }
+            }
+        }
+    })
+    .await;
+    match confirmed {
+        Ok(()) => Ok(()),
+        // Every try failed, so there is a last error (the timeout itself only in theory).
+        Err(timed_out) => Err(last_error
+            .into_inner()
+            .unwrap()
+            .unwrap_or_else(|| timed_out.into())),
+    }
+}
 
 /// The kinds of trouble, each correlated by one of guardian's example rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -298,6 +332,7 @@ impl Flood {
                 self.start_trouble().await?;
             }
             self.step().await?;
+            // Pacing, not waiting: a seeded pause between two steps of the flood.
             let pause = self.rng.random_range(self.settings.pause_ms.clone());
             tokio::time::sleep(Duration::from_millis(pause)).await;
         }
@@ -482,43 +517,33 @@ impl Flood {
     /// Publishes with the event's `Nats-Msg-Id` until the stream confirms it: a retry of a
     /// publication that did arrive is dropped as a duplicate, so retrying is safe.
     async fn publish(&mut self, event: &Event) -> Result<()> {
-        let deadline = Instant::now() + PUBLISH_PATIENCE;
-        loop {
-            match self.probe.repeat(event).await {
-                Ok(()) => {
-                    self.report
-                        .sent
-                        .entry(event.event_id)
-                        .or_default()
-                        .with_msg_id += 1;
-                    self.first_sent
-                        .entry(event.event_id)
-                        .or_insert_with(Instant::now);
-                    return Ok(());
-                }
-                Err(e) if Instant::now() >= deadline => {
-                    return Err(e).context(format!("publishing event {}", event.event_id))
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
-            }
-        }
+        let probe = &self.probe;
+        until_confirmed(|| probe.repeat(event))
+            .await
+            .with_context(|| format!("publishing event {}", event.event_id))?;
+        self.report
+            .sent
+            .entry(event.event_id)
+            .or_default()
+            .with_msg_id += 1;
+        self.first_sent
+            .entry(event.event_id)
+            .or_insert_with(Instant::now);
+        Ok(())
     }
 
     /// A copy without `Nats-Msg-Id`, retried until confirmed; every attempt is counted, as
     /// an attempt whose confirmation was lost may still have been stored.
     async fn copy_without_msg_id(&mut self, id: Uuid) -> Result<()> {
-        let event = self.events[&id].clone();
-        let deadline = Instant::now() + PUBLISH_PATIENCE;
-        loop {
-            self.report.sent.entry(id).or_default().without_msg_id += 1;
-            match self.probe.resend_without_msg_id(&event).await {
-                Ok(()) => return Ok(()),
-                Err(e) if Instant::now() >= deadline => {
-                    return Err(e).context(format!("re-sending event {id}"))
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
-            }
-        }
+        let event = &self.events[&id];
+        let probe = &self.probe;
+        let sent = &mut self.report.sent;
+        until_confirmed(|| {
+            sent.entry(id).or_default().without_msg_id += 1;
+            probe.resend_without_msg_id(event)
+        })
+        .await
+        .with_context(|| format!("re-sending event {id}"))
     }
 
     fn give_up(&mut self) {

@@ -96,6 +96,8 @@ pub async fn all<T: Contract>(js: &JetStream) -> Result<Vec<Stored<T>>> {
             Err(e) if attempt < 20 => {
                 println!("chaos: {e:#}; reading again");
                 attempt += 1;
+                // A pause between retries of a failed read, bounded by attempts (not by time:
+                // each read's own timeout decides how long an attempt takes).
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             read => return read,

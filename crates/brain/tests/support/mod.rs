@@ -13,6 +13,7 @@ use contracts::local_server::NatsServer;
 use contracts::services::{self, ApprovalCli, ApprovalTelegram, Commander, Guardian};
 use contracts::signing::{SigningKey, Verifier, BRAIN_SIGNER, SIGNATURE_HEADER};
 use contracts::*;
+use orion_testkit::wait_until;
 use serde_json::{json, Value};
 use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
@@ -473,23 +474,24 @@ pub async fn wait_consumer_drained(server: &NatsServer, service: &str, subject: 
         .find(|c| c.service == service && c.filter_subject == subject)
         .unwrap();
     let js = admin_jetstream(server).await;
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
+    let info = || async {
         let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
             .get_consumer_from_stream(declared.name, declared.stream)
             .await
             .unwrap();
-        let info = consumer.info().await.unwrap();
-        if info.num_pending == 0 && info.num_ack_pending == 0 {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{}: {} pending, {} unacked",
-            declared.name,
-            info.num_pending,
-            info.num_ack_pending
+        consumer.info().await.unwrap().clone()
+    };
+    let what = format!("{} drained", declared.name);
+    let drained = wait_until(&what, WAIT, || async {
+        let info = info().await;
+        (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
+    })
+    .await;
+    if let Err(e) = drained {
+        let info = info().await;
+        panic!(
+            "{e}: {} pending, {} unacked",
+            info.num_pending, info.num_ack_pending
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

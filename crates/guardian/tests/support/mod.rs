@@ -16,6 +16,7 @@ use contracts::local_server::NatsServer;
 use contracts::services::{Commander, EventSource, Guardian};
 use contracts::{Event, Incident, IncidentAcknowledgement, Timestamp};
 use futures::StreamExt;
+use orion_testkit::{wait_for, wait_until};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -105,14 +106,12 @@ impl GuardianProcess {
     /// Waits up to 30 s until this instance has joined the others: it holds a member slot, or
     /// (all slots taken) watches a lease it may take over.
     pub async fn wait_joined(&self) {
-        for _ in 0..300 {
+        wait_for("guardian joined", Duration::from_secs(30), || {
             let log = self.log_text();
-            if log.contains("holding a member slot") || log.contains("standby:") {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("guardian did not join; its log:\n{}", self.log_text());
+            log.contains("holding a member slot") || log.contains("standby:")
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}; its log:\n{}", self.log_text()));
     }
 
     /// The partitions this instance holds now, as its log tells (taken minus handed back).
@@ -125,17 +124,18 @@ impl GuardianProcess {
 
     /// Waits up to 30 s until this instance holds `count` partitions (and has for a moment).
     pub async fn wait_holding(&self, count: usize) {
-        for _ in 0..300 {
-            if self.partitions_held() == count {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!(
-            "guardian holds {} partitions, not {count}; its log:\n{}",
-            self.partitions_held(),
-            self.log_text()
-        );
+        let what = format!("guardian holding {count} partitions");
+        wait_for(&what, Duration::from_secs(30), || {
+            self.partitions_held() == count
+        })
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}: it holds {}; its log:\n{}",
+                self.partitions_held(),
+                self.log_text()
+            )
+        });
     }
 
     fn spawn(server: &NatsServer, config: &str) -> Self {
@@ -180,33 +180,31 @@ impl GuardianProcess {
 
     /// Waits until this guardian consumes (its micro endpoints answer).
     pub async fn wait_ready(&mut self, server: &NatsServer) {
-        let admin = admin(server).await;
-        for _ in 0..150 {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    panic!(
-                        "guardian exited with {status} at start; its log:\n{}",
-                        self.log_text()
-                    );
-                }
+        let admin = &admin(server).await;
+        // Two durables per partition, each with its status endpoint.
+        let all = 2 * <Guardian as contracts::Service>::PARTITIONS as usize;
+        let consuming = wait_until("guardian consuming", Duration::from_secs(15), || {
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                panic!(
+                    "guardian exited with {status} at start; its log:\n{}",
+                    self.log_text()
+                );
             }
-            // Two durables per partition, each with its status endpoint.
-            let all = 2 * <Guardian as contracts::Service>::PARTITIONS as usize;
-            if let Ok(reply) = admin.request("$SRV.STATS.guardian", "".into()).await {
+            async move {
+                let reply = admin.request("$SRV.STATS.guardian", "".into()).await.ok()?;
                 let stats: Value = serde_json::from_slice(&reply.payload).unwrap_or_default();
-                if stats["endpoints"]
+                stats["endpoints"]
                     .as_array()
                     .is_some_and(|e| e.len() >= all)
-                {
-                    return;
-                }
+                    .then_some(())
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!(
-            "guardian did not start consuming; its log:\n{}",
-            self.log_text()
-        );
+        })
+        .await;
+        consuming.unwrap_or_else(|e| panic!("{e}; its log:\n{}", self.log_text()));
     }
 
     /// Starts the same configuration again after a stop.
@@ -230,16 +228,14 @@ impl GuardianProcess {
 
     /// Waits up to `limit` for the process to exit on its own; its exit code.
     pub async fn exit_within(&mut self, limit: Duration) -> Option<i32> {
-        let deadline = std::time::Instant::now() + limit;
-        while std::time::Instant::now() < deadline {
-            let child = self.child.as_mut()?;
-            if let Ok(Some(status)) = child.try_wait() {
-                self.child = None;
-                return status.code();
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        None
+        let child = self.child.as_mut()?;
+        let status = wait_until("guardian exited", limit, || {
+            std::future::ready(child.try_wait().ok().flatten())
+        })
+        .await
+        .ok()?;
+        self.child = None;
+        status.code()
     }
 
     /// SIGTERM, then wait; returns the exit code.
@@ -412,22 +408,23 @@ pub async fn wait_until_events_settled(server: &NatsServer, guardian: &GuardianP
         .filter(|c| c.service == "guardian" && c.contract == "event")
         .map(|c| c.name)
         .collect();
-    'wait: for _ in 0..600 {
-        for name in &durables {
-            let mut consumer: jetstream::consumer::Consumer<pull::Config> =
-                stream.get_consumer(name).await.unwrap();
-            let info = consumer.info().await.unwrap();
-            if info.num_pending > 0 || info.num_ack_pending > 0 {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue 'wait;
+    wait_until(
+        "guardian settled the events",
+        Duration::from_secs(60),
+        || async {
+            for name in &durables {
+                let mut consumer: jetstream::consumer::Consumer<pull::Config> =
+                    stream.get_consumer(name).await.unwrap();
+                let info = consumer.info().await.unwrap();
+                if info.num_pending > 0 || info.num_ack_pending > 0 {
+                    return None;
+                }
             }
-        }
-        return;
-    }
-    panic!(
-        "guardian did not settle the events within 60 s; its log:\n{}",
-        guardian.log_text()
-    );
+            Some(())
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}; its log:\n{}", guardian.log_text()));
 }
 
 /// The keys of `guardian_state` that hold a value, every partition's, each without its

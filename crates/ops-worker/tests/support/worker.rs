@@ -11,6 +11,7 @@ use contracts::services::OpsConsole;
 use contracts::{OpsCommand, OpsReceipt};
 use ops_client::client::{self, Receipts};
 use ops_client::signing::SigningKeys;
+use orion_testkit::wait_until;
 use serde_json::{json, Value};
 
 /// The test key of the SPEC's signing vector (fixtures/ops_signing/vector.json) — a TEST KEY.
@@ -66,20 +67,19 @@ impl WorkerProcess {
 
     async fn wait_ready(&self, server: &NatsServer) {
         let admin = admin(server).await;
-        for _ in 0..150 {
-            let stats = admin.request("$SRV.STATS.ops-worker", "".into()).await;
-            if let Ok(reply) = stats {
-                let stats: Value = serde_json::from_slice(&reply.payload).unwrap_or_default();
-                if stats["endpoints"].as_array().is_some_and(|e| !e.is_empty()) {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!(
-            "ops-worker did not start consuming; its log:\n{}",
-            self.log_text()
-        );
+        wait_until("ops-worker consuming", Duration::from_secs(15), || async {
+            let reply = admin
+                .request("$SRV.STATS.ops-worker", "".into())
+                .await
+                .ok()?;
+            let stats: Value = serde_json::from_slice(&reply.payload).unwrap_or_default();
+            stats["endpoints"]
+                .as_array()
+                .is_some_and(|e| !e.is_empty())
+                .then_some(())
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}; its log:\n{}", self.log_text()));
     }
 
     pub fn log_text(&self) -> String {
@@ -167,6 +167,13 @@ pub fn final_receipt(receipts: &Receipts) -> &OpsReceipt {
     receipts.last.as_ref().expect("a final receipt within 60 s")
 }
 
+/// Every final receipt (not `pending`) in the ops stream, in order.
+pub async fn final_receipts(server: &NatsServer) -> Vec<OpsReceipt> {
+    let mut receipts = all_receipts(server).await;
+    receipts.retain(|r| r.status.to_string() != "pending");
+    receipts
+}
+
 /// Every receipt in the ops stream, in order.
 pub async fn all_receipts(server: &NatsServer) -> Vec<OpsReceipt> {
     use async_nats::jetstream::consumer::pull;
@@ -193,16 +200,14 @@ pub async fn all_receipts(server: &NatsServer) -> Vec<OpsReceipt> {
 /// Waits (up to 30 s) until ops-worker has accepted `command_id` (its pending receipt is
 /// stored): the command is running, or waiting for its target's lane.
 pub async fn wait_accepted(server: &NatsServer, command_id: uuid::Uuid) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !all_receipts(server)
-        .await
-        .iter()
-        .any(|r| r.command_id == command_id && r.status.to_string() == "pending")
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "command {command_id} was not accepted within 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let what = format!("command {command_id} accepted");
+    wait_until(&what, Duration::from_secs(30), || async {
+        all_receipts(server)
+            .await
+            .iter()
+            .any(|r| r.command_id == command_id && r.status.to_string() == "pending")
+            .then_some(())
+    })
+    .await
+    .unwrap();
 }
