@@ -893,10 +893,6 @@ async fn messages_at_the_edge_of_time_are_dead_lettered_and_brain_goes_on() {
 /// decide again from what is stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_action_by_another_instance_since_brain_last_wrote_the_limits_is_counted() {
-    use brain::limits::ActionMark;
-    use brain::policy::LimitKey;
-    use brain::state::{Expect, Mutation, StateStore};
-
     let server = provisioned_server().await;
     let extra = r#"
 [[rules]]
@@ -927,26 +923,9 @@ rate_limit = { max = 2, per_s = 3600 }
 
     // Another brain instance acts on gw-7, a moment ago: the rate limit's second action is used
     // up (and not by this brain, which still remembers one).
-    let other = StateStore::open(&connect::<contracts::services::Brain>(&server).await)
-        .await
-        .expect("a second instance opens brain_state");
-    let theirs = Mutation::RecordAction {
-        key: LimitKey {
-            action_type: "restart_edge_device".into(),
-            target: "gw-7".into(),
-        },
-        mark: ActionMark {
-            action_id: uuid::Uuid::new_v4(),
-            at: contracts::Timestamp(
-                contracts::Timestamp::now().0 - time::Duration::milliseconds(1200),
-            ),
-            incident_id: uuid::Uuid::new_v4(),
-            approval_id: None,
-        },
-        answers_request: None,
-        expect: Expect::Any,
-    };
-    other.apply(&theirs, true, None).await.unwrap();
+    let a_moment_ago =
+        contracts::Timestamp(contracts::Timestamp::now().0 - time::Duration::milliseconds(1200));
+    another_instance_acts(&server, "restart_edge_device", "gw-7", a_moment_ago).await;
 
     publish_incident(&server, &failure()).await;
     let decision = seen.decision().await;
@@ -964,32 +943,17 @@ rate_limit = { max = 2, per_s = 3600 }
 /// another instance has acted on it meanwhile, brain's action must lose and the cooldown hold.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_action_by_another_instance_on_a_target_new_to_brain_is_counted() {
-    use brain::limits::ActionMark;
-    use brain::policy::LimitKey;
-    use brain::state::{Expect, Mutation, StateStore};
-
     let server = provisioned_server().await;
     let (alice, _) = SigningKey::generate("alice");
     let brain = RunningBrain::start(&server, &policy("N3", &[&alice], 300, "")).await;
     let mut seen = Observer::new(&server).await;
-    let other = StateStore::open(&connect::<contracts::services::Brain>(&server).await)
-        .await
-        .expect("a second instance opens brain_state");
-    let theirs = Mutation::RecordAction {
-        key: LimitKey {
-            action_type: "restart_service".into(),
-            target: "web".into(),
-        },
-        mark: ActionMark {
-            action_id: uuid::Uuid::new_v4(),
-            at: contracts::Timestamp::now(),
-            incident_id: uuid::Uuid::new_v4(),
-            approval_id: None,
-        },
-        answers_request: None,
-        expect: Expect::Any,
-    };
-    other.apply(&theirs, true, None).await.unwrap();
+    another_instance_acts(
+        &server,
+        "restart_service",
+        "web",
+        contracts::Timestamp::now(),
+    )
+    .await;
 
     let outage = incident(
         "service_outage",

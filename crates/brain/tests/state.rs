@@ -28,6 +28,13 @@ fn record_action(key: &LimitKey, expect: Expect) -> (Mutation, Uuid) {
     (mutation, action_id)
 }
 
+/// brain's state store, as one brain instance opens it.
+async fn open_store(server: &contracts::local_server::NatsServer) -> StateStore {
+    StateStore::open(&connect::<services::Brain>(server).await)
+        .await
+        .expect("the brain_state bucket opens")
+}
+
 fn actions(state: &brain::state::Versioned<brain::limits::LimitState>) -> Vec<Uuid> {
     let Some(state) = &state.value else {
         return Vec::new();
@@ -38,9 +45,7 @@ fn actions(state: &brain::state::Versioned<brain::limits::LimitState>) -> Vec<Uu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_first_change_from_the_value_decided_on_loses_to_a_write_since_and_leaves_no_record() {
     let server = provisioned_server().await;
-    let store = StateStore::open(&connect::<services::Brain>(&server).await)
-        .await
-        .expect("the brain_state bucket opens");
+    let store = open_store(&server).await;
     let key = LimitKey {
         action_type: "restart_service".into(),
         target: "web".into(),
@@ -82,12 +87,8 @@ async fn a_first_change_from_the_value_decided_on_loses_to_a_write_since_and_lea
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_remembered_from_the_last_write_lose_to_another_instances_write_and_are_forgotten() {
     let server = provisioned_server().await;
-    let this = StateStore::open(&connect::<services::Brain>(&server).await)
-        .await
-        .expect("the brain_state bucket opens");
-    let other = StateStore::open(&connect::<services::Brain>(&server).await)
-        .await
-        .expect("a second instance opens the bucket");
+    let this = open_store(&server).await;
+    let other = open_store(&server).await;
     let key = LimitKey {
         action_type: "restart_service".into(),
         target: "api".into(),
@@ -132,9 +133,7 @@ async fn limits_remembered_from_the_last_write_lose_to_another_instances_write_a
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_created_after_the_start_is_taken_as_absent_until_a_write_says_otherwise() {
     let server = provisioned_server().await;
-    let other = StateStore::open(&connect::<services::Brain>(&server).await)
-        .await
-        .expect("the brain_state bucket opens");
+    let other = open_store(&server).await;
     let old = LimitKey {
         action_type: "restart_service".into(),
         target: "old".into(),
@@ -146,9 +145,7 @@ async fn a_key_created_after_the_start_is_taken_as_absent_until_a_write_says_oth
     let (before_start, _) = record_action(&old, Expect::Any);
     other.apply(&before_start, true, None).await.unwrap();
 
-    let this = StateStore::open(&connect::<services::Brain>(&server).await)
-        .await
-        .unwrap();
+    let this = open_store(&server).await;
     this.learn_limit_keys().await.unwrap();
     assert!(
         this.last_limits(&old).is_none(),

@@ -495,3 +495,37 @@ pub async fn wait_consumer_drained(server: &NatsServer, service: &str, subject: 
         );
     }
 }
+
+/// Another brain instance records an action of `action_type` on `target` at `at` in
+/// `brain_state`, as its own decision would (unconditionally).
+pub async fn another_instance_acts(
+    server: &NatsServer,
+    action_type: &str,
+    target: &str,
+    at: Timestamp,
+) {
+    use brain::limits::ActionMark;
+    use brain::policy::LimitKey;
+    use brain::state::{Expect, Mutation, StateStore};
+    let other = StateStore::open(&connect::<services::Brain>(server).await)
+        .await
+        .expect("a second instance opens brain_state");
+    let action = Mutation::RecordAction {
+        key: LimitKey {
+            action_type: action_type.into(),
+            target: target.into(),
+        },
+        mark: ActionMark {
+            action_id: Uuid::new_v4(),
+            at,
+            incident_id: Uuid::new_v4(),
+            approval_id: None,
+        },
+        answers_request: None,
+        expect: Expect::Any,
+    };
+    other
+        .apply(&action, true, None)
+        .await
+        .expect("the other instance records its action");
+}
