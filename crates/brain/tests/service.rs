@@ -909,13 +909,8 @@ rate_limit = { max = 2, per_s = 3600 }
     let failure = || incident("edge_device_failure", "high", &[("device_id", "gw-7")]);
 
     publish_incident(&server, &failure()).await;
-    let decision = seen.decision().await;
-    assert_eq!(
-        kind(&decision),
-        "EXECUTE_SAFE_ACTION",
-        "{}",
-        reasoning(&decision)
-    );
+    seen.decision_of("EXECUTE_SAFE_ACTION", "executing action")
+        .await;
     seen.action().await;
     // Time itself is the condition: the rule's 1 s cooldown must be over, so that only the
     // rate limit can hold the next incident back.
@@ -928,13 +923,7 @@ rate_limit = { max = 2, per_s = 3600 }
     another_instance_acts(&server, "restart_edge_device", "gw-7", a_moment_ago).await;
 
     publish_incident(&server, &failure()).await;
-    let decision = seen.decision().await;
-    assert_eq!(kind(&decision), "NO_ACTION", "{}", reasoning(&decision));
-    assert!(
-        reasoning(&decision).contains("rate limit"),
-        "{}",
-        reasoning(&decision)
-    );
+    seen.decision_of("NO_ACTION", "rate limit").await;
     seen.quiet().await;
     brain.stop().await;
 }
@@ -961,13 +950,8 @@ async fn an_action_by_another_instance_on_a_target_new_to_brain_is_counted() {
         &[("service_name", "web"), ("rule", "down")],
     );
     publish_incident(&server, &outage).await;
-    let decision = seen.decision().await;
-    assert_eq!(kind(&decision), "NO_ACTION", "{}", reasoning(&decision));
-    assert!(
-        reasoning(&decision).contains("cooldown of restart_service on web"),
-        "{}",
-        reasoning(&decision)
-    );
+    seen.decision_of("NO_ACTION", "cooldown of restart_service on web")
+        .await;
     seen.quiet().await;
     brain.stop().await;
 }

@@ -206,6 +206,15 @@ impl Observer {
         next(&mut self.decisions, WAIT).await.expect("a decision")
     }
 
+    /// The next decision, which must be of `kind` with reasoning that contains `why`.
+    pub async fn decision_of(&mut self, kind: &str, why: &str) -> Decision {
+        let decision = self.decision().await;
+        let reasoning = reasoning(&decision);
+        assert_eq!(decision.decision_type.to_string(), kind, "{reasoning}");
+        assert!(reasoning.contains(why), "expected {why:?} in: {reasoning}");
+        decision
+    }
+
     pub async fn action(&mut self) -> Action {
         next(&mut self.actions, WAIT).await.expect("an action")
     }
